@@ -1,0 +1,3 @@
+//! Governance: what may run, with whose credentials, and what must never leak.
+
+pub mod secrets;
