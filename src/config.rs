@@ -20,6 +20,8 @@ use crate::governance::secrets::Secret;
 pub const ENV_PREFIX: &str = "PORTARIUM_ST2_";
 /// Environment variable naming the config file (read by the CLI, not an override).
 pub const ENV_CONFIG_FILE: &str = "PORTARIUM_ST2_CONFIG";
+/// The documented example configuration (`docs/config.example.yaml`).
+pub const EXAMPLE: &str = include_str!("../docs/config.example.yaml");
 
 /// The whole adapter configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -741,6 +743,25 @@ mod tests {
     fn yaml_syntax_error_names_the_file() {
         let err = load("st2: [unclosed", &[]).unwrap_err().to_string();
         assert!(err.contains("test.yaml is not valid YAML"), "{err}");
+    }
+
+    #[test]
+    fn documented_example_loads_as_written() {
+        let c = load(EXAMPLE, &[("ST2_API_KEY_UNUSED", "x")]);
+        // The example reads its key from env:ST2_API_KEY, so it must fail only on that.
+        let err = c.unwrap_err().to_string();
+        assert!(
+            err.starts_with("st2.api_key:") && err.contains("ST2_API_KEY"),
+            "{err}"
+        );
+        let with_key = EXAMPLE.replace("env:ST2_API_KEY", "literal-key");
+        let c = load(&with_key, &[]).unwrap();
+        assert_eq!(
+            c.st2.endpoints().unwrap().api.as_str(),
+            "https://st2.example.com/api/v1"
+        );
+        assert_eq!(c.st2.retry.max_retries, default_max_retries());
+        assert_eq!(c.st2.max_concurrency, default_max_concurrency());
     }
 
     #[test]
