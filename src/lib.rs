@@ -6,4 +6,5 @@
 
 pub mod config;
 pub mod governance;
+pub mod server;
 pub mod st2;

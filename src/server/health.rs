@@ -1,0 +1,70 @@
+//! `/healthz` (the process answers) and `/readyz` (st2 is reachable and accepts our credentials).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// A readiness check: `Ok` when the dependency is usable, `Err(reason)` otherwise.
+pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Readiness with a short cache, so load-balancer polling cannot turn into load on st2.
+#[derive(Clone)]
+pub struct Readiness {
+    probe: Probe,
+    timeout: Duration,
+    cache_for: Duration,
+    last: Arc<Mutex<Option<(Instant, Result<(), String>)>>>,
+}
+
+impl Readiness {
+    /// Wraps `probe`; each check is bounded by `timeout` and reused for `cache_for`.
+    pub fn new(probe: Probe, timeout: Duration, cache_for: Duration) -> Self {
+        Self {
+            probe,
+            timeout,
+            cache_for,
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Runs the probe unless a recent answer is cached; concurrent callers share one run.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < self.cache_for
+        {
+            return result.clone();
+        }
+        let result = match tokio::time::timeout(self.timeout, (self.probe)()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "st2 did not answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        };
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+/// Always 200 while the process can answer.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 when st2 is reachable and authenticated, 503 with the reason otherwise.
+pub async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, Json<Value>) {
+    match readiness.check().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": reason})),
+        ),
+    }
+}
