@@ -13,13 +13,16 @@ use tokio::sync::Mutex;
 /// A readiness check: `Ok` when the dependency is usable, `Err(reason)` otherwise.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// The last probe's answer and when it was taken.
+type Cached = Option<(Instant, Result<(), String>)>;
+
 /// Readiness with a short cache, so load-balancer polling cannot turn into load on st2.
 #[derive(Clone)]
 pub struct Readiness {
     probe: Probe,
     timeout: Duration,
     cache_for: Duration,
-    last: Arc<Mutex<Option<(Instant, Result<(), String>)>>>,
+    last: Arc<Mutex<Cached>>,
 }
 
 impl Readiness {
