@@ -1,51 +1,13 @@
 //! Every response recorded from a real st2 decodes with the client's models, keeping what
 //! st2 sent: decoded values equal the raw JSON's, and re-encoding keeps every top-level key.
 
-use std::path::PathBuf;
+mod support;
 
 use portarium_st2::st2::models::{
     Action, ActionParameters, Execution, ExecutionStatus, Fault, LiveAction, Pack, Token,
 };
 use serde_json::Value;
-
-fn reference() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/st2")
-}
-
-/// A recorded `.http` answer: status, headers (lower-cased names) and body.
-struct Capture {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-fn capture(name: &str) -> Capture {
-    let path = reference().join("captures").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .or_else(|| text.split_once("\n\n"))
-        .unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{name}: no status line"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Capture {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-fn json_file(rel: &str) -> String {
-    std::fs::read_to_string(reference().join(rel)).unwrap()
-}
+use support::{capture, reference, reference_text};
 
 /// Decodes `raw` as an Execution and checks it against the raw JSON.
 fn check_execution(origin: &str, raw: &Value) -> Execution {
@@ -260,7 +222,8 @@ fn official_client_fixtures_decode() {
         "execution_with_stack_trace.json",
     ] {
         let raw: Value =
-            serde_json::from_str(&json_file(&format!("st2client/tests/fixtures/{name}"))).unwrap();
+            serde_json::from_str(&reference_text(&format!("st2client/tests/fixtures/{name}")))
+                .unwrap();
         check_execution(name, &raw);
     }
 }
