@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use portarium_st2::config::{self, Config};
+use clap::{Args, Parser, Subcommand};
+use portarium_st2::config::{self, Config, LogFormat};
+use portarium_st2::server::{self, Readiness};
+use portarium_st2::st2::St2Client;
 
 /// Exit code for bad input: a config or argument that cannot be used.
 const EXIT_USAGE: u8 = 2;
@@ -25,9 +28,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the adapter's HTTP API against st2 until SIGINT/SIGTERM.
+    ///
+    /// Serves GET /healthz (the process answers) and GET /readyz (st2 reachable and
+    /// accepting the configured credentials). Logs one line with the bound address when ready.
+    Serve(ServeArgs),
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The YAML config file; PORTARIUM_ST2_* variables override its fields.
+    #[arg(short, long, env = config::ENV_CONFIG_FILE)]
+    config: Option<PathBuf>,
+    /// Start a built-in st2 emulator on a loopback port and serve against it (for trying
+    /// the adapter without a cluster). Replaces the st2 section of the configuration.
+    #[arg(long, conflicts_with = "config")]
+    emulator: bool,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +66,16 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve(args))
+        }
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS
@@ -92,4 +121,119 @@ fn describe_source(source: &portarium_st2::governance::secrets::SecretSource) ->
         SecretSource::Env(name) => format!("env {name}"),
         SecretSource::File(path) => format!("file {path}"),
     }
+}
+
+/// Loads config (or starts the emulator), then serves until a shutdown signal.
+async fn serve(args: ServeArgs) -> ExitCode {
+    let loaded = if args.emulator {
+        start_emulator().await
+    } else {
+        Config::load(args.config.as_deref())
+            .map(|c| (c, None))
+            .map_err(|e| e.to_string())
+    };
+    let (config, emulator) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            let source = args
+                .config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "configuration".into());
+            eprintln!("{source}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&config);
+    if let Some(emulator) = &emulator {
+        tracing::info!(base_url = %emulator.base_url(), "st2 emulator ready (in-process)");
+    }
+    let client = match St2Client::from_config(&config.st2) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let probe_client = client.clone();
+    let readiness = Readiness::new(
+        std::sync::Arc::new(move || {
+            let client = probe_client.clone();
+            Box::pin(async move { client.ping().await.map_err(|e| e.to_string()) })
+        }),
+        Duration::from_millis(config.st2.request_timeout_ms),
+        Duration::from_secs(2),
+    );
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {} (listen): {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
+    if let Err(e) = server::serve(listener, server::router(readiness), shutdown_signal()).await {
+        tracing::error!("server stopped: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    tracing::info!("portarium-st2 stopped");
+    ExitCode::SUCCESS
+}
+
+/// Starts the in-process emulator with a fresh API key and a config pointing at it;
+/// `listen` and `log` still come from PORTARIUM_ST2_* variables.
+async fn start_emulator() -> Result<(Config, Option<st2_emulator::Emulator>), String> {
+    let api_key: String = std::iter::repeat_with(fastrand::alphanumeric).take(32).collect();
+    let emulator = st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
+        api_key: api_key.clone(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot start the st2 emulator: {e}"))?;
+    let env = std::env::vars()
+        .filter(|(k, _)| !k.starts_with("PORTARIUM_ST2_ST2__"))
+        .chain([
+            ("PORTARIUM_ST2_ST2__BASE_URL".to_string(), emulator.base_url()),
+            ("PORTARIUM_ST2_ST2__API_KEY".to_string(), api_key),
+        ]);
+    let config = Config::from_yaml("", "<emulator>", env).map_err(|e| e.to_string())?;
+    Ok((config, Some(emulator)))
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing open requests");
 }
