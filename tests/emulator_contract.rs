@@ -416,3 +416,134 @@ async fn stream_framing_matches_st2_bytes() {
     }
     assert!(text.contains(&id));
 }
+
+/// Reads a whole response body that the server itself ends, bounded by 10 s.
+async fn read_to_end(resp: reqwest::Response) -> String {
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text())
+        .await
+        .expect("the server ends the stream by itself");
+    body.unwrap()
+}
+
+#[tokio::test]
+async fn output_stream_replays_then_ends_with_st2s_eof_frame() {
+    let h = Harness::new().await;
+    let resp = h
+        .post(
+            "/api/v1/executions",
+            json!({"action": "examples.output", "parameters": {"lines": 3, "interval_ms": 20}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.wait_status(&id, "succeeded").await;
+    let resp = h
+        .get(&format!("/stream/v1/executions/{id}/output"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/event-stream; charset=UTF-8"
+    );
+    let body = read_to_end(resp).await;
+    let st2 = support::reference_text("captures/stream-execution-output-endpoint.sse");
+    let st2_body = st2.split_once("\r\n\r\n").unwrap().1;
+    assert!(
+        !body.starts_with('\n'),
+        "the output stream sends no keep-alive"
+    );
+    assert!(body.ends_with("event: EOF\ndata: ''\n\n"), "{body:?}");
+    assert!(st2_body.ends_with("event: EOF\ndata: ''\n\n"));
+    let frames: Vec<&str> = body.trim_end().split("\n\n").collect();
+    assert_eq!(frames.len(), 4, "three output chunks, then EOF: {body:?}");
+    let st2_data: Value = serde_json::from_str(
+        st2_body
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    for (i, frame) in frames[..3].iter().enumerate() {
+        let (event, data) = frame.split_once('\n').unwrap();
+        assert_eq!(event, "event: st2.execution.output__create");
+        let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        assert!(
+            shape_diff(&st2_data, &data, &[]).is_empty(),
+            "output chunk shape: {data}"
+        );
+        assert_eq!(data["execution_id"], id.as_str());
+        assert_eq!(data["data"], format!("line {}\n", i + 1));
+    }
+}
+
+#[tokio::test]
+async fn filtered_stream_closes_once_the_end_event_arrives() {
+    let h = Harness::new().await;
+    let resp = h
+        .post(
+            "/api/v1/executions",
+            json!({"action": "core.local", "parameters": {"cmd": "sleep 1"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = h
+        .get(&format!(
+            "/stream/v1/stream?events=st2.execution__update&execution_ids={id}\
+             &end_event=st2.execution__update&end_execution_id={id}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let body = read_to_end(resp).await;
+    assert!(body.starts_with('\n'), "keep-alive on connect");
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    let data: Value =
+        serde_json::from_str(last.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(
+        data["status"], "succeeded",
+        "the closing event is the completed one"
+    );
+    let names: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "st2.execution__update"),
+        "only the filtered event type: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_stream_sends_a_bare_newline_every_heartbeat() {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        heartbeat: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/stream/v1/stream", emu.base_url()))
+        .header("St2-Api-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(3), resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("keep-alive {n} within 3 s"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&chunk[..], b"\n", "keep-alive {n} is one bare newline");
+    }
+}

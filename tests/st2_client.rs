@@ -532,3 +532,55 @@ async fn deadlines_and_the_concurrency_limit_hold() {
     );
     emu.faults().clear();
 }
+
+#[tokio::test]
+async fn executions_survive_an_emulator_restart_and_streams_are_cut() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let e = c
+        .executions()
+        .create(&run("core.local", json!({"cmd": "sleep 1"})))
+        .await
+        .unwrap();
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/stream/v1/stream", emu.base_url()))
+        .header("St2-Api-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&stream.chunk().await.unwrap().unwrap()[..], b"\n");
+    emu.restart().await;
+    assert!(
+        until_closed(&mut stream).await,
+        "a restart ends open streams"
+    );
+    // The client reconnects on its own (retry on connect errors) and finds the execution.
+    let done = wait_terminal(&c, &e.id).await;
+    assert_eq!(
+        done.status,
+        Some(ExecutionStatus::Succeeded),
+        "progress survived the restart"
+    );
+
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/stream/v1/stream", emu.base_url()))
+        .header("St2-Api-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&stream.chunk().await.unwrap().unwrap()[..], b"\n");
+    emu.faults().cut_streams();
+    assert!(
+        until_closed(&mut stream).await,
+        "cut_streams ends an open stream"
+    );
+}
+
+/// Reads until the server ends the response (cleanly or by reset); false after 5 s.
+async fn until_closed(stream: &mut reqwest::Response) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await
+    .is_ok()
+}
