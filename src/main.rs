@@ -171,7 +171,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
     if let Err(e) = server::serve(listener, server::router(readiness), shutdown_signal()).await {
         tracing::error!("server stopped: {e}");
@@ -187,7 +190,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
 /// Starts the in-process emulator with a fresh API key and a config pointing at it;
 /// `listen` and `log` still come from PORTARIUM_ST2_* variables.
 async fn start_emulator() -> Result<(Config, Option<st2_emulator::Emulator>), String> {
-    let api_key: String = std::iter::repeat_with(fastrand::alphanumeric).take(32).collect();
+    let api_key: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(32)
+        .collect();
     let emulator = st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
         api_key: api_key.clone(),
         ..Default::default()
@@ -197,7 +202,10 @@ async fn start_emulator() -> Result<(Config, Option<st2_emulator::Emulator>), St
     let env = std::env::vars()
         .filter(|(k, _)| !k.starts_with("PORTARIUM_ST2_ST2__"))
         .chain([
-            ("PORTARIUM_ST2_ST2__BASE_URL".to_string(), emulator.base_url()),
+            (
+                "PORTARIUM_ST2_ST2__BASE_URL".to_string(),
+                emulator.base_url(),
+            ),
             ("PORTARIUM_ST2_ST2__API_KEY".to_string(), api_key),
         ]);
     let config = Config::from_yaml("", "<emulator>", env).map_err(|e| e.to_string())?;
@@ -206,8 +214,8 @@ async fn start_emulator() -> Result<(Config, Option<st2_emulator::Emulator>), St
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

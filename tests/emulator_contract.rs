@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use st2_emulator::{Emulator, EmulatorOptions};
+use support::openapi::Spec;
 use support::{Capture, capture, shape_diff};
 
 const KEY: &str = "contract-key";
@@ -81,8 +82,9 @@ impl Harness {
 }
 
 /// Asserts status, st2's standard headers, and (for JSON) the body shape or exact error text.
-async fn assert_like(name: &str, st2: &Capture, resp: reqwest::Response) -> Value {
+async fn assert_like(name: &str, method: &str, st2: &Capture, resp: reqwest::Response) -> Value {
     assert_eq!(resp.status().as_u16(), st2.status, "{name}: status");
+    let path = resp.url().path().to_string();
     let headers = resp.headers().clone();
     for h in [
         "content-type",
@@ -106,6 +108,16 @@ async fn assert_like(name: &str, st2: &Capture, resp: reqwest::Response) -> Valu
         "{name}: content type"
     );
     let body: Value = resp.json().await.unwrap();
+    let spec = Spec::load();
+    let schema = spec
+        .response_schema(method, &path, st2.status)
+        .unwrap_or_else(|| panic!("{name}: st2's spec declares {method} {path}"));
+    let violations = spec.validate(&schema, &body);
+    assert!(
+        violations.is_empty(),
+        "{name}: against st2's spec:\n{}",
+        violations.join("\n")
+    );
     let want = st2.json();
     if want.get("faultstring").is_some() {
         assert_eq!(body, want, "{name}: error body");
@@ -129,7 +141,7 @@ async fn auth_failures_match_st2() {
         .send()
         .await
         .unwrap();
-    assert_like("api-no-token", &capture("api-no-token.http"), resp).await;
+    assert_like("api-no-token", "GET", &capture("api-no-token.http"), resp).await;
     let resp = h
         .http
         .get(h.url("/api/v1/executions"))
@@ -137,7 +149,7 @@ async fn auth_failures_match_st2() {
         .send()
         .await
         .unwrap();
-    assert_like("api-bad-token", &capture("api-bad-token.http"), resp).await;
+    assert_like("api-bad-token", "GET", &capture("api-bad-token.http"), resp).await;
     let resp = h
         .http
         .post(h.url("/auth/v1/tokens"))
@@ -147,6 +159,7 @@ async fn auth_failures_match_st2() {
         .unwrap();
     assert_like(
         "auth-token-bad-password",
+        "POST",
         &capture("auth-token-bad-password.http"),
         resp,
     )
@@ -163,7 +176,13 @@ async fn token_creation_and_token_auth_match_st2() {
         .send()
         .await
         .unwrap();
-    let token = assert_like("auth-token-post", &capture("auth-token-post.http"), resp).await;
+    let token = assert_like(
+        "auth-token-post",
+        "POST",
+        &capture("auth-token-post.http"),
+        resp,
+    )
+    .await;
     let token = token["token"].as_str().unwrap();
     let resp = h
         .http
@@ -195,6 +214,7 @@ async fn execution_lifecycle_bodies_match_st2() {
         .unwrap();
     let created = assert_like(
         "execution-post-core-local",
+        "POST",
         &capture("execution-post-core-local.http"),
         resp,
     )
@@ -209,6 +229,7 @@ async fn execution_lifecycle_bodies_match_st2() {
         .unwrap();
     let done = assert_like(
         "execution-get-core-local-succeeded",
+        "GET",
         &capture("execution-get-core-local-succeeded.http"),
         resp,
     )
@@ -240,6 +261,7 @@ async fn execution_lifecycle_bodies_match_st2() {
         .unwrap();
     let canceled = assert_like(
         "execution-delete-cancel",
+        "DELETE",
         &capture("execution-delete-cancel.http"),
         resp,
     )
@@ -267,11 +289,12 @@ async fn execution_errors_match_st2_to_the_letter() {
     ];
     for (name, body) in cases {
         let resp = h.post("/api/v1/executions", body).send().await.unwrap();
-        assert_like(name, &capture(name), resp).await;
+        assert_like(name, "POST", &capture(name), resp).await;
     }
     let resp = h.get("/api/v1/executions/notanid").send().await.unwrap();
     assert_like(
         "execution-get-badid",
+        "GET",
         &capture("execution-get-badid.http"),
         resp,
     )
@@ -283,6 +306,7 @@ async fn execution_errors_match_st2_to_the_letter() {
         .unwrap();
     assert_like(
         "action-get-missing",
+        "GET",
         &capture("action-get-missing.http"),
         resp,
     )
@@ -312,7 +336,7 @@ async fn lists_carry_st2s_pagination_headers_and_shapes() {
     );
     assert_eq!(resp.headers()["x-limit"], "2");
     let st2 = capture("executions-list.http");
-    let ours = assert_like("executions-list", &st2, resp).await;
+    let ours = assert_like("executions-list", "GET", &st2, resp).await;
     let ours = ours.as_array().unwrap();
     assert_eq!(ours.len(), 2);
     assert!(
@@ -323,6 +347,7 @@ async fn lists_carry_st2s_pagination_headers_and_shapes() {
     let resp = h.get("/api/v1/actions/core.local").send().await.unwrap();
     assert_like(
         "action-get-core-local",
+        "GET",
         &capture("action-get-core-local.http"),
         resp,
     )
@@ -334,12 +359,13 @@ async fn lists_carry_st2s_pagination_headers_and_shapes() {
         .unwrap();
     assert_like(
         "action-view-parameters",
+        "GET",
         &capture("action-view-parameters.http"),
         resp,
     )
     .await;
     let resp = h.get("/api/v1/packs").send().await.unwrap();
-    assert_like("packs-list", &capture("packs-list.http"), resp).await;
+    assert_like("packs-list", "GET", &capture("packs-list.http"), resp).await;
 }
 
 #[tokio::test]
@@ -545,5 +571,128 @@ async fn idle_stream_sends_a_bare_newline_every_heartbeat() {
             .unwrap()
             .unwrap();
         assert_eq!(&chunk[..], b"\n", "keep-alive {n} is one bare newline");
+    }
+}
+
+/// The request behind each capture that has a JSON body, for checking st2 against its spec.
+const CAPTURED_ROUTES: &[(&str, &str, &str)] = &[
+    ("api-no-token.http", "GET", "/api/v1/executions"),
+    ("api-bad-token.http", "GET", "/api/v1/executions"),
+    ("auth-token-post.http", "POST", "/auth/v1/tokens"),
+    ("auth-token-bad-password.http", "POST", "/auth/v1/tokens"),
+    (
+        "execution-post-core-local.http",
+        "POST",
+        "/api/v1/executions",
+    ),
+    (
+        "execution-get-core-local-succeeded.http",
+        "GET",
+        "/api/v1/executions/x",
+    ),
+    ("execution-get-badid.http", "GET", "/api/v1/executions/x"),
+    (
+        "execution-get-include-attrs.http",
+        "GET",
+        "/api/v1/executions/x",
+    ),
+    (
+        "execution-post-missing-action.http",
+        "POST",
+        "/api/v1/executions",
+    ),
+    (
+        "execution-post-missing-required-param.http",
+        "POST",
+        "/api/v1/executions",
+    ),
+    (
+        "execution-post-bad-param-type.http",
+        "POST",
+        "/api/v1/executions",
+    ),
+    (
+        "execution-delete-cancel.http",
+        "DELETE",
+        "/api/v1/executions/x",
+    ),
+    ("execution-put-pausing.http", "PUT", "/api/v1/executions/x"),
+    ("execution-put-resuming.http", "PUT", "/api/v1/executions/x"),
+    (
+        "execution-rerun.http",
+        "POST",
+        "/api/v1/executions/x/re_run",
+    ),
+    (
+        "execution-children-orquesta.http",
+        "GET",
+        "/api/v1/executions/x/children",
+    ),
+    ("executions-list.http", "GET", "/api/v1/executions"),
+    (
+        "executions-list-exclude-result.http",
+        "GET",
+        "/api/v1/executions",
+    ),
+    (
+        "executions-list-include-attrs.http",
+        "GET",
+        "/api/v1/executions",
+    ),
+    ("action-get-core-local.http", "GET", "/api/v1/actions/x"),
+    ("action-get-missing.http", "GET", "/api/v1/actions/x"),
+    (
+        "action-view-parameters.http",
+        "GET",
+        "/api/v1/actions/views/parameters/x",
+    ),
+    ("actions-list-core.http", "GET", "/api/v1/actions"),
+    ("packs-list.http", "GET", "/api/v1/packs"),
+];
+
+#[test]
+fn st2s_recorded_answers_satisfy_its_own_spec() {
+    let spec = Spec::load();
+    let mut report = Vec::new();
+    for (name, method, path) in CAPTURED_ROUTES {
+        let c = capture(name);
+        let schema = spec
+            .response_schema(method, path, c.status)
+            .unwrap_or_else(|| panic!("{name}: spec declares {method} {path}"));
+        for v in spec.validate(&schema, &c.json()) {
+            report.push(format!("{name}: {v}"));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "real st2 answers breaking st2's spec:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn the_spec_validator_rejects_what_st2s_spec_forbids() {
+    let spec = Spec::load();
+    let schema = spec
+        .response_schema("GET", "/api/v1/executions/x", 200)
+        .unwrap();
+    let good = capture("execution-get-core-local-succeeded.http").json();
+    assert_eq!(spec.validate(&schema, &good), Vec::<String>::new());
+    let mut bad = good.clone();
+    bad["surprise"] = json!(1);
+    bad["status"] = json!("timed_out");
+    bad["start_timestamp"] = json!("yesterday");
+    bad["elapsed_seconds"] = json!("fast");
+    let violations = spec.validate(&schema, &bad).join("\n");
+    for want in [
+        ".surprise: not allowed",
+        ".status:",
+        ".start_timestamp:",
+        ".elapsed_seconds: expected number",
+    ] {
+        assert!(
+            violations.contains(want),
+            "{want} missing from:\n{violations}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Shared test helpers: reading st2's recorded responses and comparing JSON shapes.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod openapi;
+
 use std::path::PathBuf;
 
 use serde_json::Value;

@@ -1,0 +1,319 @@
+//! Content and bookkeeping endpoints: API root, actions (+ parameter views), runner types,
+//! packs, traces and the `st2` webhook.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::auth::parse_body;
+use super::executions::paginate;
+use super::{ApiError, Caller, Params, json_response};
+use crate::catalogue::Action;
+use crate::state::Shared;
+use crate::util::{json_type_name, py_repr, uuid4};
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v1", get(root))
+        .route("/api/v1/user", get(user))
+        .route("/api/v1/actions", get(actions))
+        .route("/api/v1/actions/{ref_or_id}", get(action))
+        .route(
+            "/api/v1/actions/views/parameters/{ref_or_id}",
+            get(action_parameters),
+        )
+        .route("/api/v1/actions/views/overview", get(actions_overview))
+        .route(
+            "/api/v1/actions/views/overview/{ref_or_id}",
+            get(action_overview),
+        )
+        .route("/api/v1/runnertypes", get(runners))
+        .route("/api/v1/runnertypes/{name_or_id}", get(runner))
+        .route("/api/v1/packs", get(packs))
+        .route("/api/v1/packs/{ref_or_id}", get(pack))
+        .route("/api/v1/traces", get(traces))
+        .route("/api/v1/traces/{id}", get(trace))
+        .route("/api/v1/webhooks", get(webhooks))
+        .route("/api/v1/webhooks/{*hook}", post(webhook))
+}
+
+async fn root() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"version": "3.10dev", "docs_url": "http://docs.stackstorm.com/latest"}),
+    )
+}
+
+async fn user(caller: Caller) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "username": caller.user,
+            "authentication": {"method": "authentication token", "location": "header"},
+            "rbac": {"enabled": false, "roles": [], "is_admin": true},
+        }),
+    )
+}
+
+/// Apply `include_attributes` / `exclude_attributes` to content documents (st2's router keeps
+/// `id` and `ref` for content-pack resources).
+fn select_fields(items: Vec<Value>, params: &Params) -> Result<Vec<Value>, ApiError> {
+    let include = params.list("include_attributes");
+    let exclude = params.list("exclude_attributes");
+    if !include.is_empty() && !exclude.is_empty() {
+        return Err(ApiError::bad_request(
+            "exclude_fields and include_fields arguments are mutually exclusive. You need to provide either one or another, but not both.",
+        ));
+    }
+    let tops = |fields: &[String]| {
+        fields
+            .iter()
+            .map(|f| f.split('.').next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (include, exclude) = (tops(&include), tops(&exclude));
+    Ok(items
+        .into_iter()
+        .map(|mut item| {
+            if let Value::Object(m) = &mut item {
+                m.retain(|k, _| {
+                    (include.is_empty() || include.contains(k) || k == "id" || k == "ref")
+                        && !exclude.contains(k)
+                });
+            }
+            item
+        })
+        .collect())
+}
+
+fn find_action<'a>(sh: &'a Shared, ref_or_id: &str) -> Result<&'a Action, ApiError> {
+    let found = if ref_or_id.contains('.') {
+        sh.catalogue.action(ref_or_id)
+    } else {
+        sh.catalogue.actions().iter().find(|a| a.id() == ref_or_id)
+    };
+    found.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Resource with a reference or id \"{ref_or_id}\" not found"
+        ))
+    })
+}
+
+fn action_filtered<'a>(sh: &'a Shared, params: &Params) -> Vec<&'a Action> {
+    sh.catalogue
+        .actions()
+        .iter()
+        .filter(|a| params.nonempty("pack").is_none_or(|p| a.pack == p))
+        .filter(|a| params.nonempty("name").is_none_or(|n| a.name == n))
+        .collect()
+}
+
+async fn actions(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
+    let items = action_filtered(&sh, &params)
+        .iter()
+        .map(|a| a.api())
+        .collect();
+    paginate(select_fields(items, &params)?, &params, None)
+}
+
+async fn action(
+    State(sh): State<Arc<Shared>>,
+    Path(r): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, &find_action(&sh, &r)?.api()))
+}
+
+async fn action_parameters(
+    State(sh): State<Arc<Shared>>,
+    Path(r): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = find_action(&sh, &r)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"parameters": sh.catalogue.merged_parameters(a)}),
+    ))
+}
+
+fn overview(sh: &Shared, a: &Action) -> Value {
+    let mut v = a.api();
+    v["parameters"] = Value::Object(sh.catalogue.merged_parameters(a));
+    v
+}
+
+async fn actions_overview(
+    State(sh): State<Arc<Shared>>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let items = action_filtered(&sh, &params)
+        .iter()
+        .map(|a| overview(&sh, a))
+        .collect();
+    paginate(select_fields(items, &params)?, &params, None)
+}
+
+async fn action_overview(
+    State(sh): State<Arc<Shared>>,
+    Path(r): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = find_action(&sh, &r)?;
+    Ok(json_response(StatusCode::OK, &overview(&sh, a)))
+}
+
+async fn runners(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
+    let items = sh
+        .catalogue
+        .runners()
+        .iter()
+        .filter(|r| params.nonempty("name").is_none_or(|n| r.name == n))
+        .map(|r| r.api())
+        .collect();
+    paginate(select_fields(items, &params)?, &params, Some(100))
+}
+
+async fn runner(
+    State(sh): State<Arc<Shared>>,
+    Path(name_or_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let runners = sh.catalogue.runners();
+    let r = runners
+        .iter()
+        .find(|r| r.id() == name_or_id)
+        .or_else(|| runners.iter().find(|r| r.name == name_or_id))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Resource with a name or id \"{name_or_id}\" not found"
+            ))
+        })?;
+    Ok(json_response(StatusCode::OK, &r.api()))
+}
+
+async fn packs(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
+    let items = sh
+        .catalogue
+        .packs()
+        .iter()
+        .filter(|p| params.nonempty("ref").is_none_or(|r| p.reference == r))
+        .filter(|p| params.nonempty("name").is_none_or(|n| p.api()["name"] == n))
+        .map(|p| p.api())
+        .collect();
+    paginate(select_fields(items, &params)?, &params, Some(100))
+}
+
+async fn pack(
+    State(sh): State<Arc<Shared>>,
+    Path(ref_or_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let packs = sh.catalogue.packs();
+    let p = packs
+        .iter()
+        .find(|p| p.id() == ref_or_id)
+        .or_else(|| packs.iter().find(|p| p.reference == ref_or_id))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Resource with a ref or id \"{ref_or_id}\" not found"
+            ))
+        })?;
+    Ok(json_response(StatusCode::OK, &p.api()))
+}
+
+async fn traces(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
+    let store = sh.store();
+    let mut selected: Vec<_> = store
+        .traces
+        .iter()
+        .filter(|t| {
+            params
+                .nonempty("trace_tag")
+                .is_none_or(|tag| t.trace_tag == tag)
+        })
+        .filter(|t| {
+            params
+                .nonempty("execution")
+                .is_none_or(|id| t.action_executions.iter().any(|c| c.object_id == id))
+        })
+        .filter(|t| {
+            params
+                .nonempty("trigger_instance")
+                .is_none_or(|id| t.trigger_instances.iter().any(|c| c.object_id == id))
+        })
+        .filter(|_| params.nonempty("rule").is_none())
+        .collect();
+    let ascending =
+        params.get("sort_asc") == Some("True") && params.get("sort_desc") != Some("True");
+    selected.sort_by(|a, b| {
+        let by_time = if ascending {
+            a.start.cmp(&b.start)
+        } else {
+            b.start.cmp(&a.start)
+        };
+        by_time.then_with(|| a.trace_tag.cmp(&b.trace_tag))
+    });
+    let items = selected.iter().map(|t| t.api()).collect();
+    drop(store);
+    paginate(select_fields(items, &params)?, &params, Some(100))
+}
+
+async fn trace(
+    State(sh): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = sh.store();
+    let t = store.traces.iter().find(|t| t.id == id).ok_or_else(|| {
+        ApiError::not_found(format!("Unable to identify resource with id \"{id}\"."))
+    })?;
+    Ok(json_response(StatusCode::OK, &t.api()))
+}
+
+async fn webhooks() -> Response {
+    json_response(StatusCode::OK, &json!([]))
+}
+
+/// `POST /api/v1/webhooks/{hook}`: only the system `st2` hook exists until rules arrive.
+async fn webhook(
+    State(sh): State<Arc<Shared>>,
+    Path(hook): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
+    if !body.is_object() && !body.is_array() {
+        return Err(ApiError::bad_request(format!(
+            "{} is not of type 'object', 'array'",
+            py_repr(&body)
+        )));
+    }
+    let trace_tag = headers
+        .get("St2-Trace-Tag")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("webhook-{hook}-{}", uuid4().replace('-', "")));
+    if hook == "st2" || hook == "st2/" {
+        let Value::Object(b) = &body else {
+            return Err(ApiError::bad_request(format!(
+                "Webhook body needs to be an object, got: {}",
+                json_type_name(&body)
+            )));
+        };
+        let trigger = b.get("trigger").filter(|t| crate::util::truthy(t));
+        let Some(trigger) = trigger else {
+            return Err(ApiError::bad_request("Trigger not specified."));
+        };
+        let payload = b
+            .get("payload")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new()));
+        sh.dispatch_trigger(&crate::util::py_str(trigger), &payload, trace_tag);
+    } else {
+        return Err(ApiError::not_found(format!(
+            "Webhook {hook} not registered with st2"
+        )));
+    }
+    Ok(json_response(StatusCode::ACCEPTED, &body))
+}

@@ -1,0 +1,5 @@
+//! The emulator over real HTTP (one test binary): REST behaviour, SSE streams, fault switches.
+
+mod http_api;
+mod stream_and_faults;
+mod support;
