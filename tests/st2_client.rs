@@ -52,6 +52,11 @@ async fn wait_for(c: &St2Client, id: &str, until: &[ExecutionStatus]) -> Executi
     }
 }
 
+/// Runs `action` with `params`, expecting st2 to accept it.
+async fn start(c: &St2Client, action: &str, params: serde_json::Value) -> Execution {
+    c.executions().create(&run(action, params)).await.unwrap()
+}
+
 async fn wait_terminal(c: &St2Client, id: &str) -> Execution {
     let terminal: Vec<ExecutionStatus> = ExecutionStatus::ALL
         .iter()
@@ -103,11 +108,7 @@ async fn run_an_action_and_follow_it_to_success() {
 async fn get_with_include_and_exclude_attributes() {
     let emu = emulator().await;
     let c = client(&emu);
-    let e = c
-        .executions()
-        .create(&run("core.noop", json!({})))
-        .await
-        .unwrap();
+    let e = start(&c, "core.noop", json!({})).await;
     wait_terminal(&c, &e.id).await;
     let slim = c
         .executions()
@@ -141,11 +142,7 @@ async fn get_with_include_and_exclude_attributes() {
 async fn failures_and_validation_errors_keep_st2s_faultstring() {
     let emu = emulator().await;
     let c = client(&emu);
-    let failed = c
-        .executions()
-        .create(&run("examples.fail", json!({})))
-        .await
-        .unwrap();
+    let failed = start(&c, "examples.fail", json!({})).await;
     let failed = wait_terminal(&c, &failed.id).await;
     assert_eq!(failed.status, Some(ExecutionStatus::Failed));
     assert!(failed.status.as_ref().unwrap().is_failure());
@@ -186,13 +183,7 @@ async fn list_walks_every_page() {
     let c = client(&emu);
     let mut ids = Vec::new();
     for _ in 0..7 {
-        ids.push(
-            c.executions()
-                .create(&run("core.noop", json!({})))
-                .await
-                .unwrap()
-                .id,
-        );
+        ids.push(start(&c, "core.noop", json!({})).await.id);
     }
     let page = c
         .executions()
@@ -232,11 +223,7 @@ async fn list_walks_every_page() {
 async fn cancel_running_and_completed_executions() {
     let emu = emulator().await;
     let c = client(&emu);
-    let e = c
-        .executions()
-        .create(&run("core.local", json!({"cmd": "sleep 30"})))
-        .await
-        .unwrap();
+    let e = start(&c, "core.local", json!({"cmd": "sleep 30"})).await;
     wait_for(&c, &e.id, &[ExecutionStatus::Running]).await;
     match c.executions().cancel(&e.id).await.unwrap() {
         CancelOutcome::Canceled(x) => assert!(matches!(
@@ -250,11 +237,7 @@ async fn cancel_running_and_completed_executions() {
         Some(ExecutionStatus::Canceled)
     );
 
-    let done = c
-        .executions()
-        .create(&run("core.noop", json!({})))
-        .await
-        .unwrap();
+    let done = start(&c, "core.noop", json!({})).await;
     wait_terminal(&c, &done.id).await;
     match c.executions().cancel(&done.id).await.unwrap() {
         CancelOutcome::AlreadyCompleted { faultstring } => {
@@ -268,21 +251,13 @@ async fn cancel_running_and_completed_executions() {
 async fn timeouts_rerun_and_output() {
     let emu = emulator().await;
     let c = client(&emu);
-    let slow = c
-        .executions()
-        .create(&run("core.local", json!({"cmd": "sleep 5", "timeout": 1})))
-        .await
-        .unwrap();
+    let slow = start(&c, "core.local", json!({"cmd": "sleep 5", "timeout": 1})).await;
     assert_eq!(
         wait_terminal(&c, &slow.id).await.status,
         Some(ExecutionStatus::Timeout)
     );
 
-    let first = c
-        .executions()
-        .create(&run("core.echo", json!({"message": "one"})))
-        .await
-        .unwrap();
+    let first = start(&c, "core.echo", json!({"message": "one"})).await;
     wait_terminal(&c, &first.id).await;
     let mut rerun = RerunRequest::default();
     rerun.parameters.insert("message".into(), json!("two"));
@@ -320,11 +295,7 @@ async fn timeouts_rerun_and_output() {
 async fn workflow_children_pause_and_resume() {
     let emu = emulator().await;
     let c = client(&emu);
-    let wf = c
-        .executions()
-        .create(&run("examples.orquesta-sequential", json!({})))
-        .await
-        .unwrap();
+    let wf = start(&c, "examples.orquesta-sequential", json!({})).await;
     wait_for(&c, &wf.id, &[ExecutionStatus::Running]).await;
     let paused = c.executions().pause(&wf.id).await.unwrap();
     assert!(matches!(
@@ -347,11 +318,7 @@ async fn workflow_children_pause_and_resume() {
             .all(|ch| ch.parent.as_deref() == Some(wf.id.as_str()))
     );
 
-    let plain = c
-        .executions()
-        .create(&run("core.local", json!({"cmd": "sleep 2"})))
-        .await
-        .unwrap();
+    let plain = start(&c, "core.local", json!({"cmd": "sleep 2"})).await;
     wait_for(&c, &plain.id, &[ExecutionStatus::Running]).await;
     let err = c.executions().pause(&plain.id).await.unwrap_err();
     assert_eq!(err.status(), Some(400), "only workflows pause: {err}");
@@ -451,11 +418,7 @@ async fn tokens_are_renewed_before_expiry_and_after_revocation() {
 async fn safe_calls_are_retried_through_faults_and_creates_are_not() {
     let emu = emulator().await;
     let c = client(&emu);
-    let e = c
-        .executions()
-        .create(&run("core.noop", json!({})))
-        .await
-        .unwrap();
+    let e = start(&c, "core.noop", json!({})).await;
 
     emu.faults().fail_next(503, 2);
     c.executions()
@@ -537,11 +500,7 @@ async fn deadlines_and_the_concurrency_limit_hold() {
 async fn executions_survive_an_emulator_restart_and_streams_are_cut() {
     let emu = emulator().await;
     let c = client(&emu);
-    let e = c
-        .executions()
-        .create(&run("core.local", json!({"cmd": "sleep 1"})))
-        .await
-        .unwrap();
+    let e = start(&c, "core.local", json!({"cmd": "sleep 1"})).await;
     let mut stream = reqwest::Client::new()
         .get(format!("{}/stream/v1/stream", emu.base_url()))
         .header("St2-Api-Key", KEY)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{log_statuses, start, start_with};
+use crate::support::{assert_fault, log_statuses, start, start_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 use st2_emulator::EmulatorOptions;
@@ -31,11 +31,7 @@ async fn auth_messages_tokens_and_cookies_follow_st2() {
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["faultstring"],
-        "Unauthorized"
-    );
+    assert_fault(r, 401, "Unauthorized").await;
 
     let r = h
         .http
@@ -44,11 +40,7 @@ async fn auth_messages_tokens_and_cookies_follow_st2() {
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["faultstring"],
-        "Invalid or missing credentials"
-    );
+    assert_fault(r, 401, "Invalid or missing credentials").await;
 
     let r = h
         .http
@@ -58,11 +50,12 @@ async fn auth_messages_tokens_and_cookies_follow_st2() {
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["faultstring"],
-        "TTL specified 86401 is greater than max allowed 86400."
-    );
+    assert_fault(
+        r,
+        400,
+        "TTL specified 86401 is greater than max allowed 86400.",
+    )
+    .await;
 
     let r = h
         .http
@@ -147,11 +140,7 @@ async fn auth_messages_tokens_and_cookies_follow_st2() {
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["faultstring"],
-        "Unauthorized"
-    );
+    assert_fault(r, 401, "Unauthorized").await;
     h.emu.shutdown().await;
 }
 
@@ -185,11 +174,7 @@ async fn tokens_expire_for_real() {
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["faultstring"],
-        "Unauthorized - Token has expired."
-    );
+    assert_fault(r, 401, "Unauthorized - Token has expired.").await;
     let (_, v) = h
         .post_json("/auth/v1/tokens/validate", json!({"token": value}))
         .await;
@@ -320,11 +305,12 @@ async fn parameter_validation_uses_st2_messages() {
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["faultstring"],
-        "Unable to convert st2-context from the headers into JSON (was <class 'list'>)."
-    );
+    assert_fault(
+        r,
+        400,
+        "Unable to convert st2-context from the headers into JSON (was <class 'list'>).",
+    )
+    .await;
     let ok = h
         .run("core.local", json!({"cmd": "echo x", "timeout": "30"}))
         .await;

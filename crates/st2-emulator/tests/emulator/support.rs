@@ -205,3 +205,10 @@ pub fn log_statuses(e: &Value) -> Vec<String> {
         .map(|l| l["status"].as_str().expect("status").to_string())
         .collect()
 }
+
+/// Asserts an st2 error answer: the status and st2's exact `faultstring`.
+pub async fn assert_fault(r: reqwest::Response, status: u16, faultstring: &str) {
+    assert_eq!(r.status(), status);
+    let body: Value = r.json().await.expect("an st2 error body is JSON");
+    assert_eq!(body["faultstring"], faultstring, "{body}");
+}
