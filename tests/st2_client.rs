@@ -543,3 +543,48 @@ async fn until_closed(stream: &mut reqwest::Response) -> bool {
     .await
     .is_ok()
 }
+
+#[tokio::test]
+async fn ratio_faults_exhaust_exactly_the_retry_budget_and_scoped_faults_stay_scoped() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let e = start(&c, "core.noop", json!({})).await;
+    let attempts = |emu: &Emulator, before: usize| emu.request_log().len() - before;
+
+    let before = emu.request_log().len();
+    emu.faults().fail_ratio(503, 1.0);
+    let err = c.executions().get(&e.id).send().await.unwrap_err();
+    assert!(matches!(err, St2Error::Server { status: 503, .. }), "{err}");
+    assert_eq!(
+        attempts(&emu, before),
+        4,
+        "one try and max_retries (3) retries"
+    );
+    emu.faults().clear();
+
+    let before = emu.request_log().len();
+    emu.faults().drop_ratio(1.0);
+    let err = c.executions().get(&e.id).send().await.unwrap_err();
+    assert!(matches!(err, St2Error::Connect { .. }), "{err}");
+    assert!(err.is_retry_safe());
+    assert_eq!(attempts(&emu, before), 4);
+    emu.faults().clear();
+
+    emu.faults()
+        .fail_next_on("POST", "/api/v1/executions", 429, 1);
+    c.executions()
+        .get(&e.id)
+        .send()
+        .await
+        .expect("a GET is outside the fault's scope");
+    let err = c
+        .executions()
+        .create(&run("core.noop", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, St2Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(1)),
+        "429 carries st2's Retry-After: {err}"
+    );
+    start(&c, "core.noop", json!({})).await;
+}
