@@ -7,5 +7,6 @@
 pub mod config;
 pub mod dispatch;
 pub mod governance;
+pub mod portarium;
 pub mod server;
 pub mod st2;

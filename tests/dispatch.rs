@@ -1,0 +1,204 @@
+//! The dispatch core against the st2 emulator over real HTTP: every Portarium error kind
+//! from a real cause, checks made before st2 is called, and idempotency held in st2 itself.
+
+use std::time::Duration;
+
+use portarium_st2::config::St2Config;
+use portarium_st2::dispatch::Dispatcher;
+use portarium_st2::governance::secrets::Secret;
+use portarium_st2::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use portarium_st2::st2::St2Client;
+use serde_json::{Value, json};
+use st2_emulator::{Emulator, EmulatorOptions};
+
+const KEY: &str = "dispatch-key";
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn setup() -> (Emulator, Dispatcher) {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let d = Dispatcher::new(client(&emu, KEY));
+    (emu, d)
+}
+
+fn client(emu: &Emulator, key: &str) -> St2Client {
+    let mut cfg = St2Config::with_api_key(emu.base_url().parse().unwrap(), Secret::from_value(key));
+    cfg.retry.initial_backoff_ms = 10;
+    cfg.retry.max_backoff_ms = 50;
+    St2Client::from_config(&cfg).unwrap()
+}
+
+fn request(flow_ref: &str, payload: Value, idem: Option<&str>) -> DispatchRequest {
+    DispatchRequest {
+        action_id: "act-1".into(),
+        idempotency_key: idem.map(String::from),
+        tenant_id: "tenant-a".into(),
+        run_id: "run-1".into(),
+        correlation_id: "corr-1".into(),
+        flow_ref: flow_ref.into(),
+        payload: payload.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+fn creates(emu: &Emulator) -> usize {
+    emu.request_log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/v1/executions")
+        .count()
+}
+
+fn failure(result: &DispatchResult) -> (ErrorKind, &str) {
+    match result {
+        DispatchResult::Err { kind, message } => (*kind, message.as_str()),
+        ok => panic!("expected a failure, got {ok:?}"),
+    }
+}
+
+#[tokio::test]
+async fn success_returns_the_execution_result_as_output() {
+    let (emu, d) = setup().await;
+    let r = d
+        .dispatch(
+            &request("core.echo", json!({"message": "hi"}), Some("k1")),
+            WAIT,
+        )
+        .await;
+    let DispatchResult::Ok { output } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(output["status"], "succeeded");
+    assert_eq!(output["result"]["stdout"], "hi");
+    let id = output["executionId"].as_str().unwrap();
+    // Portarium's ids ride on the st2 execution, so it can be traced back to its run.
+    let e = client(&emu, KEY).executions().get(id).send().await.unwrap();
+    assert_eq!(e.context_at("portarium.run_id"), Some(&json!("run-1")));
+    assert_eq!(
+        e.context_at("portarium.correlation_id"),
+        Some(&json!("corr-1"))
+    );
+    assert!(e.context_at("trace_context.trace_tag").is_some());
+}
+
+#[tokio::test]
+async fn action_failure_and_st2_timeout_keep_st2s_words() {
+    let (_emu, d) = setup().await;
+    let r = d
+        .dispatch(&request("examples.fail", json!({}), None), WAIT)
+        .await;
+    let (kind, message) = failure(&r);
+    assert_eq!(kind, ErrorKind::RemoteError);
+    assert!(
+        message.contains("failed") && message.contains("boom"),
+        "{message}"
+    );
+
+    let r = d
+        .dispatch(
+            &request("core.local", json!({"cmd": "sleep 5", "timeout": 1}), None),
+            WAIT,
+        )
+        .await;
+    assert_eq!(failure(&r).0, ErrorKind::Timeout, "{r:?}");
+}
+
+#[tokio::test]
+async fn bad_flow_refs_and_payloads_are_refused_before_st2_creates_anything() {
+    let (emu, d) = setup().await;
+    for bad in ["", "https://evil.example/run", "../core.local", "core"] {
+        let r = d.dispatch(&request(bad, json!({}), None), WAIT).await;
+        assert_eq!(failure(&r).0, ErrorKind::FlowNotFound, "{bad:?}");
+    }
+    assert!(
+        emu.request_log().is_empty(),
+        "malformed flowRefs never reach st2"
+    );
+
+    let r = d
+        .dispatch(&request("core.nope", json!({}), None), WAIT)
+        .await;
+    let (kind, message) = failure(&r);
+    assert_eq!(kind, ErrorKind::FlowNotFound);
+    assert!(message.contains("core.nope"), "{message}");
+
+    let r = d
+        .dispatch(
+            &request("core.local", json!({"timeout": "soon", "colour": 1}), None),
+            WAIT,
+        )
+        .await;
+    let (kind, message) = failure(&r);
+    assert_eq!(kind, ErrorKind::RemoteError);
+    for field in [
+        "cmd: is required",
+        "timeout: must be integer",
+        "colour: is not a parameter",
+    ] {
+        assert!(message.contains(field), "{field} missing: {message}");
+    }
+    assert_eq!(creates(&emu), 0, "nothing was created in st2");
+}
+
+#[tokio::test]
+async fn refused_credentials_and_rate_limits_map_to_their_kinds() {
+    let (emu, _) = setup().await;
+    let d = Dispatcher::new(client(&emu, "wrong-key"));
+    let r = d
+        .dispatch(&request("core.noop", json!({}), None), WAIT)
+        .await;
+    assert_eq!(failure(&r).0, ErrorKind::Unauthorized);
+
+    let d = Dispatcher::new(client(&emu, KEY));
+    emu.faults()
+        .fail_next_on("POST", "/api/v1/executions", 429, 1);
+    let r = d
+        .dispatch(&request("core.noop", json!({}), Some("rl")), WAIT)
+        .await;
+    assert_eq!(failure(&r).0, ErrorKind::RateLimited);
+}
+
+#[tokio::test]
+async fn a_retry_after_the_deadline_attaches_to_the_same_execution() {
+    let (emu, d) = setup().await;
+    let req = request("core.local", json!({"cmd": "sleep 1"}), Some("slow-1"));
+    let r = d.dispatch(&req, Duration::from_millis(200)).await;
+    let (kind, message) = failure(&r);
+    assert_eq!(kind, ErrorKind::Timeout);
+    assert!(message.contains("keeps running"), "{message}");
+
+    // A new dispatcher stands for a restarted adapter (or another replica): it holds no
+    // memory of the first call, so only st2 can tell it the execution exists.
+    let restarted = Dispatcher::new(client(&emu, KEY));
+    let r = restarted.dispatch(&req, WAIT).await;
+    assert!(matches!(r, DispatchResult::Ok { .. }), "{r:?}");
+    let again = restarted.dispatch(&req, WAIT).await;
+    assert_eq!(again, r, "a finished key answers with the same result");
+    assert_eq!(
+        creates(&emu),
+        1,
+        "one st2 execution for one idempotency key"
+    );
+
+    let other = request("core.local", json!({"cmd": "sleep 1"}), Some("slow-2"));
+    assert!(matches!(
+        d.dispatch(&other, WAIT).await,
+        DispatchResult::Ok { .. }
+    ));
+    assert_eq!(creates(&emu), 2, "another key is another execution");
+}
+
+#[tokio::test]
+async fn without_an_idempotency_key_tenant_run_and_action_identify_the_dispatch() {
+    let (emu, d) = setup().await;
+    let req = request("core.noop", json!({}), None);
+    d.dispatch(&req, WAIT).await;
+    d.dispatch(&req, WAIT).await;
+    assert_eq!(creates(&emu), 1);
+    let mut next_step = req.clone();
+    next_step.action_id = "act-2".into();
+    d.dispatch(&next_step, WAIT).await;
+    assert_eq!(creates(&emu), 2);
+}
