@@ -35,6 +35,76 @@ pub struct Config {
     pub log: LogConfig,
     /// The StackStorm cluster to drive.
     pub st2: St2Config,
+    /// Who may call the adapter: one entry per Portarium tenant (workspace).
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// How long dispatches wait for st2.
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+}
+
+/// One Portarium tenant allowed to dispatch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The `tenantId` Portarium sends.
+    pub id: String,
+    /// Bearer token this tenant's caller sends (literal, `env:NAME` or `file:PATH`).
+    pub api_token: Secret,
+    /// st2 credentials for this tenant instead of `st2`'s (same URLs).
+    #[serde(default)]
+    pub st2: Option<TenantSt2>,
+}
+
+/// A tenant's own st2 credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSt2 {
+    /// API key for this tenant.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// User for token auth, instead of `api_key`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// That user's password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// Dispatch wait settings. Portarium's callers abort at 10 s by default, so the default
+/// wait answers inside that budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Wait for a terminal status this long unless the request asks otherwise.
+    #[serde(default = "default_wait")]
+    pub default_wait_ms: u64,
+    /// Longest wait a request may ask for (`?waitMs=`).
+    #[serde(default = "default_max_wait")]
+    pub max_wait_ms: u64,
+    /// Largest request body accepted.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            default_wait_ms: default_wait(),
+            max_wait_ms: default_max_wait(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+fn default_wait() -> u64 {
+    8_000
+}
+fn default_max_wait() -> u64 {
+    300_000
+}
+fn default_max_body() -> usize {
+    1 << 20
 }
 
 /// Logging settings; `RUST_LOG` overrides `level` when set.
@@ -324,6 +394,54 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         self.st2.validate(&mut errors);
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let field = |name: &str| format!("tenants[{i}].{name}");
+            if t.id.trim().is_empty() {
+                errors.push(FieldError {
+                    field: field("id"),
+                    reason: "must not be empty".into(),
+                });
+            } else if !seen.insert(t.id.as_str()) {
+                errors.push(FieldError {
+                    field: field("id"),
+                    reason: format!("{} is listed twice", t.id),
+                });
+            }
+            if let Some(own) = &t.st2 {
+                let reason = match (&own.api_key, &own.username, &own.password) {
+                    (Some(_), None, None) | (None, Some(_), Some(_)) => None,
+                    (None, None, _) => Some("give api_key, or username and password"),
+                    (Some(_), _, _) => Some("api_key and username are both set; choose one"),
+                    (None, Some(_), None) => Some("password is required with username"),
+                };
+                if let Some(reason) = reason {
+                    errors.push(FieldError {
+                        field: field("st2"),
+                        reason: reason.into(),
+                    });
+                }
+            }
+        }
+        let d = &self.dispatch;
+        if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
+            errors.push(FieldError {
+                field: "dispatch.default_wait_ms".into(),
+                reason: format!(
+                    "{} must be between 1 and dispatch.max_wait_ms ({})",
+                    d.default_wait_ms, d.max_wait_ms
+                ),
+            });
+        }
+        if d.max_body_bytes < 1024 {
+            errors.push(FieldError {
+                field: "dispatch.max_body_bytes".into(),
+                reason: format!(
+                    "{} is below 1024; Portarium requests would not fit",
+                    d.max_body_bytes
+                ),
+            });
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -360,6 +478,16 @@ impl St2Config {
             username: Some(username.to_string()),
             password: Some(password),
             ..Self::with_api_key(base_url, Secret::from_value("unused"))
+        }
+    }
+
+    /// This config with a tenant's own credentials in place of the shared ones.
+    pub fn for_tenant(&self, own: &TenantSt2) -> Self {
+        Self {
+            api_key: own.api_key.clone(),
+            username: own.username.clone(),
+            password: own.password.clone(),
+            ..self.clone()
         }
     }
 
@@ -762,6 +890,30 @@ mod tests {
         );
         assert_eq!(c.st2.retry.max_retries, default_max_retries());
         assert_eq!(c.st2.max_concurrency, default_max_concurrency());
+    }
+
+    #[test]
+    fn tenants_and_dispatch_rules_name_the_entry() {
+        let c = load(
+            "st2: {base_url: 'http://h', api_key: k}\ntenants:\n  - {id: a, api_token: ta}\n  - {id: b, api_token: tb, st2: {api_key: kb}}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.tenants.len(), 2);
+        assert_eq!(c.dispatch.default_wait_ms, 8_000);
+        let err = load(
+            "st2: {base_url: 'http://h', api_key: k}\ntenants:\n  - {id: a, api_token: ta}\n  - {id: a, api_token: tb, st2: {username: u}}\ndispatch: {default_wait_ms: 900000}\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "tenants[1].id: a is listed twice",
+            "tenants[1].st2: password is required",
+            "dispatch.default_wait_ms",
+        ] {
+            assert!(err.contains(want), "{want} missing: {err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ use portarium_st2::st2::St2Client;
 
 /// Exit code for bad input: a config or argument that cannot be used.
 const EXIT_USAGE: u8 = 2;
+/// The tenant `serve --emulator` accepts; a demo value, documented in the README.
+const DEMO_TENANT: &str = "tenants:\n  - {id: demo, api_token: demo-token}\n";
 
 #[derive(Parser)]
 #[command(
@@ -164,6 +166,18 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Duration::from_millis(config.st2.request_timeout_ms),
         Duration::from_secs(2),
     );
+    let dispatch = match server::DispatchState::from_config(&config, &client) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if dispatch.tenant_count() == 0 {
+        tracing::warn!(
+            "no tenants configured: POST /v1/dispatch refuses every request (add `tenants` to the config)"
+        );
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -176,7 +190,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
-    if let Err(e) = server::serve(listener, server::router(readiness), shutdown_signal()).await {
+    if let Err(e) = server::serve(
+        listener,
+        server::router(readiness, dispatch, config.dispatch.max_body_bytes),
+        shutdown_signal(),
+    )
+    .await
+    {
         tracing::error!("server stopped: {e}");
         return ExitCode::FAILURE;
     }
@@ -208,7 +228,8 @@ async fn start_emulator() -> Result<(Config, Option<st2_emulator::Emulator>), St
             ),
             ("PORTARIUM_ST2_ST2__API_KEY".to_string(), api_key),
         ]);
-    let config = Config::from_yaml("", "<emulator>", env).map_err(|e| e.to_string())?;
+    // A loopback demo needs one caller: tenant `demo` with the documented token `demo-token`.
+    let config = Config::from_yaml(DEMO_TENANT, "<emulator>", env).map_err(|e| e.to_string())?;
     Ok((config, Some(emulator)))
 }
 

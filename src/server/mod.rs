@@ -1,21 +1,29 @@
 //! The adapter's own HTTP API: health and readiness now, Portarium's routes as they land.
 
+pub mod dispatch;
 pub mod health;
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
+pub use dispatch::DispatchState;
 pub use health::{Probe, Readiness};
 
 /// Builds the router with every route the adapter serves.
-pub fn router(readiness: Readiness) -> Router {
-    Router::new()
+pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usize) -> Router {
+    let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .with_state(readiness)
+        .with_state(readiness);
+    let api = Router::new()
+        .route("/v1/dispatch", post(dispatch::dispatch))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(dispatch);
+    health.merge(api)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.

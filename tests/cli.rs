@@ -1,0 +1,102 @@
+//! The `portarium-st2` binary as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portarium-st2");
+
+#[test]
+fn config_check_accepts_a_good_file_and_names_every_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "st2:\n  base_url: http://127.0.0.1:9101\n  api_key: env:PST2_CLI_KEY\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&good)
+        .env("PST2_CLI_KEY", "k")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("st2 api:    http://127.0.0.1:9101/api/v1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("API key (env PST2_CLI_KEY)") && !stdout.contains(": k\n"),
+        "{stdout}"
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "st2:\n  base_url: ftp://h\n  request_timeout_ms: 0\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for field in ["st2.base_url:", "st2.api_key:", "st2.request_timeout_ms:"] {
+        assert!(stderr.contains(field), "{field} missing: {stderr}");
+    }
+}
+
+#[test]
+fn serve_with_the_emulator_dispatches_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--emulator"])
+        .env("PORTARIUM_ST2_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "no ready line within 30 s");
+        let line = lines.next().expect("serve printed its ready line").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let result: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/v1/dispatch"))
+            .bearer_auth("demo-token")
+            .json(&serde_json::json!({
+                "actionId": "a1", "tenantId": "demo", "runId": "r1", "correlationId": "c1",
+                "flowRef": "core.echo", "payload": {"message": "from the binary"}
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        result["output"]["result"]["stdout"], "from the binary",
+        "{result}"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopped = lines.any(|l| l.is_ok_and(|l| l.contains("portarium-st2 stopped")));
+    assert!(stopped, "graceful stop is logged");
+    assert!(child.wait().unwrap().success(), "SIGTERM is a clean exit");
+}

@@ -1,0 +1,249 @@
+//! The adapter's HTTP API on 127.0.0.1 in front of the st2 emulator: `/v1/dispatch`,
+//! `/healthz` and `/readyz`, with tenant tokens, body checks and Idempotency-Key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portarium_st2::config::Config;
+use portarium_st2::server::{self, DispatchState, Readiness};
+use portarium_st2::st2::St2Client;
+use serde_json::{Value, json};
+use st2_emulator::{Emulator, EmulatorOptions};
+
+const KEY: &str = "server-key";
+
+struct Stack {
+    emu: Emulator,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn stack(extra_yaml: &str) -> Stack {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}}}\n\
+         tenants:\n  - {{id: tenant-a, api_token: token-a}}\n  - {{id: tenant-b, api_token: token-b, st2: {{api_key: not-a-key}}}}\n\
+         dispatch: {{max_body_bytes: 4096}}\n{extra_yaml}",
+        emu.base_url()
+    );
+    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
+    let client = St2Client::from_config(&config.st2).unwrap();
+    let probe_client = client.clone();
+    let readiness = Readiness::new(
+        Arc::new(move || {
+            let c = probe_client.clone();
+            Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
+        }),
+        Duration::from_secs(2),
+        Duration::ZERO, // no caching, so each probe reflects st2 now
+    );
+    let dispatch = DispatchState::from_config(&config, &client).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
+    tokio::spawn(server::serve(listener, router, std::future::pending()));
+    Stack {
+        emu,
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn body(tenant: &str, flow_ref: &str, payload: Value) -> Value {
+    json!({
+        "actionId": "act-1", "tenantId": tenant, "runId": "run-1",
+        "correlationId": "corr-1", "flowRef": flow_ref, "payload": payload
+    })
+}
+
+impl Stack {
+    async fn post(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/dispatch", self.base))
+            .json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    fn st2_requests(&self) -> usize {
+        self.emu.request_log().len()
+    }
+
+    fn creates(&self) -> usize {
+        self.emu
+            .request_log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/api/v1/executions")
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_dispatches_and_gets_portariums_result() {
+    let s = stack("").await;
+    let (status, result) = s
+        .post(
+            Some("token-a"),
+            &body("tenant-a", "core.echo", json!({"message": "hello"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["output"]["result"]["stdout"], "hello");
+
+    let (status, result) = s
+        .post(Some("token-a"), &body("tenant-a", "core.nope", json!({})))
+        .await;
+    assert_eq!(
+        (status, result["errorKind"].as_str()),
+        (404, Some("FlowNotFound"))
+    );
+    let (status, result) = s
+        .post(
+            Some("token-a"),
+            &body("tenant-a", "examples.fail", json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, result["errorKind"].as_str()),
+        (502, Some("RemoteError"))
+    );
+}
+
+#[tokio::test]
+async fn tokens_must_match_the_tenant_and_nothing_reaches_st2_otherwise() {
+    let s = stack("").await;
+    let b = body("tenant-a", "core.noop", json!({}));
+    for token in [None, Some("wrong"), Some("token-b")] {
+        let (status, result) = s.post(token, &b).await;
+        assert_eq!(status, 401, "{token:?}: {result}");
+        assert_eq!(result["errorKind"], "Unauthorized");
+    }
+    assert_eq!(s.st2_requests(), 0, "refused callers cause no st2 traffic");
+}
+
+#[tokio::test]
+async fn each_tenant_uses_its_own_st2_credentials() {
+    let s = stack("").await;
+    // tenant-b's own st2 key is wrong: its dispatch fails where tenant-a's succeeds.
+    let (status, result) = s
+        .post(Some("token-b"), &body("tenant-b", "core.noop", json!({})))
+        .await;
+    assert_eq!(
+        (status, result["errorKind"].as_str()),
+        (401, Some("Unauthorized")),
+        "{result}"
+    );
+    let (status, _) = s
+        .post(Some("token-a"), &body("tenant-a", "core.noop", json!({})))
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_a_clear_4xx_and_no_st2_call() {
+    let s = stack("").await;
+    let url = format!("{}/v1/dispatch", s.base);
+    let send = |body: String| {
+        s.http
+            .post(&url)
+            .bearer_auth("token-a")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases = [
+        ("{not json".to_string(), 400),
+        (json!({"actionId": 5}).to_string(), 422),
+        (
+            body("tenant-a", "core.noop", json!("a string")).to_string(),
+            422,
+        ),
+        (
+            body(
+                "tenant-a",
+                "core.echo",
+                json!({"message": "x".repeat(8192)}),
+            )
+            .to_string(),
+            413,
+        ),
+    ];
+    for (text, want) in cases {
+        let resp = send(text).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want);
+        let result: Value = resp.json().await.unwrap();
+        assert_eq!(result["ok"], false);
+        assert!(
+            result["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("request body refused"),
+            "{result}"
+        );
+    }
+    assert_eq!(s.st2_requests(), 0);
+}
+
+#[tokio::test]
+async fn idempotency_key_header_and_wait_limit_are_honoured() {
+    let s = stack("").await;
+    let b = body("tenant-a", "core.local", json!({"cmd": "sleep 1"}));
+    let send = || {
+        s.http
+            .post(format!("{}/v1/dispatch?waitMs=100", s.base))
+            .bearer_auth("token-a")
+            .header("Idempotency-Key", "retry-me")
+            .json(&b)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 504);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["errorKind"], "Timeout");
+    let second = s
+        .http
+        .post(format!("{}/v1/dispatch", s.base))
+        .bearer_auth("token-a")
+        .header("Idempotency-Key", "retry-me")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 200);
+    assert_eq!(s.creates(), 1, "the retry attached to the first execution");
+}
+
+#[tokio::test]
+async fn health_and_readiness_follow_st2() {
+    let s = stack("").await;
+    let get = |path: &str| s.http.get(format!("{}{path}", s.base)).send();
+    assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
+    s.emu.faults().fail_ratio(503, 1.0);
+    let resp = get("/readyz").await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("503"), "{body}");
+    assert_eq!(
+        get("/healthz").await.unwrap().status().as_u16(),
+        200,
+        "liveness ignores st2"
+    );
+    s.emu.faults().clear();
+    assert_eq!(
+        get("/readyz").await.unwrap().status().as_u16(),
+        200,
+        "recovers without restart"
+    );
+}
