@@ -247,3 +247,88 @@ async fn health_and_readiness_follow_st2() {
         "recovers without restart"
     );
 }
+
+/// What Portarium's Activepieces executor sends: the body, and the ids again as headers.
+fn activepieces(s: &Stack, flow_ref: &str, payload: Value, token: &str) -> reqwest::RequestBuilder {
+    s.http
+        .post(format!("{}/api/v1/flows/{flow_ref}/run", s.base))
+        .bearer_auth(token)
+        .header("tenantId", "tenant-a")
+        .header("correlationId", "corr-1")
+        .header("runId", "run-1")
+        .json(&body("tenant-a", flow_ref, payload))
+}
+
+#[tokio::test]
+async fn the_activepieces_route_answers_as_that_executor_reads_it() {
+    let s = stack("").await;
+    let resp = activepieces(
+        &s,
+        "core.echo",
+        json!({"message": "via activepieces"}),
+        "token-a",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let output: Value = resp.json().await.unwrap();
+    // The executor takes the whole 2xx body as `output`.
+    assert_eq!(output["result"]["stdout"], "via activepieces", "{output}");
+    assert_eq!(output["status"], "succeeded");
+    assert!(output["executionId"].is_string());
+
+    for (flow, token, want) in [
+        ("core.nope", "token-a", 404),
+        ("core.noop", "token-b", 401),
+        ("examples.fail", "token-a", 502),
+    ] {
+        let resp = activepieces(&s, flow, json!({}), token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{flow} with {token}");
+    }
+    s.emu
+        .faults()
+        .fail_next_on("POST", "/api/v1/executions", 429, 1);
+    let resp = activepieces(&s, "core.noop", json!({}), "token-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+}
+
+#[tokio::test]
+async fn the_activepieces_route_refuses_ids_that_disagree_with_the_body() {
+    let s = stack("").await;
+    let before = s.st2_requests();
+    let resp = activepieces(&s, "core.noop", json!({}), "token-a")
+        .header("runId", "another-run")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let result: Value = resp.json().await.unwrap();
+    assert!(
+        result["message"].as_str().unwrap().contains("runId"),
+        "{result}"
+    );
+    let resp = s
+        .http
+        .post(format!("{}/api/v1/flows/core.echo/run", s.base))
+        .bearer_auth("token-a")
+        .header("tenantId", "tenant-a")
+        .header("correlationId", "corr-1")
+        .header("runId", "run-1")
+        .json(&body("tenant-a", "core.noop", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        400,
+        "path and body flowRef must agree"
+    );
+    assert_eq!(s.st2_requests(), before, "nothing reached st2");
+}

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::{Config, DispatchConfig};
@@ -82,8 +83,64 @@ pub async fn dispatch(
     Query(query): Query<DispatchQuery>,
     body: Result<Json<DispatchRequest>, JsonRejection>,
 ) -> (StatusCode, Json<DispatchResult>) {
-    let Some(tenant) = bearer(&headers).and_then(|token| state.authenticate(token)) else {
-        return answer(DispatchResult::err(
+    let wait = query
+        .wait_ms
+        .unwrap_or(state.settings.default_wait_ms)
+        .min(state.settings.max_wait_ms);
+    let (status, result) = accept(&state, &headers, body, wait).await;
+    (status, Json(result))
+}
+
+/// Handles `POST /api/v1/flows/{flowRef}/run`, the Activepieces executor's call: its headers
+/// `tenantId`, `runId`, `correlationId` must match the body, and a success answers with the
+/// output itself, which that executor reads as `output`. It cannot map any status to
+/// `Timeout` — only its own abort (10 s by default) — so this route waits up to
+/// `dispatch.max_wait_ms` and lets the caller's abort decide; a retry re-attaches.
+pub async fn activepieces_run(
+    State(state): State<DispatchState>,
+    Path(flow_ref): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<DispatchRequest>, JsonRejection>,
+) -> Response {
+    if let Ok(Json(req)) = &body {
+        let mismatch = [
+            ("tenantId", req.tenant_id.as_str()),
+            ("runId", req.run_id.as_str()),
+            ("correlationId", req.correlation_id.as_str()),
+        ]
+        .into_iter()
+        .find(|(name, want)| {
+            // Every copy must agree: a duplicate with another value is as wrong as a mismatch.
+            let mut values = headers.get_all(*name).iter().peekable();
+            values.peek().is_none() || values.any(|v| v.to_str().ok() != Some(*want))
+        })
+        .map(|(name, _)| format!("header {name} is missing or differs from the body"))
+        .or_else(|| {
+            (req.flow_ref.trim() != flow_ref.trim())
+                .then(|| "the flowRef in the path differs from the body's".to_string())
+        });
+        if let Some(reason) = mismatch {
+            let result =
+                DispatchResult::err(ErrorKind::RemoteError, format!("request refused: {reason}"));
+            return (StatusCode::BAD_REQUEST, Json(result)).into_response();
+        }
+    }
+    match accept(&state, &headers, body, state.settings.max_wait_ms).await {
+        (_, DispatchResult::Ok { output }) => (StatusCode::OK, Json(output)).into_response(),
+        (status, failure) => (status, Json(failure)).into_response(),
+    }
+}
+
+/// Authenticates the caller, checks the body, and runs the dispatch for its tenant; the
+/// status is the error kind's, or the body rejection's (400, 413, 415, 422).
+async fn accept(
+    state: &DispatchState,
+    headers: &HeaderMap,
+    body: Result<Json<DispatchRequest>, JsonRejection>,
+    wait_ms: u64,
+) -> (StatusCode, DispatchResult) {
+    let Some(tenant) = bearer(headers).and_then(|token| state.authenticate(token)) else {
+        return with_status(DispatchResult::err(
             ErrorKind::Unauthorized,
             "missing or unknown bearer token; send Authorization: Bearer <the tenant's api_token>",
         ));
@@ -91,16 +148,15 @@ pub async fn dispatch(
     let mut req = match body {
         Ok(Json(req)) => req,
         Err(rejection) => {
-            let status = rejection.status();
             let result = DispatchResult::err(
                 ErrorKind::RemoteError,
                 format!("request body refused: {}", rejection.body_text()),
             );
-            return (status, Json(result));
+            return (rejection.status(), result);
         }
     };
     if req.tenant_id != tenant.id {
-        return answer(DispatchResult::err(
+        return with_status(DispatchResult::err(
             ErrorKind::Unauthorized,
             format!(
                 "the bearer token does not belong to tenant {}",
@@ -114,24 +170,21 @@ pub async fn dispatch(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
     }
-    let wait = query
-        .wait_ms
-        .unwrap_or(state.settings.default_wait_ms)
-        .min(state.settings.max_wait_ms);
-    answer(
+    with_status(
         tenant
             .dispatcher
-            .dispatch(&req, Duration::from_millis(wait))
+            .dispatch(&req, Duration::from_millis(wait_ms))
             .await,
     )
 }
 
-fn answer(result: DispatchResult) -> (StatusCode, Json<DispatchResult>) {
+/// Pairs a result with the HTTP status its error kind maps to (200 for success).
+fn with_status(result: DispatchResult) -> (StatusCode, DispatchResult) {
     let status = match result.error_kind() {
         None => StatusCode::OK,
         Some(kind) => StatusCode::from_u16(kind.http_status()).expect("valid status"),
     };
-    (status, Json(result))
+    (status, result)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -21,6 +21,10 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
         .with_state(readiness);
     let api = Router::new()
         .route("/v1/dispatch", post(dispatch::dispatch))
+        .route(
+            "/api/v1/flows/{flow_ref}/run",
+            post(dispatch::activepieces_run),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(dispatch);
     health.merge(api)
