@@ -18,6 +18,7 @@ struct Stack {
     http: reqwest::Client,
 }
 
+/// An emulator and the adapter in front of it; `extra_yaml` adds entries to `tenants`.
 async fn stack(extra_yaml: &str) -> Stack {
     let emu = Emulator::start(EmulatorOptions {
         api_key: KEY.into(),
@@ -28,7 +29,7 @@ async fn stack(extra_yaml: &str) -> Stack {
     let yaml = format!(
         "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}}}\n\
          tenants:\n  - {{id: tenant-a, api_token: token-a}}\n  - {{id: tenant-b, api_token: token-b, st2: {{api_key: not-a-key}}}}\n\
-         dispatch: {{max_body_bytes: 4096}}\n{extra_yaml}",
+         {extra_yaml}dispatch: {{max_body_bytes: 4096}}\n",
         emu.base_url()
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
@@ -331,4 +332,155 @@ async fn the_activepieces_route_refuses_ids_that_disagree_with_the_body() {
         "path and body flowRef must agree"
     );
     assert_eq!(s.st2_requests(), before, "nothing reached st2");
+}
+
+impl Stack {
+    async fn call(&self, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn executions_are_visible_and_controllable_only_by_their_tenant() {
+    // tenant-c shares st2 credentials with tenant-a, so only the adapter's scoping separates them.
+    let s = stack("  - {id: tenant-c, api_token: token-c}\n").await;
+    let b = body("tenant-a", "core.local", json!({"cmd": "sleep 30"}));
+    let (status, timeout) = s
+        .http
+        .post(format!("{}/v1/dispatch?waitMs=100", s.base))
+        .bearer_auth("token-a")
+        .json(&b)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 504);
+    let message = timeout.json::<Value>().await.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = message.split_whitespace().nth(2).unwrap().to_string();
+
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let (status, e) = s
+        .call(get.clone(), &format!("/v1/executions/{id}"), "token-a")
+        .await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["executionId"], id.as_str());
+    assert_eq!(e["actionRef"], "core.local");
+
+    for path in [
+        format!("/v1/executions/{id}"),
+        format!("/v1/executions/{id}/cancel"),
+    ] {
+        let method = if path.ends_with("cancel") {
+            post.clone()
+        } else {
+            get.clone()
+        };
+        let (status, foreign) = s.call(method, &path, "token-c").await;
+        assert_eq!(status, 404, "another tenant sees nothing: {foreign}");
+    }
+    let (status, missing) = s
+        .call(
+            get.clone(),
+            "/v1/executions/000000000000000000000000",
+            "token-c",
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        missing["errorKind"], "FlowNotFound",
+        "foreign and missing look alike"
+    );
+
+    let (status, _) = s
+        .call(
+            post.clone(),
+            &format!("/v1/executions/{id}/pause"),
+            "token-a",
+        )
+        .await;
+    assert_eq!(status, 400, "st2 pauses only workflows");
+    let (status, e) = s
+        .call(
+            post.clone(),
+            &format!("/v1/executions/{id}/cancel"),
+            "token-a",
+        )
+        .await;
+    assert_eq!(status, 200, "{e}");
+    assert!(
+        matches!(e["status"].as_str(), Some("canceling" | "canceled")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn workflows_pause_and_resume_through_the_adapter() {
+    let s = stack("").await;
+    let (status, r) = s
+        .http
+        .post(format!("{}/v1/dispatch?waitMs=100", s.base))
+        .bearer_auth("token-a")
+        .json(&body("tenant-a", "examples.orquesta-sequential", json!({})))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 504);
+    let message = r.json::<Value>().await.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = message.split_whitespace().nth(2).unwrap().to_string();
+    let post = reqwest::Method::POST;
+    let (status, e) = s
+        .call(
+            post.clone(),
+            &format!("/v1/executions/{id}/pause"),
+            "token-a",
+        )
+        .await;
+    assert_eq!(status, 200, "{e}");
+    assert!(
+        matches!(e["status"].as_str(), Some("pausing" | "paused")),
+        "{e}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, e) = s
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/executions/{id}"),
+                "token-a",
+            )
+            .await;
+        if e["status"] == "paused" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never paused: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, e) = s
+        .call(post, &format!("/v1/executions/{id}/resume"), "token-a")
+        .await;
+    assert_eq!(status, 200, "{e}");
+    // The retry of the original dispatch now waits for the resumed workflow to finish.
+    let (status, done) = s
+        .post(
+            Some("token-a"),
+            &body("tenant-a", "examples.orquesta-sequential", json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["output"]["executionId"], id.as_str());
 }

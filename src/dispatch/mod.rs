@@ -34,6 +34,11 @@ impl Dispatcher {
         Self { st2 }
     }
 
+    /// The st2 client this dispatcher uses (with its tenant's credentials).
+    pub fn st2(&self) -> &St2Client {
+        &self.st2
+    }
+
     /// Dispatches `req` and waits up to `wait` for the execution to complete. When the wait
     /// runs out, the execution keeps running and the answer is `Timeout` naming it; the same
     /// request again attaches to it instead of starting another.
@@ -219,8 +224,8 @@ fn failure_text(result: &Value) -> String {
 }
 
 /// The one place st2 failures become Portarium error kinds.
-pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
-    let kind = match err {
+pub fn kind_of(err: &St2Error) -> ErrorKind {
+    match err {
         St2Error::Unauthorized { .. } | St2Error::Forbidden { .. } => ErrorKind::Unauthorized,
         St2Error::RateLimited { .. } => ErrorKind::RateLimited,
         St2Error::NotFound { .. } => ErrorKind::FlowNotFound,
@@ -229,7 +234,12 @@ pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
         }
         St2Error::Timeout { .. } => ErrorKind::Timeout,
         _ => ErrorKind::RemoteError,
-    };
+    }
+}
+
+/// A dispatch failure for `err` met while handling `action`.
+pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
+    let kind = kind_of(err);
     let message = match kind {
         ErrorKind::FlowNotFound => format!("st2 has no action {action}: {err}"),
         _ => err.to_string(),

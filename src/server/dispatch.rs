@@ -17,10 +17,10 @@ use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::st2::{St2Client, St2Error};
 
 /// One tenant: the token its caller sends and the dispatcher holding its st2 credentials.
-struct Tenant {
-    id: String,
+pub(crate) struct Tenant {
+    pub(crate) id: String,
     token: Secret,
-    dispatcher: Dispatcher,
+    pub(crate) dispatcher: Dispatcher,
 }
 
 /// What the dispatch route needs, shared by every request.
@@ -54,6 +54,11 @@ impl DispatchState {
     /// Tenants configured; zero means every dispatch is refused.
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
+    }
+
+    /// The tenant named by the request's bearer token.
+    pub(crate) fn authenticate_headers(&self, headers: &HeaderMap) -> Option<&Tenant> {
+        bearer(headers).and_then(|token| self.authenticate(token))
     }
 
     /// The tenant whose token `presented` is, comparing every token in constant time.
@@ -139,7 +144,7 @@ async fn accept(
     body: Result<Json<DispatchRequest>, JsonRejection>,
     wait_ms: u64,
 ) -> (StatusCode, DispatchResult) {
-    let Some(tenant) = bearer(headers).and_then(|token| state.authenticate(token)) else {
+    let Some(tenant) = state.authenticate_headers(headers) else {
         return with_status(DispatchResult::err(
             ErrorKind::Unauthorized,
             "missing or unknown bearer token; send Authorization: Bearer <the tenant's api_token>",

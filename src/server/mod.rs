@@ -1,6 +1,7 @@
 //! The adapter's own HTTP API: health and readiness now, Portarium's routes as they land.
 
 pub mod dispatch;
+pub mod executions;
 pub mod health;
 
 use std::net::SocketAddr;
@@ -25,6 +26,10 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
             "/api/v1/flows/{flow_ref}/run",
             post(dispatch::activepieces_run),
         )
+        .route("/v1/executions/{id}", get(executions::get))
+        .route("/v1/executions/{id}/cancel", post(executions::cancel))
+        .route("/v1/executions/{id}/pause", post(executions::pause))
+        .route("/v1/executions/{id}/resume", post(executions::resume))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(dispatch);
     health.merge(api)

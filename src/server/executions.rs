@@ -1,0 +1,148 @@
+//! `GET /v1/executions/{id}` and `POST /v1/executions/{id}/cancel|pause|resume`, scoped to
+//! the caller's tenant: an execution another tenant started answers exactly like a missing one.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::dispatch::{DispatchState, Tenant};
+use crate::dispatch::CONTEXT_KEY;
+use crate::portarium::{DispatchResult, ErrorKind};
+use crate::st2::{CancelOutcome, Execution, St2Error};
+
+type Answer = (StatusCode, Json<Value>);
+
+/// Handles `GET /v1/executions/{id}`.
+pub async fn get(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    match owned(&state, &headers, &id).await {
+        Ok((_, execution)) => (StatusCode::OK, Json(summary(&execution))),
+        Err(answer) => answer,
+    }
+}
+
+/// Handles `POST /v1/executions/{id}/cancel`; cancelling a completed execution is 409.
+pub async fn cancel(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    let tenant = match owned(&state, &headers, &id).await {
+        Ok((tenant, _)) => tenant,
+        Err(answer) => return answer,
+    };
+    match tenant.dispatcher.st2().executions().cancel(&id).await {
+        Ok(CancelOutcome::Canceled(e)) => (StatusCode::OK, Json(summary(&e))),
+        Ok(CancelOutcome::AlreadyCompleted { faultstring }) => {
+            failure(StatusCode::CONFLICT, ErrorKind::RemoteError, faultstring)
+        }
+        Err(e) => st2_failure(&e),
+    }
+}
+
+/// Handles `POST /v1/executions/{id}/pause` (workflows only, as in st2).
+pub async fn pause(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    control(&state, &headers, &id, true).await
+}
+
+/// Handles `POST /v1/executions/{id}/resume`.
+pub async fn resume(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    control(&state, &headers, &id, false).await
+}
+
+async fn control(state: &DispatchState, headers: &HeaderMap, id: &str, pause: bool) -> Answer {
+    let tenant = match owned(state, headers, id).await {
+        Ok((tenant, _)) => tenant,
+        Err(answer) => return answer,
+    };
+    let executions = tenant.dispatcher.st2().executions();
+    let result = if pause {
+        executions.pause(id).await
+    } else {
+        executions.resume(id).await
+    };
+    match result {
+        Ok(e) => (StatusCode::OK, Json(summary(&e))),
+        Err(e) => st2_failure(&e),
+    }
+}
+
+/// The caller's tenant and the execution, if that tenant started it.
+async fn owned<'a>(
+    state: &'a DispatchState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(&'a Tenant, Execution), Answer> {
+    let Some(tenant) = state.authenticate_headers(headers) else {
+        return Err(failure(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::Unauthorized,
+            "missing or unknown bearer token".into(),
+        ));
+    };
+    let not_found = || {
+        failure(
+            StatusCode::NOT_FOUND,
+            ErrorKind::FlowNotFound,
+            format!("no execution {id} for tenant {}", tenant.id),
+        )
+    };
+    match tenant.dispatcher.st2().executions().get(id).send().await {
+        Ok(e) if e.context_at(&format!("{CONTEXT_KEY}.tenant_id")) == Some(&json!(tenant.id)) => {
+            Ok((tenant, e))
+        }
+        Ok(_) | Err(St2Error::NotFound { .. }) => Err(not_found()),
+        Err(e) => Err(st2_failure(&e)),
+    }
+}
+
+/// The execution as the adapter shows it: ids, status, timing, result, workflow links.
+fn summary(e: &Execution) -> Value {
+    json!({
+        "executionId": e.id,
+        "status": e.status,
+        "actionRef": e.action_ref(),
+        "startedAt": e.start_timestamp.map(rfc3339),
+        "endedAt": e.end_timestamp.map(rfc3339),
+        "result": e.result,
+        "parent": e.parent,
+        "children": e.children,
+    })
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("an OffsetDateTime always formats as RFC 3339")
+}
+
+fn failure(status: StatusCode, kind: ErrorKind, message: String) -> Answer {
+    let body = serde_json::to_value(DispatchResult::err(kind, message)).expect("serializable");
+    (status, Json(body))
+}
+
+/// st2's refusal of a request (wrong runner, wrong state) is the caller's 400, with st2's words;
+/// everything else maps as dispatch failures do.
+fn st2_failure(e: &St2Error) -> Answer {
+    if let St2Error::BadRequest { faultstring, .. } = e {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::RemoteError,
+            faultstring.clone(),
+        );
+    }
+    let kind = crate::dispatch::kind_of(e);
+    let status = StatusCode::from_u16(kind.http_status()).expect("valid status");
+    failure(status, kind, e.to_string())
+}
