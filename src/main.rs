@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use portarium_st2::config::{self, Config, LogFormat};
 use portarium_st2::server::{self, Readiness};
-use portarium_st2::st2::St2Client;
+use portarium_st2::st2::{St2Client, St2Error};
 
 /// Exit code for bad input: a config or argument that cannot be used.
 const EXIT_USAGE: u8 = 2;
@@ -35,6 +35,12 @@ enum Command {
     /// Serves GET /healthz (the process answers) and GET /readyz (st2 reachable and
     /// accepting the configured credentials). Logs one line with the bound address when ready.
     Serve(ServeArgs),
+    /// Run one st2 action and wait for it, like `st2 run`.
+    ///
+    /// Exit code: 0 when it succeeded, 1 when it failed, timed out, was cancelled or
+    /// abandoned, 2 for bad arguments, parameters or config, 3 when it is still running
+    /// after --wait-secs, 4 when st2 could not be used.
+    Run(RunArgs),
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -49,6 +55,23 @@ struct ServeArgs {
     /// the adapter without a cluster). Replaces the st2 section of the configuration.
     #[arg(long, conflicts_with = "config")]
     emulator: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The config file naming the st2 cluster and its credentials.
+    #[arg(short, long, env = config::ENV_CONFIG_FILE)]
+    config: Option<PathBuf>,
+    /// Print the action's output as it arrives.
+    #[arg(short, long)]
+    follow: bool,
+    /// Stop waiting after this long (the execution keeps running in st2).
+    #[arg(long, default_value_t = 600)]
+    wait_secs: u64,
+    /// The st2 action ref, e.g. core.local.
+    action: String,
+    /// Parameters as key=value; values of non-string parameters may be JSON (count=3).
+    params: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -68,16 +91,20 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(serve(args))
-        }
+        Command::Serve(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(serve(args)),
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run(args)),
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS
@@ -265,4 +292,65 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested; finishing open requests");
+}
+
+/// `portarium-st2 run`: one action, its output and result on stdout, errors on stderr.
+async fn run(args: RunArgs) -> ExitCode {
+    use portarium_st2::dispatch::run::{RunError, run};
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let client = match St2Client::from_config(&config.st2) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let wait = Duration::from_secs(args.wait_secs);
+    match run(
+        &client,
+        &args.action,
+        &args.params,
+        args.follow,
+        wait,
+        &mut stdout,
+    )
+    .await
+    {
+        Ok(execution) => {
+            let status = execution
+                .status
+                .clone()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let shown = serde_json::json!({"id": execution.id, "status": status, "result": execution.result});
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&shown).unwrap_or_default()
+            );
+            if status == "succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(match e {
+                RunError::Usage(_)
+                | RunError::Parameters { .. }
+                | RunError::St2(St2Error::NotFound { .. } | St2Error::BadRequest { .. }) => {
+                    EXIT_USAGE
+                }
+                RunError::StillRunning { .. } => 3,
+                RunError::St2(_) => 4,
+            })
+        }
+    }
 }

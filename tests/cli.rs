@@ -100,3 +100,67 @@ fn serve_with_the_emulator_dispatches_and_stops_on_sigterm() {
     assert!(stopped, "graceful stop is logged");
     assert!(child.wait().unwrap().success(), "SIGTERM is a clean exit");
 }
+
+#[test]
+fn run_starts_an_action_follows_its_output_and_exits_by_outcome() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emu = rt
+        .block_on(st2_emulator::Emulator::start(
+            st2_emulator::EmulatorOptions {
+                api_key: "cli-key".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("st2.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "st2:\n  base_url: {}\n  api_key: env:PST2_RUN_KEY\n",
+            emu.base_url()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("PST2_RUN_KEY", "cli-key")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, _) = run(&["--follow", "examples.output", "lines=3", "interval_ms=20"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("line 1\nline 2\nline 3\n"), "{stdout}");
+    assert!(stdout.contains("\"status\": \"succeeded\""), "{stdout}");
+
+    let (code, stdout, _) = run(&["examples.fail"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("boom"), "{stdout}");
+
+    let (code, _, stderr) = run(&["core.local", "timeout=abc", "oops"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("not key=value"), "{stderr}");
+    let (code, _, stderr) = run(&["core.local", "timeout=abc"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("cmd: is required") && stderr.contains("timeout: must be integer"),
+        "{stderr}"
+    );
+    let (code, _, _) = run(&["core.nope"]);
+    assert_eq!(code, Some(2), "an unknown action is the user's mistake");
+
+    let (code, _, stderr) = run(&["--wait-secs", "0", "core.local", "cmd=sleep 5"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("keeps running"), "{stderr}");
+    rt.block_on(emu.shutdown());
+}

@@ -4,6 +4,7 @@
 //! already holds for the same idempotency key (so retries and restarts never start a second
 //! one), otherwise create it, then follow it to a completed status within a deadline.
 
+pub mod run;
 pub mod validate;
 
 use std::time::Duration;
