@@ -484,3 +484,117 @@ async fn workflows_pause_and_resume_through_the_adapter() {
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["output"]["executionId"], id.as_str());
 }
+
+/// What Portarium's OpenClaw gateway bridge sends for one approved action.
+fn openclaw(
+    s: &Stack,
+    tool: &str,
+    parameters: Value,
+    dry_run: bool,
+    key: &str,
+) -> reqwest::RequestBuilder {
+    s.http
+        .post(format!("{}/tools/invoke", s.base))
+        .bearer_auth("token-a")
+        .header("x-openclaw-session-key", "tenant-a:run-1")
+        .header("Idempotency-Key", key)
+        .json(&json!({
+            "toolName": tool,
+            "parameters": parameters,
+            "dryRun": dry_run,
+            "metadata": {
+                "tenantId": "tenant-a", "runId": "run-1", "actionId": key,
+                "correlationId": "corr-1", "idempotencyKey": key,
+                "sessionKey": "tenant-a:run-1", "policyTier": "HumanApprove", "dryRun": dry_run,
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            }
+        }))
+}
+
+#[tokio::test]
+async fn the_openclaw_bridge_can_dispatch_to_st2_unmodified() {
+    let s = stack("").await;
+    let resp = openclaw(
+        &s,
+        "machine-1/core.echo",
+        json!({"message": "via openclaw"}),
+        false,
+        "k-1",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let output: Value = resp.json().await.unwrap();
+    assert_eq!(
+        output["result"]["stdout"], "via openclaw",
+        "the bridge reads the body as output"
+    );
+
+    let resp = openclaw(&s, "core.echo", json!({"message": "x"}), false, "k-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "a bare action ref works too");
+
+    let resp = openclaw(&s, "examples.fail", json!({}), false, "k-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        422,
+        "a definitive failure is a 4xx the bridge does not retry"
+    );
+    let resp = openclaw(&s, "core.nope", json!({}), false, "k-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = s
+        .http
+        .post(format!("{}/tools/invoke", s.base))
+        .bearer_auth("token-b")
+        .json(&json!({"toolName": "core.noop", "parameters": {}, "dryRun": false,
+            "metadata": {"tenantId": "tenant-a", "runId": "r", "actionId": "a", "correlationId": "c"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "tenant-b's token cannot act for tenant-a"
+    );
+}
+
+#[tokio::test]
+async fn openclaw_dry_runs_check_everything_and_start_nothing() {
+    let s = stack("").await;
+    let resp = openclaw(&s, "core.local", json!({"cmd": "uptime"}), true, "d-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let output: Value = resp.json().await.unwrap();
+    assert_eq!(
+        output,
+        json!({"dryRun": true, "actionRef": "core.local", "valid": true})
+    );
+    let resp = openclaw(&s, "core.local", json!({"timeout": "x"}), true, "d-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let result: Value = resp.json().await.unwrap();
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("cmd: is required") && message.contains("timeout:"),
+        "{message}"
+    );
+    let resp = openclaw(&s, "core.nope", json!({}), true, "d-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(s.creates(), 0, "a dry run never creates an execution");
+}

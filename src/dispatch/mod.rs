@@ -61,6 +61,46 @@ impl Dispatcher {
         self.follow(execution, &action, deadline).await
     }
 
+    /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
+    /// action, the payload against its schema — and starts nothing.
+    pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
+        let action = match ActionRef::parse(req.flow_ref.trim()) {
+            Ok(a) => a,
+            Err(e) => return DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()),
+        };
+        match self.checked_parameters(req, &action).await {
+            Ok(()) => DispatchResult::Ok {
+                output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
+            },
+            Err(failure) => failure,
+        }
+    }
+
+    /// Reads the action's schema from st2 and checks the payload against it.
+    async fn checked_parameters(
+        &self,
+        req: &DispatchRequest,
+        action: &ActionRef,
+    ) -> Result<(), DispatchResult> {
+        let schema = self
+            .st2
+            .action_parameters(&action.to_string())
+            .await
+            .map_err(|e| from_st2(&e, action))?;
+        let problems = check_parameters(&schema, &req.payload);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Err(DispatchResult::err(
+            ErrorKind::RemoteError,
+            format!(
+                "payload does not fit {action}'s parameters: {}",
+                list.join("; ")
+            ),
+        ))
+    }
+
     /// The execution st2 already holds for this key, if any (newest first), read whole.
     async fn existing(&self, action: &ActionRef, key: &str) -> Result<Option<Execution>, St2Error> {
         let page = self
@@ -86,22 +126,7 @@ impl Dispatcher {
         action: &ActionRef,
         key: &str,
     ) -> Result<Execution, DispatchResult> {
-        let schema = self
-            .st2
-            .action_parameters(&action.to_string())
-            .await
-            .map_err(|e| from_st2(&e, action))?;
-        let problems = check_parameters(&schema, &req.payload);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(DispatchResult::err(
-                ErrorKind::RemoteError,
-                format!(
-                    "payload does not fit {action}'s parameters: {}",
-                    list.join("; ")
-                ),
-            ));
-        }
+        self.checked_parameters(req, action).await?;
         let mut request = ExecutionRequest::new(action.to_string());
         request.parameters = req.payload.clone();
         request

@@ -56,6 +56,24 @@ impl DispatchState {
         self.tenants.len()
     }
 
+    /// The tenant named by the request's bearer token, or the 401 answer.
+    pub(crate) fn authorize(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<&Tenant, (StatusCode, DispatchResult)> {
+        self.authenticate_headers(headers).ok_or_else(|| {
+            with_status(DispatchResult::err(
+                ErrorKind::Unauthorized,
+                "missing or unknown bearer token; send Authorization: Bearer <the tenant's api_token>",
+            ))
+        })
+    }
+
+    /// Default and longest dispatch waits.
+    pub(crate) fn settings(&self) -> &DispatchConfig {
+        &self.settings
+    }
+
     /// The tenant named by the request's bearer token.
     pub(crate) fn authenticate_headers(&self, headers: &HeaderMap) -> Option<&Tenant> {
         bearer(headers).and_then(|token| self.authenticate(token))
@@ -144,22 +162,34 @@ async fn accept(
     body: Result<Json<DispatchRequest>, JsonRejection>,
     wait_ms: u64,
 ) -> (StatusCode, DispatchResult) {
-    let Some(tenant) = state.authenticate_headers(headers) else {
-        return with_status(DispatchResult::err(
-            ErrorKind::Unauthorized,
-            "missing or unknown bearer token; send Authorization: Bearer <the tenant's api_token>",
-        ));
+    let tenant = match state.authorize(headers) {
+        Ok(t) => t,
+        Err(refusal) => return refusal,
     };
-    let mut req = match body {
-        Ok(Json(req)) => req,
-        Err(rejection) => {
-            let result = DispatchResult::err(
-                ErrorKind::RemoteError,
-                format!("request body refused: {}", rejection.body_text()),
-            );
-            return (rejection.status(), result);
-        }
-    };
+    match body {
+        Ok(Json(req)) => execute(tenant, req, headers, wait_ms, false).await,
+        Err(rejection) => refuse_body(&rejection),
+    }
+}
+
+/// The answer to a body that is not the JSON a route takes.
+pub(crate) fn refuse_body(rejection: &JsonRejection) -> (StatusCode, DispatchResult) {
+    let result = DispatchResult::err(
+        ErrorKind::RemoteError,
+        format!("request body refused: {}", rejection.body_text()),
+    );
+    (rejection.status(), result)
+}
+
+/// Runs `req` for `tenant` (or only checks it, for a dry run): the body's tenant must be the
+/// token's, and an `Idempotency-Key` header stands in for a missing key.
+pub(crate) async fn execute(
+    tenant: &Tenant,
+    mut req: DispatchRequest,
+    headers: &HeaderMap,
+    wait_ms: u64,
+    dry_run: bool,
+) -> (StatusCode, DispatchResult) {
     if req.tenant_id != tenant.id {
         return with_status(DispatchResult::err(
             ErrorKind::Unauthorized,
@@ -175,16 +205,19 @@ async fn accept(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
     }
-    with_status(
+    let result = if dry_run {
+        tenant.dispatcher.dry_run(&req).await
+    } else {
         tenant
             .dispatcher
             .dispatch(&req, Duration::from_millis(wait_ms))
-            .await,
-    )
+            .await
+    };
+    with_status(result)
 }
 
 /// Pairs a result with the HTTP status its error kind maps to (200 for success).
-fn with_status(result: DispatchResult) -> (StatusCode, DispatchResult) {
+pub(crate) fn with_status(result: DispatchResult) -> (StatusCode, DispatchResult) {
     let status = match result.error_kind() {
         None => StatusCode::OK,
         Some(kind) => StatusCode::from_u16(kind.http_status()).expect("valid status"),

@@ -3,6 +3,7 @@
 pub mod dispatch;
 pub mod executions;
 pub mod health;
+pub mod openclaw;
 
 use std::net::SocketAddr;
 
@@ -26,6 +27,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
             "/api/v1/flows/{flow_ref}/run",
             post(dispatch::activepieces_run),
         )
+        .route("/tools/invoke", post(openclaw::invoke))
         .route("/v1/executions/{id}", get(executions::get))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))

@@ -1,0 +1,89 @@
+//! `POST /tools/invoke`: the OpenClaw gateway bridge, the execution path wired in Portarium
+//! today. The tool name is the st2 action ref, optionally prefixed `<machineId>/`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::dispatch::{DispatchState, execute, refuse_body};
+use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::st2::models::JsonObject;
+
+/// The bridge's request body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// `pack.action`, or `<machineId>/pack.action`.
+    tool_name: String,
+    /// The action's parameters.
+    #[serde(default)]
+    parameters: JsonObject,
+    /// Check everything, start nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Portarium's ids; correlation travels here, not in headers.
+    metadata: InvokeMetadata,
+}
+
+/// `metadata` of the bridge's body. Fields the bridge may add later are ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeMetadata {
+    tenant_id: String,
+    run_id: String,
+    action_id: String,
+    correlation_id: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Handles `POST /tools/invoke`. The bridge retries timeouts, 429 and 5xx, maps 409 to a
+/// policy denial and other 4xx to RemoteError; so a definitive failure answers 422 (no
+/// pointless retries), `Timeout` answers 504 (a retry with the same key keeps waiting for the
+/// same execution), and success answers with the output itself, which the bridge reads.
+pub async fn invoke(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    body: Result<Json<InvokeRequest>, JsonRejection>,
+) -> Response {
+    let (status, result) = match state.authorize(&headers) {
+        Err(refusal) => refusal,
+        Ok(tenant) => match body {
+            Err(rejection) => refuse_body(&rejection),
+            Ok(Json(body)) => {
+                let flow_ref = body
+                    .tool_name
+                    .split_once('/')
+                    .map_or(body.tool_name.as_str(), |(_, tool)| tool)
+                    .to_string();
+                let dry_run = body.dry_run || body.metadata.dry_run;
+                let req = DispatchRequest {
+                    action_id: body.metadata.action_id,
+                    idempotency_key: body.metadata.idempotency_key,
+                    tenant_id: body.metadata.tenant_id,
+                    run_id: body.metadata.run_id,
+                    correlation_id: body.metadata.correlation_id,
+                    flow_ref,
+                    payload: body.parameters,
+                };
+                let wait = state.settings().default_wait_ms;
+                execute(tenant, req, &headers, wait, dry_run).await
+            }
+        },
+    };
+    match result {
+        DispatchResult::Ok { output } => (StatusCode::OK, Json(output)).into_response(),
+        failure @ DispatchResult::Err {
+            kind: ErrorKind::RemoteError,
+            ..
+        } if status.is_server_error() => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(failure)).into_response()
+        }
+        failure => (status, Json(failure)).into_response(),
+    }
+}
