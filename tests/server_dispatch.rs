@@ -598,3 +598,64 @@ async fn openclaw_dry_runs_check_everything_and_start_nothing() {
     assert_eq!(resp.status().as_u16(), 404);
     assert_eq!(s.creates(), 0, "a dry run never creates an execution");
 }
+
+#[tokio::test]
+async fn a_rerun_belongs_to_the_tenant_of_the_original() {
+    let s = stack("  - {id: tenant-c, api_token: token-c}\n").await;
+    let (status, first) = s
+        .post(
+            Some("token-a"),
+            &body("tenant-a", "core.echo", json!({"message": "one"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let id = first["output"]["executionId"].as_str().unwrap();
+    let resp = s
+        .http
+        .post(format!("{}/v1/executions/{id}/rerun", s.base))
+        .bearer_auth("token-a")
+        .json(&json!({"parameters": {"message": "two"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let rerun: Value = resp.json().await.unwrap();
+    let new_id = rerun["executionId"].as_str().unwrap().to_string();
+    assert_ne!(new_id, id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let (status, e) = s
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/executions/{new_id}"),
+                "token-a",
+            )
+            .await;
+        assert_eq!(status, 200, "the owner sees the re-run: {e}");
+        if e["status"] == "succeeded" {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        done["result"]["stdout"], "two",
+        "st2 merged the new parameters"
+    );
+    let (status, _) = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/executions/{new_id}"),
+            "token-c",
+        )
+        .await;
+    assert_eq!(status, 404, "another tenant cannot see it");
+    let (status, _) = s
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/executions/{id}/rerun"),
+            "token-c",
+        )
+        .await;
+    assert_eq!(status, 404, "nor re-run the original");
+}

@@ -1,15 +1,17 @@
-//! `GET /v1/executions/{id}` and `POST /v1/executions/{id}/cancel|pause|resume`, scoped to
+//! `GET /v1/executions/{id}` and `POST /v1/executions/{id}/cancel|pause|resume|rerun`, scoped to
 //! the caller's tenant: an execution another tenant started answers exactly like a missing one.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dispatch::{DispatchState, Tenant};
 use crate::dispatch::CONTEXT_KEY;
 use crate::portarium::{DispatchResult, ErrorKind};
-use crate::st2::{CancelOutcome, Execution, St2Error};
+use crate::st2::models::JsonObject;
+use crate::st2::{CancelOutcome, Execution, RerunRequest, St2Error};
 
 type Answer = (StatusCode, Json<Value>);
 
@@ -99,12 +101,74 @@ async fn owned<'a>(
             format!("no execution {id} for tenant {}", tenant.id),
         )
     };
-    match tenant.dispatcher.st2().executions().get(id).send().await {
-        Ok(e) if e.context_at(&format!("{CONTEXT_KEY}.tenant_id")) == Some(&json!(tenant.id)) => {
-            Ok((tenant, e))
+    let st2 = tenant.dispatcher.st2();
+    let execution = match st2.executions().get(id).send().await {
+        Ok(e) => e,
+        Err(St2Error::NotFound { .. }) => return Err(not_found()),
+        Err(e) => return Err(st2_failure(&e)),
+    };
+    // st2's re-run keeps no caller context, only `re-run.ref`: a re-run belongs to whoever
+    // owns the execution it re-ran. The chain is followed a bounded number of hops.
+    let mut current = execution.clone();
+    for _ in 0..MAX_RERUN_HOPS {
+        if current.context_at(&format!("{CONTEXT_KEY}.tenant_id")) == Some(&json!(tenant.id)) {
+            return Ok((tenant, execution));
         }
-        Ok(_) | Err(St2Error::NotFound { .. }) => Err(not_found()),
-        Err(e) => Err(st2_failure(&e)),
+        let Some(previous) = current.context_at("re-run.ref").and_then(Value::as_str) else {
+            break;
+        };
+        current = match st2
+            .executions()
+            .get(previous)
+            .exclude(&["result"])
+            .send()
+            .await
+        {
+            Ok(e) => e,
+            Err(St2Error::NotFound { .. }) => break,
+            Err(e) => return Err(st2_failure(&e)),
+        };
+    }
+    Err(not_found())
+}
+
+/// Re-runs of re-runs followed when deciding ownership.
+const MAX_RERUN_HOPS: usize = 8;
+
+/// Optional body of `POST /v1/executions/{id}/rerun`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerunBody {
+    /// Parameters merged over the original ones by st2.
+    #[serde(default)]
+    parameters: JsonObject,
+}
+
+/// Handles `POST /v1/executions/{id}/rerun`: st2 re-runs it (secrets intact) as a new
+/// execution, answered with 201.
+pub async fn rerun(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<RerunBody>>,
+) -> Answer {
+    let tenant = match owned(&state, &headers, &id).await {
+        Ok((tenant, _)) => tenant,
+        Err(answer) => return answer,
+    };
+    let request = RerunRequest {
+        parameters: body.map(|Json(b)| b.parameters).unwrap_or_default(),
+        ..RerunRequest::default()
+    };
+    match tenant
+        .dispatcher
+        .st2()
+        .executions()
+        .rerun(&id, &request)
+        .await
+    {
+        Ok(e) => (StatusCode::CREATED, Json(summary(&e))),
+        Err(e) => st2_failure(&e),
     }
 }
 

@@ -32,6 +32,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))
         .route("/v1/executions/{id}/resume", post(executions::resume))
+        .route("/v1/executions/{id}/rerun", post(executions::rerun))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(dispatch);
     health.merge(api)
