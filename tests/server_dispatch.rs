@@ -659,3 +659,44 @@ async fn a_rerun_belongs_to_the_tenant_of_the_original() {
         .await;
     assert_eq!(status, 404, "nor re-run the original");
 }
+
+#[tokio::test]
+async fn every_route_in_openapi_json_is_served() {
+    let s = stack("").await;
+    let resp = s
+        .http
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 11, "{:?}", paths.keys());
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{id}", "000000000000000000000000")
+            .replace("{flowRef}", "core.noop");
+        for method in item.as_object().unwrap().keys() {
+            let resp = s
+                .http
+                .request(
+                    method.to_uppercase().parse().unwrap(),
+                    format!("{}{concrete}", s.base),
+                )
+                .bearer_auth("token-a")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            assert_ne!(status, 405, "{method} {path} is routed");
+            assert!(
+                serde_json::from_str::<Value>(&text).is_ok(),
+                "{method} {path} answered by our handler (status {status}, body {text:?})"
+            );
+        }
+    }
+}

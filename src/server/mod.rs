@@ -13,6 +13,9 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 pub use dispatch::DispatchState;
+
+/// The OpenAPI document of every route this server answers (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub use health::{Probe, Readiness};
 
 /// Builds the router with every route the adapter serves.
@@ -20,6 +23,15 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .with_state(readiness);
     let api = Router::new()
         .route("/v1/dispatch", post(dispatch::dispatch))
