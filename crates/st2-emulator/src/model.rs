@@ -225,7 +225,8 @@ impl Execution {
         if let Some(p) = &self.parent {
             d.insert("parent".into(), json!(p));
         }
-        d.insert("children".into(), json!(self.children));
+        // st2's recorded answers never carry `children` on a workflow (its children are
+        // reached through `/executions/{id}/children` and `?parent=`), so neither do we.
         d.insert(
             "log".into(),
             Value::Array(
@@ -279,6 +280,13 @@ impl Execution {
         }
         if let Some(delay) = self.delay {
             d.insert("delay".into(), json!(delay));
+        }
+        // Workflow tasks name their orquesta records on the liveaction too (stream captures).
+        if let Some(w) = &self.workflow_execution {
+            d.insert("workflow_execution".into(), json!(w));
+        }
+        if let Some(t) = &self.task_execution {
+            d.insert("task_execution".into(), json!(t));
         }
         d.insert("id".into(), json!(self.liveaction_id));
         let result = if self.result.is_null() {

@@ -21,6 +21,8 @@ use crate::util::{json_type_name, py_repr, uuid4};
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1", get(root))
+        // nginx maps /api/ to st2api's `/`, which is this same root (captures/api-root.http).
+        .route("/api", get(root))
         .route("/api/v1/user", get(user))
         .route("/api/v1/actions", get(actions))
         .route("/api/v1/actions/{ref_or_id}", get(action))

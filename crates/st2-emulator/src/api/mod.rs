@@ -307,6 +307,10 @@ async fn require_auth(State(sh): State<Arc<Shared>>, mut req: Request, next: Nex
         Ok((caller, cookie)) => {
             req.extensions_mut().insert(caller);
             let mut resp = next.run(req).await;
+            // st2 sets the cookie only on answers that succeed (captures: none on 4xx).
+            if !resp.status().is_success() {
+                return resp;
+            }
             if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().append(SET_COOKIE, c);
             }

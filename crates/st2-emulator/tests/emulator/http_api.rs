@@ -650,7 +650,10 @@ async fn pause_resume_and_workflow_children() {
             .any(|w| w == ["pausing", "paused", "resuming"]),
         "{statuses:?}"
     );
-    assert_eq!(done["children"].as_array().expect("children").len(), 3);
+    assert!(
+        done.get("children").is_none(),
+        "st2 leaves children off the workflow"
+    );
 
     let (_, children) = h
         .get_json(&format!("/api/v1/executions/{id}/children"))
@@ -678,7 +681,7 @@ async fn pause_resume_and_workflow_children() {
     let done = h.wait_status(id2, &["succeeded"]).await;
     assert_eq!(
         done["result"],
-        json!({"output": {"greeting": "Stanley, All your base are belong to us!"}})
+        json!({"output": {"greeting": "Lakshmi, All your base are belong to us!"}})
     );
     let r = h
         .req(Method::PUT, &format!("/api/v1/executions/{id2}"))
@@ -893,8 +896,11 @@ async fn canceling_a_workflow_cancels_its_running_task() {
         "{}",
         c["status"]
     );
+    let (_, children) = h
+        .get_json(&format!("/api/v1/executions/{id}/children"))
+        .await;
     assert!(
-        done["children"].as_array().expect("children").len() < 3,
+        children.as_array().expect("children").len() < 3,
         "no task starts after the cancel"
     );
 

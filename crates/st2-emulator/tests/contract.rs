@@ -1,0 +1,29 @@
+//! Contract tests for `st2-emulator`: its answers must match a real st2's — the OpenAPI spec st2
+//! ships (`shared/reference/st2/st2common/st2common/openapi.yaml`) and the responses recorded from
+//! a real st2 3.10dev (`shared/reference/st2/captures`): same fields, types, nesting, status
+//! codes and headers, and the same SSE byte framing including keep-alives.
+//!
+//! `harness` proves the tools on the captures alone; `rest` and `stream` replay each capture's
+//! request against an in-process emulator. `cases.rs` maps every capture file to its request or
+//! to the reason it is not replayed.
+
+#[path = "contract/capture.rs"]
+mod capture;
+#[path = "contract/cases.rs"]
+mod cases;
+#[path = "contract/check.rs"]
+mod check;
+#[path = "contract/client.rs"]
+mod client;
+#[path = "contract/harness.rs"]
+mod harness;
+#[path = "contract/openapi.rs"]
+mod openapi;
+#[path = "contract/rest.rs"]
+mod rest;
+#[path = "contract/shape.rs"]
+mod shape;
+#[path = "contract/sse.rs"]
+mod sse;
+#[path = "contract/stream.rs"]
+mod stream;
