@@ -1,31 +1,32 @@
-//! [`St2Client`]: one authenticated handle on an st2 cluster, shared by every API area.
+//! [`St2Client`]: one authenticated handle on an st2 cluster, shared by every API area, and
+//! the request plumbing those areas use.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use time::OffsetDateTime;
-use tokio::sync::Mutex;
-use tower::ServiceExt;
+use tokio::time::Instant;
+use tower::{BoxError, ServiceExt};
+use tracing::Instrument;
 
+use super::auth::{self, Auth, Credential, Login};
 use super::error::{Call, St2Error};
 use super::models::{Fault, Token};
-use super::transport::{self, Transport};
+use super::transport::{self, Exhausted, Reply, Transport};
 use crate::config::{St2Config, St2Endpoints};
-use crate::governance::secrets::Secret;
 
-const API_KEY_HEADER: &str = "st2-api-key";
-const TOKEN_HEADER: &str = "x-auth-token";
 /// How much of a non-JSON error body is kept in a message.
 const BODY_EXCERPT: usize = 200;
 
-/// A typed client for one st2 cluster. Cheap to clone; clones share connections,
-/// the concurrency limit and the token.
+/// A typed client for one st2 cluster. Cheap to clone; clones share connections, the
+/// concurrency limit and the token.
+///
+/// API areas hang off it in the style of `octocrab`: [`St2Client::executions`],
+/// [`St2Client::actions`], [`St2Client::packs`], [`St2Client::traces`],
+/// [`St2Client::webhooks`].
 #[derive(Clone)]
 pub struct St2Client {
     inner: Arc<Inner>,
@@ -40,20 +41,6 @@ struct Inner {
     auth: Auth,
 }
 
-enum Auth {
-    ApiKey(Secret),
-    Token(TokenAuth),
-}
-
-struct TokenAuth {
-    username: String,
-    password: Secret,
-    ttl: Option<u64>,
-    renew_before: Duration,
-    // One lock so concurrent callers share a single renewal instead of stampeding st2auth.
-    cached: Mutex<Option<(Secret, OffsetDateTime)>>,
-}
-
 /// Which st2 service a request goes to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Service {
@@ -61,28 +48,74 @@ pub(crate) enum Service {
     Auth,
 }
 
-/// One request, before credentials are attached.
-pub(crate) struct Request {
-    pub service: Service,
-    pub method: Method,
-    /// Path under the service root, starting with `/`.
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub json: Option<Value>,
-    pub headers: Vec<(HeaderName, String)>,
+/// One request before credentials are attached. Its path is built from segments, each
+/// percent-encoded, so an id can never change which route is called.
+pub(crate) struct ApiRequest {
+    service: Service,
+    method: Method,
+    segments: Vec<String>,
+    query: Vec<(&'static str, String)>,
+    json: Option<Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    refusal: Option<String>,
 }
 
-impl Request {
-    /// A request without query, body or extra headers.
-    pub fn new(service: Service, method: Method, path: impl Into<String>) -> Self {
+impl ApiRequest {
+    /// A request to the st2api route made of `segments` (`["executions", id]`).
+    pub fn new<S: AsRef<str>>(method: Method, segments: impl IntoIterator<Item = S>) -> Self {
         Self {
-            service,
+            service: Service::Api,
             method,
-            path: path.into(),
+            segments: segments
+                .into_iter()
+                .map(|s| s.as_ref().to_string())
+                .collect(),
             query: Vec::new(),
             json: None,
             headers: Vec::new(),
+            refusal: None,
         }
+    }
+
+    /// `GET` on an st2api route.
+    pub fn get<S: AsRef<str>>(segments: impl IntoIterator<Item = S>) -> Self {
+        Self::new(Method::GET, segments)
+    }
+
+    /// Adds a query parameter.
+    pub fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((key, value.into()));
+        self
+    }
+
+    /// Adds query parameters.
+    pub fn queries(mut self, pairs: impl IntoIterator<Item = (&'static str, String)>) -> Self {
+        self.query.extend(pairs);
+        self
+    }
+
+    /// Sets a JSON body.
+    pub fn json(mut self, body: Value) -> Self {
+        self.json = Some(body);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Marks the request as not to be sent, for a reason found while building it; sending it
+    /// then fails with [`St2Error::InvalidRequest`] naming the call.
+    pub fn refuse(mut self, reason: impl Into<String>) -> Self {
+        self.refusal.get_or_insert(reason.into());
+        self
+    }
+
+    fn on(mut self, service: Service) -> Self {
+        self.service = service;
+        self
     }
 }
 
@@ -90,7 +123,7 @@ impl Request {
 pub(crate) struct Answer {
     pub call: Call,
     pub headers: HeaderMap,
-    pub body: Bytes,
+    pub body: bytes::Bytes,
 }
 
 impl Answer {
@@ -99,13 +132,18 @@ impl Answer {
         decode(&self.call, &self.body)
     }
 
+    /// The body as text (st2 sends UTF-8; anything else is replaced, not refused).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     /// A numeric header such as `X-Total-Count`.
     pub fn header_u64(&self, name: &str) -> Option<u64> {
-        self.headers.get(name)?.to_str().ok()?.parse().ok()
+        self.headers.get(name)?.to_str().ok()?.trim().parse().ok()
     }
 }
 
-/// Decodes `body` as `T`; errors carry the JSON path.
+/// Decodes `body` as `T`; errors carry the JSON path of the bad value.
 pub(crate) fn decode<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T, St2Error> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| St2Error::Decode {
@@ -116,46 +154,35 @@ pub(crate) fn decode<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T,
 }
 
 impl St2Client {
-    /// Builds a client from validated configuration.
+    /// Builds a client from validated configuration: TLS with verification always on (plus
+    /// `tls.ca_file`), redirects never followed (they would carry credentials elsewhere), and
+    /// the tower stack of [`super::transport`].
     pub fn from_config(config: &St2Config) -> Result<Self, St2Error> {
         let endpoints = config
             .endpoints()
             .map_err(|e| St2Error::Setup(e.to_string()))?;
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("portarium-st2/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.tls.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| St2Error::Setup(format!("st2.tls.ca_file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                St2Error::Setup(format!(
-                    "st2.tls.ca_file {} is not PEM: {e}",
-                    path.display()
-                ))
-            })?;
-            for cert in certs {
-                http = http.add_root_certificate(cert);
-            }
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    St2Error::Setup(format!(
+                        "st2.tls.ca_file {} holds no PEM certificate; give the CA certificate(s) in PEM form",
+                        path.display()
+                    ))
+                })?;
+            http = http.tls_certs_merge(certs);
         }
         let http = http
             .build()
             .map_err(|e| St2Error::Setup(format!("HTTP client: {e}")))?;
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
-        let auth = match (&config.api_key, &config.username, &config.password) {
-            (Some(key), _, _) => Auth::ApiKey(key.clone()),
-            (None, Some(username), Some(password)) => Auth::Token(TokenAuth {
-                username: username.clone(),
-                password: password.clone(),
-                ttl: config.token_ttl_secs,
-                renew_before: Duration::from_secs(config.token_renew_before_secs),
-                cached: Mutex::new(None),
-            }),
-            _ => {
-                return Err(St2Error::Setup(
-                    "no st2 credentials: set st2.api_key or st2.username and st2.password".into(),
-                ));
-            }
-        };
         Ok(Self {
             inner: Arc::new(Inner {
                 transport: transport::build(
@@ -164,10 +191,10 @@ impl St2Client {
                     config.max_concurrency,
                     &config.retry,
                 ),
+                auth: Auth::from_config(config)?,
                 endpoints,
                 http,
                 request_timeout,
-                auth,
             }),
         })
     }
@@ -179,47 +206,84 @@ impl St2Client {
 
     /// Checks that st2 answers and accepts the credentials (one cheap authenticated read).
     pub async fn ping(&self) -> Result<(), St2Error> {
-        let mut req = Request::new(Service::Api, Method::GET, "/actions");
-        req.query = vec![
-            ("limit".into(), "1".into()),
-            ("include_attributes".into(), "ref".into()),
-        ];
+        let req = ApiRequest::get(["actions"])
+            .query("limit", "1")
+            .query("include_attributes", "ref");
         self.send(req).await.map(drop)
     }
 
-    /// Sends `req` with credentials; after a 401 in token mode, renews the token and
-    /// tries exactly once more.
-    pub(crate) async fn send(&self, req: Request) -> Result<Answer, St2Error> {
-        let retry_on_401 =
-            matches!(self.inner.auth, Auth::Token(_)) && !req.path.starts_with("/tokens");
-        let (name, credential) = self.credential().await?;
-        match self.send_with(&req, Some((name, &credential))).await {
-            Err(St2Error::Unauthorized { .. }) if retry_on_401 => {
-                self.forget_token(&credential).await;
-                let (name, credential) = self.credential().await?;
-                self.send_with(&req, Some((name, &credential))).await
+    /// Sends `req` with credentials. In token mode a 401 drops the token, and the call is
+    /// made once more with a fresh one: st2 refused it before acting, so even a POST is safe
+    /// to repeat. A second 401 is returned.
+    pub(crate) async fn send(&self, req: ApiRequest) -> Result<Answer, St2Error> {
+        let credential = self.credential().await?;
+        let result = self.execute(&req, Some(&credential)).await;
+        let (Err(St2Error::Unauthorized { .. }), Auth::Token(tokens)) = (&result, &self.inner.auth)
+        else {
+            return result;
+        };
+        tokens.invalidate(&credential.value).await;
+        tracing::info!(
+            method = %req.method,
+            "st2 refused the token; signing in again and repeating the call once"
+        );
+        let credential = self.credential().await?;
+        self.execute(&req, Some(&credential)).await
+    }
+
+    async fn credential(&self) -> Result<Credential, St2Error> {
+        match &self.inner.auth {
+            Auth::ApiKey(key) => Ok(auth::api_key_credential(key)),
+            Auth::Token(tokens) => {
+                tokens
+                    .credential(async |login: &Login| self.login(login).await)
+                    .await
             }
-            other => other,
         }
     }
 
-    async fn send_with(
+    /// `POST /auth/v1/tokens` with HTTP Basic.
+    async fn login(&self, login: &Login) -> Result<Token, St2Error> {
+        let req = ApiRequest::new(Method::POST, ["tokens"])
+            .on(Service::Auth)
+            .json(login.body())
+            .header(AUTHORIZATION, login.basic()?);
+        self.execute(&req, None).await?.json()
+    }
+
+    /// Sends one request through the transport and turns the answer into a result.
+    async fn execute(
         &self,
-        req: &Request,
-        credential: Option<(&'static str, &Secret)>,
+        req: &ApiRequest,
+        credential: Option<&Credential>,
     ) -> Result<Answer, St2Error> {
         let root = match req.service {
             Service::Api => &self.inner.endpoints.api,
             Service::Auth => &self.inner.endpoints.auth,
         };
-        let url = format!("{}{}", root.as_str().trim_end_matches('/'), req.path);
+        let mut url = root.clone();
+        let shown = format!(
+            "{}/{}",
+            root.path().trim_end_matches('/'),
+            req.segments.join("/")
+        );
         let call = Call {
             method: req.method.clone(),
-            path: reqwest::Url::parse(&url)
-                .map(|u| u.path().to_string())
-                .unwrap_or_else(|_| req.path.clone()),
+            path: shown,
         };
-        let mut builder = self.inner.http.request(req.method.clone(), &url);
+        let bad_segment = req
+            .segments
+            .iter()
+            .find(|s| s.is_empty() || *s == "." || *s == "..")
+            .map(|bad| format!("{bad:?} is not a valid id or name"));
+        if let Some(reason) = req.refusal.clone().or(bad_segment) {
+            return Err(St2Error::InvalidRequest { call, reason });
+        }
+        url.path_segments_mut()
+            .map_err(|()| St2Error::Setup(format!("{root} cannot have a path")))?
+            .pop_if_empty()
+            .extend(&req.segments);
+        let mut builder = self.inner.http.request(req.method.clone(), url);
         if !req.query.is_empty() {
             builder = builder.query(&req.query);
         }
@@ -227,67 +291,66 @@ impl St2Client {
             builder = builder.json(body);
         }
         for (name, value) in &req.headers {
-            builder = builder.header(name, value);
+            builder = builder.header(name, value.clone());
         }
-        if let Some((name, secret)) = credential {
-            let mut value = HeaderValue::from_str(secret.expose()).map_err(|_| {
-                St2Error::Setup(
-                    "the st2 credential contains characters not allowed in a header".into(),
-                )
-            })?;
-            value.set_sensitive(true);
-            builder = builder.header(name, value);
+        if let Some(c) = credential {
+            builder = builder.header(c.name.clone(), c.header_value()?);
         }
         let request = builder
             .build()
             .map_err(|e| St2Error::Setup(format!("{call}: {e}")))?;
-        let response = self
+        let span = tracing::debug_span!("st2_call", method = %call.method, path = %call.path);
+        let started = Instant::now();
+        let outcome = self
             .inner
             .transport
             .clone()
             .oneshot(request)
-            .await
-            .map_err(|e| self.transport_error(&call, e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let retry_after = transport::retry_after(&response);
-        let body = tokio::time::timeout(self.inner.request_timeout, response.bytes())
-            .await
-            .map_err(|_| St2Error::Timeout {
-                call: call.clone(),
-                after: self.inner.request_timeout,
-            })?
-            .map_err(|e| St2Error::Connect {
-                call: call.clone(),
-                message: e.to_string(),
-            })?;
-        if status.is_success() {
-            return Ok(Answer {
-                call,
-                headers,
-                body,
-            });
-        }
-        Err(St2Error::from_status(
-            call,
-            status.as_u16(),
-            faultstring(&body),
-            retry_after,
-        ))
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        let reply = match outcome {
+            Ok(reply) => reply,
+            Err(err) => {
+                let err = self.transport_error(&call, err);
+                tracing::debug!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "st2 call failed");
+                return Err(err);
+            }
+        };
+        tracing::debug!(
+            status = reply.status.as_u16(),
+            attempts = reply.attempts,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "st2 answered"
+        );
+        into_answer(call, reply)
     }
 
-    fn transport_error(&self, call: &Call, err: tower::BoxError) -> St2Error {
+    fn transport_error(&self, call: &Call, err: BoxError) -> St2Error {
+        let (attempts, err) = match err.downcast::<Exhausted>() {
+            Ok(exhausted) => (exhausted.attempts, exhausted.source),
+            Err(err) => (1, err),
+        };
+        if let Some(tls) = transport::tls_refusal(err.as_ref()) {
+            return St2Error::Tls {
+                call: call.clone(),
+                message: tls.to_string(),
+            };
+        }
         if err.is::<tower::timeout::error::Elapsed>() {
             return St2Error::Timeout {
                 call: call.clone(),
                 after: self.inner.request_timeout,
+                attempts,
             };
         }
-        // reqwest's message can include the URL; ours never carries credentials in it.
-        let message = match err.downcast_ref::<reqwest::Error>() {
-            Some(e) => {
+        // The URL is left out: the call already names the path, and the query may hold
+        // filter values that have no place in an error message.
+        let message = match err.downcast::<reqwest::Error>() {
+            Ok(e) => {
+                let e = e.without_url();
                 let mut text = e.to_string();
-                let mut source = std::error::Error::source(e);
+                let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
                     text.push_str(": ");
                     text.push_str(&s.to_string());
@@ -295,63 +358,36 @@ impl St2Client {
                 }
                 text
             }
-            None => err.to_string(),
+            Err(other) => other.to_string(),
         };
         St2Error::Connect {
             call: call.clone(),
             message,
+            attempts,
         }
-    }
-
-    /// The header and value to authenticate with, fetching or renewing a token if due.
-    async fn credential(&self) -> Result<(&'static str, Secret), St2Error> {
-        let token_auth = match &self.inner.auth {
-            Auth::ApiKey(key) => return Ok((API_KEY_HEADER, key.clone())),
-            Auth::Token(t) => t,
-        };
-        let mut cached = token_auth.cached.lock().await;
-        if let Some((token, expiry)) = cached.as_ref()
-            && OffsetDateTime::now_utc() + token_auth.renew_before < *expiry
-        {
-            return Ok((TOKEN_HEADER, token.clone()));
-        }
-        let token = self.request_token(token_auth).await?;
-        tracing::info!(user = %token.user, expiry = %token.expiry, "obtained st2 token");
-        let secret = Secret::from_value(token.token);
-        *cached = Some((secret.clone(), token.expiry));
-        Ok((TOKEN_HEADER, secret))
-    }
-
-    /// Drops the cached token if it is still `stale`, so a concurrent renewal is kept.
-    async fn forget_token(&self, stale: &Secret) {
-        if let Auth::Token(t) = &self.inner.auth {
-            let mut cached = t.cached.lock().await;
-            if cached.as_ref().is_some_and(|(token, _)| token == stale) {
-                *cached = None;
-            }
-        }
-    }
-
-    async fn request_token(&self, auth: &TokenAuth) -> Result<Token, St2Error> {
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            auth.username,
-            auth.password.expose()
-        ));
-        let mut req = Request::new(Service::Auth, Method::POST, "/tokens");
-        req.json = Some(match auth.ttl {
-            Some(ttl) => serde_json::json!({ "ttl": ttl }),
-            None => serde_json::json!({}),
-        });
-        let basic = Secret::from_value(format!("Basic {basic}"));
-        self.send_with(&req, Some(("authorization", &basic)))
-            .await?
-            .json()
     }
 }
 
+/// A 2xx becomes an [`Answer`]; anything else the matching [`St2Error`].
+fn into_answer(call: Call, reply: Reply) -> Result<Answer, St2Error> {
+    if reply.status.is_success() {
+        return Ok(Answer {
+            call,
+            headers: reply.headers,
+            body: reply.body,
+        });
+    }
+    Err(St2Error::from_status(
+        call,
+        reply.status.as_u16(),
+        faultstring(&reply.body),
+        reply.retry_after(),
+        reply.attempts,
+    ))
+}
+
 /// st2's `faultstring`, or the start of a body that is not st2's error JSON.
-fn faultstring(body: &[u8]) -> String {
+pub(crate) fn faultstring(body: &[u8]) -> String {
     match serde_json::from_slice::<Fault>(body) {
         Ok(fault) => fault.faultstring,
         Err(_) => {

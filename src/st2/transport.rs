@@ -1,21 +1,58 @@
-//! The HTTP stack every st2 call goes through, built once from tower layers:
-//! retry (outermost, so each attempt gets its own deadline and permit) → concurrency
-//! limit → per-attempt timeout → reqwest.
+//! The HTTP stack every st2 call goes through, built once from tower layers, outermost first:
+//! retry → concurrency limit → per-attempt timeout → body buffering → reqwest.
+//!
+//! Reading the body inside the timeout gives one deadline for the whole answer, and a
+//! connection that breaks mid-body is retried like one that broke before the headers. Retrying
+//! outside the limit means an attempt waiting out its backoff holds no concurrency slot.
 
 use std::time::Duration;
 
-use reqwest::{Request, Response, StatusCode};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, Request, StatusCode};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
 use tower::retry::Policy;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceBuilder};
+use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::config::RetryConfig;
 
+/// A whole answer from st2.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Attempts it took, retries included.
+    pub attempts: u32,
+}
+
+impl Reply {
+    /// `Retry-After` as a duration: st2 and most proxies send seconds, some an HTTP date.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
+        Some(Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default())
+    }
+}
+
+/// The failure of a call that was attempted more than once.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub(crate) struct Exhausted {
+    pub attempts: u32,
+    pub source: BoxError,
+}
+
 /// The composed stack, cheap to clone; clones share the concurrency limit.
-pub type Transport = BoxCloneSyncService<Request, Response, BoxError>;
+pub(crate) type Transport = BoxCloneSyncService<Request, Reply, BoxError>;
 
 /// Builds the stack around `client`.
-pub fn build(
+pub(crate) fn build(
     client: reqwest::Client,
     timeout: Duration,
     max_concurrency: usize,
@@ -25,15 +62,57 @@ pub fn build(
         .retry(RetryPolicy::new(retry))
         .concurrency_limit(max_concurrency)
         .timeout(timeout)
-        .service(client);
+        .service(client.and_then(read_whole));
     BoxCloneSyncService::new(service)
 }
 
-/// Retries calls that cannot create a second effect (not POST/PATCH) after transport
-/// failures, timeouts, 429, 502, 503 and 504, with capped, jittered exponential backoff.
-/// A `Retry-After` from st2 replaces the computed backoff, capped at the ceiling.
+async fn read_whole(response: reqwest::Response) -> Result<Reply, reqwest::Error> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+        attempts: 1,
+    })
+}
+
+/// rustls's reason when the TLS handshake with st2 failed (most often: its certificate is
+/// not signed by a trusted CA), found among the error's sources.
+pub(crate) fn tls_refusal<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // hyper's connector wraps rustls's error in io::Errors, whose `source` skips the
+        // wrapped error itself; descend through `get_ref` instead.
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// Whether a method can be sent again without risking a second effect. st2's POSTs create
+/// executions, re-runs, trigger instances or tokens; PUT here only pauses or resumes and DELETE
+/// only cancels, both of which st2 accepts again without change.
+fn repeatable(method: &Method) -> bool {
+    !matches!(*method, Method::POST | Method::PATCH)
+}
+
+/// Retries repeatable calls after connection failures, timeouts, 429, 502, 503 and 504, with
+/// capped, jittered exponential backoff. A `Retry-After` replaces the backoff; one longer than
+/// the backoff ceiling ends the retries, so the caller sees st2's wait instead of a retry
+/// that st2 asked not to get.
 #[derive(Clone, Debug)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     remaining: u32,
     attempt: u32,
     initial: Duration,
@@ -41,7 +120,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// A fresh policy (one is cloned per request by tower).
+    /// A fresh policy (tower clones it for each request).
     pub fn new(config: &RetryConfig) -> Self {
         Self {
             remaining: config.max_retries,
@@ -51,7 +130,8 @@ impl RetryPolicy {
         }
     }
 
-    /// Backoff before the next attempt: initial × 2^attempt, capped, then 50–100 % jitter.
+    /// Backoff before the next attempt: initial × 2^attempt, capped, then 50–100 % jitter so
+    /// clients that failed together do not come back together.
     fn backoff(&self) -> Duration {
         let exp = self
             .initial
@@ -59,66 +139,93 @@ impl RetryPolicy {
             .min(self.max);
         exp.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
-}
 
-/// Whether the outcome of one attempt is worth another.
-fn retryable(result: &Result<Response, BoxError>) -> Option<Option<Duration>> {
-    match result {
-        Ok(resp) => match resp.status() {
-            StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT => Some(retry_after(resp)),
-            _ => None,
-        },
-        Err(err) => {
-            let transport = err.is::<tower::timeout::error::Elapsed>()
-                || err
-                    .downcast_ref::<reqwest::Error>()
-                    .is_some_and(|e| e.is_connect() || e.is_timeout() || e.is_request());
-            transport.then_some(None)
+    /// Why and how long to wait before another attempt, or `None` to stop.
+    fn next_wait(&self, result: &Result<Reply, BoxError>) -> Option<(&'static str, Duration)> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match result {
+            Ok(reply) => {
+                let reason = match reply.status {
+                    StatusCode::TOO_MANY_REQUESTS => "429",
+                    StatusCode::BAD_GATEWAY => "502",
+                    StatusCode::SERVICE_UNAVAILABLE => "503",
+                    StatusCode::GATEWAY_TIMEOUT => "504",
+                    _ => return None,
+                };
+                match reply.retry_after() {
+                    Some(asked) if asked > self.max => None,
+                    Some(asked) => Some((reason, asked)),
+                    None => Some((reason, self.backoff())),
+                }
+            }
+            // A refused certificate stays refused; retrying only delays the answer.
+            Err(err) if tls_refusal(err.as_ref()).is_some() => None,
+            Err(err) => {
+                let reason = if err.is::<tower::timeout::error::Elapsed>() {
+                    "timeout"
+                } else {
+                    let e = err.downcast_ref::<reqwest::Error>()?;
+                    if e.is_connect() {
+                        "connect"
+                    } else if e.is_timeout() || e.is_request() || e.is_body() {
+                        "connection lost"
+                    } else {
+                        return None;
+                    }
+                };
+                Some((reason, self.backoff()))
+            }
+        }
+    }
+
+    /// Records how many attempts the final outcome took.
+    fn stamp(&self, result: &mut Result<Reply, BoxError>) {
+        let attempts = self.attempt + 1;
+        match result {
+            Ok(reply) => reply.attempts = attempts,
+            Err(err) if attempts > 1 => {
+                let source = std::mem::replace(err, BoxError::from(""));
+                *err = Box::new(Exhausted { attempts, source });
+            }
+            Err(_) => {}
         }
     }
 }
 
-/// `Retry-After` in seconds (st2 and proxies send seconds, not dates).
-pub fn retry_after(resp: &Response) -> Option<Duration> {
-    resp.headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-impl Policy<Request, Response, BoxError> for RetryPolicy {
+impl Policy<Request, Reply, BoxError> for RetryPolicy {
     type Future = tokio::time::Sleep;
 
     fn retry(
         &mut self,
         req: &mut Request,
-        result: &mut Result<Response, BoxError>,
+        result: &mut Result<Reply, BoxError>,
     ) -> Option<Self::Future> {
-        if self.remaining == 0
-            || matches!(
-                *req.method(),
-                reqwest::Method::POST | reqwest::Method::PATCH
-            )
-        {
+        let Some((reason, wait)) = self.next_wait(result) else {
+            self.stamp(result);
             return None;
-        }
-        let hinted = retryable(result)?;
-        let wait = hinted.map_or_else(|| self.backoff(), |d| d.min(self.max));
+        };
         self.remaining -= 1;
         self.attempt += 1;
-        tracing::debug!(method = %req.method(), path = req.url().path(), wait_ms = wait.as_millis() as u64, "retrying st2 call");
+        tracing::debug!(
+            method = %req.method(),
+            path = req.url().path(),
+            reason,
+            attempt = self.attempt + 1,
+            wait_ms = wait.as_millis() as u64,
+            "retrying st2 call"
+        );
         Some(tokio::time::sleep(wait))
     }
 
     fn clone_request(&mut self, req: &Request) -> Option<Request> {
-        req.try_clone()
+        // No clone, no retry: tower then hands back the first outcome as it is.
+        if repeatable(req.method()) {
+            req.try_clone()
+        } else {
+            None
+        }
     }
 }
 
@@ -126,13 +233,30 @@ impl Policy<Request, Response, BoxError> for RetryPolicy {
 mod tests {
     use super::*;
 
+    fn policy(max_retries: u32, initial_backoff_ms: u64, max_backoff_ms: u64) -> RetryPolicy {
+        RetryPolicy::new(&RetryConfig {
+            max_retries,
+            initial_backoff_ms,
+            max_backoff_ms,
+        })
+    }
+
+    fn reply(status: u16, retry_after: Option<&str>) -> Result<Reply, BoxError> {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert(RETRY_AFTER, v.parse().unwrap());
+        }
+        Ok(Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::new(),
+            attempts: 1,
+        })
+    }
+
     #[test]
     fn backoff_doubles_is_capped_and_jittered_within_half() {
-        let mut p = RetryPolicy::new(&RetryConfig {
-            max_retries: 10,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 1_000,
-        });
+        let mut p = policy(10, 100, 1_000);
         for (attempt, ceiling) in [
             (0, 100),
             (1, 200),
@@ -150,6 +274,61 @@ mod tests {
                     ceiling / 2
                 );
             }
+        }
+    }
+
+    #[test]
+    fn only_overload_and_gateway_statuses_are_retried() {
+        let p = policy(3, 10, 100);
+        for status in [429, 502, 503, 504] {
+            assert!(p.next_wait(&reply(status, None)).is_some(), "{status}");
+        }
+        for status in [200, 400, 401, 404, 409, 500, 501] {
+            assert!(p.next_wait(&reply(status, None)).is_none(), "{status}");
+        }
+        assert!(
+            policy(0, 10, 100).next_wait(&reply(503, None)).is_none(),
+            "no budget"
+        );
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_up_to_the_ceiling() {
+        let p = policy(3, 10, 2_000);
+        assert_eq!(
+            p.next_wait(&reply(429, Some("1"))),
+            Some(("429", Duration::from_secs(1)))
+        );
+        assert_eq!(
+            p.next_wait(&reply(429, Some("3"))),
+            None,
+            "longer than the ceiling"
+        );
+        let soon = (OffsetDateTime::now_utc() + time::Duration::seconds(1))
+            .format(&Rfc2822)
+            .unwrap();
+        let (_, wait) = p.next_wait(&reply(503, Some(&soon))).unwrap();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        // HTTP dates name the zone GMT rather than an offset.
+        let http_date = soon.replace("+0000", "GMT");
+        let (_, wait) = p.next_wait(&reply(503, Some(&http_date))).unwrap();
+        assert!(wait <= Duration::from_secs(1), "{http_date}: {wait:?}");
+        assert!(
+            reply(503, Some(&http_date))
+                .unwrap()
+                .retry_after()
+                .is_some()
+        );
+        assert!(reply(503, Some("soon")).unwrap().retry_after().is_none());
+    }
+
+    #[test]
+    fn only_post_and_patch_are_never_repeated() {
+        for m in [Method::GET, Method::PUT, Method::DELETE] {
+            assert!(repeatable(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH] {
+            assert!(!repeatable(&m), "{m}");
         }
     }
 }

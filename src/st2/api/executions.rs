@@ -2,21 +2,13 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-use super::client::{Request, Service, St2Client};
-use super::error::St2Error;
-use super::models::{Execution, ExecutionStatus, Fault, JsonObject, OutputType};
-
-/// A page of a list call, with st2's pagination headers.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    /// The items on this page.
-    pub items: Vec<T>,
-    /// `X-Total-Count`: how many match the filters in all.
-    pub total_count: Option<u64>,
-    /// `X-Limit`: the page size st2 applied.
-    pub limit: Option<u64>,
-}
+use super::List;
+use crate::st2::client::{ApiRequest, St2Client};
+use crate::st2::error::St2Error;
+use crate::st2::models::{Execution, ExecutionStatus, Fault, JsonObject, Notify, OutputType};
 
 /// What `DELETE /executions/{id}` did.
 #[derive(Debug, Clone)]
@@ -43,6 +35,8 @@ pub struct ExecutionRequest {
     pub trace_tag: Option<String>,
     /// Hold the execution `delayed` this many milliseconds first.
     pub delay_ms: Option<u64>,
+    /// Notifications st2 sends when it ends.
+    pub notify: Option<Notify>,
 }
 
 impl ExecutionRequest {
@@ -54,10 +48,18 @@ impl ExecutionRequest {
         }
     }
 
+    /// The JSON body st2 expects.
     fn body(&self) -> Value {
         let mut context = self.context.clone();
         if let Some(tag) = &self.trace_tag {
-            context.insert("trace_context".into(), json!({ "trace_tag": tag }));
+            // Kept beside a trace id the caller may have put there (joining that trace).
+            let trace = context.entry("trace_context").or_insert_with(|| json!({}));
+            match trace.as_object_mut() {
+                Some(t) => {
+                    t.insert("trace_tag".into(), json!(tag));
+                }
+                None => *trace = json!({ "trace_tag": tag }),
+            }
         }
         let mut body = json!({ "action": self.action, "parameters": self.parameters });
         if !context.is_empty() {
@@ -66,6 +68,9 @@ impl ExecutionRequest {
         if let Some(delay) = self.delay_ms {
             body["delay"] = json!(delay);
         }
+        if let Some(notify) = &self.notify {
+            body["notify"] = json!(notify);
+        }
         body
     }
 }
@@ -73,7 +78,7 @@ impl ExecutionRequest {
 /// A re-run request (`POST /executions/{id}/re_run`).
 #[derive(Debug, Clone, Default)]
 pub struct RerunRequest {
-    /// Parameters merged over the original ones.
+    /// Parameters merged over the original ones (or used alone with `no_merge`).
     pub parameters: JsonObject,
     /// Orquesta only: tasks to re-run.
     pub tasks: Vec<String>,
@@ -81,6 +86,33 @@ pub struct RerunRequest {
     pub reset: Vec<String>,
     /// Delay in milliseconds.
     pub delay_ms: Option<u64>,
+    /// Do not merge the original parameters in.
+    pub no_merge: bool,
+}
+
+impl RerunRequest {
+    fn body(&self) -> Value {
+        let mut body = json!({ "parameters": self.parameters });
+        if !self.tasks.is_empty() {
+            body["tasks"] = json!(self.tasks);
+        }
+        if !self.reset.is_empty() {
+            body["reset"] = json!(self.reset);
+        }
+        if let Some(delay) = self.delay_ms {
+            body["delay"] = json!(delay);
+        }
+        body
+    }
+}
+
+/// Order of an executions list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortOrder {
+    /// By start time, newest first (st2's default).
+    NewestFirst,
+    /// By start time, oldest first.
+    OldestFirst,
 }
 
 /// The executions API area; get it from [`St2Client::executions`].
@@ -96,11 +128,10 @@ impl St2Client {
 }
 
 impl<'a> Executions<'a> {
-    /// Runs an action; st2 answers with the new execution in `requested`. Never retried
+    /// Runs an action; st2 answers 201 with the new execution in `requested`. Never retried
     /// automatically: a retry could start a second execution.
     pub async fn create(&self, request: &ExecutionRequest) -> Result<Execution, St2Error> {
-        let mut req = Request::new(Service::Api, Method::POST, "/executions");
-        req.json = Some(request.body());
+        let req = ApiRequest::new(Method::POST, ["executions"]).json(request.body());
         self.client.send(req).await?.json()
     }
 
@@ -115,22 +146,19 @@ impl<'a> Executions<'a> {
         }
     }
 
-    /// Starts a `GET /executions` list.
+    /// Starts a `GET /executions` list (newest first unless sorted otherwise).
     pub fn list(&self) -> ListExecutions<'a> {
-        ListExecutions {
-            client: self.client,
-            query: Vec::new(),
-        }
+        List::new(self.client, &["executions"])
     }
 
-    /// Cancels an execution (`DELETE /executions/{id}`).
+    /// Cancels an execution (`DELETE /executions/{id}`). Cancelling one that already
+    /// completed is not an error: st2 says so with a 200, returned as
+    /// [`CancelOutcome::AlreadyCompleted`].
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, St2Error> {
-        let req = Request::new(
-            Service::Api,
-            Method::DELETE,
-            format!("/executions/{}", seg(id)),
-        );
-        let answer = self.client.send(req).await?;
+        let answer = self
+            .client
+            .send(ApiRequest::new(Method::DELETE, ["executions", id]))
+            .await?;
         if let Ok(fault) = serde_json::from_slice::<Fault>(&answer.body) {
             return Ok(CancelOutcome::AlreadyCompleted {
                 faultstring: fault.faultstring,
@@ -150,61 +178,38 @@ impl<'a> Executions<'a> {
     }
 
     async fn put_status(&self, id: &str, status: ExecutionStatus) -> Result<Execution, St2Error> {
-        let mut req = Request::new(
-            Service::Api,
-            Method::PUT,
-            format!("/executions/{}", seg(id)),
-        );
-        req.json = Some(json!({ "status": status }));
+        let req =
+            ApiRequest::new(Method::PUT, ["executions", id]).json(json!({ "status": status }));
         self.client.send(req).await?.json()
     }
 
-    /// Runs an execution again as a new execution; never retried automatically.
+    /// Runs an execution again as a new one (201); `context.re-run.ref` names the original.
+    /// Never retried automatically.
     pub async fn rerun(&self, id: &str, request: &RerunRequest) -> Result<Execution, St2Error> {
-        let mut body = json!({ "parameters": request.parameters });
-        if !request.tasks.is_empty() {
-            body["tasks"] = json!(request.tasks);
+        let mut req =
+            ApiRequest::new(Method::POST, ["executions", id, "re_run"]).json(request.body());
+        if request.no_merge {
+            req = req.query("no_merge", "true");
         }
-        if !request.reset.is_empty() {
-            body["reset"] = json!(request.reset);
-        }
-        if let Some(delay) = request.delay_ms {
-            body["delay"] = json!(delay);
-        }
-        let mut req = Request::new(
-            Service::Api,
-            Method::POST,
-            format!("/executions/{}/re_run", seg(id)),
-        );
-        req.json = Some(body);
         self.client.send(req).await?.json()
     }
 
-    /// The output recorded so far, as text.
+    /// The output recorded so far, as text; st2 never blocks on this call.
     pub async fn output(&self, id: &str, output_type: OutputType) -> Result<String, St2Error> {
-        let mut req = Request::new(
-            Service::Api,
-            Method::GET,
-            format!("/executions/{}/output", seg(id)),
-        );
-        req.query = vec![("output_type".into(), output_type.as_str().into())];
-        let answer = self.client.send(req).await?;
-        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+        let req = ApiRequest::get(["executions", id, "output"])
+            .query("output_type", output_type.as_str());
+        Ok(self.client.send(req).await?.text())
     }
 
     /// Descendants of a workflow execution; `depth` -1 means all levels.
     pub async fn children(&self, id: &str, depth: i32) -> Result<Vec<Execution>, St2Error> {
-        let mut req = Request::new(
-            Service::Api,
-            Method::GET,
-            format!("/executions/{}/children", seg(id)),
-        );
-        req.query = vec![("depth".into(), depth.to_string())];
+        let req = ApiRequest::get(["executions", id, "children"]).query("depth", depth.to_string());
         self.client.send(req).await?.json()
     }
 }
 
 /// Builder for `GET /executions/{id}`.
+#[must_use = "nothing is fetched until `send` is awaited"]
 pub struct GetExecution<'a> {
     client: &'a St2Client,
     id: String,
@@ -226,7 +231,7 @@ impl GetExecution<'_> {
         self
     }
 
-    /// Leave `result` out when it is larger than `bytes`.
+    /// Leave `result` out when it is larger than `bytes` (st2 allows up to 14 MiB).
     pub fn max_result_size(mut self, bytes: u64) -> Self {
         self.max_result_size = Some(bytes);
         self
@@ -234,33 +239,24 @@ impl GetExecution<'_> {
 
     /// Sends the request.
     pub async fn send(self) -> Result<Execution, St2Error> {
-        let mut req = Request::new(
-            Service::Api,
-            Method::GET,
-            format!("/executions/{}", seg(&self.id)),
-        );
-        push_list(&mut req.query, "include_attributes", &self.include);
-        push_list(&mut req.query, "exclude_attributes", &self.exclude);
+        let mut req = ApiRequest::get(["executions", self.id.as_str()]);
+        if !self.include.is_empty() {
+            req = req.query("include_attributes", self.include.join(","));
+        }
+        if !self.exclude.is_empty() {
+            req = req.query("exclude_attributes", self.exclude.join(","));
+        }
         if let Some(max) = self.max_result_size {
-            req.query.push(("max_result_size".into(), max.to_string()));
+            req = req.query("max_result_size", max.to_string());
         }
         self.client.send(req).await?.json()
     }
 }
 
 /// Builder for `GET /executions`.
-pub struct ListExecutions<'a> {
-    client: &'a St2Client,
-    query: Vec<(String, String)>,
-}
+pub type ListExecutions<'a> = List<'a, Execution>;
 
-impl ListExecutions<'_> {
-    fn set(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.query.retain(|(k, _)| k != key);
-        self.query.push((key.to_string(), value.into()));
-        self
-    }
-
+impl List<'_, Execution> {
     /// Only executions of this action ref.
     pub fn action(self, action_ref: &str) -> Self {
         self.set("action", action_ref)
@@ -276,25 +272,37 @@ impl ListExecutions<'_> {
         self.set("parent", id)
     }
 
-    /// Only executions run by this user.
+    /// Only executions run by this user (`context.user`).
     pub fn user(self, user: &str) -> Self {
         self.set("user", user)
     }
 
-    /// Only executions started after this time (switches st2 to ascending order).
-    pub fn started_after(self, t: time::OffsetDateTime) -> Self {
+    /// Only executions started after this time (`timestamp_gt`; st2 then lists oldest first).
+    pub fn started_after(self, t: OffsetDateTime) -> Self {
         self.set("timestamp_gt", rfc3339(t))
     }
 
-    /// Only executions started before this time.
-    pub fn started_before(self, t: time::OffsetDateTime) -> Self {
+    /// Only executions started before this time (`timestamp_lt`; newest first).
+    pub fn started_before(self, t: OffsetDateTime) -> Self {
         self.set("timestamp_lt", rfc3339(t))
     }
 
-    /// st2's advanced filter `path:value` (e.g. `context.portarium.key`); the value is
-    /// compared as a string and must not contain spaces.
+    /// Adds a term to st2's advanced filter (`filter=path:value`, terms joined by spaces),
+    /// e.g. `context.portarium.key`. st2 compares the value as a string and splits terms on
+    /// spaces, so a value with whitespace is refused rather than silently mismatched. The
+    /// advanced filter overrides st2's other filters.
     pub fn filter(self, path: &str, value: &str) -> Self {
-        self.set("filter", format!("{path}:{value}"))
+        let term = format!("{path}:{value}");
+        if term.chars().any(char::is_whitespace) {
+            return self.refuse(format!(
+                "filter term {term:?} contains whitespace, which st2 treats as a separator"
+            ));
+        }
+        let joined = match self.query.iter().find(|(k, _)| *k == "filter") {
+            Some((_, earlier)) => format!("{earlier} {term}"),
+            None => term,
+        };
+        self.set("filter", joined)
     }
 
     /// Return only these attributes.
@@ -302,83 +310,32 @@ impl ListExecutions<'_> {
         self.set("include_attributes", attributes.join(","))
     }
 
-    /// Leave these attributes out (`result`, `trigger_instance`, `status`).
+    /// Leave these attributes out (st2 accepts `result`, `trigger_instance`, `status`).
     pub fn exclude(self, attributes: &[&str]) -> Self {
         self.set("exclude_attributes", attributes.join(","))
     }
 
-    /// Page size (st2's default and non-admin maximum is 100).
-    pub fn limit(self, limit: u32) -> Self {
-        self.set("limit", limit.to_string())
-    }
-
-    /// Skip this many matches.
-    pub fn offset(self, offset: u64) -> Self {
-        self.set("offset", offset.to_string())
-    }
-
-    /// Fetches one page.
-    pub async fn send(&self) -> Result<Page<Execution>, St2Error> {
-        let mut req = Request::new(Service::Api, Method::GET, "/executions");
-        req.query = self.query.clone();
-        let answer = self.client.send(req).await?;
-        Ok(Page {
-            items: answer.json()?,
-            total_count: answer.header_u64("x-total-count"),
-            limit: answer.header_u64("x-limit"),
-        })
-    }
-
-    /// Walks pages by offset until `X-Total-Count` is reached, a page is short, or
-    /// `max_pages` pages were read (the bound keeps a huge history from running away).
-    pub async fn all(self, max_pages: usize) -> Result<Vec<Execution>, St2Error> {
-        let start: u64 = self
-            .query
-            .iter()
-            .find(|(k, _)| k == "offset")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut items = Vec::new();
-        let mut this = self;
-        for _ in 0..max_pages {
-            let page = this.send().await?;
-            let got = page.items.len() as u64;
-            items.extend(page.items);
-            let done = got == 0
-                || page.limit.is_some_and(|l| got < l)
-                || page
-                    .total_count
-                    .is_some_and(|t| start + items.len() as u64 >= t);
-            if done {
-                break;
-            }
-            this = this.offset(start + items.len() as u64);
-        }
-        Ok(items)
+    /// Orders by start time. A `timestamp_lt`/`timestamp_gt` filter takes precedence in st2.
+    pub fn sort(self, order: SortOrder) -> Self {
+        let (key, other) = match order {
+            SortOrder::NewestFirst => ("sort_desc", "sort_asc"),
+            SortOrder::OldestFirst => ("sort_asc", "sort_desc"),
+        };
+        let mut list = self.set(key, "True");
+        list.query.retain(|(k, _)| *k != other);
+        list
     }
 }
 
-/// Percent-encodes a path segment so an id can never change the path.
-pub(crate) fn seg(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
-fn push_list(query: &mut Vec<(String, String)>, key: &str, values: &[String]) {
-    if !values.is_empty() {
-        query.push((key.to_string(), values.join(",")));
-    }
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
         .expect("an OffsetDateTime always formats as RFC 3339")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::st2::models::NotifyTarget;
 
     #[test]
     fn create_body_puts_trace_tag_in_trace_context_and_keeps_context() {
@@ -386,19 +343,47 @@ mod tests {
         r.parameters.insert("cmd".into(), json!("echo hi"));
         r.context
             .insert("portarium".into(), json!({"run_id": "r1"}));
+        r.context
+            .insert("trace_context".into(), json!({"id_": "t-1"}));
         r.trace_tag = Some("idem-1".into());
         r.delay_ms = Some(500);
+        r.notify = Some(Notify {
+            on_failure: Some(NotifyTarget {
+                message: Some("failed".into()),
+                routes: vec!["ops".into()],
+                ..NotifyTarget::default()
+            }),
+            ..Notify::default()
+        });
         let body = r.body();
         assert_eq!(body["action"], "core.local");
         assert_eq!(body["parameters"]["cmd"], "echo hi");
-        assert_eq!(body["context"]["trace_context"]["trace_tag"], "idem-1");
+        assert_eq!(
+            body["context"]["trace_context"],
+            json!({"id_": "t-1", "trace_tag": "idem-1"})
+        );
         assert_eq!(body["context"]["portarium"]["run_id"], "r1");
         assert_eq!(body["delay"], 500);
+        assert_eq!(
+            body["notify"],
+            json!({"on-failure": {"message": "failed", "routes": ["ops"]}})
+        );
+        let bare = ExecutionRequest::new("core.noop").body();
+        assert_eq!(bare, json!({"action": "core.noop", "parameters": {}}));
     }
 
     #[test]
-    fn ids_cannot_escape_their_path_segment() {
-        assert_eq!(seg("../actions"), "..%2Factions");
-        assert_eq!(seg("a b?c"), "a%20b%3Fc");
+    fn rerun_body_sends_only_what_is_set() {
+        assert_eq!(RerunRequest::default().body(), json!({"parameters": {}}));
+        let r = RerunRequest {
+            tasks: vec!["t1".into()],
+            reset: vec!["t1".into()],
+            delay_ms: Some(10),
+            ..RerunRequest::default()
+        };
+        assert_eq!(
+            r.body(),
+            json!({"parameters": {}, "tasks": ["t1"], "reset": ["t1"], "delay": 10})
+        );
     }
 }
