@@ -41,6 +41,7 @@ fn request(flow_ref: &str, payload: Value, idem: Option<&str>) -> DispatchReques
         correlation_id: "corr-1".into(),
         flow_ref: flow_ref.into(),
         payload: payload.as_object().cloned().unwrap_or_default(),
+        trace: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! already holds for the same idempotency key (so retries and restarts never start a second
 //! one), otherwise create it, then follow it to a completed status within a deadline.
 
+mod follow;
 pub mod run;
 pub mod validate;
 
@@ -19,9 +20,6 @@ use validate::{ActionRef, check_parameters};
 
 /// Context key under which our ids ride on every st2 execution.
 pub const CONTEXT_KEY: &str = "portarium";
-/// First and longest pause between two status reads while following an execution.
-const POLL_FIRST: Duration = Duration::from_millis(25);
-const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// Runs Portarium dispatches on one st2 cluster.
 #[derive(Clone)]
@@ -139,52 +137,6 @@ impl Dispatcher {
             .await
             .map_err(|e| from_st2(&e, action))
     }
-
-    async fn follow(
-        &self,
-        mut execution: Execution,
-        action: &ActionRef,
-        deadline: Instant,
-    ) -> DispatchResult {
-        let mut pause = POLL_FIRST;
-        loop {
-            if let Some(status) = execution
-                .status
-                .clone()
-                .filter(ExecutionStatus::is_terminal)
-            {
-                return outcome(&execution, &status);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let status = execution.status.as_ref().map_or("unknown", |s| s.as_str());
-                return DispatchResult::err(
-                    ErrorKind::Timeout,
-                    format!(
-                        "st2 execution {} is still {status}; it keeps running — retry with the same idempotency key to keep waiting for it",
-                        execution.id
-                    ),
-                );
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(POLL_MAX);
-            match self.st2.executions().get(&execution.id).send().await {
-                Ok(fresh) => execution = fresh,
-                // A transient read failure is not the execution's outcome: keep following.
-                Err(e) if e.is_transient() => {}
-                Err(St2Error::NotFound { .. }) => {
-                    return DispatchResult::err(
-                        ErrorKind::RemoteError,
-                        format!(
-                            "st2 execution {} disappeared while it was followed",
-                            execution.id
-                        ),
-                    );
-                }
-                Err(e) => return from_st2(&e, action),
-            }
-        }
-    }
 }
 
 /// The key st2 is searched by: the idempotency key, or tenant + run + action. Percent-encoded,
@@ -207,6 +159,12 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
     });
     if let Some(k) = &req.idempotency_key {
         c["idempotency_key"] = json!(k);
+    }
+    if let Some(t) = &req.trace {
+        c["traceparent"] = json!(t.traceparent);
+        if let Some(state) = &t.tracestate {
+            c["tracestate"] = json!(state);
+        }
     }
     c
 }

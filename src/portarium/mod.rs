@@ -27,6 +27,56 @@ pub struct DispatchRequest {
     /// Action parameters.
     #[serde(default)]
     pub payload: JsonObject,
+    /// The caller's W3C trace context, from its headers or OpenClaw's `metadata`; never
+    /// part of the JSON body Portarium writes.
+    #[serde(skip)]
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C trace context (`traceparent`, optional `tracestate`) handed on by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lower case.
+    pub traceparent: String,
+    /// Vendor entries, passed on untouched.
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// The context if `traceparent` is well formed (W3C Trace Context level 1); a malformed
+    /// one is dropped, as the spec asks, rather than failing the request.
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
+        let tp = traceparent.trim();
+        let parts: Vec<&str> = tp.split('-').collect();
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let [version, trace_id, parent_id, flags, rest @ ..] = parts.as_slice() else {
+            return None;
+        };
+        let valid = hex(version, 2)
+            && *version != "ff"
+            && (rest.is_empty() || *version != "00")
+            && hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && hex(parent_id, 16)
+            && parent_id.bytes().any(|b| b != b'0')
+            && hex(flags, 2);
+        valid.then(|| Self {
+            traceparent: tp.to_string(),
+            tracestate: tracestate
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    /// The 32-hex-digit trace id.
+    pub fn trace_id(&self) -> &str {
+        &self.traceparent[3..35]
+    }
 }
 
 /// `ActionDispatchErrorKind`: exactly Portarium's five kinds.
@@ -144,6 +194,29 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.to_string().contains("flowref"), "{err}");
+    }
+
+    #[test]
+    fn trace_context_follows_w3c_level_1() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceContext::parse(tp, Some(" rojo=00f067aa0ba902b7 ")).unwrap();
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.tracestate.as_deref(), Some("rojo=00f067aa0ba902b7"));
+        assert_eq!(TraceContext::parse(tp, Some("")).unwrap().tracestate, None);
+        // A later version may append fields; version 00 may not.
+        assert!(TraceContext::parse(&format!("cc{}-what", &tp[2..]), None).is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad, None), None, "{bad}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::config::{Config, DispatchConfig};
 use crate::dispatch::Dispatcher;
 use crate::governance::secrets::Secret;
-use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
 use crate::st2::{St2Client, St2Error};
 
 /// One tenant: the token its caller sends and the dispatcher holding its st2 credentials.
@@ -205,6 +205,9 @@ pub(crate) async fn execute(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
     }
+    if req.trace.is_none() {
+        req.trace = trace_context(headers);
+    }
     let result = if dry_run {
         tenant.dispatcher.dry_run(&req).await
     } else {
@@ -223,6 +226,12 @@ pub(crate) fn with_status(result: DispatchResult) -> (StatusCode, DispatchResult
         Some(kind) => StatusCode::from_u16(kind.http_status()).expect("valid status"),
     };
     (status, result)
+}
+
+/// The W3C trace context in the request's `traceparent`/`tracestate` headers, if well formed.
+pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    TraceContext::parse(text("traceparent")?, text("tracestate"))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

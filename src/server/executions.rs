@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::dispatch::{DispatchState, Tenant};
 use crate::dispatch::CONTEXT_KEY;
 use crate::portarium::{DispatchResult, ErrorKind};
-use crate::st2::models::JsonObject;
+use crate::st2::models::{JsonObject, rfc3339};
 use crate::st2::{CancelOutcome, Execution, RerunRequest, St2Error};
 
 type Answer = (StatusCode, Json<Value>);
@@ -184,11 +184,6 @@ fn summary(e: &Execution) -> Value {
         "parent": e.parent,
         "children": e.children,
     })
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("an OffsetDateTime always formats as RFC 3339")
 }
 
 fn failure(status: StatusCode, kind: ErrorKind, message: String) -> Answer {

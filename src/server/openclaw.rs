@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::dispatch::{DispatchState, execute, refuse_body};
-use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
 use crate::st2::models::JsonObject;
 
 /// The bridge's request body.
@@ -40,6 +40,10 @@ pub struct InvokeMetadata {
     idempotency_key: Option<String>,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    tracestate: Option<String>,
 }
 
 /// Handles `POST /tools/invoke`. The bridge retries timeouts, 429 and 5xx, maps 409 to a
@@ -70,6 +74,9 @@ pub async fn invoke(
                     correlation_id: body.metadata.correlation_id,
                     flow_ref,
                     payload: body.parameters,
+                    trace: body.metadata.traceparent.as_deref().and_then(|tp| {
+                        TraceContext::parse(tp, body.metadata.tracestate.as_deref())
+                    }),
                 };
                 let wait = state.settings().default_wait_ms;
                 execute(tenant, req, &headers, wait, dry_run).await

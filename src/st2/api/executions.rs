@@ -3,12 +3,13 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::List;
 use crate::st2::client::{ApiRequest, St2Client};
 use crate::st2::error::St2Error;
-use crate::st2::models::{Execution, ExecutionStatus, Fault, JsonObject, Notify, OutputType};
+use crate::st2::models::{
+    Execution, ExecutionStatus, Fault, JsonObject, Notify, OutputType, rfc3339,
+};
 
 /// What `DELETE /executions/{id}` did.
 #[derive(Debug, Clone)]
@@ -325,11 +326,6 @@ impl List<'_, Execution> {
         list.query.retain(|(k, _)| *k != other);
         list
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339)
-        .expect("an OffsetDateTime always formats as RFC 3339")
 }
 
 #[cfg(test)]

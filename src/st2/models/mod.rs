@@ -26,6 +26,12 @@ use serde_json::{Map, Value};
 /// A JSON object as st2 sends it.
 pub type JsonObject = Map<String, Value>;
 
+/// `t` as RFC 3339, the form st2 writes and its filters take.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("an OffsetDateTime always formats as RFC 3339")
+}
+
 /// st2's error body: `{"faultstring": "..."}`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Fault {
