@@ -85,6 +85,10 @@ pub struct DispatchConfig {
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Cancel the st2 execution when a synchronous wait runs out, instead of leaving it
+    /// running for a retry to attach to.
+    #[serde(default)]
+    pub cancel_on_deadline: bool,
 }
 
 impl Default for DispatchConfig {
@@ -93,6 +97,7 @@ impl Default for DispatchConfig {
             default_wait_ms: default_wait(),
             max_wait_ms: default_max_wait(),
             max_body_bytes: default_max_body(),
+            cancel_on_deadline: false,
         }
     }
 }

@@ -42,7 +42,8 @@ impl DispatchState {
             tenants.push(Tenant {
                 id: t.id.clone(),
                 token: t.api_token.clone(),
-                dispatcher: Dispatcher::new(client),
+                dispatcher: Dispatcher::new(client)
+                    .cancel_on_deadline(config.dispatch.cancel_on_deadline),
             });
         }
         Ok(Self {
