@@ -287,7 +287,7 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
 }
 
 /// The Portarium result of a completed execution.
-fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
+pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
     let result = execution
         .result
         .clone()

@@ -182,23 +182,45 @@ pub(crate) fn refuse_body(rejection: &JsonRejection) -> (StatusCode, DispatchRes
     (rejection.status(), result)
 }
 
-/// Runs `req` for `tenant` (or only checks it, for a dry run): the body's tenant must be the
-/// token's, and an `Idempotency-Key` header stands in for a missing key.
+/// Runs `req` for `tenant` (or only checks it, for a dry run).
 pub(crate) async fn execute(
     tenant: &Tenant,
-    mut req: DispatchRequest,
+    req: DispatchRequest,
     headers: &HeaderMap,
     wait_ms: u64,
     dry_run: bool,
 ) -> (StatusCode, DispatchResult) {
+    let req = match admit(tenant, req, headers) {
+        Ok(req) => req,
+        Err(refusal) => return refusal,
+    };
+    let result = if dry_run {
+        tenant.dispatcher.dry_run(&req).await
+    } else {
+        tenant
+            .dispatcher
+            .dispatch(&req, Duration::from_millis(wait_ms))
+            .await
+    };
+    with_status(result)
+}
+
+/// Checks that the body's tenant is the token's, and completes `req` from the headers every
+/// route honours: `Idempotency-Key` stands in for a missing key, and `traceparent`/
+/// `tracestate` for a trace context the body did not carry.
+pub(crate) fn admit(
+    tenant: &Tenant,
+    mut req: DispatchRequest,
+    headers: &HeaderMap,
+) -> Result<DispatchRequest, (StatusCode, DispatchResult)> {
     if req.tenant_id != tenant.id {
-        return with_status(DispatchResult::err(
+        return Err(with_status(DispatchResult::err(
             ErrorKind::Unauthorized,
             format!(
                 "the bearer token does not belong to tenant {}",
                 req.tenant_id
             ),
-        ));
+        )));
     }
     if req.idempotency_key.is_none() {
         req.idempotency_key = headers
@@ -209,15 +231,7 @@ pub(crate) async fn execute(
     if req.trace.is_none() {
         req.trace = trace_context(headers);
     }
-    let result = if dry_run {
-        tenant.dispatcher.dry_run(&req).await
-    } else {
-        tenant
-            .dispatcher
-            .dispatch(&req, Duration::from_millis(wait_ms))
-            .await
-    };
-    with_status(result)
+    Ok(req)
 }
 
 /// Pairs a result with the HTTP status its error kind maps to (200 for success).

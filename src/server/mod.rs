@@ -3,6 +3,7 @@
 pub mod dispatch;
 pub mod executions;
 pub mod health;
+pub mod invoke;
 pub mod openclaw;
 
 use std::net::SocketAddr;
@@ -40,6 +41,9 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
             post(dispatch::activepieces_run),
         )
         .route("/tools/invoke", post(openclaw::invoke))
+        .route("/v1/invoke", post(invoke::invoke))
+        .route("/v1/invoke/{id}/status", get(invoke::status))
+        .route("/v1/invoke/{id}/stream", get(invoke::stream))
         .route("/v1/executions/{id}", get(executions::get))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))
