@@ -1,7 +1,6 @@
 //! The adapter's HTTP API on 127.0.0.1 in front of the st2 emulator: `/v1/dispatch`,
 //! `/healthz` and `/readyz`, with tenant tokens, body checks and Idempotency-Key.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use portarium_st2::config::Config;
@@ -34,15 +33,8 @@ async fn stack(extra_yaml: &str) -> Stack {
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
     let client = St2Client::from_config(&config.st2).unwrap();
-    let probe_client = client.clone();
-    let readiness = Readiness::new(
-        Arc::new(move || {
-            let c = probe_client.clone();
-            Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
-        }),
-        Duration::from_secs(2),
-        Duration::ZERO, // no caching, so each probe reflects st2 now
-    );
+    // No caching, so each probe reflects st2 now.
+    let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::ZERO);
     let dispatch = DispatchState::from_config(&config, &client).unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
