@@ -912,3 +912,88 @@ async fn machine_invocation_progress_streams_status_and_output_until_it_complete
     assert_eq!(last["progressRatio"], 1.0);
     assert_eq!(last["step"], "succeeded");
 }
+
+/// The `context.portarium` st2 holds for the execution in a success answer.
+async fn st2_context(s: &Stack, output: &Value) -> Value {
+    let id = output["executionId"].as_str().unwrap();
+    let st2 = St2Client::from_config(
+        &Config::from_yaml(
+            &format!(
+                "st2: {{base_url: '{}', api_key: {KEY}}}\n",
+                s.emu.base_url()
+            ),
+            "test",
+            std::iter::empty(),
+        )
+        .unwrap()
+        .st2,
+    )
+    .unwrap();
+    let e = st2.executions().get(id).send().await.unwrap();
+    Value::Object(e.context)["portarium"].clone()
+}
+
+#[tokio::test]
+async fn every_route_hands_the_callers_trace_context_to_st2() {
+    let s = stack("").await;
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let resp = s
+        .http
+        .post(format!("{}/v1/dispatch", s.base))
+        .bearer_auth("token-a")
+        .header("traceparent", tp)
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .json(&body("tenant-a", "core.noop", json!({})))
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    let ctx = st2_context(&s, &answer["output"]).await;
+    assert_eq!(ctx["traceparent"], tp);
+    assert_eq!(ctx["tracestate"], "congo=t61rcWkgMzE");
+
+    // A malformed traceparent is dropped, not refused.
+    let mut b = body("tenant-a", "core.noop", json!({}));
+    b["actionId"] = json!("act-2");
+    let resp = s
+        .http
+        .post(format!("{}/v1/dispatch", s.base))
+        .bearer_auth("token-a")
+        .header("traceparent", "garbage")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert!(
+        st2_context(&s, &answer["output"])
+            .await
+            .get("traceparent")
+            .is_none()
+    );
+
+    // OpenClaw carries it in metadata.
+    let resp = openclaw(&s, "core.noop", json!({}), false, "k-trace")
+        .send()
+        .await
+        .unwrap();
+    let output: Value = resp.json().await.unwrap();
+    assert_eq!(
+        st2_context(&s, &output).await["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+
+    // The machine interface reads the headers.
+    let resp = s
+        .http
+        .post(format!("{}/v1/invoke", s.base))
+        .bearer_auth("token-a")
+        .header("traceparent", tp)
+        .json(&invocation("inv-t", "tenant-a", "core.noop", json!({})))
+        .send()
+        .await
+        .unwrap();
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(st2_context(&s, &accepted).await["traceparent"], tp);
+}
