@@ -24,6 +24,10 @@ use validate::{ActionRef, check_parameters};
 
 /// Context key under which our ids ride on every st2 execution.
 pub const CONTEXT_KEY: &str = "portarium";
+/// Creates tried before a dispatch gives up on st2, and the pauses between them.
+const CREATE_ATTEMPTS: u32 = 4;
+const CREATE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const CREATE_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How many executions for one key a replica reads when checking for a duplicate.
 const CONVERGE_LOOKAHEAD: u32 = 10;
 
@@ -89,9 +93,18 @@ impl Dispatcher {
     /// `Timeout` naming it; the same request again attaches to it instead of starting another.
     pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
         let deadline = Instant::now() + wait;
-        let (execution, action) = match self.submit(req).await {
-            Ok(found) => found,
-            Err(refusal) => return refusal,
+        let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(refusal)) => return refusal,
+            Err(_) => {
+                return DispatchResult::err(
+                    ErrorKind::Timeout,
+                    format!(
+                        "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
+                        wait.as_millis()
+                    ),
+                );
+            }
         };
         let id = execution.id.clone();
         let result = self.follow(execution, &action, deadline).await;
@@ -195,11 +208,32 @@ impl Dispatcher {
             .context
             .insert(CONTEXT_KEY.into(), context(req, key));
         request.trace_tag = Some(key.to_string());
-        self.st2
-            .executions()
-            .create(&request)
-            .await
-            .map_err(|e| from_st2(&e, action))
+        let mut pause = CREATE_RETRY_FIRST;
+        for attempt in 1..=CREATE_ATTEMPTS {
+            let err = match self.st2.executions().create(&request).await {
+                Ok(created) => return Ok(created),
+                Err(e) => e,
+            };
+            // A dropped connection, a timeout or a 5xx leaves it unknown whether st2 created
+            // the execution; only st2 can tell, so look before trying again.
+            // A 429 is st2 declining before doing anything: the caller's retry policy owns it.
+            let ambiguous = matches!(
+                err,
+                St2Error::Connect { .. } | St2Error::Timeout { .. } | St2Error::Server { .. }
+            );
+            if !ambiguous || attempt == CREATE_ATTEMPTS {
+                return Err(from_st2(&err, action));
+            }
+            tracing::warn!(%err, attempt, "creating the st2 execution failed; checking whether it exists");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(CREATE_RETRY_MAX);
+            match self.existing(action, key).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => return Err(from_st2(&e, action)),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// Closes the race between replicas: two that missed each other's execution both created
