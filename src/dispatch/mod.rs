@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::st2::models::JsonObject;
+use crate::st2::stream::ExecutionWatcher;
 use crate::st2::{Execution, ExecutionRequest, ExecutionStatus, St2Client, St2Error};
 use validate::{ActionRef, check_parameters};
 
@@ -25,12 +26,24 @@ pub const CONTEXT_KEY: &str = "portarium";
 #[derive(Clone)]
 pub struct Dispatcher {
     st2: St2Client,
+    watcher: Option<ExecutionWatcher>,
 }
 
 impl Dispatcher {
-    /// A dispatcher using `st2` for every call.
+    /// A dispatcher using `st2` for every call; it polls executions to follow them.
     pub fn new(st2: St2Client) -> Self {
-        Self { st2 }
+        Self { st2, watcher: None }
+    }
+
+    /// Follows executions through `watcher` (st2's event stream) instead of polling each.
+    pub fn with_watcher(mut self, watcher: ExecutionWatcher) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
+    /// The stream watcher, when executions are followed through st2's event stream.
+    pub fn watcher(&self) -> Option<&ExecutionWatcher> {
+        self.watcher.as_ref()
     }
 
     /// The st2 client this dispatcher uses (with its tenant's credentials).

@@ -13,7 +13,7 @@ use crate::portarium::{DispatchResult, ErrorKind};
 use crate::st2::models::{JsonObject, rfc3339};
 use crate::st2::{CancelOutcome, Execution, RerunRequest, St2Error};
 
-type Answer = (StatusCode, Json<Value>);
+pub(super) type Answer = (StatusCode, Json<Value>);
 
 /// Handles `GET /v1/executions/{id}`.
 pub async fn get(
@@ -82,7 +82,7 @@ async fn control(state: &DispatchState, headers: &HeaderMap, id: &str, pause: bo
 }
 
 /// The caller's tenant and the execution, if that tenant started it.
-async fn owned<'a>(
+pub(super) async fn owned<'a>(
     state: &'a DispatchState,
     headers: &HeaderMap,
     id: &str,

@@ -4,6 +4,7 @@ pub mod dispatch;
 pub mod executions;
 pub mod health;
 pub mod openclaw;
+pub mod output;
 
 use std::net::SocketAddr;
 
@@ -41,6 +42,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
         )
         .route("/tools/invoke", post(openclaw::invoke))
         .route("/v1/executions/{id}", get(executions::get))
+        .route("/v1/executions/{id}/output", get(output::output))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))
         .route("/v1/executions/{id}/resume", post(executions::resume))
