@@ -487,3 +487,38 @@ fn e_id(data: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+// ---------------------------------------------------------------- configuration
+
+#[test]
+fn stream_settings_are_validated_and_overridable_by_env() {
+    let yaml = "st2: {base_url: 'http://127.0.0.1:9', api_key: k, stream: {silence_timeout_ms: 10, initial_backoff_ms: 0}}\n";
+    let err = Config::from_yaml(yaml, "test", std::iter::empty())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("st2.stream.silence_timeout_ms: 10 is below 1000"),
+        "{err}"
+    );
+    assert!(err.contains("st2.stream.initial_backoff_ms"), "{err}");
+    let typo = "st2: {base_url: 'http://127.0.0.1:9', api_key: k, stream: {silence_ms: 5000}}\n";
+    let err = Config::from_yaml(typo, "test", std::iter::empty())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("st2.stream") && err.contains("silence_ms"),
+        "{err}"
+    );
+    let env = [(
+        "PORTARIUM_ST2_ST2__STREAM__ENABLED".to_string(),
+        "false".to_string(),
+    )];
+    let ok = Config::from_yaml(
+        "st2: {base_url: 'http://127.0.0.1:9', api_key: k}\n",
+        "test",
+        env,
+    )
+    .unwrap();
+    assert!(!ok.st2.stream.enabled);
+    assert_eq!(ok.st2.stream.silence_timeout_ms, 60_000);
+}

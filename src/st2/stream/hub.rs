@@ -206,9 +206,6 @@ impl Hub {
         // Nobody listening is normal; the snapshot still feeds waits.
         let _ = self.updates.send(execution.clone());
         let mut st = self.lock();
-        if let Some(t) = latest_time(&execution) {
-            st.known_through = Some(st.known_through.map_or(t, |k| k.max(t)));
-        }
         let id = execution.id.as_str();
         if execution.is_terminal() {
             st.in_flight.remove(id);
@@ -223,6 +220,17 @@ impl Hub {
                 tx.send_replace(Seen::Snapshot(execution));
             }
         }
+    }
+
+    /// An execution arrived on the open, reconciled stream: every change up to its latest
+    /// time is known. Only the stream advances this; a read while it is down says nothing
+    /// about the executions not read.
+    pub fn streamed(&self, execution: Execution) {
+        if let Some(t) = latest_time(&execution) {
+            let mut st = self.lock();
+            st.known_through = Some(st.known_through.map_or(t, |k| k.max(t)));
+        }
+        self.observe(execution);
     }
 
     /// st2 answered 404 for `id`.
@@ -247,12 +255,13 @@ impl Hub {
         self.lock().connection_opened = None;
     }
 
-    /// The reconciliation after a connection opened at `opened` succeeded.
+    /// The reconciliation after a connection opened at st2 time `opened` (its `Date`)
+    /// succeeded. Without a `Date`, our own clock stands in for the next reconciliation's
+    /// start (the margin covers modest skew) but never vouches for a wait.
     pub fn reconciled(&self, opened: Option<OffsetDateTime>) {
         let mut st = self.lock();
-        if let Some(o) = opened {
-            st.known_through = Some(st.known_through.map_or(o, |k| k.max(o)));
-        }
+        let o = opened.unwrap_or_else(OffsetDateTime::now_utc);
+        st.known_through = Some(st.known_through.map_or(o, |k| k.max(o)));
         st.connection_opened = opened;
     }
 
