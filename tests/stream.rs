@@ -378,6 +378,31 @@ async fn dispatch_through_the_watcher_reads_no_execution() {
 }
 
 #[tokio::test]
+async fn with_the_stream_down_waits_fall_back_to_reading_their_execution() {
+    let emu = emulator().await;
+    emu.faults()
+        .fail_next_on("GET", "/stream/v1/stream", 503, 10_000);
+    let w = ExecutionWatcher::start(
+        client(&emu),
+        StreamConfig {
+            fallback_poll_ms: 100,
+            ..stream_config()
+        },
+    );
+    let d = Dispatcher::new(client(&emu)).with_watcher(w.clone());
+    dispatch_five(&d, 0).await;
+    let stats = w.stats();
+    assert_eq!(stats.connects, 0, "{stats:?}");
+    assert!(stats.failed_connects >= 1, "{stats:?}");
+    assert!(stats.wait_reads >= 5, "{stats:?}");
+    assert_eq!(
+        stats.wait_reads as usize,
+        execution_reads(&emu),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
 async fn output_survives_cuts_in_order_without_duplicates() {
     let emu = emulator().await;
     let st2 = client(&emu);
@@ -403,9 +428,10 @@ async fn output_survives_cuts_in_order_without_duplicates() {
 
 // ---------------------------------------------------------------- the adapter's output route
 
-async fn adapter(emu: &Emulator) -> String {
+/// The adapter on a loopback port; `stream` is the `st2.stream` section.
+async fn adapter(emu: &Emulator, stream: &str) -> String {
     let yaml = format!(
-        "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}, stream: {{silence_timeout_ms: 1000}}}}\n\
+        "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}, stream: {stream}}}\n\
          tenants:\n  - {{id: tenant-a, api_token: token-a}}\n  - {{id: tenant-b, api_token: token-b}}\n",
         emu.base_url()
     );
@@ -426,8 +452,21 @@ async fn adapter(emu: &Emulator) -> String {
 
 #[tokio::test]
 async fn output_route_streams_lines_in_order_then_ends_with_the_status() {
+    output_route(true).await;
+}
+
+#[tokio::test]
+async fn output_route_works_without_the_stream_watcher() {
+    output_route(false).await;
+}
+
+async fn output_route(watched: bool) {
     let emu = emulator().await;
-    let base = adapter(&emu).await;
+    let base = adapter(
+        &emu,
+        &format!("{{enabled: {watched}, silence_timeout_ms: 1000}}"),
+    )
+    .await;
     let e = start_output_action(&client(&emu), 4, 80).await;
     let http = reqwest::Client::new();
     let url = format!("{base}/v1/executions/{}/output", e.id);
