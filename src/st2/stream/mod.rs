@@ -104,8 +104,14 @@ impl StreamConfig {
                 ),
             );
         }
-        if self.fallback_poll_ms == 0 {
-            bad("fallback_poll_ms", "must be greater than 0".into());
+        if self.fallback_poll_ms < 100 {
+            bad(
+                "fallback_poll_ms",
+                format!(
+                    "{} is below 100; every waited-on execution is read this often while the stream is down",
+                    self.fallback_poll_ms
+                ),
+            );
         }
         if !(16..=1_000_000).contains(&self.capacity) {
             bad(
