@@ -13,7 +13,7 @@ use crate::portarium::{DispatchResult, ErrorKind};
 use crate::st2::models::{JsonObject, rfc3339};
 use crate::st2::{CancelOutcome, Execution, RerunRequest, St2Error};
 
-pub(super) type Answer = (StatusCode, Json<Value>);
+type Answer = (StatusCode, Json<Value>);
 
 /// Handles `GET /v1/executions/{id}`.
 pub async fn get(
