@@ -528,6 +528,31 @@ fn e_id(data: &str) -> String {
         .to_string()
 }
 
+#[tokio::test]
+async fn a_stream_server_that_never_answers_is_given_up_on_and_retried() {
+    // Accepts connections and reads requests, but never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let mut cfg = St2Config::with_api_key(
+        format!("http://{addr}").parse().unwrap(),
+        Secret::from_value(KEY),
+    );
+    cfg.request_timeout_ms = 200;
+    let w = ExecutionWatcher::start(St2Client::from_config(&cfg).unwrap(), stream_config());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while w.stats().failed_connects < 2 {
+        assert!(Instant::now() < deadline, "{:?}", w.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(w.stats().connects, 0);
+}
+
 // ---------------------------------------------------------------- configuration
 
 #[test]

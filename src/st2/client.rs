@@ -286,8 +286,8 @@ impl St2Client {
         into_answer(call, reply)
     }
 
-    /// Opens a long-lived `GET` on st2stream with credentials, outside the transport: no
-    /// whole-answer deadline and no buffering (the connect timeout still applies). A refused
+    /// Opens a long-lived `GET` on st2stream with credentials, outside the transport: the
+    /// head must arrive within `request_timeout_ms`, the body is not buffered or bounded. A refused
     /// token is renewed once, as [`St2Client::send`] does; any other non-2xx is its error.
     pub(crate) async fn open_stream(&self, req: ApiRequest) -> Result<reqwest::Response, St2Error> {
         let req = req.on(Service::Stream);
@@ -295,17 +295,26 @@ impl St2Client {
         loop {
             let credential = self.credential().await?;
             let (call, request) = self.build(&req, Some(&credential))?;
-            let response = self
-                .inner
-                .http
-                .execute(request)
+            // The answer's head (and an error body) must come within one request deadline;
+            // only the body of a successful stream is exempt.
+            let timeout = self.inner.request_timeout;
+            let timed_out = || St2Error::Timeout {
+                call: call.clone(),
+                after: timeout,
+                attempts: 1,
+            };
+            let response = tokio::time::timeout(timeout, self.inner.http.execute(request))
                 .await
+                .map_err(|_| timed_out())?
                 .map_err(|e| self.transport_error(&call, e.into()))?;
             if response.status().is_success() {
                 return Ok(response);
             }
             let status = response.status().as_u16();
-            let body = response.bytes().await.unwrap_or_default();
+            let body = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .map_err(|_| timed_out())?
+                .unwrap_or_default();
             let err = St2Error::from_status(call, status, faultstring(&body), None, 1);
             match (&err, &self.inner.auth) {
                 (St2Error::Unauthorized { .. }, Auth::Token(tokens)) if !renewed => {
