@@ -190,6 +190,9 @@ pub struct St2Config {
     /// TLS to st2.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Following executions through st2's event stream.
+    #[serde(default)]
+    pub stream: crate::st2::stream::StreamConfig,
 }
 
 /// Retry policy for st2 calls that are safe to repeat (reads, cancel, pause/resume).
@@ -473,6 +476,7 @@ impl St2Config {
             max_concurrency: default_max_concurrency(),
             retry: RetryConfig::default(),
             tls: TlsConfig::default(),
+            stream: crate::st2::stream::StreamConfig::default(),
         }
     }
 
@@ -520,6 +524,7 @@ impl St2Config {
     }
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
+        self.stream.validate(errors);
         let mut bad = |field: &str, reason: String| {
             errors.push(FieldError {
                 field: field.to_string(),

@@ -14,6 +14,7 @@ use portarium_st2::governance::secrets::Secret;
 use portarium_st2::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use portarium_st2::server::{self, DispatchState, Readiness};
 use portarium_st2::st2::St2Client;
+use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
 use st2_emulator::{Emulator, EmulatorOptions, User};
 
 const KEY: &str = "fault-key";
@@ -96,7 +97,19 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
     })
     .await
     .unwrap();
-    let dispatcher = Dispatcher::new(api_key_client(&emu));
+    // Followed through st2's event stream, which is cut every 300 ms and dropped like any
+    // other connection: reconnection and reconciliation must lose no completion.
+    let client = api_key_client(&emu);
+    let watcher = ExecutionWatcher::start(
+        client.clone(),
+        StreamConfig {
+            initial_backoff_ms: 10,
+            max_backoff_ms: 200,
+            fallback_poll_ms: 200,
+            ..StreamConfig::default()
+        },
+    );
+    let dispatcher = Dispatcher::new(client).with_watcher(watcher.clone());
     let faults = emu.faults();
     faults.drop_ratio(0.10);
     faults.fail_ratio(503, 0.05);
@@ -120,7 +133,8 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<_>>()
     };
-    // Two restarts while dispatches are in flight: at a third and at two thirds of the way.
+    // Two restarts while dispatches are in flight, at a third and at two thirds of the way,
+    // and the stream cut every 300 ms throughout.
     let restarts = async {
         for mark in [DISPATCHES / 3, 2 * DISPATCHES / 3] {
             while done.load(Ordering::Relaxed) < mark {
@@ -129,9 +143,21 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
             emu.restart().await;
         }
     };
-    let (results, ()) = tokio::time::timeout(BOUND, futures_util::future::join(run, restarts))
+    let cuts = async {
+        while done.load(Ordering::Relaxed) < DISPATCHES {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            faults.cut_streams();
+        }
+    };
+    let restarts = futures_util::future::join(restarts, cuts);
+    let (results, _) = tokio::time::timeout(BOUND, futures_util::future::join(run, restarts))
         .await
         .expect("500 dispatches finish within the bound");
+    assert!(
+        watcher.stats().reconnects >= 3,
+        "the stream was cut and reconnected: {:?}",
+        watcher.stats()
+    );
 
     assert_eq!(results.len(), DISPATCHES);
     for (i, r) in &results {

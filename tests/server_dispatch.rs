@@ -67,8 +67,13 @@ impl Stack {
         (resp.status().as_u16(), resp.json().await.unwrap())
     }
 
+    /// Requests made for callers; the stream watchers' own connections are not counted.
     fn st2_requests(&self) -> usize {
-        self.emu.request_log().len()
+        self.emu
+            .request_log()
+            .iter()
+            .filter(|r| !r.path.starts_with("/stream/"))
+            .count()
     }
 
     fn creates(&self) -> usize {

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::st2::models::JsonObject;
+use crate::st2::stream::ExecutionWatcher;
 use crate::st2::{
     CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, SortOrder, St2Client, St2Error,
 };
@@ -25,7 +26,7 @@ use validate::{ActionRef, check_parameters};
 /// Context key under which our ids ride on every st2 execution.
 pub const CONTEXT_KEY: &str = "portarium";
 /// Creates tried before a dispatch gives up on st2, and the pauses between them.
-const CREATE_ATTEMPTS: u32 = 4;
+const CREATE_ATTEMPTS: u32 = 8;
 const CREATE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const CREATE_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How many executions for one key a replica reads when checking for a duplicate.
@@ -37,6 +38,7 @@ pub struct Dispatcher {
     st2: St2Client,
     flights: Flights,
     cancel_on_deadline: bool,
+    watcher: Option<ExecutionWatcher>,
 }
 
 /// One lock per dispatch key in flight on this replica, so two concurrent requests with the
@@ -68,12 +70,13 @@ impl Flights {
 }
 
 impl Dispatcher {
-    /// A dispatcher using `st2` for every call.
+    /// A dispatcher using `st2` for every call; it polls executions to follow them.
     pub fn new(st2: St2Client) -> Self {
         Self {
             st2,
             flights: Flights::default(),
             cancel_on_deadline: false,
+            watcher: None,
         }
     }
 
@@ -81,6 +84,17 @@ impl Dispatcher {
     pub fn cancel_on_deadline(mut self, cancel: bool) -> Self {
         self.cancel_on_deadline = cancel;
         self
+    }
+
+    /// Follows executions through `watcher` (st2's event stream) instead of polling each.
+    pub fn with_watcher(mut self, watcher: ExecutionWatcher) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
+    /// The stream watcher, when executions are followed through st2's event stream.
+    pub fn watcher(&self) -> Option<&ExecutionWatcher> {
+        self.watcher.as_ref()
     }
 
     /// The st2 client this dispatcher uses (with its tenant's credentials).

@@ -14,6 +14,7 @@ use crate::config::{Config, DispatchConfig};
 use crate::dispatch::Dispatcher;
 use crate::governance::secrets::Secret;
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
+use crate::st2::stream::ExecutionWatcher;
 use crate::st2::{St2Client, St2Error};
 
 /// One tenant: the token its caller sends and the dispatcher holding its st2 credentials.
@@ -31,19 +32,41 @@ pub struct DispatchState {
 }
 
 impl DispatchState {
-    /// Builds one st2 client per distinct credential: the shared one, plus each tenant's own.
+    /// Builds one st2 client per distinct credential — the shared one, plus each tenant's
+    /// own — and, with `st2.stream.enabled`, one stream watcher per client (needs a Tokio
+    /// runtime).
     pub fn from_config(config: &Config, shared: &St2Client) -> Result<Self, St2Error> {
         let mut tenants = Vec::new();
+        // One stream connection per credential: tenants on the shared one share its watcher.
+        let stream = &config.st2.stream;
+        let watch = |client: &St2Client| {
+            stream
+                .enabled
+                .then(|| ExecutionWatcher::start(client.clone(), stream.clone()))
+        };
+        let shared_watcher = if config.tenants.iter().any(|t| t.st2.is_none()) {
+            watch(shared)
+        } else {
+            None
+        };
         for t in &config.tenants {
-            let client = match &t.st2 {
-                Some(own) => St2Client::from_config(&config.st2.for_tenant(own))?,
-                None => shared.clone(),
+            let (client, watcher) = match &t.st2 {
+                Some(own) => {
+                    let client = St2Client::from_config(&config.st2.for_tenant(own))?;
+                    let watcher = watch(&client);
+                    (client, watcher)
+                }
+                None => (shared.clone(), shared_watcher.clone()),
             };
+            let dispatcher =
+                Dispatcher::new(client).cancel_on_deadline(config.dispatch.cancel_on_deadline);
             tenants.push(Tenant {
                 id: t.id.clone(),
                 token: t.api_token.clone(),
-                dispatcher: Dispatcher::new(client)
-                    .cancel_on_deadline(config.dispatch.cancel_on_deadline),
+                dispatcher: match watcher {
+                    Some(w) => dispatcher.with_watcher(w),
+                    None => dispatcher,
+                },
             });
         }
         Ok(Self {

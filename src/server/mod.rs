@@ -5,6 +5,7 @@ pub mod executions;
 pub mod health;
 pub mod invoke;
 pub mod openclaw;
+pub mod output;
 
 use std::net::SocketAddr;
 
@@ -45,6 +46,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
         .route("/v1/invoke/{id}/status", get(invoke::status))
         .route("/v1/invoke/{id}/stream", get(invoke::stream))
         .route("/v1/executions/{id}", get(executions::get))
+        .route("/v1/executions/{id}/output", get(output::output))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))
         .route("/v1/executions/{id}/resume", post(executions::resume))
