@@ -21,6 +21,7 @@ use portarium_st2::dispatch::Dispatcher;
 use portarium_st2::governance::secrets::Secret;
 use portarium_st2::portarium::{DispatchRequest, DispatchResult};
 use portarium_st2::st2::St2Client;
+use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
 use serde_json::{Value, json};
 use st2_emulator::{Emulator, EmulatorOptions};
 
@@ -64,6 +65,9 @@ struct E2eArgs {
     /// Concurrency levels, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     concurrency: Vec<usize>,
+    /// Follow executions by polling each one instead of through st2's event stream.
+    #[arg(long)]
+    poll: bool,
 }
 
 #[derive(Args)]
@@ -192,7 +196,14 @@ async fn e2e(args: E2eArgs) {
     let st2 = args.target.open().await;
     println!("{HEADER}");
     for &c in &args.concurrency {
-        let dispatcher = Arc::new(Dispatcher::new(st2.client(c)));
+        let client = st2.client(c);
+        let dispatcher = if args.poll {
+            Dispatcher::new(client)
+        } else {
+            let watcher = ExecutionWatcher::start(client.clone(), StreamConfig::default());
+            Dispatcher::new(client).with_watcher(watcher)
+        };
+        let dispatcher = Arc::new(dispatcher);
         let run_id = format!("e2e-{c}-{}", fastrand::u32(..));
         let mut run = drive(args.n, c, |i| {
             let d = dispatcher.clone();
@@ -205,7 +216,12 @@ async fn e2e(args: E2eArgs) {
             }
         })
         .await;
-        println!("{}", run.line("portarium-st2 dispatcher", c));
+        let path = if args.poll {
+            "portarium-st2 dispatcher (polling)"
+        } else {
+            "portarium-st2 dispatcher (event stream)"
+        };
+        println!("{}", run.line(path, c));
     }
 }
 
@@ -248,7 +264,7 @@ async fn direct(http: &reqwest::Client, st2: &St2, i: usize) -> bool {
 
 async fn overhead(args: E2eArgs) {
     let st2 = args.target.open().await;
-    let (base, _server) = adapter_in_process(&st2).await;
+    let (base, _server) = adapter_in_process(&st2, !args.poll).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
@@ -281,9 +297,12 @@ async fn overhead(args: E2eArgs) {
 }
 
 /// The adapter's router on a loopback port in this process.
-async fn adapter_in_process(st2: &St2) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+async fn adapter_in_process(
+    st2: &St2,
+    stream: bool,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
     use portarium_st2::server::{self, DispatchState, Readiness};
-    let config = adapter_config(st2);
+    let config = adapter_config(st2, stream);
     let client = St2Client::from_config(&config.st2).unwrap();
     let dispatch = DispatchState::from_config(&config, &client).unwrap();
     let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::from_secs(2));
@@ -294,16 +313,20 @@ async fn adapter_in_process(st2: &St2) -> (String, tokio::task::JoinHandle<std::
     (base, handle)
 }
 
-fn adapter_yaml(st2: &St2) -> String {
+fn adapter_yaml(st2: &St2, stream: bool) -> String {
     format!(
-        "listen: 127.0.0.1:0\nlog: {{level: warn}}\nst2: {{base_url: '{}', api_key: '{}', max_concurrency: 256}}\ntenants:\n  - {{id: bench, api_token: bench-token}}\ndispatch: {{max_wait_ms: 600000}}\n",
+        "listen: 127.0.0.1:0\nlog: {{level: warn}}\nst2: {{base_url: '{}', api_key: '{}', max_concurrency: 256, stream: {{enabled: {stream}}}}}\ntenants:\n  - {{id: bench, api_token: bench-token}}\ndispatch: {{max_wait_ms: 600000}}\n",
         st2.url, st2.key
     )
 }
 
-fn adapter_config(st2: &St2) -> portarium_st2::config::Config {
-    portarium_st2::config::Config::from_yaml(&adapter_yaml(st2), "loadtest", std::iter::empty())
-        .unwrap()
+fn adapter_config(st2: &St2, stream: bool) -> portarium_st2::config::Config {
+    portarium_st2::config::Config::from_yaml(
+        &adapter_yaml(st2, stream),
+        "loadtest",
+        std::iter::empty(),
+    )
+    .unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -322,8 +345,8 @@ async fn memory(args: MemoryArgs) {
     let dir = tempfile_dir();
     let config_path = dir.join("adapter.yaml");
     let port = free_port();
-    let yaml =
-        adapter_yaml(&st2).replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let yaml = adapter_yaml(&st2, true)
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&config_path, yaml).unwrap();
     let binary = args.adapter.unwrap_or_else(|| {
         let exe = std::env::current_exe().unwrap();
