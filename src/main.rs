@@ -44,6 +44,15 @@ enum Command {
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check the Portarium registration manifest (adapter-manifest.yaml).
+    #[command(subcommand)]
+    Manifest(governance_cli::ManifestCommand),
+    /// Audit the packs installed on st2 against the reviewed-packs policy.
+    #[command(subcommand)]
+    Packs(governance_cli::PacksCommand),
+    /// Verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(governance_cli::AuditCommand),
 }
 
 #[derive(Args)]
@@ -88,9 +97,14 @@ enum ConfigCommand {
     Example,
 }
 
+mod governance_cli;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Manifest(c) => governance_cli::manifest(c),
+        Command::Packs(c) => governance_cli::packs(c),
+        Command::Audit(c) => governance_cli::audit(c),
         Command::Serve(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(serve(args)),
             Err(e) => {
@@ -195,6 +209,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
     );
     let dispatch = match server::DispatchState::from_config(&config, &client) {
         Ok(d) => d,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let dispatch = match portarium_st2::governance::Governance::from_config(&config.governance) {
+        Ok(g) => dispatch.with_governance(&g),
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(EXIT_USAGE);

@@ -8,11 +8,13 @@ mod follow;
 pub mod run;
 pub mod validate;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::governance::packs::PackGate;
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::st2::models::JsonObject;
 use crate::st2::{Execution, ExecutionRequest, ExecutionStatus, St2Client, St2Error};
@@ -25,12 +27,34 @@ pub const CONTEXT_KEY: &str = "portarium";
 #[derive(Clone)]
 pub struct Dispatcher {
     st2: St2Client,
+    gate: Option<Arc<PackGate>>,
 }
 
 impl Dispatcher {
     /// A dispatcher using `st2` for every call.
     pub fn new(st2: St2Client) -> Self {
-        Self { st2 }
+        Self { st2, gate: None }
+    }
+
+    /// This dispatcher refusing, before st2 is asked to run anything, actions whose pack the
+    /// reviewed-packs `gate` does not approve.
+    pub fn with_gate(self, gate: Arc<PackGate>) -> Self {
+        Self {
+            gate: Some(gate),
+            ..self
+        }
+    }
+
+    /// The flowRef as an action ref, once the pack gate (if any) lets its pack run.
+    pub async fn admit(&self, flow_ref: &str) -> Result<ActionRef, DispatchResult> {
+        let action = ActionRef::parse(flow_ref.trim())
+            .map_err(|e| DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()))?;
+        if let Some(gate) = &self.gate {
+            gate.check(&self.st2, &action.pack)
+                .await
+                .map_err(|refusal| refusal.to_result())?;
+        }
+        Ok(action)
     }
 
     /// The st2 client this dispatcher uses (with its tenant's credentials).
@@ -43,9 +67,9 @@ impl Dispatcher {
     /// request again attaches to it instead of starting another.
     pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
         let deadline = Instant::now() + wait;
-        let action = match ActionRef::parse(req.flow_ref.trim()) {
+        let action = match self.admit(&req.flow_ref).await {
             Ok(a) => a,
-            Err(e) => return DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()),
+            Err(refused) => return refused,
         };
         let key = dispatch_key(req);
         let execution = match self.existing(&action, &key).await {
@@ -62,9 +86,9 @@ impl Dispatcher {
     /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
     /// action, the payload against its schema — and starts nothing.
     pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
-        let action = match ActionRef::parse(req.flow_ref.trim()) {
+        let action = match self.admit(&req.flow_ref).await {
             Ok(a) => a,
-            Err(e) => return DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()),
+            Err(refused) => return refused,
         };
         match self.checked_parameters(req, &action).await {
             Ok(()) => DispatchResult::Ok {

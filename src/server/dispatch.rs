@@ -12,15 +12,24 @@ use serde::Deserialize;
 
 use crate::config::{Config, DispatchConfig};
 use crate::dispatch::Dispatcher;
+use crate::governance::Governance;
+use crate::governance::audit::{AuditLog, Decision};
+use crate::governance::redact::{RedactionPolicy, scrub_text};
 use crate::governance::secrets::Secret;
+use crate::governance::tenants::AllowedActions;
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
 use crate::st2::{St2Client, St2Error};
 
-/// One tenant: the token its caller sends and the dispatcher holding its st2 credentials.
+/// One tenant: the token its caller sends, the dispatcher holding its st2 credentials, and
+/// the governance applied to its dispatches.
+#[derive(Clone)]
 pub(crate) struct Tenant {
     pub(crate) id: String,
     token: Secret,
     pub(crate) dispatcher: Dispatcher,
+    allowed: AllowedActions,
+    audit: Option<Arc<AuditLog>>,
+    redaction: RedactionPolicy,
 }
 
 /// What the dispatch route needs, shared by every request.
@@ -43,12 +52,36 @@ impl DispatchState {
                 id: t.id.clone(),
                 token: t.api_token.clone(),
                 dispatcher: Dispatcher::new(client),
+                allowed: AllowedActions::new(t.allowed_actions.clone()),
+                audit: None,
+                redaction: RedactionPolicy::default(),
             });
         }
         Ok(Self {
             tenants: Arc::new(tenants),
             settings: config.dispatch.clone(),
         })
+    }
+
+    /// This state with `governance` applied to every tenant's dispatches.
+    pub fn with_governance(self, governance: &Governance) -> Self {
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                if let Some(gate) = &governance.gate {
+                    t.dispatcher = t.dispatcher.with_gate(gate.clone());
+                }
+                t.audit = governance.audit.clone();
+                t.redaction = governance.redaction.clone();
+                t
+            })
+            .collect();
+        Self {
+            tenants: Arc::new(tenants),
+            ..self
+        }
     }
 
     /// Tenants configured; zero means every dispatch is refused.
@@ -183,21 +216,80 @@ pub(crate) fn refuse_body(rejection: &JsonRejection) -> (StatusCode, DispatchRes
 
 /// Runs `req` for `tenant` (or only checks it, for a dry run): the body's tenant must be the
 /// token's, and an `Idempotency-Key` header stands in for a missing key.
+/// Every decision and outcome goes to the audit log, and no error message carries a value
+/// the redaction policy holds secret.
 pub(crate) async fn execute(
+    tenant: &Tenant,
+    req: DispatchRequest,
+    headers: &HeaderMap,
+    wait_ms: u64,
+    dry_run: bool,
+) -> (StatusCode, DispatchResult) {
+    let (req, refused, mut result) = decide(tenant, req, headers, wait_ms, dry_run).await;
+    if let DispatchResult::Err { message, .. } = &mut result {
+        let mut policy = tenant.redaction.clone();
+        if !req.payload.is_empty()
+            && let Ok(schema) = tenant
+                .dispatcher
+                .st2()
+                .action_parameters(req.flow_ref.trim())
+                .await
+        {
+            policy = policy.with_secret_parameters(&schema);
+        }
+        *message = scrub_text(message, &policy.secret_values(&req.payload));
+    }
+    if let Some(log) = &tenant.audit {
+        let reason = refused.then(|| match &result {
+            DispatchResult::Err { message, .. } => message.as_str(),
+            DispatchResult::Ok { .. } => "",
+        });
+        let decision = Decision {
+            request: &req,
+            tenant: &tenant.id,
+            refused: reason,
+            result: &result,
+            dry_run,
+        };
+        if let Err(e) = log.record(&decision).await {
+            tracing::error!("{e}");
+        }
+    }
+    with_status(result)
+}
+
+/// The governance checks, then the dispatch: the request as run, whether it was refused
+/// before st2 was asked to run anything, and the result.
+async fn decide(
     tenant: &Tenant,
     mut req: DispatchRequest,
     headers: &HeaderMap,
     wait_ms: u64,
     dry_run: bool,
-) -> (StatusCode, DispatchResult) {
+) -> (DispatchRequest, bool, DispatchResult) {
     if req.tenant_id != tenant.id {
-        return with_status(DispatchResult::err(
+        let refusal = DispatchResult::err(
             ErrorKind::Unauthorized,
             format!(
                 "the bearer token does not belong to tenant {}",
                 req.tenant_id
             ),
-        ));
+        );
+        return (req, true, refusal);
+    }
+    if !tenant.allowed.permits(req.flow_ref.trim()) {
+        let refusal = DispatchResult::err(
+            ErrorKind::Unauthorized,
+            format!(
+                "tenant {} may not run {}: it is not in the tenant's allowed_actions",
+                tenant.id,
+                req.flow_ref.trim()
+            ),
+        );
+        return (req, true, refusal);
+    }
+    if let Err(refusal) = tenant.dispatcher.admit(&req.flow_ref).await {
+        return (req, true, refusal);
     }
     if req.idempotency_key.is_none() {
         req.idempotency_key = headers
@@ -216,7 +308,7 @@ pub(crate) async fn execute(
             .dispatch(&req, Duration::from_millis(wait_ms))
             .await
     };
-    with_status(result)
+    (req, false, result)
 }
 
 /// Pairs a result with the HTTP status its error kind maps to (200 for success).
