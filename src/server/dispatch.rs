@@ -228,7 +228,9 @@ pub(crate) async fn execute(
     let (req, refused, mut result) = decide(tenant, req, headers, wait_ms, dry_run).await;
     if let DispatchResult::Err { message, .. } = &mut result {
         let mut policy = tenant.redaction.clone();
-        if !req.payload.is_empty()
+        // A refusal never reached st2 and quotes no payload; only st2's words need the schema.
+        if !refused
+            && !req.payload.is_empty()
             && let Ok(schema) = tenant
                 .dispatcher
                 .st2()
