@@ -34,7 +34,7 @@ pub const PERMISSIVE_LICENSES: [&str; 9] = [
 
 /// A version as packs write it: dotted numbers, then an optional pre-release tail
 /// (`3.10dev`, `1.2.0-rc1`), which sorts before the same numbers without one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Version {
     numbers: Vec<u64>,
     pre: Option<String>,
@@ -79,6 +79,15 @@ impl Ord for Version {
             })
     }
 }
+
+// `1.2` and `1.2.0` are the same version, so equality follows the ordering.
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Version {}
 
 impl PartialOrd for Version {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {

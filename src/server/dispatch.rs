@@ -124,6 +124,19 @@ impl DispatchState {
     }
 }
 
+/// Middleware on every API route: a request without a known tenant's bearer token is
+/// answered 401 before its body or path is looked at.
+pub async fn require_bearer(
+    State(state): State<DispatchState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.authorize(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err((status, refusal)) => (status, Json(refusal)).into_response(),
+    }
+}
+
 /// Query parameters of `POST /v1/dispatch`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -242,10 +255,10 @@ pub(crate) async fn execute(
         *message = scrub_text(message, &policy.secret_values(&req.payload));
     }
     if let Some(log) = &tenant.audit {
-        let reason = refused.then(|| match &result {
-            DispatchResult::Err { message, .. } => message.as_str(),
-            DispatchResult::Ok { .. } => "",
-        });
+        let reason = match &result {
+            DispatchResult::Err { message, .. } if refused => Some(message.as_str()),
+            _ => None,
+        };
         let decision = Decision {
             request: &req,
             tenant: &tenant.id,
