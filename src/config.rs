@@ -41,6 +41,9 @@ pub struct Config {
     /// How long dispatches wait for st2.
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// The adapter's own listener: TLS and mutual TLS (`crate::server::tls`).
+    #[serde(default)]
+    pub server: crate::server::tls::ListenerConfig,
     /// Pack review gate, audit log and redaction (`crate::governance`).
     #[serde(default)]
     pub governance: crate::governance::GovernanceConfig,
@@ -438,6 +441,12 @@ impl Config {
             }
         }
         self.governance.validate(&mut errors);
+        if let Some(Err(e)) = self.server.tls.as_ref().map(|t| t.acceptor()) {
+            errors.push(FieldError {
+                field: format!("server.tls.{}", e.field),
+                reason: e.reason,
+            });
+        }
         let d = &self.dispatch;
         if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
             errors.push(FieldError {

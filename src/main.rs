@@ -237,14 +237,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
-    if let Err(e) = server::serve(
-        listener,
-        server::router(readiness, dispatch, config.dispatch.max_body_bytes),
-        shutdown_signal(),
-    )
-    .await
-    {
+    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
+    let served = match config.server.tls.as_ref().map(|t| t.acceptor()) {
+        None => {
+            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
+            server::serve(listener, router, shutdown_signal()).await
+        }
+        Some(Ok(acceptor)) => {
+            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on https://{addr}");
+            server::tls::serve_tls(listener, router, acceptor, shutdown_signal()).await
+        }
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = served {
         tracing::error!("server stopped: {e}");
         return ExitCode::FAILURE;
     }

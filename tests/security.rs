@@ -18,9 +18,14 @@ const KEY: &str = "sec-key";
 
 /// The adapter in-process against `st2_url`; its base URL.
 async fn adapter(st2_url: &str) -> String {
+    adapter_with(st2_url, "").await
+}
+
+/// The same with `server_yaml` (a `server:` section) added; `https://` when it sets TLS.
+async fn adapter_with(st2_url: &str, server_yaml: &str) -> String {
     let yaml = format!(
         "listen: 127.0.0.1:0\nst2: {{base_url: '{st2_url}', api_key: {KEY}, retry: {{max_retries: 0}}}}\n\
-         tenants:\n  - {{id: t1, api_token: right-token}}\n"
+         tenants:\n  - {{id: t1, api_token: right-token}}\n{server_yaml}"
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
     let client = St2Client::from_config(&config.st2).unwrap();
@@ -35,10 +40,121 @@ async fn adapter(st2_url: &str) -> String {
     );
     let dispatch = DispatchState::from_config(&config, &client).unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
     let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    tokio::spawn(server::serve(listener, router, std::future::pending()));
-    base
+    match &config.server.tls {
+        None => {
+            tokio::spawn(server::serve(listener, router, std::future::pending()));
+            format!("http://{addr}")
+        }
+        Some(tls) => {
+            let acceptor = tls.acceptor().unwrap();
+            let serving =
+                server::tls::serve_tls(listener, router, acceptor, std::future::pending());
+            tokio::spawn(serving);
+            format!("https://{addr}")
+        }
+    }
+}
+
+fn tls_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/tls")
+        .join(name)
+}
+
+/// An HTTPS client trusting the test CA, presenting `identity` (cert and key files) if given.
+fn https_client(identity: Option<(&str, &str)>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(tls_file("ca.pem")).unwrap()).unwrap();
+    let mut builder = reqwest::Client::builder().add_root_certificate(ca);
+    if let Some((cert, key)) = identity {
+        let mut pem = std::fs::read(tls_file(cert)).unwrap();
+        pem.extend(std::fs::read(tls_file(key)).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_the_configured_ca_signed() {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server_yaml = format!(
+        "server: {{tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}}}\n",
+        tls_file("server.pem").display(),
+        tls_file("server.key").display(),
+        tls_file("client-ca.pem").display()
+    );
+    let base = adapter_with(&emu.base_url(), &server_yaml).await;
+    let trusted = https_client(Some(("client.pem", "client.key")));
+    let resp = trusted.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = trusted
+        .post(format!("{base}/v1/dispatch"))
+        .json(&dispatch_body("core.echo", json!({"message": "x"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "a client certificate is no bearer token"
+    );
+    let resp = trusted
+        .post(format!("{base}/v1/dispatch"))
+        .bearer_auth("right-token")
+        .json(&dispatch_body("core.echo", json!({"message": "over mTLS"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    for (who, client) in [
+        ("no certificate", https_client(None)),
+        (
+            "a certificate from another CA",
+            https_client(Some(("rogue.pem", "rogue.key"))),
+        ),
+    ] {
+        let refused = client.get(format!("{base}/healthz")).send().await;
+        assert!(refused.is_err(), "{who}: {refused:?}");
+    }
+    let plain = reqwest::get(base.replacen("https", "http", 1) + "/healthz").await;
+    assert!(
+        plain.map(|r| r.status().as_u16() != 200).unwrap_or(true),
+        "no plain HTTP"
+    );
+}
+
+#[test]
+fn listener_tls_problems_name_the_field() {
+    let yaml = format!(
+        "st2: {{base_url: 'https://st2.example.com', api_key: k}}\n\
+         server: {{tls: {{cert_file: '{}', key_file: /nonexistent/key.pem}}}}\n",
+        tls_file("server.pem").display()
+    );
+    let err = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("server.tls.key_file: /nonexistent/key.pem"),
+        "{err}"
+    );
+    let yaml = format!(
+        "st2: {{base_url: 'https://st2.example.com', api_key: k}}\n\
+         server: {{tls: {{cert_file: '{}', key_file: '{}'}}}}\n",
+        tls_file("ca.pem").display(),
+        tls_file("server.key").display()
+    );
+    let err = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("server.tls.key_file: does not match cert_file"),
+        "{err}"
+    );
 }
 
 fn dispatch_body(flow_ref: &str, payload: Value) -> Value {

@@ -4,6 +4,7 @@ pub mod dispatch;
 pub mod executions;
 pub mod health;
 pub mod openclaw;
+pub mod tls;
 
 use std::net::SocketAddr;
 
