@@ -41,6 +41,12 @@ pub struct Config {
     /// How long dispatches wait for st2.
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// The adapter's own listener: TLS and mutual TLS (`crate::server::tls`).
+    #[serde(default)]
+    pub server: crate::server::tls::ListenerConfig,
+    /// Pack review gate, audit log and redaction (`crate::governance`).
+    #[serde(default)]
+    pub governance: crate::governance::GovernanceConfig,
 }
 
 /// One Portarium tenant allowed to dispatch.
@@ -54,6 +60,9 @@ pub struct TenantConfig {
     /// st2 credentials for this tenant instead of `st2`'s (same URLs).
     #[serde(default)]
     pub st2: Option<TenantSt2>,
+    /// st2 actions this tenant may run (`core.*`, `linux.check_loadavg`); unset allows all.
+    #[serde(default)]
+    pub allowed_actions: Option<Vec<String>>,
 }
 
 /// A tenant's own st2 credentials.
@@ -416,6 +425,14 @@ impl Config {
                     reason: format!("{} is listed twice", t.id),
                 });
             }
+            for (j, p) in t.allowed_actions.iter().flatten().enumerate() {
+                if let Some(reason) = crate::governance::tenants::AllowedActions::check_pattern(p) {
+                    errors.push(FieldError {
+                        field: field(&format!("allowed_actions[{j}]")),
+                        reason: reason.into(),
+                    });
+                }
+            }
             if let Some(own) = &t.st2 {
                 let reason = match (&own.api_key, &own.username, &own.password) {
                     (Some(_), None, None) | (None, Some(_), Some(_)) => None,
@@ -430,6 +447,13 @@ impl Config {
                     });
                 }
             }
+        }
+        self.governance.validate(&mut errors);
+        if let Some(Err(e)) = self.server.tls.as_ref().map(|t| t.acceptor()) {
+            errors.push(FieldError {
+                field: format!("server.tls.{}", e.field),
+                reason: e.reason,
+            });
         }
         let d = &self.dispatch;
         if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {

@@ -48,6 +48,15 @@ enum Command {
     ///
     /// Exit code: 0 when every scenario ended as expected, 1 otherwise.
     Demo,
+    /// Check the Portarium registration manifest (adapter-manifest.yaml).
+    #[command(subcommand)]
+    Manifest(governance_cli::ManifestCommand),
+    /// Audit the packs installed on st2 against the reviewed-packs policy.
+    #[command(subcommand)]
+    Packs(governance_cli::PacksCommand),
+    /// Verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(governance_cli::AuditCommand),
 }
 
 #[derive(Args)]
@@ -92,9 +101,14 @@ enum ConfigCommand {
     Example,
 }
 
+mod governance_cli;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Manifest(c) => governance_cli::manifest(c),
+        Command::Packs(c) => governance_cli::packs(c),
+        Command::Audit(c) => governance_cli::audit(c),
         Command::Serve(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(serve(args)),
             Err(e) => {
@@ -218,6 +232,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let dispatch = match portarium_st2::governance::Governance::from_config(&config.governance) {
+        Ok(g) => dispatch.with_governance(&g),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if dispatch.tenant_count() == 0 {
         tracing::warn!(
             "no tenants configured: POST /v1/dispatch refuses every request (add `tenants` to the config)"
@@ -234,14 +255,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
-    if let Err(e) = server::serve(
-        listener,
-        server::router(readiness, dispatch, config.dispatch.max_body_bytes),
-        shutdown_signal(),
-    )
-    .await
-    {
+    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
+    let served = match config.server.tls.as_ref().map(|t| t.acceptor()) {
+        None => {
+            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
+            server::serve(listener, router, shutdown_signal()).await
+        }
+        Some(Ok(acceptor)) => {
+            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on https://{addr}");
+            server::tls::serve_tls(listener, router, acceptor, shutdown_signal()).await
+        }
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = served {
         tracing::error!("server stopped: {e}");
         return ExitCode::FAILURE;
     }

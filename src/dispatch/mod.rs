@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::governance::packs::PackGate;
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::st2::models::JsonObject;
 use crate::st2::stream::ExecutionWatcher;
@@ -39,6 +40,7 @@ pub struct Dispatcher {
     flights: Flights,
     cancel_on_deadline: bool,
     watcher: Option<ExecutionWatcher>,
+    gate: Option<Arc<PackGate>>,
 }
 
 /// One lock per dispatch key in flight on this replica, so two concurrent requests with the
@@ -77,6 +79,7 @@ impl Dispatcher {
             flights: Flights::default(),
             cancel_on_deadline: false,
             watcher: None,
+            gate: None,
         }
     }
 
@@ -95,6 +98,27 @@ impl Dispatcher {
     /// The stream watcher, when executions are followed through st2's event stream.
     pub fn watcher(&self) -> Option<&ExecutionWatcher> {
         self.watcher.as_ref()
+    }
+
+    /// This dispatcher refusing, before st2 is asked to run anything, actions whose pack the
+    /// reviewed-packs `gate` does not approve.
+    pub fn with_gate(self, gate: Arc<PackGate>) -> Self {
+        Self {
+            gate: Some(gate),
+            ..self
+        }
+    }
+
+    /// The flowRef as an action ref, once the pack gate (if any) lets its pack run.
+    pub async fn admit(&self, flow_ref: &str) -> Result<ActionRef, DispatchResult> {
+        let action = ActionRef::parse(flow_ref.trim())
+            .map_err(|e| DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()))?;
+        if let Some(gate) = &self.gate {
+            gate.check(&self.st2, &action.pack)
+                .await
+                .map_err(|refusal| refusal.to_result())?;
+        }
+        Ok(action)
     }
 
     /// The st2 client this dispatcher uses (with its tenant's credentials).
@@ -134,8 +158,7 @@ impl Dispatcher {
         &self,
         req: &DispatchRequest,
     ) -> Result<(Execution, ActionRef), DispatchResult> {
-        let action = ActionRef::parse(req.flow_ref.trim())
-            .map_err(|e| DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()))?;
+        let action = self.admit(&req.flow_ref).await?;
         let key = dispatch_key(req);
         let _flight = self.flights.enter(&key).await;
         // Both are reads, so they go out together: one round trip less per dispatch.
@@ -158,9 +181,9 @@ impl Dispatcher {
     /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
     /// action, the payload against its schema — and starts nothing.
     pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
-        let action = match ActionRef::parse(req.flow_ref.trim()) {
+        let action = match self.admit(&req.flow_ref).await {
             Ok(a) => a,
-            Err(e) => return DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()),
+            Err(refused) => return refused,
         };
         match self.checked_parameters(req, &action).await {
             Ok(()) => DispatchResult::Ok {

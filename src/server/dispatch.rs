@@ -12,16 +12,41 @@ use serde::Deserialize;
 
 use crate::config::{Config, DispatchConfig};
 use crate::dispatch::Dispatcher;
+use crate::governance::Governance;
+use crate::governance::audit::{AuditLog, Decision};
+use crate::governance::redact::{RedactionPolicy, scrub_text};
 use crate::governance::secrets::Secret;
+use crate::governance::tenants::AllowedActions;
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
 use crate::st2::stream::ExecutionWatcher;
 use crate::st2::{St2Client, St2Error};
 
-/// One tenant: the token its caller sends and the dispatcher holding its st2 credentials.
+/// One tenant: the token its caller sends, the dispatcher holding its st2 credentials, and
+/// the governance applied to its dispatches.
+#[derive(Clone)]
 pub(crate) struct Tenant {
     pub(crate) id: String,
     token: Secret,
     pub(crate) dispatcher: Dispatcher,
+    allowed: AllowedActions,
+    audit: Option<Arc<AuditLog>>,
+    redaction: RedactionPolicy,
+}
+
+impl Tenant {
+    /// Whether this tenant may start `action`: its `allowed_actions`, then the pack gate.
+    pub(crate) async fn may_run(&self, action: &str) -> Result<(), DispatchResult> {
+        if !self.allowed.permits(action) {
+            return Err(DispatchResult::err(
+                ErrorKind::Unauthorized,
+                format!(
+                    "tenant {} may not run {action}: it is not in the tenant's allowed_actions",
+                    self.id
+                ),
+            ));
+        }
+        self.dispatcher.admit(action).await.map(drop)
+    }
 }
 
 /// What the dispatch route needs, shared by every request.
@@ -67,12 +92,36 @@ impl DispatchState {
                     Some(w) => dispatcher.with_watcher(w),
                     None => dispatcher,
                 },
+                allowed: AllowedActions::new(t.allowed_actions.clone()),
+                audit: None,
+                redaction: RedactionPolicy::default(),
             });
         }
         Ok(Self {
             tenants: Arc::new(tenants),
             settings: config.dispatch.clone(),
         })
+    }
+
+    /// This state with `governance` applied to every tenant's dispatches.
+    pub fn with_governance(self, governance: &Governance) -> Self {
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                if let Some(gate) = &governance.gate {
+                    t.dispatcher = t.dispatcher.with_gate(gate.clone());
+                }
+                t.audit = governance.audit.clone();
+                t.redaction = governance.redaction.clone();
+                t
+            })
+            .collect();
+        Self {
+            tenants: Arc::new(tenants),
+            ..self
+        }
     }
 
     /// Tenants configured; zero means every dispatch is refused.
@@ -112,6 +161,19 @@ impl DispatchState {
             }
         }
         found
+    }
+}
+
+/// Middleware on every API route: a request without a known tenant's bearer token is
+/// answered 401 before its body or path is looked at.
+pub async fn require_bearer(
+    State(state): State<DispatchState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.authorize(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err((status, refusal)) => (status, Json(refusal)).into_response(),
     }
 }
 
@@ -205,18 +267,19 @@ pub(crate) fn refuse_body(rejection: &JsonRejection) -> (StatusCode, DispatchRes
     (rejection.status(), result)
 }
 
-/// Runs `req` for `tenant` (or only checks it, for a dry run).
+/// Runs `req` for `tenant` (or only checks it, for a dry run). Every decision and outcome
+/// goes to the audit log, and no error message carries a value the redaction policy holds
+/// secret.
 pub(crate) async fn execute(
     tenant: &Tenant,
-    req: DispatchRequest,
+    mut req: DispatchRequest,
     headers: &HeaderMap,
     wait_ms: u64,
     dry_run: bool,
 ) -> (StatusCode, DispatchResult) {
-    let req = match admit(tenant, req, headers) {
-        Ok(req) => req,
-        Err(refusal) => return refusal,
-    };
+    if let Err(refusal) = admit(tenant, &mut req, headers).await {
+        return with_status(conclude(tenant, &req, true, refusal, dry_run).await);
+    }
     let result = if dry_run {
         tenant.dispatcher.dry_run(&req).await
     } else {
@@ -225,26 +288,28 @@ pub(crate) async fn execute(
             .dispatch(&req, Duration::from_millis(wait_ms))
             .await
     };
-    with_status(result)
+    with_status(conclude(tenant, &req, false, result, dry_run).await)
 }
 
-/// Checks that the body's tenant is the token's, and completes `req` from the headers every
-/// route honours: `Idempotency-Key` stands in for a missing key, and `traceparent`/
-/// `tracestate` for a trace context the body did not carry.
-pub(crate) fn admit(
+/// The checks every route makes before st2 is asked to run anything — the body's tenant is
+/// the token's, the tenant may run the action, the pack gate lets its pack run — and the
+/// request completed from the headers every route honours: `Idempotency-Key` stands in for a
+/// missing key, `traceparent`/`tracestate` for a trace context the body did not carry.
+pub(crate) async fn admit(
     tenant: &Tenant,
-    mut req: DispatchRequest,
+    req: &mut DispatchRequest,
     headers: &HeaderMap,
-) -> Result<DispatchRequest, (StatusCode, DispatchResult)> {
+) -> Result<(), DispatchResult> {
     if req.tenant_id != tenant.id {
-        return Err(with_status(DispatchResult::err(
+        return Err(DispatchResult::err(
             ErrorKind::Unauthorized,
             format!(
                 "the bearer token does not belong to tenant {}",
                 req.tenant_id
             ),
-        )));
+        ));
     }
+    tenant.may_run(req.flow_ref.trim()).await?;
     if req.idempotency_key.is_none() {
         req.idempotency_key = headers
             .get("idempotency-key")
@@ -254,7 +319,51 @@ pub(crate) fn admit(
     if req.trace.is_none() {
         req.trace = trace_context(headers);
     }
-    Ok(req)
+    Ok(())
+}
+
+/// The answer to `req` as the caller gets it: secret values scrubbed from any error message,
+/// and the decision (`refused` before st2 was asked to run anything, or not) and its outcome
+/// written to the audit log.
+pub(crate) async fn conclude(
+    tenant: &Tenant,
+    req: &DispatchRequest,
+    refused: bool,
+    mut result: DispatchResult,
+    dry_run: bool,
+) -> DispatchResult {
+    if let DispatchResult::Err { message, .. } = &mut result {
+        let mut policy = tenant.redaction.clone();
+        // A refusal never reached st2 and quotes no payload; only st2's words need the schema.
+        if !refused
+            && !req.payload.is_empty()
+            && let Ok(schema) = tenant
+                .dispatcher
+                .st2()
+                .action_parameters(req.flow_ref.trim())
+                .await
+        {
+            policy = policy.with_secret_parameters(&schema);
+        }
+        *message = scrub_text(message, &policy.secret_values(&req.payload));
+    }
+    if let Some(log) = &tenant.audit {
+        let reason = match &result {
+            DispatchResult::Err { message, .. } if refused => Some(message.as_str()),
+            _ => None,
+        };
+        let decision = Decision {
+            request: req,
+            tenant: &tenant.id,
+            refused: reason,
+            result: &result,
+            dry_run,
+        };
+        if let Err(e) = log.record(&decision).await {
+            tracing::error!("{e}");
+        }
+    }
+    result
 }
 
 /// Pairs a result with the HTTP status its error kind maps to (200 for success).

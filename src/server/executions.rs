@@ -152,10 +152,17 @@ pub async fn rerun(
     Path(id): Path<String>,
     body: Option<Json<RerunBody>>,
 ) -> Answer {
-    let tenant = match owned(&state, &headers, &id).await {
-        Ok((tenant, _)) => tenant,
+    let (tenant, original) = match owned(&state, &headers, &id).await {
+        Ok(found) => found,
         Err(answer) => return answer,
     };
+    // A re-run starts the action again, so it passes the same gates a dispatch does.
+    let action = original.action_ref().unwrap_or_default().to_string();
+    if let Err(refused) = tenant.may_run(&action).await {
+        let (status, result) = super::dispatch::with_status(refused);
+        let body = serde_json::to_value(result).expect("serializable");
+        return (status, Json(body));
+    }
     let request = RerunRequest {
         parameters: body.map(|Json(b)| b.parameters).unwrap_or_default(),
         ..RerunRequest::default()

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::dispatch::{DispatchState, Tenant, admit, refuse_body, with_status};
+use super::dispatch::{DispatchState, Tenant, admit, conclude, refuse_body, with_status};
 use crate::dispatch::{CONTEXT_KEY, Dispatcher, outcome};
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::st2::models::{JsonObject, OutputType};
@@ -107,13 +107,19 @@ pub async fn invoke(
             return refusal(StatusCode::BAD_REQUEST, Some(&invocation_id), &result);
         }
     };
-    let req = match admit(tenant, req, &headers) {
-        Ok(req) => req,
-        Err((status, result)) => return refusal(status, Some(&invocation_id), &result),
-    };
+    let mut req = req;
+    if let Err(refused) = admit(tenant, &mut req, &headers).await {
+        let (status, result) = with_status(conclude(tenant, &req, true, refused, false).await);
+        return refusal(status, Some(&invocation_id), &result);
+    }
     match tenant.dispatcher.submit(&req).await {
         Ok((execution, _)) => {
             let answer = describe(&invocation_id, &execution, &headers);
+            // The audit log records what the invocation started; its outcome is st2's.
+            let accepted = DispatchResult::Ok {
+                output: json!({"executionId": execution.id, "status": answer.status}),
+            };
+            conclude(tenant, &req, false, accepted, false).await;
             let status = match answer.status {
                 InvocationStatus::Accepted | InvocationStatus::Running => StatusCode::ACCEPTED,
                 _ => StatusCode::OK,
@@ -121,7 +127,7 @@ pub async fn invoke(
             (status, Json(answer)).into_response()
         }
         Err(result) => {
-            let (status, result) = with_status(result);
+            let (status, result) = with_status(conclude(tenant, &req, false, result, false).await);
             refusal(status, Some(&invocation_id), &result)
         }
     }

@@ -6,6 +6,7 @@ pub mod health;
 pub mod invoke;
 pub mod openclaw;
 pub mod output;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -52,6 +53,11 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
         .route("/v1/executions/{id}/resume", post(executions::resume))
         .route("/v1/executions/{id}/rerun", post(executions::rerun))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Outermost, so no extractor answers (422, 413...) before the caller is known.
+        .layer(axum::middleware::from_fn_with_state(
+            dispatch.clone(),
+            dispatch::require_bearer,
+        ))
         .with_state(dispatch);
     health.merge(api)
 }

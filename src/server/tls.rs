@@ -1,0 +1,172 @@
+//! The optional TLS listener, with mutual TLS when a client CA is configured (`server.tls`).
+//!
+//! Client certificates authenticate the calling Portarium deployment at the transport; the
+//! bearer token still names the tenant on every request.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+
+/// A TLS handshake that takes longer is dropped, so a silent peer cannot hold a task.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections get this long to finish after shutdown is requested.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed `accept` (e.g. out of file descriptors), doubled up to the cap.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// `server` in the config: the adapter's own listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// Certificate and key of the listener, and the CA client certificates must chain to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_file: PathBuf,
+    /// PEM CA(s); when set, every client must present a certificate they signed (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Why the TLS listener cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("server.tls.{field}: {reason}")]
+pub struct ListenerTlsError {
+    /// The config field at fault.
+    pub field: &'static str,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+impl ListenerTls {
+    /// The acceptor for these files; every problem names its field.
+    pub fn acceptor(&self) -> Result<TlsAcceptor, ListenerTlsError> {
+        let certs = read_certs(&self.cert_file, "cert_file")?;
+        let key = PrivateKeyDer::from_pem_file(&self.key_file).map_err(|e| ListenerTlsError {
+            field: "key_file",
+            reason: format!("{}: {e}; give a PEM private key", self.key_file.display()),
+        })?;
+        let builder = ServerConfig::builder();
+        let builder = match &self.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certs(path, "client_ca_file")? {
+                    roots.add(cert).map_err(|e| ListenerTlsError {
+                        field: "client_ca_file",
+                        reason: format!("{}: {e}", path.display()),
+                    })?;
+                }
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .map_err(|e| ListenerTlsError {
+                        field: "client_ca_file",
+                        reason: e.to_string(),
+                    })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| ListenerTlsError {
+                field: "key_file",
+                reason: format!("does not match cert_file: {e}"),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+fn read_certs(
+    path: &Path,
+    field: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, ListenerTlsError> {
+    let bad = |reason: String| ListenerTlsError {
+        field,
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, then lets open
+/// connections finish (up to 30 s).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    acceptor: TlsAcceptor,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF.0;
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => { backoff = ACCEPT_BACKOFF.0; tcp }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; pausing {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                // A refused client certificate or a failed handshake ends here.
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake refused"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}

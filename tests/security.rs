@@ -1,0 +1,443 @@
+//! Security controls of the adapter: bearer tokens on every route but the probes, secrets
+//! kept out of everything the process writes, and st2's certificate verified without a
+//! silent downgrade.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use portarium_st2::config::Config;
+use portarium_st2::server::{self, DispatchState, Readiness};
+use portarium_st2::st2::St2Client;
+use serde_json::{Value, json};
+use st2_emulator::{Emulator, EmulatorOptions};
+
+const KEY: &str = "sec-key";
+
+/// The adapter in-process against `st2_url`; its base URL.
+async fn adapter(st2_url: &str) -> String {
+    adapter_with(st2_url, "").await
+}
+
+/// The same with `server_yaml` (a `server:` section) added; `https://` when it sets TLS.
+async fn adapter_with(st2_url: &str, server_yaml: &str) -> String {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nst2: {{base_url: '{st2_url}', api_key: {KEY}, retry: {{max_retries: 0}}}}\n\
+         tenants:\n  - {{id: t1, api_token: right-token}}\n{server_yaml}"
+    );
+    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
+    let client = St2Client::from_config(&config.st2).unwrap();
+    let probe = client.clone();
+    let readiness = Readiness::new(
+        Arc::new(move || {
+            let c = probe.clone();
+            Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
+        }),
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
+    let dispatch = DispatchState::from_config(&config, &client).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
+    match &config.server.tls {
+        None => {
+            tokio::spawn(server::serve(listener, router, std::future::pending()));
+            format!("http://{addr}")
+        }
+        Some(tls) => {
+            let acceptor = tls.acceptor().unwrap();
+            let serving =
+                server::tls::serve_tls(listener, router, acceptor, std::future::pending());
+            tokio::spawn(serving);
+            format!("https://{addr}")
+        }
+    }
+}
+
+fn tls_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/tls")
+        .join(name)
+}
+
+/// An HTTPS client trusting the test CA, presenting `identity` (cert and key files) if given.
+fn https_client(identity: Option<(&str, &str)>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(tls_file("ca.pem")).unwrap()).unwrap();
+    let mut builder = reqwest::Client::builder().add_root_certificate(ca);
+    if let Some((cert, key)) = identity {
+        let mut pem = std::fs::read(tls_file(cert)).unwrap();
+        pem.extend(std::fs::read(tls_file(key)).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_the_configured_ca_signed() {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server_yaml = format!(
+        "server: {{tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}}}\n",
+        tls_file("server.pem").display(),
+        tls_file("server.key").display(),
+        tls_file("client-ca.pem").display()
+    );
+    let base = adapter_with(&emu.base_url(), &server_yaml).await;
+    let trusted = https_client(Some(("client.pem", "client.key")));
+    let resp = trusted.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = trusted
+        .post(format!("{base}/v1/dispatch"))
+        .json(&dispatch_body("core.echo", json!({"message": "x"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "a client certificate is no bearer token"
+    );
+    let resp = trusted
+        .post(format!("{base}/v1/dispatch"))
+        .bearer_auth("right-token")
+        .json(&dispatch_body("core.echo", json!({"message": "over mTLS"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    for (who, client) in [
+        ("no certificate", https_client(None)),
+        (
+            "a certificate from another CA",
+            https_client(Some(("rogue.pem", "rogue.key"))),
+        ),
+    ] {
+        let refused = client.get(format!("{base}/healthz")).send().await;
+        assert!(refused.is_err(), "{who}: {refused:?}");
+    }
+    let plain = reqwest::get(base.replacen("https", "http", 1) + "/healthz").await;
+    assert!(
+        plain.map(|r| r.status().as_u16() != 200).unwrap_or(true),
+        "no plain HTTP"
+    );
+}
+
+#[test]
+fn listener_tls_problems_name_the_field() {
+    let yaml = format!(
+        "st2: {{base_url: 'https://st2.example.com', api_key: k}}\n\
+         server: {{tls: {{cert_file: '{}', key_file: /nonexistent/key.pem}}}}\n",
+        tls_file("server.pem").display()
+    );
+    let err = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("server.tls.key_file: /nonexistent/key.pem"),
+        "{err}"
+    );
+    let yaml = format!(
+        "st2: {{base_url: 'https://st2.example.com', api_key: k}}\n\
+         server: {{tls: {{cert_file: '{}', key_file: '{}'}}}}\n",
+        tls_file("ca.pem").display(),
+        tls_file("server.key").display()
+    );
+    let err = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("server.tls.key_file: does not match cert_file"),
+        "{err}"
+    );
+}
+
+fn dispatch_body(flow_ref: &str, payload: Value) -> Value {
+    json!({"actionId": "a1", "tenantId": "t1", "runId": "r1", "correlationId": "c1",
+           "flowRef": flow_ref, "payload": payload})
+}
+
+#[tokio::test]
+async fn no_or_wrong_token_is_401_on_every_authenticated_route() {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let base = adapter(&emu.base_url()).await;
+    let http = reqwest::Client::new();
+    let routes = [
+        ("POST", "/v1/dispatch"),
+        ("POST", "/api/v1/flows/core.echo/run"),
+        ("POST", "/tools/invoke"),
+        ("GET", "/v1/executions/5f0000000000000000000001"),
+        ("POST", "/v1/executions/5f0000000000000000000001/cancel"),
+        ("POST", "/v1/executions/5f0000000000000000000001/pause"),
+        ("POST", "/v1/executions/5f0000000000000000000001/resume"),
+        ("POST", "/v1/executions/5f0000000000000000000001/rerun"),
+        ("GET", "/v1/executions/5f0000000000000000000001/output"),
+        ("POST", "/v1/invoke"),
+        ("GET", "/v1/invoke/inv-1/status"),
+        ("GET", "/v1/invoke/inv-1/stream"),
+    ];
+    let credentials: [Option<&str>; 4] = [
+        None,
+        Some("Bearer wrong-token"),
+        Some("Bearer right-token-and-more"),
+        Some("Basic right-token"),
+    ];
+    for (method, path) in routes {
+        for credential in credentials {
+            let mut req = http
+                .request(method.parse().unwrap(), format!("{base}{path}"))
+                .header("tenantId", "t1")
+                .header("runId", "r1")
+                .header("correlationId", "c1")
+                .json(&dispatch_body("core.echo", json!({"message": "x"})));
+            if let Some(c) = credential {
+                req = req.header("authorization", c);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(
+                resp.status().as_u16(),
+                401,
+                "{method} {path} with {credential:?}"
+            );
+        }
+    }
+    // The stream watcher's own connection is the adapter's, not a caller's.
+    let reached: Vec<_> = emu
+        .request_log()
+        .into_iter()
+        .filter(|r| !r.path.starts_with("/stream/"))
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "an unauthenticated call reaches nothing in st2: {reached:?}"
+    );
+    // Probes and the API description are open: load balancers and kubelets carry no token,
+    // and neither reveals tenant data.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let status = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{path}");
+    }
+}
+
+/// A TLS listener presenting the test server certificate (signed by a CA the adapter is not
+/// told about); counts handshakes that completed.
+async fn untrusted_tls() -> (String, Arc<AtomicUsize>) {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let completed = Arc::new(AtomicUsize::new(0));
+    let count = completed.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if acceptor.accept(tcp).await.is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (url, completed)
+}
+
+#[tokio::test]
+async fn an_untrusted_st2_certificate_fails_dispatch_and_readiness() {
+    let (url, completed) = untrusted_tls().await;
+    let base = adapter(&url).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/v1/dispatch"))
+        .bearer_auth("right-token")
+        .json(&dispatch_body("core.echo", json!({"message": "x"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    let result: Value = resp.json().await.unwrap();
+    assert_eq!(result["ok"], false);
+    let message = result["message"].as_str().unwrap();
+    assert!(message.contains("UnknownIssuer"), "says why: {message}");
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        503,
+        "not ready behind a refused certificate"
+    );
+    assert_eq!(
+        completed.load(Ordering::SeqCst),
+        0,
+        "no handshake completed, so nothing was sent"
+    );
+}
+
+/// `portarium-st2 serve` as a child process; its logs (written to stdout) are collected.
+struct Served {
+    child: Child,
+    base: String,
+    logs: Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(config: &std::path::Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "trace")
+        .env_remove("PORTARIUM_ST2_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let logs = Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    std::thread::spawn(move || {
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(at) = line.find("listening on http://") {
+                let addr: String = line[at + 20..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = tx.send(addr);
+            }
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("serve did not start: {}", logs.lock().unwrap()));
+    Served {
+        child,
+        base: format!("http://{addr}"),
+        logs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_parameter_never_appears_in_logs_errors_or_the_audit_log() {
+    // The built-in catalogue plus an action whose failure quotes its parameters on stderr.
+    let mut catalogue: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("crates/st2-emulator/src/catalogue.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let leaky: serde_norway::Value = serde_norway::from_str(
+        "{pack: examples, name: login, runner_type: local-shell-cmd,
+          parameters: {user: {type: string, required: true}, pin: {type: string, secret: true},
+                       ssn: {type: string}},
+          behaviour: {kind: shell, stderr: 'login {{user}} pin {{pin}} ssn {{ssn}} refused', return_code: 1}}",
+    )
+    .unwrap();
+    catalogue["actions"].as_sequence_mut().unwrap().push(leaky);
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        catalogue: st2_emulator::Catalogue::from_yaml(
+            &serde_norway::to_string(&catalogue).unwrap(),
+        )
+        .unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nlog: {{format: json}}\nst2: {{base_url: '{}', api_key: {KEY}}}\n\
+             tenants:\n  - {{id: t1, api_token: right-token}}\n\
+             governance: {{redact_keys: [SSN], audit: {{path: '{}'}}}}\n",
+            emu.base_url(),
+            audit.display()
+        ),
+    )
+    .unwrap();
+    let served = serve(&config);
+    let http = reqwest::Client::new();
+    let mut answers = String::new();
+    // The schema marks `password` and `pin` secret; `ssn` is a configured key; `api_token`
+    // looks like a credential. Each carries a value that must never be written anywhere.
+    let cases = [
+        (
+            "examples.secret",
+            json!({"user": "ann", "password": "pw-7f3a-SECRET"}),
+        ),
+        (
+            "examples.secret",
+            json!({"user": "ann", "password": "pw-7f3a-SECRET", "api_token": "tok-99-SECRET"}),
+        ),
+        (
+            "examples.login",
+            json!({"user": "ann", "pin": "pin-5521-SECRET", "ssn": "ssn-0042-SECRET"}),
+        ),
+    ];
+    for (flow_ref, payload) in cases {
+        let resp = http
+            .post(format!("{}/v1/dispatch", served.base))
+            .bearer_auth("right-token")
+            .json(&dispatch_body(flow_ref, payload))
+            .send()
+            .await
+            .unwrap();
+        answers.push_str(&resp.text().await.unwrap());
+        answers.push('\n');
+    }
+    assert!(answers.contains("\"ok\":true"), "{answers}");
+    assert!(
+        answers.contains("failed: login ann pin [REDACTED] ssn [REDACTED] refused"),
+        "st2's stderr is quoted with the secret replaced: {answers}"
+    );
+    let logs = served.logs.lock().unwrap().clone();
+    assert!(
+        logs.contains("st2 answered"),
+        "debug logs were captured: {logs}"
+    );
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(audit_text.lines().count(), 3);
+    for secret in [
+        "pw-7f3a-SECRET",
+        "tok-99-SECRET",
+        "pin-5521-SECRET",
+        "ssn-0042-SECRET",
+    ] {
+        assert!(!answers.contains(secret), "{secret} in answers: {answers}");
+        assert!(!logs.contains(secret), "{secret} in logs");
+        assert!(!audit_text.contains(secret), "{secret} in the audit log");
+    }
+}
