@@ -10,3 +10,4 @@ pub mod governance;
 pub mod portarium;
 pub mod server;
 pub mod st2;
+pub mod telemetry;
