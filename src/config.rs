@@ -41,6 +41,9 @@ pub struct Config {
     /// How long dispatches wait for st2.
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// Scraping st2's metrics and exporting telemetry over OTLP.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// One Portarium tenant allowed to dispatch.
@@ -423,6 +426,7 @@ impl Config {
                 }
             }
         }
+        self.telemetry.validate(&mut errors);
         let d = &self.dispatch;
         if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
             errors.push(FieldError {

@@ -42,6 +42,10 @@ impl Dispatcher {
     /// runs out, the execution keeps running and the answer is `Timeout` naming it; the same
     /// request again attaches to it instead of starting another.
     pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
+        crate::telemetry::observe_dispatch(req, false, self.dispatch_inner(req, wait)).await
+    }
+
+    async fn dispatch_inner(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
         let deadline = Instant::now() + wait;
         let action = match ActionRef::parse(req.flow_ref.trim()) {
             Ok(a) => a,
@@ -62,6 +66,10 @@ impl Dispatcher {
     /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
     /// action, the payload against its schema — and starts nothing.
     pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
+        crate::telemetry::observe_dispatch(req, true, self.dry_run_inner(req)).await
+    }
+
+    async fn dry_run_inner(&self, req: &DispatchRequest) -> DispatchResult {
         let action = match ActionRef::parse(req.flow_ref.trim()) {
             Ok(a) => a,
             Err(e) => return DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()),
@@ -171,6 +179,7 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
 
 /// The Portarium result of a completed execution.
 fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
+    crate::telemetry::record_execution(&execution.id, status.as_str());
     let result = execution
         .result
         .clone()

@@ -25,6 +25,10 @@ pub struct TelemetryConfig {
     /// Largest page accepted (after gzip is undone); larger pages fail the scrape.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// st2 action, rule and trigger refs to read escaped names back exactly (an unmapped
+    /// exporter turns `my_pack.do-it` into `my_pack_do_it`); see docs/telemetry.md.
+    #[serde(default)]
+    pub known_refs: Vec<String>,
     /// st2's `[metrics] prefix`, when the cluster sets one.
     #[serde(default)]
     pub st2_prefix: Option<String>,
@@ -158,6 +162,7 @@ impl Default for TelemetryConfig {
             interval_ms: default_interval(),
             timeout_ms: default_timeout(),
             max_body_bytes: default_max_body(),
+            known_refs: Vec::new(),
             st2_prefix: None,
             service_name: default_service_name(),
             max_series: default_max_series(),
@@ -179,20 +184,44 @@ impl TelemetryConfig {
         };
         for (i, t) in self.targets.iter().enumerate() {
             if !matches!(t.scheme(), "http" | "https") {
-                bad(&format!("targets[{i}]"), format!("{t} must be an http or https URL"));
+                bad(
+                    &format!("targets[{i}]"),
+                    format!("{t} must be an http or https URL"),
+                );
             }
         }
         if self.interval_ms < 1_000 {
-            bad("interval_ms", format!("{} is below 1000; scrape at most once a second", self.interval_ms));
+            bad(
+                "interval_ms",
+                format!(
+                    "{} is below 1000; scrape at most once a second",
+                    self.interval_ms
+                ),
+            );
         }
         if self.timeout_ms == 0 || self.timeout_ms > self.interval_ms {
-            bad("timeout_ms", format!("{} must be between 1 and telemetry.interval_ms ({})", self.timeout_ms, self.interval_ms));
+            bad(
+                "timeout_ms",
+                format!(
+                    "{} must be between 1 and telemetry.interval_ms ({})",
+                    self.timeout_ms, self.interval_ms
+                ),
+            );
         }
         if self.max_body_bytes < 1024 {
-            bad("max_body_bytes", format!("{} is below 1024; no exposition page fits", self.max_body_bytes));
+            bad(
+                "max_body_bytes",
+                format!(
+                    "{} is below 1024; no exposition page fits",
+                    self.max_body_bytes
+                ),
+            );
         }
         if self.max_series == 0 || self.max_series_per_metric == 0 {
-            bad("max_series", "max_series and max_series_per_metric must be at least 1".into());
+            bad(
+                "max_series",
+                "max_series and max_series_per_metric must be at least 1".into(),
+            );
         }
         if self.service_name.trim().is_empty() {
             bad("service_name", "must not be empty".into());
@@ -203,10 +232,21 @@ impl TelemetryConfig {
             bad("otlp.endpoint", format!("{e} must be an http or https URL"));
         }
         if self.otlp.max_attempts == 0 {
-            bad("otlp.max_attempts", "must be at least 1 (the first attempt counts)".into());
+            bad(
+                "otlp.max_attempts",
+                "must be at least 1 (the first attempt counts)".into(),
+            );
         }
-        if self.otlp.initial_backoff_ms == 0 || self.otlp.initial_backoff_ms > self.otlp.max_backoff_ms {
-            bad("otlp.initial_backoff_ms", format!("must be between 1 and otlp.max_backoff_ms ({})", self.otlp.max_backoff_ms));
+        if self.otlp.initial_backoff_ms == 0
+            || self.otlp.initial_backoff_ms > self.otlp.max_backoff_ms
+        {
+            bad(
+                "otlp.initial_backoff_ms",
+                format!(
+                    "must be between 1 and otlp.max_backoff_ms ({})",
+                    self.otlp.max_backoff_ms
+                ),
+            );
         }
     }
 
@@ -243,7 +283,11 @@ impl OtlpConfig {
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<OtlpSettings>, SettingsError> {
-        let var = |name: &'static str| env(name).filter(|v| !v.trim().is_empty()).map(|v| (name, v));
+        let var = |name: &'static str| {
+            env(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (name, v))
+        };
         let url = |(name, v): (&'static str, String)| {
             Url::parse(v.trim()).map_err(|e| SettingsError::Env {
                 var: name,
@@ -287,7 +331,8 @@ impl OtlpConfig {
         };
         let metrics = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "v1/metrics")?;
         let traces = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces")?;
-        let (Some(metrics_endpoint), Some(traces_endpoint)) = (metrics.clone(), traces.clone()) else {
+        let (Some(metrics_endpoint), Some(traces_endpoint)) = (metrics.clone(), traces.clone())
+        else {
             return match metrics.or(traces) {
                 // Only one signal configured: both go there only if given; the other is off.
                 Some(_) => Err(SettingsError::Env {
@@ -345,10 +390,12 @@ pub fn parse_pairs(text: &str) -> Vec<(String, String)> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| {
             let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={}", s.trim().replace('+', "%2B")).as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
+                url::form_urlencoded::parse(
+                    format!("x={}", s.trim().replace('+', "%2B")).as_bytes(),
+                )
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
             };
             (k.trim().to_string(), decode(v))
         })
@@ -361,7 +408,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -378,19 +428,40 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b,x=1"),
                 ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
                 ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4318/custom"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://traces:4318/custom",
+                ),
             ]))
             .unwrap()
             .unwrap();
-        assert_eq!(s.metrics_endpoint.as_str(), "http://collector:4318/base/v1/metrics");
+        assert_eq!(
+            s.metrics_endpoint.as_str(),
+            "http://collector:4318/base/v1/metrics"
+        );
         assert_eq!(s.traces_endpoint.as_str(), "http://traces:4318/custom");
-        assert_eq!(s.headers, [("api-key".to_string(), "a b".to_string()), ("x".into(), "1".into())]);
-        assert_eq!((s.timeout, s.gzip, s.protocol), (Duration::from_millis(2500), true, Protocol::HttpProtobuf));
+        assert_eq!(
+            s.headers,
+            [
+                ("api-key".to_string(), "a b".to_string()),
+                ("x".into(), "1".into())
+            ]
+        );
+        assert_eq!(
+            (s.timeout, s.gzip, s.protocol),
+            (Duration::from_millis(2500), true, Protocol::HttpProtobuf)
+        );
         let grpc = OtlpConfig::default()
-            .resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]))
+            .resolve(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]))
             .unwrap()
             .unwrap();
-        assert_eq!((grpc.metrics_endpoint.as_str(), grpc.protocol), ("http://c:4317/", Protocol::Grpc));
+        assert_eq!(
+            (grpc.metrics_endpoint.as_str(), grpc.protocol),
+            ("http://c:4317/", Protocol::Grpc)
+        );
     }
 
     #[test]
@@ -401,13 +472,22 @@ mod tests {
             ..Default::default()
         };
         let s = config
-            .resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://theirs:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]))
+            .resolve(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://theirs:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]))
             .unwrap()
             .unwrap();
         assert_eq!(s.metrics_endpoint.as_str(), "http://mine:4318/v1/metrics");
         let err = OtlpConfig::default()
-            .resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]))
+            .resolve(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ]))
             .unwrap_err();
-        assert!(err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{err}");
+        assert!(
+            err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            "{err}"
+        );
     }
 }

@@ -22,7 +22,9 @@ use super::config::{OtlpSettings, Protocol};
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The collector refused the data; sending it again would not help.
-    #[error("the OTLP collector at {endpoint} refused the metrics ({detail}); check the endpoint path and headers (OTEL_EXPORTER_OTLP_*)")]
+    #[error(
+        "the OTLP collector at {endpoint} refused the metrics ({detail}); check the endpoint path and headers (OTEL_EXPORTER_OTLP_*)"
+    )]
     Refused {
         /// Where.
         endpoint: String,
@@ -30,7 +32,9 @@ pub enum ExportError {
         detail: String,
     },
     /// Every attempt failed with a retryable error.
-    #[error("the OTLP collector at {endpoint} did not accept the metrics after {attempts} attempts (last: {last}); check that it runs and is reachable")]
+    #[error(
+        "the OTLP collector at {endpoint} did not accept the metrics after {attempts} attempts (last: {last}); check that it runs and is reachable"
+    )]
     GaveUp {
         /// Where.
         endpoint: String,
@@ -40,7 +44,9 @@ pub enum ExportError {
         last: String,
     },
     /// The collector asked for a pause beyond `otlp.max_backoff_ms`.
-    #[error("the OTLP collector at {endpoint} asked to wait {wait:?}, longer than telemetry.otlp.max_backoff_ms; this batch is dropped")]
+    #[error(
+        "the OTLP collector at {endpoint} asked to wait {wait:?}, longer than telemetry.otlp.max_backoff_ms; this batch is dropped"
+    )]
     TooLongToWait {
         /// Where.
         endpoint: String,
@@ -124,7 +130,10 @@ impl MetricsExporter {
     }
 
     /// Sends `request`, retrying what may pass.
-    pub async fn export(&self, request: &ExportMetricsServiceRequest) -> Result<Exported, ExportError> {
+    pub async fn export(
+        &self,
+        request: &ExportMetricsServiceRequest,
+    ) -> Result<Exported, ExportError> {
         let endpoint = self.endpoint().to_string();
         let mut pause = self.settings.initial_backoff;
         let mut attempt = 0;

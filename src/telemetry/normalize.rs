@@ -110,7 +110,11 @@ impl Obs {
                 true
             }
             (
-                Obs::Summary { count, sum, quantiles },
+                Obs::Summary {
+                    count,
+                    sum,
+                    quantiles,
+                },
                 Obs::Summary {
                     count: c, sum: s, ..
                 },
@@ -122,7 +126,11 @@ impl Obs {
                 true
             }
             (
-                Obs::Histogram { count, sum, buckets },
+                Obs::Histogram {
+                    count,
+                    sum,
+                    buckets,
+                },
                 Obs::Histogram {
                     count: c,
                     sum: s,
@@ -251,7 +259,11 @@ impl Normalizer {
             }
             state.last_seen_ns = p.time_ns.max(state.last_seen_ns);
             state.stale = false;
-            let start = if shape == Shape::Gauge { 0 } else { state.start_ns };
+            let start = if shape == Shape::Gauge {
+                0
+            } else {
+                state.start_ns
+            };
             points.entry(p.metric).or_default().push(Point {
                 attributes: p.attributes,
                 start_ns: start,
@@ -376,10 +388,20 @@ impl Normalizer {
     }
 
     /// The OTel name, its description and the attributes the name itself carries.
-    fn name_of(&self, family: &Family, role: Role, shape: Shape) -> (String, Meta, Vec<(String, String)>) {
+    fn name_of(
+        &self,
+        family: &Family,
+        role: Role,
+        shape: Shape,
+    ) -> (String, Meta, Vec<(String, String)>) {
         let (descriptor, fixed) = match st2::descriptor(&family.name) {
             Some(d) => (Some(d), Vec::new()),
-            None => match st2::recognise_unmapped(&family.name, role, self.prefix.as_deref(), &self.refs) {
+            None => match st2::recognise_unmapped(
+                &family.name,
+                role,
+                self.prefix.as_deref(),
+                &self.refs,
+            ) {
                 Some(r) => (st2::descriptor(r.mapped), r.labels),
                 None => (None, Vec::new()),
             },
@@ -470,7 +492,11 @@ impl Point {
     fn summary(self) -> SummaryDataPoint {
         let flags = self.flags();
         let (count, sum, quantiles) = match self.obs {
-            Some(Obs::Summary { count, sum, quantiles }) => (count, sum, quantiles),
+            Some(Obs::Summary {
+                count,
+                sum,
+                quantiles,
+            }) => (count, sum, quantiles),
             _ => (0.0, 0.0, Vec::new()),
         };
         SummaryDataPoint {
@@ -490,12 +516,19 @@ impl Point {
     fn histogram(self) -> HistogramDataPoint {
         let flags = self.flags();
         let (count, sum, buckets) = match self.obs {
-            Some(Obs::Histogram { count, sum, buckets }) => (count, sum, buckets),
+            Some(Obs::Histogram {
+                count,
+                sum,
+                buckets,
+            }) => (count, sum, buckets),
             _ => (0.0, None, Vec::new()),
         };
         // Prometheus buckets are cumulative with an implicit +Inf; OTLP wants per-bucket
         // counts with one more bucket than bounds.
-        let finite: Vec<(f64, f64)> = buckets.into_iter().filter(|(le, _)| le.is_finite()).collect();
+        let finite: Vec<(f64, f64)> = buckets
+            .into_iter()
+            .filter(|(le, _)| le.is_finite())
+            .collect();
         let mut bucket_counts = Vec::with_capacity(finite.len() + 1);
         let mut below = 0.0;
         for (_, cumulative) in &finite {
@@ -524,12 +557,20 @@ fn observation(series: &Series) -> Option<Obs> {
     match &series.value {
         Value::Number(v) if v.is_nan() => None,
         Value::Number(v) => Some(Obs::Number(*v)),
-        Value::Summary { count, sum, quantiles } => Some(Obs::Summary {
+        Value::Summary {
+            count,
+            sum,
+            quantiles,
+        } => Some(Obs::Summary {
             count: *count,
             sum: *sum,
             quantiles: quantiles.clone(),
         }),
-        Value::Histogram { count, sum, buckets } => Some(Obs::Histogram {
+        Value::Histogram {
+            count,
+            sum,
+            buckets,
+        } => Some(Obs::Histogram {
             count: *count,
             sum: *sum,
             buckets: buckets.clone(),
@@ -604,10 +645,17 @@ mod tests {
     }
 
     fn sum_points(metrics: &[Metric], name: &str) -> Vec<NumberDataPoint> {
-        match metrics.iter().find(|m| m.name == name).and_then(|m| m.data.clone()) {
+        match metrics
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.data.clone())
+        {
             Some(metric::Data::Sum(s)) => {
                 assert!(s.is_monotonic);
-                assert_eq!(s.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+                assert_eq!(
+                    s.aggregation_temporality,
+                    AggregationTemporality::Cumulative as i32
+                );
                 s.data_points
             }
             other => panic!("{name} is not a Sum: {other:?}"),
@@ -624,21 +672,35 @@ mod tests {
     #[test]
     fn a_counter_reset_starts_a_new_interval_instead_of_going_negative() {
         let mut n = Normalizer::new(Limits::default(), None);
-        let text = |v: u32| format!("# TYPE st2_action_core_local_executions counter\nst2_action_core_local_executions {v}\n");
+        let text = |v: u32| {
+            format!(
+                "# TYPE st2_action_core_local_executions counter\nst2_action_core_local_executions {v}\n"
+            )
+        };
         let first = sum_points(&run(&mut n, &text(5), 100), "st2.action.executions");
-        assert_eq!((value(&first[0]), first[0].start_time_unix_nano), (5.0, 100 * SEC));
+        assert_eq!(
+            (value(&first[0]), first[0].start_time_unix_nano),
+            (5.0, 100 * SEC)
+        );
         let second = sum_points(&run(&mut n, &text(7), 110), "st2.action.executions");
-        assert_eq!((value(&second[0]), second[0].start_time_unix_nano), (7.0, 100 * SEC));
+        assert_eq!(
+            (value(&second[0]), second[0].start_time_unix_nano),
+            (7.0, 100 * SEC)
+        );
         let reset = sum_points(&run(&mut n, &text(2), 120), "st2.action.executions");
         assert_eq!(value(&reset[0]), 2.0);
-        assert!(reset[0].start_time_unix_nano > 110 * SEC && reset[0].start_time_unix_nano <= 120 * SEC);
+        assert!(
+            reset[0].start_time_unix_nano > 110 * SEC && reset[0].start_time_unix_nano <= 120 * SEC
+        );
         assert_eq!(n.stats().resets, 1);
     }
 
     #[test]
     fn the_sources_process_start_dates_first_points_and_resets() {
         let mut n = Normalizer::new(Limits::default(), None);
-        let page = |start: u32, v: u32| format!("process_start_time_seconds {start}\n# TYPE c counter\nc {v}\n");
+        let page = |start: u32, v: u32| {
+            format!("process_start_time_seconds {start}\n# TYPE c counter\nc {v}\n")
+        };
         let p = sum_points(&run(&mut n, &page(50, 3), 100), "c");
         assert_eq!(p[0].start_time_unix_nano, 50 * SEC);
         let p = sum_points(&run(&mut n, &page(105, 1), 110), "c");
@@ -647,15 +709,22 @@ mod tests {
 
     #[test]
     fn a_vanished_series_is_flagged_once_then_evicted_after_the_ttl() {
-        let limits = Limits { stale_ttl: Duration::from_secs(30), ..Limits::default() };
+        let limits = Limits {
+            stale_ttl: Duration::from_secs(30),
+            ..Limits::default()
+        };
         let mut n = Normalizer::new(limits, None);
         run(&mut n, "# TYPE g gauge\ng{a=\"1\"} 4\ng{a=\"2\"} 5\n", 100);
         let after = run(&mut n, "# TYPE g gauge\ng{a=\"1\"} 4\n", 110);
-        let Some(metric::Data::Gauge(g)) = after[0].data.clone() else { panic!() };
+        let Some(metric::Data::Gauge(g)) = after[0].data.clone() else {
+            panic!()
+        };
         let flagged: Vec<u32> = g.data_points.iter().map(|p| p.flags).collect();
         assert_eq!(flagged, [0, NO_VALUE]);
         let again = run(&mut n, "# TYPE g gauge\ng{a=\"1\"} 4\n", 120);
-        let Some(metric::Data::Gauge(g)) = again[0].data.clone() else { panic!() };
+        let Some(metric::Data::Gauge(g)) = again[0].data.clone() else {
+            panic!()
+        };
         assert_eq!(g.data_points.len(), 1, "flagged only once");
         assert_eq!(n.stats().series, 2);
         run(&mut n, "# TYPE g gauge\ng{a=\"1\"} 4\n", 141);
@@ -664,7 +733,11 @@ mod tests {
 
     #[test]
     fn series_past_the_cap_fold_into_the_overflow_series() {
-        let limits = Limits { max_series_per_metric: 2, max_series: 3, ..Limits::default() };
+        let limits = Limits {
+            max_series_per_metric: 2,
+            max_series: 3,
+            ..Limits::default()
+        };
         let mut n = Normalizer::new(limits, None);
         let mut text = String::from("# TYPE c counter\n");
         for i in 0..5 {
@@ -674,7 +747,10 @@ mod tests {
         let out = run(&mut n, &text, 100);
         let c = sum_points(&out, "c");
         assert_eq!(c.len(), 3);
-        let overflow = c.iter().find(|p| p.attributes[0].key == OVERFLOW_ATTRIBUTE).unwrap();
+        let overflow = c
+            .iter()
+            .find(|p| p.attributes[0].key == OVERFLOW_ATTRIBUTE)
+            .unwrap();
         assert_eq!(value(overflow), 3.0);
         // The whole-target cap (3) is then reached: `d` gets nothing.
         assert!(out.iter().all(|m| m.name != "d"));
@@ -700,26 +776,49 @@ mod tests {
             ),
             100,
         );
-        let summary = out.iter().find(|m| m.name == "st2.action.execution.operation.duration").unwrap();
+        let summary = out
+            .iter()
+            .find(|m| m.name == "st2.action.execution.operation.duration")
+            .unwrap();
         assert_eq!(summary.unit, "s");
-        let Some(metric::Data::Summary(s)) = summary.data.clone() else { panic!() };
+        let Some(metric::Data::Summary(s)) = summary.data.clone() else {
+            panic!()
+        };
         assert_eq!((s.data_points[0].count, s.data_points[0].sum), (41, 0.5));
         assert_eq!(value_text(&s.data_points[0].attributes[0]), "update_status");
-        let hist = out.iter().find(|m| m.name == "st2.action.execution.duration").unwrap();
-        let Some(metric::Data::Histogram(h)) = hist.data.clone() else { panic!() };
+        let hist = out
+            .iter()
+            .find(|m| m.name == "st2.action.execution.duration")
+            .unwrap();
+        let Some(metric::Data::Histogram(h)) = hist.data.clone() else {
+            panic!()
+        };
         let p = &h.data_points[0];
-        assert_eq!((p.explicit_bounds.clone(), p.bucket_counts.clone()), (vec![0.5, 1.0], vec![2, 3, 1]));
+        assert_eq!(
+            (p.explicit_bounds.clone(), p.bucket_counts.clone()),
+            (vec![0.5, 1.0], vec![2, 3, 1])
+        );
         assert_eq!((p.count, p.sum), (6, Some(4.5)));
-        assert_eq!((p.attributes[0].key.as_str(), value_text(&p.attributes[0])), ("st2.action.ref", "core.local".into()));
+        assert_eq!(
+            (p.attributes[0].key.as_str(), value_text(&p.attributes[0])),
+            ("st2.action.ref", "core.local".into())
+        );
     }
 
     #[test]
     fn mapped_labels_become_attributes_with_integer_status_codes() {
         let mut n = Normalizer::new(Limits::default(), None);
-        let out = run(&mut n, "# TYPE st2_http_responses_total counter\nst2_http_responses_total{service=\"api\",code=\"201\"} 3\n", 100);
+        let out = run(
+            &mut n,
+            "# TYPE st2_http_responses_total counter\nst2_http_responses_total{service=\"api\",code=\"201\"} 3\n",
+            100,
+        );
         let p = &sum_points(&out, "st2.http.server.responses")[0];
         let keys: Vec<&str> = p.attributes.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(keys, ["http.response.status_code", "st2.service"]);
-        assert_eq!(p.attributes[0].value.as_ref().unwrap().value, Some(any_value::Value::IntValue(201)));
+        assert_eq!(
+            p.attributes[0].value.as_ref().unwrap().value,
+            Some(any_value::Value::IntValue(201))
+        );
     }
 }

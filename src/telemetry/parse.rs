@@ -142,13 +142,19 @@ pub fn parse(text: &str) -> Exposition {
                 break;
             }
             if let Err(reason) = meta(comment, &mut families, &mut by_name) {
-                rejected.push(Rejected { line: n + 1, reason });
+                rejected.push(Rejected {
+                    line: n + 1,
+                    reason,
+                });
             }
             continue;
         }
         let outcome = sample(line).and_then(|s| place(s, &mut families, &mut by_name));
         if let Err(reason) = outcome {
-            rejected.push(Rejected { line: n + 1, reason });
+            rejected.push(Rejected {
+                line: n + 1,
+                reason,
+            });
         }
     }
     let mut out = Exposition {
@@ -254,7 +260,9 @@ fn sample(line: &str) -> Result<Sample, String> {
         ),
     };
     if let Some(extra) = fields.next() {
-        return Err(format!("{name} has unexpected text after its value: {extra:?}"));
+        return Err(format!(
+            "{name} has unexpected text after its value: {extra:?}"
+        ));
     }
     labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if labels.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -342,9 +350,13 @@ fn number(text: &str) -> Result<f64, String> {
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
         "NaN" => Ok(f64::NAN),
-        _ if text.bytes().all(|b| b.is_ascii_digit() || b".+-eE".contains(&b)) => text
-            .parse::<f64>()
-            .map_err(|_| format!("value {text:?} is not a number")),
+        _ if text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b".+-eE".contains(&b)) =>
+        {
+            text.parse::<f64>()
+                .map_err(|_| format!("value {text:?} is not a number"))
+        }
         _ => Err(format!("value {text:?} is not a number")),
     }
 }
@@ -362,7 +374,11 @@ fn valid_label_name(name: &str) -> bool {
 
 /// The family a sample belongs to and the part it fills: the exact name first, then a
 /// typed family whose suffix rules claim it (`_sum`/`_count`/`_bucket`/`_total`/`_created`).
-fn owner(name: &str, by_name: &HashMap<String, usize>, families: &[Building]) -> Option<(usize, Part)> {
+fn owner(
+    name: &str,
+    by_name: &HashMap<String, usize>,
+    families: &[Building],
+) -> Option<(usize, Part)> {
     if let Some(&i) = by_name.get(name) {
         let kind = families[i].family.kind;
         if !matches!(kind, Kind::Summary | Kind::Histogram) {
@@ -394,9 +410,7 @@ fn owner(name: &str, by_name: &HashMap<String, usize>, families: &[Building]) ->
             return Some((i, part));
         }
     }
-    by_name
-        .get(name)
-        .map(|&i| (i, Part::Plain))
+    by_name.get(name).map(|&i| (i, Part::Plain))
 }
 
 fn place(
@@ -406,7 +420,10 @@ fn place(
 ) -> Result<(), String> {
     let (i, part) = match owner(&s.name, by_name, families) {
         Some(found) => found,
-        None => (family_index(&s.name, Kind::Untyped, families, by_name), Part::Plain),
+        None => (
+            family_index(&s.name, Kind::Untyped, families, by_name),
+            Part::Plain,
+        ),
     };
     let b = &mut families[i];
     let kind = b.family.kind;
@@ -429,7 +446,11 @@ fn place(
         return Ok(());
     }
     // Composite: the `quantile`/`le` label picks the slot, the rest names the series.
-    let slot_label = if kind == Kind::Summary { "quantile" } else { "le" };
+    let slot_label = if kind == Kind::Summary {
+        "quantile"
+    } else {
+        "le"
+    };
     let slot = labels
         .iter()
         .position(|(k, _)| k == slot_label)
@@ -557,11 +578,17 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (labels(&[("rule", "pack.rule,with,commas")]), Value::Number(1.0)),
+                (
+                    labels(&[("rule", "pack.rule,with,commas")]),
+                    Value::Number(1.0)
+                ),
                 (labels(&[("rule", "a=b")]), Value::Number(2.0)),
                 (labels(&[("rule", "quote\"inside")]), Value::Number(3.0)),
                 (labels(&[("rule", "brace}inside")]), Value::Number(4.0)),
-                (labels(&[("rule", "back\\slash\nnewline")]), Value::Number(5.0)),
+                (
+                    labels(&[("rule", "back\\slash\nnewline")]),
+                    Value::Number(5.0)
+                ),
                 (labels(&[]), Value::Number(6.0)),
             ]
         );
@@ -619,7 +646,11 @@ mod tests {
     fn a_summary_without_count_is_dropped_and_reported() {
         let page = one("# TYPE t summary\nt{quantile=\"0.5\"} 1\nt_sum 2\n");
         assert!(page.families[0].series.is_empty());
-        assert!(page.rejected[0].reason.contains("t_count"), "{:?}", page.rejected);
+        assert!(
+            page.rejected[0].reason.contains("t_count"),
+            "{:?}",
+            page.rejected
+        );
     }
 
     #[test]
@@ -639,7 +670,10 @@ mod tests {
         let lines: Vec<usize> = page.rejected.iter().map(|r| r.line).collect();
         assert_eq!(lines, [2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(page.families.len(), 2);
-        assert_eq!(page.families[1].series[0].timestamp_ms, Some(1_700_000_000_000));
+        assert_eq!(
+            page.families[1].series[0].timestamp_ms,
+            Some(1_700_000_000_000)
+        );
     }
 
     #[test]
@@ -653,7 +687,10 @@ mod tests {
         assert!(page.rejected.is_empty(), "{:?}", page.rejected);
         assert_eq!(page.families.len(), 1);
         let s = &page.families[0].series[0];
-        assert_eq!((s.value.clone(), s.created), (Value::Number(5.0), Some(1_700_000_000.5)));
+        assert_eq!(
+            (s.value.clone(), s.created),
+            (Value::Number(5.0), Some(1_700_000_000.5))
+        );
         assert_eq!(page.families[0].unit.as_deref(), Some("seconds"));
     }
 

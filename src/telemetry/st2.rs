@@ -38,36 +38,186 @@ const fn d(
 
 /// Every st2 metric we know, by its mapped Prometheus name.
 pub const DESCRIPTORS: &[Descriptor] = &[
-    d("st2_actionrunner_executions_total", "st2.actionrunner.executions", "{execution}", "Runs handled by action runners (st2 counts each run twice: container dispatch and runner.run)."),
-    d("st2_actionrunner_execution_duration_seconds", "st2.actionrunner.execution.duration", "s", "Time action runners spent per run phase."),
-    d("st2_action_executions_total", "st2.action.executions", "{execution}", "Runs per action."),
-    d("st2_action_execution_duration_seconds", "st2.action.execution.duration", "s", "Run time per action."),
-    d("st2_action_executions_processed_total", "st2.action.executions.processed", "{execution}", "Executions dispatched to a runner, by requested status (scheduled, canceling, pausing, resuming)."),
-    d("st2_action_execution_process_duration_seconds", "st2.action.execution.process.duration", "s", "Runner dispatch time, by requested status."),
-    d("st2_action_execution_status_entries_total", "st2.action.execution.status.entries", "{execution}", "Executions entering each status (st2's decrements are dropped by statsd_exporter)."),
-    d("st2_action_execution_operation_duration_seconds", "st2.action.execution.operation.duration", "s", "Time of execution bookkeeping (update_status, update_liveaction_db, update_execution_db, calculate_result_size)."),
-    d("st2_rule_evaluations_total", "st2.rule.evaluations", "{trigger_instance}", "Trigger instances the rules engine processed."),
-    d("st2_rule_evaluation_duration_seconds", "st2.rule.evaluation.duration", "s", "Rules-engine time per trigger instance."),
-    d("st2_rulesengine_matches_total", "st2.rulesengine.matches", "{match}", "Rule matches, all rules."),
-    d("st2_rule_matches_total", "st2.rule.matches", "{match}", "Rule matches per rule."),
-    d("st2_trigger_instances_processed_total", "st2.trigger.instances.processed", "{trigger_instance}", "Trigger instances processed per trigger."),
-    d("st2_trigger_processing_duration_seconds", "st2.trigger.processing.duration", "s", "Processing time per trigger."),
-    d("st2_http_requests_total", "st2.http.server.requests", "{request}", "Requests per st2 service."),
-    d("st2_http_requests_started_total", "st2.http.server.requests.started", "{request}", "Requests whose handling began (stream: connections opened)."),
-    d("st2_http_request_duration_seconds", "http.server.request.duration", "s", "Request time per st2 service (stream: connection lifetime)."),
-    d("st2_http_requests_by_method_total", "st2.http.server.requests.by_method", "{request}", "Requests per st2 service and method."),
-    d("st2_http_requests_by_path_total", "st2.http.server.requests.by_path", "{request}", "Requests per st2 service and path (ids folded into {id})."),
-    d("st2_http_responses_total", "st2.http.server.responses", "{response}", "Responses per st2 service and status code."),
-    d("st2_stream_connections", "st2.stream.connection.count", "{connection}", "Open st2stream connections."),
-    d("st2_scheduler_executions_handled_total", "st2.scheduler.executions.handled", "{execution}", "Executions the scheduler handled."),
-    d("st2_scheduler_handle_execution_duration_seconds", "st2.scheduler.handle_execution.duration", "s", "Scheduler time per execution."),
-    d("st2_orquesta_executions_total", "st2.orquesta.executions", "{execution}", "Orquesta workflow and task executions handled by the workflow engine."),
-    d("st2_orquesta_execution_duration_seconds", "st2.orquesta.execution.duration", "s", "Workflow-engine handling time."),
-    d("st2_notifier_operations_total", "st2.notifier.operations", "{operation}", "Notifier operations."),
-    d("st2_notifier_operation_duration_seconds", "st2.notifier.operation.duration", "s", "Notifier operation time."),
-    d("st2_amqp_publish_duration_seconds", "st2.amqp.publish.duration", "s", "Message-bus publish time per operation."),
-    d("st2_amqp_publish_with_retries_duration_seconds", "st2.amqp.publish_with_retries.duration", "s", "Pooled publish time per exchange."),
-    d("st2_register_duration_seconds", "st2.register.duration", "s", "Content registration time per content type."),
+    d(
+        "st2_actionrunner_executions_total",
+        "st2.actionrunner.executions",
+        "{execution}",
+        "Runs handled by action runners (st2 counts each run twice: container dispatch and runner.run).",
+    ),
+    d(
+        "st2_actionrunner_execution_duration_seconds",
+        "st2.actionrunner.execution.duration",
+        "s",
+        "Time action runners spent per run phase.",
+    ),
+    d(
+        "st2_action_executions_total",
+        "st2.action.executions",
+        "{execution}",
+        "Runs per action.",
+    ),
+    d(
+        "st2_action_execution_duration_seconds",
+        "st2.action.execution.duration",
+        "s",
+        "Run time per action.",
+    ),
+    d(
+        "st2_action_executions_processed_total",
+        "st2.action.executions.processed",
+        "{execution}",
+        "Executions dispatched to a runner, by requested status (scheduled, canceling, pausing, resuming).",
+    ),
+    d(
+        "st2_action_execution_process_duration_seconds",
+        "st2.action.execution.process.duration",
+        "s",
+        "Runner dispatch time, by requested status.",
+    ),
+    d(
+        "st2_action_execution_status_entries_total",
+        "st2.action.execution.status.entries",
+        "{execution}",
+        "Executions entering each status (st2's decrements are dropped by statsd_exporter).",
+    ),
+    d(
+        "st2_action_execution_operation_duration_seconds",
+        "st2.action.execution.operation.duration",
+        "s",
+        "Time of execution bookkeeping (update_status, update_liveaction_db, update_execution_db, calculate_result_size).",
+    ),
+    d(
+        "st2_rule_evaluations_total",
+        "st2.rule.evaluations",
+        "{trigger_instance}",
+        "Trigger instances the rules engine processed.",
+    ),
+    d(
+        "st2_rule_evaluation_duration_seconds",
+        "st2.rule.evaluation.duration",
+        "s",
+        "Rules-engine time per trigger instance.",
+    ),
+    d(
+        "st2_rulesengine_matches_total",
+        "st2.rulesengine.matches",
+        "{match}",
+        "Rule matches, all rules.",
+    ),
+    d(
+        "st2_rule_matches_total",
+        "st2.rule.matches",
+        "{match}",
+        "Rule matches per rule.",
+    ),
+    d(
+        "st2_trigger_instances_processed_total",
+        "st2.trigger.instances.processed",
+        "{trigger_instance}",
+        "Trigger instances processed per trigger.",
+    ),
+    d(
+        "st2_trigger_processing_duration_seconds",
+        "st2.trigger.processing.duration",
+        "s",
+        "Processing time per trigger.",
+    ),
+    d(
+        "st2_http_requests_total",
+        "st2.http.server.requests",
+        "{request}",
+        "Requests per st2 service.",
+    ),
+    d(
+        "st2_http_requests_started_total",
+        "st2.http.server.requests.started",
+        "{request}",
+        "Requests whose handling began (stream: connections opened).",
+    ),
+    d(
+        "st2_http_request_duration_seconds",
+        "http.server.request.duration",
+        "s",
+        "Request time per st2 service (stream: connection lifetime).",
+    ),
+    d(
+        "st2_http_requests_by_method_total",
+        "st2.http.server.requests.by_method",
+        "{request}",
+        "Requests per st2 service and method.",
+    ),
+    d(
+        "st2_http_requests_by_path_total",
+        "st2.http.server.requests.by_path",
+        "{request}",
+        "Requests per st2 service and path (ids folded into {id}).",
+    ),
+    d(
+        "st2_http_responses_total",
+        "st2.http.server.responses",
+        "{response}",
+        "Responses per st2 service and status code.",
+    ),
+    d(
+        "st2_stream_connections",
+        "st2.stream.connection.count",
+        "{connection}",
+        "Open st2stream connections.",
+    ),
+    d(
+        "st2_scheduler_executions_handled_total",
+        "st2.scheduler.executions.handled",
+        "{execution}",
+        "Executions the scheduler handled.",
+    ),
+    d(
+        "st2_scheduler_handle_execution_duration_seconds",
+        "st2.scheduler.handle_execution.duration",
+        "s",
+        "Scheduler time per execution.",
+    ),
+    d(
+        "st2_orquesta_executions_total",
+        "st2.orquesta.executions",
+        "{execution}",
+        "Orquesta workflow and task executions handled by the workflow engine.",
+    ),
+    d(
+        "st2_orquesta_execution_duration_seconds",
+        "st2.orquesta.execution.duration",
+        "s",
+        "Workflow-engine handling time.",
+    ),
+    d(
+        "st2_notifier_operations_total",
+        "st2.notifier.operations",
+        "{operation}",
+        "Notifier operations.",
+    ),
+    d(
+        "st2_notifier_operation_duration_seconds",
+        "st2.notifier.operation.duration",
+        "s",
+        "Notifier operation time.",
+    ),
+    d(
+        "st2_amqp_publish_duration_seconds",
+        "st2.amqp.publish.duration",
+        "s",
+        "Message-bus publish time per operation.",
+    ),
+    d(
+        "st2_amqp_publish_with_retries_duration_seconds",
+        "st2.amqp.publish_with_retries.duration",
+        "s",
+        "Pooled publish time per exchange.",
+    ),
+    d(
+        "st2_register_duration_seconds",
+        "st2.register.duration",
+        "s",
+        "Content registration time per content type.",
+    ),
 ];
 
 /// Mapping-file label names and the OTel attribute each becomes.
@@ -103,7 +253,13 @@ pub fn attribute_name(label: &str) -> &str {
 pub fn escape(key: &str) -> String {
     let mut out: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -159,8 +315,20 @@ use Cap::*;
 use Tok::{Cap as C, Lit as L};
 
 const STATUSES: &[&str] = &[
-    "requested", "scheduled", "delayed", "running", "succeeded", "failed", "timeout",
-    "abandoned", "canceling", "canceled", "pausing", "paused", "resuming", "pending",
+    "requested",
+    "scheduled",
+    "delayed",
+    "running",
+    "succeeded",
+    "failed",
+    "timeout",
+    "abandoned",
+    "canceling",
+    "canceled",
+    "pausing",
+    "paused",
+    "resuming",
+    "pending",
 ];
 const BOOKKEEPING: &[&str] = &[
     "update_status",
@@ -199,28 +367,191 @@ const SERVICES: &[&str] = &["api", "auth", "stream"];
 
 /// Every st2 key pattern (st2-api.md §9.3), most specific first.
 const RULES: &[Rule] = &[
-    Rule { key: "action.executions", tokens: &[L("action.executions")], counter: Some(("st2_actionrunner_executions_total", &[])), timer: Some(("st2_actionrunner_execution_duration_seconds", &[])), gauge: None, fixed: &[] },
-    Rule { key: "action.executions.process.<status>", tokens: &[L("action.executions.process."), C(Status)], counter: Some(("st2_action_executions_processed_total", &["status"])), timer: Some(("st2_action_execution_process_duration_seconds", &["status"])), gauge: None, fixed: &[] },
-    Rule { key: "action.executions.<operation>", tokens: &[L("action.executions."), C(OneOf(BOOKKEEPING))], counter: None, timer: Some(("st2_action_execution_operation_duration_seconds", &["operation"])), gauge: None, fixed: &[] },
-    Rule { key: "action.executions.<status>", tokens: &[L("action.executions."), C(Status)], counter: Some(("st2_action_execution_status_entries_total", &["status"])), timer: None, gauge: None, fixed: &[] },
-    Rule { key: "action.<action ref>.executions", tokens: &[L("action."), C(ActionRef), L(".executions")], counter: Some(("st2_action_executions_total", &["action_ref"])), timer: Some(("st2_action_execution_duration_seconds", &["action_ref"])), gauge: None, fixed: &[] },
-    Rule { key: "rule.processed", tokens: &[L("rule.processed")], counter: Some(("st2_rule_evaluations_total", &[])), timer: Some(("st2_rule_evaluation_duration_seconds", &[])), gauge: None, fixed: &[] },
-    Rule { key: "rule.matched", tokens: &[L("rule.matched")], counter: Some(("st2_rulesengine_matches_total", &[])), timer: None, gauge: None, fixed: &[] },
-    Rule { key: "rule.<rule ref>.matched", tokens: &[L("rule."), C(RuleRef), L(".matched")], counter: Some(("st2_rule_matches_total", &["rule_ref"])), timer: None, gauge: None, fixed: &[] },
-    Rule { key: "trigger.<trigger ref>.processed", tokens: &[L("trigger."), C(TriggerRef), L(".processed")], counter: Some(("st2_trigger_instances_processed_total", &["trigger_ref"])), timer: Some(("st2_trigger_processing_duration_seconds", &["trigger_ref"])), gauge: None, fixed: &[] },
-    Rule { key: "<service>.request.total", tokens: &[C(Service), L(".request.total")], counter: Some(("st2_http_requests_total", &["service"])), timer: None, gauge: None, fixed: &[] },
-    Rule { key: "<service>.request.method.<method>", tokens: &[C(Service), L(".request.method."), C(Method)], counter: Some(("st2_http_requests_by_method_total", &["service", "method"])), timer: None, gauge: None, fixed: &[] },
-    Rule { key: "<service>.request.path.<path>", tokens: &[C(Service), L(".request.path."), C(Path)], counter: Some(("st2_http_requests_by_path_total", &["service", "path"])), timer: None, gauge: None, fixed: &[] },
-    Rule { key: "<service>.request", tokens: &[C(Service), L(".request")], counter: Some(("st2_http_requests_started_total", &["service"])), timer: Some(("st2_http_request_duration_seconds", &["service"])), gauge: None, fixed: &[] },
-    Rule { key: "<service>.response.status.<code>", tokens: &[C(Service), L(".response.status."), C(Code)], counter: Some(("st2_http_responses_total", &["service", "code"])), timer: None, gauge: None, fixed: &[] },
-    Rule { key: "stream.connections", tokens: &[L("stream.connections")], counter: None, timer: None, gauge: Some("st2_stream_connections"), fixed: &[] },
-    Rule { key: "scheduler.handle_execution", tokens: &[L("scheduler.handle_execution")], counter: Some(("st2_scheduler_executions_handled_total", &[])), timer: Some(("st2_scheduler_handle_execution_duration_seconds", &[])), gauge: None, fixed: &[] },
-    Rule { key: "orquesta.workflow.executions", tokens: &[L("orquesta.workflow.executions")], counter: Some(("st2_orquesta_executions_total", &[])), timer: Some(("st2_orquesta_execution_duration_seconds", &[])), gauge: None, fixed: &[("workflow_kind", "workflow")] },
-    Rule { key: "orquesta.action.executions", tokens: &[L("orquesta.action.executions")], counter: Some(("st2_orquesta_executions_total", &[])), timer: Some(("st2_orquesta_execution_duration_seconds", &[])), gauge: None, fixed: &[("workflow_kind", "action")] },
-    Rule { key: "notifier.<operation>", tokens: &[L("notifier."), C(OneOf(NOTIFIER_OPS))], counter: Some(("st2_notifier_operations_total", &["operation"])), timer: Some(("st2_notifier_operation_duration_seconds", &["operation"])), gauge: None, fixed: &[] },
-    Rule { key: "amqp.publish.<operation>", tokens: &[L("amqp.publish."), C(OneOf(&["create", "update", "delete", "state"]))], counter: None, timer: Some(("st2_amqp_publish_duration_seconds", &["operation"])), gauge: None, fixed: &[] },
-    Rule { key: "amqp.pool_publisher.publish_with_retries.<exchange>", tokens: &[L("amqp.pool_publisher.publish_with_retries."), C(Exchange)], counter: None, timer: Some(("st2_amqp_publish_with_retries_duration_seconds", &["exchange"])), gauge: None, fixed: &[] },
-    Rule { key: "st2.register.<content>", tokens: &[L("st2.register."), C(OneOf(CONTENT))], counter: None, timer: Some(("st2_register_duration_seconds", &["content"])), gauge: None, fixed: &[] },
+    Rule {
+        key: "action.executions",
+        tokens: &[L("action.executions")],
+        counter: Some(("st2_actionrunner_executions_total", &[])),
+        timer: Some(("st2_actionrunner_execution_duration_seconds", &[])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "action.executions.process.<status>",
+        tokens: &[L("action.executions.process."), C(Status)],
+        counter: Some(("st2_action_executions_processed_total", &["status"])),
+        timer: Some(("st2_action_execution_process_duration_seconds", &["status"])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "action.executions.<operation>",
+        tokens: &[L("action.executions."), C(OneOf(BOOKKEEPING))],
+        counter: None,
+        timer: Some((
+            "st2_action_execution_operation_duration_seconds",
+            &["operation"],
+        )),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "action.executions.<status>",
+        tokens: &[L("action.executions."), C(Status)],
+        counter: Some(("st2_action_execution_status_entries_total", &["status"])),
+        timer: None,
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "action.<action ref>.executions",
+        tokens: &[L("action."), C(ActionRef), L(".executions")],
+        counter: Some(("st2_action_executions_total", &["action_ref"])),
+        timer: Some(("st2_action_execution_duration_seconds", &["action_ref"])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "rule.processed",
+        tokens: &[L("rule.processed")],
+        counter: Some(("st2_rule_evaluations_total", &[])),
+        timer: Some(("st2_rule_evaluation_duration_seconds", &[])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "rule.matched",
+        tokens: &[L("rule.matched")],
+        counter: Some(("st2_rulesengine_matches_total", &[])),
+        timer: None,
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "rule.<rule ref>.matched",
+        tokens: &[L("rule."), C(RuleRef), L(".matched")],
+        counter: Some(("st2_rule_matches_total", &["rule_ref"])),
+        timer: None,
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "trigger.<trigger ref>.processed",
+        tokens: &[L("trigger."), C(TriggerRef), L(".processed")],
+        counter: Some(("st2_trigger_instances_processed_total", &["trigger_ref"])),
+        timer: Some(("st2_trigger_processing_duration_seconds", &["trigger_ref"])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "<service>.request.total",
+        tokens: &[C(Service), L(".request.total")],
+        counter: Some(("st2_http_requests_total", &["service"])),
+        timer: None,
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "<service>.request.method.<method>",
+        tokens: &[C(Service), L(".request.method."), C(Method)],
+        counter: Some(("st2_http_requests_by_method_total", &["service", "method"])),
+        timer: None,
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "<service>.request.path.<path>",
+        tokens: &[C(Service), L(".request.path."), C(Path)],
+        counter: Some(("st2_http_requests_by_path_total", &["service", "path"])),
+        timer: None,
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "<service>.request",
+        tokens: &[C(Service), L(".request")],
+        counter: Some(("st2_http_requests_started_total", &["service"])),
+        timer: Some(("st2_http_request_duration_seconds", &["service"])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "<service>.response.status.<code>",
+        tokens: &[C(Service), L(".response.status."), C(Code)],
+        counter: Some(("st2_http_responses_total", &["service", "code"])),
+        timer: None,
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "stream.connections",
+        tokens: &[L("stream.connections")],
+        counter: None,
+        timer: None,
+        gauge: Some("st2_stream_connections"),
+        fixed: &[],
+    },
+    Rule {
+        key: "scheduler.handle_execution",
+        tokens: &[L("scheduler.handle_execution")],
+        counter: Some(("st2_scheduler_executions_handled_total", &[])),
+        timer: Some(("st2_scheduler_handle_execution_duration_seconds", &[])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "orquesta.workflow.executions",
+        tokens: &[L("orquesta.workflow.executions")],
+        counter: Some(("st2_orquesta_executions_total", &[])),
+        timer: Some(("st2_orquesta_execution_duration_seconds", &[])),
+        gauge: None,
+        fixed: &[("workflow_kind", "workflow")],
+    },
+    Rule {
+        key: "orquesta.action.executions",
+        tokens: &[L("orquesta.action.executions")],
+        counter: Some(("st2_orquesta_executions_total", &[])),
+        timer: Some(("st2_orquesta_execution_duration_seconds", &[])),
+        gauge: None,
+        fixed: &[("workflow_kind", "action")],
+    },
+    Rule {
+        key: "notifier.<operation>",
+        tokens: &[L("notifier."), C(OneOf(NOTIFIER_OPS))],
+        counter: Some(("st2_notifier_operations_total", &["operation"])),
+        timer: Some(("st2_notifier_operation_duration_seconds", &["operation"])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "amqp.publish.<operation>",
+        tokens: &[
+            L("amqp.publish."),
+            C(OneOf(&["create", "update", "delete", "state"])),
+        ],
+        counter: None,
+        timer: Some(("st2_amqp_publish_duration_seconds", &["operation"])),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "amqp.pool_publisher.publish_with_retries.<exchange>",
+        tokens: &[L("amqp.pool_publisher.publish_with_retries."), C(Exchange)],
+        counter: None,
+        timer: Some((
+            "st2_amqp_publish_with_retries_duration_seconds",
+            &["exchange"],
+        )),
+        gauge: None,
+        fixed: &[],
+    },
+    Rule {
+        key: "st2.register.<content>",
+        tokens: &[L("st2.register."), C(OneOf(CONTENT))],
+        counter: None,
+        timer: Some(("st2_register_duration_seconds", &["content"])),
+        gauge: None,
+        fixed: &[],
+    },
 ];
 
 /// The statsd type a metric arrived as (after the exporter).
@@ -237,6 +568,8 @@ pub enum Role {
 /// A recognised st2 metric: its mapped name and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recognised {
+    /// The st2 key pattern it matched (as [`key_patterns`] lists them).
+    pub pattern: &'static str,
     /// The mapped name (a key of [`DESCRIPTORS`]).
     pub mapped: &'static str,
     /// Mapping-file labels, values restored.
@@ -312,9 +645,17 @@ pub fn recognise_unmapped(
             .zip(captures)
             .map(|(l, v)| (l.to_string(), v))
             .collect();
-        labels.extend(rule.fixed.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        labels.extend(
+            rule.fixed
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         labels.sort();
-        Some(Recognised { mapped, labels })
+        Some(Recognised {
+            pattern: rule.key,
+            mapped,
+            labels,
+        })
     })
 }
 
@@ -409,35 +750,120 @@ mod tests {
     }
 
     fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn unmapped_names_become_labelled_metrics() {
         let refs = KnownRefs::default();
         let cases = [
-            ("st2_action_executions", Role::Counter, "st2_actionrunner_executions_total", l(&[])),
-            ("st2_action_core_local_executions", Role::Counter, "st2_action_executions_total", l(&[("action_ref", "core.local")])),
-            ("st2_action_executions_process_scheduled", Role::Counter, "st2_action_executions_processed_total", l(&[("status", "scheduled")])),
-            ("st2_action_executions_succeeded", Role::Counter, "st2_action_execution_status_entries_total", l(&[("status", "succeeded")])),
-            ("st2_action_executions_update_status", Role::Timer, "st2_action_execution_operation_duration_seconds", l(&[("operation", "update_status")])),
-            ("st2_api_request_method_GET", Role::Counter, "st2_http_requests_by_method_total", l(&[("method", "GET"), ("service", "api")])),
-            ("st2_api_request_path__v1_executions_6b064c380b87881fc7ec3bd8", Role::Counter, "st2_http_requests_by_path_total", l(&[("path", "_v1_executions_{id}"), ("service", "api")])),
-            ("st2_api_request_total", Role::Counter, "st2_http_requests_total", l(&[("service", "api")])),
-            ("st2_api_request", Role::Counter, "st2_http_requests_started_total", l(&[("service", "api")])),
-            ("st2_stream_response_status_200", Role::Counter, "st2_http_responses_total", l(&[("code", "200"), ("service", "stream")])),
-            ("st2_stream_connections", Role::Gauge, "st2_stream_connections", l(&[])),
-            ("st2_amqp_pool_publisher_publish_with_retries_st2_execution", Role::Timer, "st2_amqp_publish_with_retries_duration_seconds", l(&[("exchange", "st2.execution")])),
-            ("st2_notifier_notify_trigger_post", Role::Counter, "st2_notifier_operations_total", l(&[("operation", "notify_trigger.post")])),
-            ("st2_orquesta_workflow_executions", Role::Counter, "st2_orquesta_executions_total", l(&[("workflow_kind", "workflow")])),
-            ("st2_st2_register_actions", Role::Timer, "st2_register_duration_seconds", l(&[("content", "actions")])),
+            (
+                "st2_action_executions",
+                Role::Counter,
+                "st2_actionrunner_executions_total",
+                l(&[]),
+            ),
+            (
+                "st2_action_core_local_executions",
+                Role::Counter,
+                "st2_action_executions_total",
+                l(&[("action_ref", "core.local")]),
+            ),
+            (
+                "st2_action_executions_process_scheduled",
+                Role::Counter,
+                "st2_action_executions_processed_total",
+                l(&[("status", "scheduled")]),
+            ),
+            (
+                "st2_action_executions_succeeded",
+                Role::Counter,
+                "st2_action_execution_status_entries_total",
+                l(&[("status", "succeeded")]),
+            ),
+            (
+                "st2_action_executions_update_status",
+                Role::Timer,
+                "st2_action_execution_operation_duration_seconds",
+                l(&[("operation", "update_status")]),
+            ),
+            (
+                "st2_api_request_method_GET",
+                Role::Counter,
+                "st2_http_requests_by_method_total",
+                l(&[("method", "GET"), ("service", "api")]),
+            ),
+            (
+                "st2_api_request_path__v1_executions_6b064c380b87881fc7ec3bd8",
+                Role::Counter,
+                "st2_http_requests_by_path_total",
+                l(&[("path", "_v1_executions_{id}"), ("service", "api")]),
+            ),
+            (
+                "st2_api_request_total",
+                Role::Counter,
+                "st2_http_requests_total",
+                l(&[("service", "api")]),
+            ),
+            (
+                "st2_api_request",
+                Role::Counter,
+                "st2_http_requests_started_total",
+                l(&[("service", "api")]),
+            ),
+            (
+                "st2_stream_response_status_200",
+                Role::Counter,
+                "st2_http_responses_total",
+                l(&[("code", "200"), ("service", "stream")]),
+            ),
+            (
+                "st2_stream_connections",
+                Role::Gauge,
+                "st2_stream_connections",
+                l(&[]),
+            ),
+            (
+                "st2_amqp_pool_publisher_publish_with_retries_st2_execution",
+                Role::Timer,
+                "st2_amqp_publish_with_retries_duration_seconds",
+                l(&[("exchange", "st2.execution")]),
+            ),
+            (
+                "st2_notifier_notify_trigger_post",
+                Role::Counter,
+                "st2_notifier_operations_total",
+                l(&[("operation", "notify_trigger.post")]),
+            ),
+            (
+                "st2_orquesta_workflow_executions",
+                Role::Counter,
+                "st2_orquesta_executions_total",
+                l(&[("workflow_kind", "workflow")]),
+            ),
+            (
+                "st2_st2_register_actions",
+                Role::Timer,
+                "st2_register_duration_seconds",
+                l(&[("content", "actions")]),
+            ),
         ];
         for (name, role, mapped, labels) in cases {
-            assert_eq!(rec(name, role, &refs), Some((mapped.to_string(), labels)), "{name}");
+            assert_eq!(
+                rec(name, role, &refs),
+                Some((mapped.to_string(), labels)),
+                "{name}"
+            );
         }
         assert_eq!(rec("go_goroutines", Role::Gauge, &refs), None);
         // `action.executions.update_status` is only ever a timer.
-        assert_eq!(rec("st2_action_executions_update_status", Role::Counter, &refs), None);
+        assert_eq!(
+            rec("st2_action_executions_update_status", Role::Counter, &refs),
+            None
+        );
     }
 
     #[test]
@@ -454,11 +880,19 @@ mod tests {
             l(&[("action_ref", "examples.orquesta-sequential")])
         );
         assert_eq!(
-            rec("st2_action_my_pack_do_it_executions", Role::Counter, &refs).unwrap().1,
+            rec("st2_action_my_pack_do_it_executions", Role::Counter, &refs)
+                .unwrap()
+                .1,
             l(&[("action_ref", "my_pack.do_it")])
         );
         assert_eq!(
-            rec("st2_rule_examples_sample_rule_matched", Role::Counter, &refs).unwrap().1,
+            rec(
+                "st2_rule_examples_sample_rule_matched",
+                Role::Counter,
+                &refs
+            )
+            .unwrap()
+            .1,
             l(&[("rule_ref", "examples_sample_rule")])
         );
     }
@@ -466,15 +900,31 @@ mod tests {
     #[test]
     fn a_configured_prefix_is_skipped() {
         let refs = KnownRefs::default();
-        let r = recognise_unmapped("st2_node1_action_core_echo_executions", Role::Counter, Some("node1"), &refs);
+        let r = recognise_unmapped(
+            "st2_node1_action_core_echo_executions",
+            Role::Counter,
+            Some("node1"),
+            &refs,
+        );
         assert_eq!(r.unwrap().labels, l(&[("action_ref", "core.echo")]));
-        assert_eq!(recognise_unmapped("st2_action_core_echo_executions", Role::Counter, Some("node1"), &refs), None);
+        assert_eq!(
+            recognise_unmapped(
+                "st2_action_core_echo_executions",
+                Role::Counter,
+                Some("node1"),
+                &refs
+            ),
+            None
+        );
     }
 
     #[test]
     fn every_mapped_name_in_the_rules_has_a_descriptor() {
         for r in RULES {
-            for name in [r.counter.map(|c| c.0), r.timer.map(|t| t.0), r.gauge].into_iter().flatten() {
+            for name in [r.counter.map(|c| c.0), r.timer.map(|t| t.0), r.gauge]
+                .into_iter()
+                .flatten()
+            {
                 assert!(descriptor(name).is_some(), "{} -> {name}", r.key);
             }
         }
