@@ -50,7 +50,7 @@ pub struct TelemetryConfig {
 }
 
 /// OTLP export settings; each unset field falls back to its `OTEL_EXPORTER_OTLP_*` variable.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     /// Collector base URL (`/v1/metrics`, `/v1/traces` are appended for HTTP);
@@ -169,6 +169,21 @@ impl Default for TelemetryConfig {
             max_series_per_metric: default_max_series_per_metric(),
             stale_ttl_secs: default_stale_ttl(),
             otlp: OtlpConfig::default(),
+        }
+    }
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: None,
+            headers: BTreeMap::new(),
+            timeout_ms: None,
+            compression: None,
+            max_attempts: default_attempts(),
+            initial_backoff_ms: default_initial_backoff(),
+            max_backoff_ms: default_max_backoff(),
         }
     }
 }

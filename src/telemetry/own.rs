@@ -164,7 +164,8 @@ pub fn now_ns() -> u64 {
 }
 
 impl Registry {
-    fn update(&self, id: usize, labels: Labels, change: impl FnOnce(&mut Cell)) {
+    fn update(&self, id: usize, mut labels: Labels, change: impl FnOnce(&mut Cell)) {
+        labels.sort();
         let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         let present = cells.contains_key(&(id, labels.clone()));
         let labels = if !present
