@@ -219,22 +219,6 @@ impl Registry {
         });
     }
 
-    /// The value of a counter or gauge series (tests and tables read this).
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let id = DEFS.iter().position(|d| d.name == name)?;
-        let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
-        cells.iter().find_map(|((i, l), c)| match c {
-            Cell::Number(v)
-                if *i == id
-                    && l.len() == labels.len()
-                    && l.iter().zip(labels).all(|(a, b)| a.0 == b.0 && a.1 == b.1) =>
-            {
-                Some(*v)
-            }
-            _ => None,
-        })
-    }
-
     /// Prometheus text (format 0.0.4): dots become `_`, counters get `_total`.
     pub fn prometheus_text(&self) -> String {
         let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
