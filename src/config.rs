@@ -88,6 +88,10 @@ pub struct DispatchConfig {
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Cancel the st2 execution when a synchronous wait runs out, instead of leaving it
+    /// running for a retry to attach to.
+    #[serde(default)]
+    pub cancel_on_deadline: bool,
 }
 
 impl Default for DispatchConfig {
@@ -96,6 +100,7 @@ impl Default for DispatchConfig {
             default_wait_ms: default_wait(),
             max_wait_ms: default_max_wait(),
             max_body_bytes: default_max_body(),
+            cancel_on_deadline: false,
         }
     }
 }
@@ -188,6 +193,9 @@ pub struct St2Config {
     /// TLS to st2.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Following executions through st2's event stream.
+    #[serde(default)]
+    pub stream: crate::st2::stream::StreamConfig,
 }
 
 /// Retry policy for st2 calls that are safe to repeat (reads, cancel, pause/resume).
@@ -472,6 +480,7 @@ impl St2Config {
             max_concurrency: default_max_concurrency(),
             retry: RetryConfig::default(),
             tls: TlsConfig::default(),
+            stream: crate::st2::stream::StreamConfig::default(),
         }
     }
 
@@ -519,6 +528,7 @@ impl St2Config {
     }
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
+        self.stream.validate(errors);
         let mut bad = |field: &str, reason: String| {
             errors.push(FieldError {
                 field: field.to_string(),

@@ -5,6 +5,7 @@
 //! of every output.
 
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod governance;
 pub mod portarium;

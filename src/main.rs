@@ -11,8 +11,6 @@ use portarium_st2::st2::{St2Client, St2Error};
 
 /// Exit code for bad input: a config or argument that cannot be used.
 const EXIT_USAGE: u8 = 2;
-/// The tenant `serve --emulator` accepts; a demo value, documented in the README.
-const DEMO_TENANT: &str = "tenants:\n  - {id: demo, api_token: demo-token}\n";
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +42,12 @@ enum Command {
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// See the adapter work in a minute, with no st2 cluster: starts the st2 emulator and
+    /// the adapter in this process and runs representative dispatches through the adapter's
+    /// HTTP API, printing each request, the st2 execution and Portarium's result.
+    ///
+    /// Exit code: 0 when every scenario ended as expected, 1 otherwise.
+    Demo,
     /// Check st2's metrics as the adapter normalizes them.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
@@ -124,6 +128,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(async {
+                match portarium_st2::demo::run(&mut std::io::stdout()).await {
+                    Ok(0) => ExitCode::SUCCESS,
+                    Ok(_) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("demo: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }),
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Telemetry(TelemetryCommand::Scrape { once, config, urls }) => {
             match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt.block_on(telemetry_scrape(config, urls, once)),
@@ -183,7 +203,9 @@ fn describe_source(source: &portarium_st2::governance::secrets::SecretSource) ->
 /// Loads config (or starts the emulator), then serves until a shutdown signal.
 async fn serve(args: ServeArgs) -> ExitCode {
     let loaded = if args.emulator {
-        start_emulator().await
+        portarium_st2::demo::emulated(std::env::vars())
+            .await
+            .map(|(c, e)| (c, Some(e)))
     } else {
         Config::load(args.config.as_deref())
             .map(|c| (c, None))
@@ -222,12 +244,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let probe_client = client.clone();
-    let readiness = Readiness::new(
-        std::sync::Arc::new(move || {
-            let client = probe_client.clone();
-            Box::pin(async move { client.ping().await.map_err(|e| e.to_string()) })
-        }),
+    let readiness = Readiness::of_st2(
+        &client,
         Duration::from_millis(config.st2.request_timeout_ms),
         Duration::from_secs(2),
     );
@@ -271,32 +289,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
     telemetry.shutdown().await;
     tracing::info!("portarium-st2 stopped");
     ExitCode::SUCCESS
-}
-
-/// Starts the in-process emulator with a fresh API key and a config pointing at it;
-/// `listen` and `log` still come from PORTARIUM_ST2_* variables.
-async fn start_emulator() -> Result<(Config, Option<st2_emulator::Emulator>), String> {
-    let api_key: String = std::iter::repeat_with(fastrand::alphanumeric)
-        .take(32)
-        .collect();
-    let emulator = st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
-        api_key: api_key.clone(),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("cannot start the st2 emulator: {e}"))?;
-    let env = std::env::vars()
-        .filter(|(k, _)| !k.starts_with("PORTARIUM_ST2_ST2__"))
-        .chain([
-            (
-                "PORTARIUM_ST2_ST2__BASE_URL".to_string(),
-                emulator.base_url(),
-            ),
-            ("PORTARIUM_ST2_ST2__API_KEY".to_string(), api_key),
-        ]);
-    // A loopback demo needs one caller: tenant `demo` with the documented token `demo-token`.
-    let config = Config::from_yaml(DEMO_TENANT, "<emulator>", env).map_err(|e| e.to_string())?;
-    Ok((config, Some(emulator)))
 }
 
 fn init_logging(config: &Config, spans: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {

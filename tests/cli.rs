@@ -164,3 +164,61 @@ fn run_starts_an_action_follows_its_output_and_exits_by_outcome() {
     assert!(stderr.contains("keeps running"), "{stderr}");
     rt.block_on(emu.shutdown());
 }
+
+#[test]
+fn the_demo_runs_every_scenario_to_its_expected_result() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each scenario names its flow, the st2 execution (or that none was made) and the
+    // Portarium result it ended in.
+    for (flow, result) in [
+        (
+            "core.echo payload={\"message\"",
+            "Portarium result: ok (expected ok)",
+        ),
+        (
+            "examples.fail",
+            "Portarium result: RemoteError (expected RemoteError)",
+        ),
+        (
+            "\"timeout\":1",
+            "Portarium result: Timeout (expected Timeout)",
+        ),
+        ("waitMs=300", "Portarium result: Timeout (expected Timeout)"),
+        (
+            "examples.orquesta-sequential",
+            "Portarium result: ok (expected ok)",
+        ),
+        (
+            "\"colour\"",
+            "Portarium result: RemoteError (expected RemoteError)",
+        ),
+        (
+            "https://evil.example",
+            "Portarium result: FlowNotFound (expected FlowNotFound)",
+        ),
+    ] {
+        let block = stdout
+            .split("\n[")
+            .find(|b| b.contains(flow))
+            .unwrap_or_else(|| panic!("no scenario with {flow}:\n{stdout}"));
+        assert!(block.contains(result), "{flow}: {block}");
+        assert!(
+            block.contains("st2 execution"),
+            "{flow} names its st2 execution: {block}"
+        );
+    }
+    assert!(
+        stdout.contains("└ task execution"),
+        "workflow tasks shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("7 scenarios, 7 as expected, 0 not"),
+        "{stdout}"
+    );
+}

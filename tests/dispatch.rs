@@ -203,3 +203,119 @@ async fn without_an_idempotency_key_tenant_run_and_action_identify_the_dispatch(
     d.dispatch(&next_step, WAIT).await;
     assert_eq!(creates(&emu), 2);
 }
+
+/// The executions st2 holds for `key`, as `(id, status)`, read through the st2 API.
+async fn executions_for(emu: &Emulator, idem: &str) -> Vec<(String, String)> {
+    let st2 = client(emu, KEY);
+    let key = portarium_st2::dispatch::dispatch_key(&request("core.noop", json!({}), Some(idem)));
+    let page = st2
+        .executions()
+        .list()
+        .filter("context.portarium.dispatch_key", &key)
+        .limit(100)
+        .send()
+        .await
+        .unwrap();
+    page.items
+        .into_iter()
+        .map(|e| (e.id, e.status.map(|s| s.to_string()).unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_on_one_replica_start_one_execution() {
+    let (emu, d) = setup().await;
+    let req = request("core.local", json!({"cmd": "sleep 0.2"}), Some("burst"));
+    let results = futures_util::future::join_all((0..8).map(|_| d.dispatch(&req, WAIT))).await;
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .map(|r| match r {
+            DispatchResult::Ok { output } => output["executionId"].as_str().unwrap().to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every caller follows the same execution");
+    assert_eq!(creates(&emu), 1);
+}
+
+#[tokio::test]
+async fn replicas_that_race_on_one_key_converge_on_the_oldest_execution() {
+    let (emu, _) = setup().await;
+    // Two dispatchers share nothing but st2, like two adapter replicas behind a balancer.
+    let a = Dispatcher::new(client(&emu, KEY));
+    let b = Dispatcher::new(client(&emu, KEY));
+    let req = request("core.local", json!({"cmd": "sleep 0.3"}), Some("race"));
+    let calls = (0..4).flat_map(|_| [a.dispatch(&req, WAIT), b.dispatch(&req, WAIT)]);
+    let results = futures_util::future::join_all(calls).await;
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .map(|r| match r {
+            DispatchResult::Ok { output } => output["executionId"].as_str().unwrap().to_string(),
+            other => panic!("every racer answers with the winner's result: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{results:?}");
+    assert_eq!(
+        creates(&emu),
+        2,
+        "both replicas' first calls missed each other and created — the race under test"
+    );
+    let held = executions_for(&emu, "race").await;
+    let live: Vec<_> = held
+        .iter()
+        .filter(|(_, status)| !status.starts_with("cancel"))
+        .collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "one execution ran; any duplicate was canceled: {held:?}"
+    );
+    assert!(ids.contains(&live[0].0));
+}
+
+#[tokio::test]
+async fn cancel_on_deadline_cancels_the_execution_it_gave_up_on() {
+    let (emu, _) = setup().await;
+    let d = Dispatcher::new(client(&emu, KEY)).cancel_on_deadline(true);
+    let req = request("core.local", json!({"cmd": "sleep 5"}), Some("give-up"));
+    let r = d.dispatch(&req, Duration::from_millis(300)).await;
+    let (kind, message) = failure(&r);
+    assert_eq!(kind, ErrorKind::Timeout);
+    assert!(message.contains("was canceled"), "{message}");
+    let held = executions_for(&emu, "give-up").await;
+    assert_eq!(held.len(), 1);
+    assert!(held[0].1.starts_with("cancel"), "{held:?}");
+
+    // A quick action is not touched: the option acts only on a wait that ran out.
+    let quick = request("core.noop", json!({}), Some("quick"));
+    assert!(matches!(
+        d.dispatch(&quick, WAIT).await,
+        DispatchResult::Ok { .. }
+    ));
+}
+
+#[tokio::test]
+async fn the_callers_trace_context_rides_in_the_st2_context() {
+    let (emu, d) = setup().await;
+    let mut req = request("core.noop", json!({}), Some("traced"));
+    req.trace = portarium_st2::portarium::TraceContext::parse(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        Some("vendor=x"),
+    );
+    let DispatchResult::Ok { output } = d.dispatch(&req, WAIT).await else {
+        panic!("dispatch failed")
+    };
+    let st2 = client(&emu, KEY);
+    let e = st2
+        .executions()
+        .get(output["executionId"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let ctx = &e.context["portarium"];
+    assert_eq!(
+        ctx["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    assert_eq!(ctx["tracestate"], "vendor=x");
+}

@@ -1,7 +1,6 @@
 //! The adapter's HTTP API on 127.0.0.1 in front of the st2 emulator: `/v1/dispatch`,
 //! `/healthz` and `/readyz`, with tenant tokens, body checks and Idempotency-Key.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use portarium_st2::config::Config;
@@ -34,15 +33,8 @@ async fn stack(extra_yaml: &str) -> Stack {
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
     let client = St2Client::from_config(&config.st2).unwrap();
-    let probe_client = client.clone();
-    let readiness = Readiness::new(
-        Arc::new(move || {
-            let c = probe_client.clone();
-            Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
-        }),
-        Duration::from_secs(2),
-        Duration::ZERO, // no caching, so each probe reflects st2 now
-    );
+    // No caching, so each probe reflects st2 now.
+    let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::ZERO);
     let dispatch = DispatchState::from_config(&config, &client).unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -75,8 +67,13 @@ impl Stack {
         (resp.status().as_u16(), resp.json().await.unwrap())
     }
 
+    /// Requests made for callers; the stream watchers' own connections are not counted.
     fn st2_requests(&self) -> usize {
-        self.emu.request_log().len()
+        self.emu
+            .request_log()
+            .iter()
+            .filter(|r| !r.path.starts_with("/stream/"))
+            .count()
     }
 
     fn creates(&self) -> usize {
@@ -699,4 +696,309 @@ async fn every_route_in_openapi_json_is_served() {
             );
         }
     }
+}
+
+fn invocation(id: &str, workspace: &str, action: &str, input: Value) -> Value {
+    json!({
+        "schemaVersion": 1, "invocationId": id, "machineId": "st2-prod",
+        "workspaceId": workspace, "runId": "run-9", "action": action, "input": input,
+        "callbackUrl": "https://portarium.example/cb"
+    })
+}
+
+impl Stack {
+    async fn invoke(&self, token: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/invoke", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    async fn get_json(&self, token: &str, url: &str) -> (u16, Value) {
+        let resp = self.http.get(url).bearer_auth(token).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn machine_invocations_answer_at_once_and_complete_behind_their_status_url() {
+    let s = stack("  - {id: tenant-c, api_token: token-c}\n").await;
+    let body = invocation(
+        "inv-1",
+        "tenant-a",
+        "st2-prod/core.local",
+        json!({"cmd": "sleep 0.3; echo done"}),
+    );
+    let (status, accepted) = s.invoke("token-a", &body).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["schemaVersion"], 1);
+    assert_eq!(accepted["invocationId"], "inv-1");
+    assert!(
+        ["accepted", "running"].contains(&accepted["status"].as_str().unwrap()),
+        "{accepted}"
+    );
+    let status_url = accepted["statusUrl"].as_str().unwrap().to_string();
+    assert_eq!(status_url, format!("{}/v1/invoke/inv-1/status", s.base));
+
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (code, answer) = s.get_json("token-a", &status_url).await;
+        assert_eq!(code, 200, "{answer}");
+        last = answer;
+        if last["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["output"]["result"]["stdout"], "done");
+    assert_eq!(last["executionId"], accepted["executionId"]);
+
+    // Portarium retrying the same invocation re-attaches: no second execution.
+    let (status, again) = s.invoke("token-a", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["status"], "completed");
+    assert_eq!(again["executionId"], accepted["executionId"]);
+    assert_eq!(s.creates(), 1);
+
+    // Another tenant (even on the same st2 credentials) cannot read it, and a failure
+    // carries st2's words and its kind.
+    let (code, _) = s.get_json("token-c", &status_url).await;
+    assert_eq!(code, 404);
+    let (_, failing) = s
+        .invoke(
+            "token-a",
+            &invocation("inv-2", "tenant-a", "examples.fail", json!({})),
+        )
+        .await;
+    let url = failing["statusUrl"].as_str().unwrap().to_string();
+    let mut answer = Value::Null;
+    for _ in 0..100 {
+        answer = s.get_json("token-a", &url).await.1;
+        if answer["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer["status"], "failed", "{answer}");
+    assert_eq!(answer["errorKind"], "RemoteError");
+    assert!(
+        answer["error"].as_str().unwrap().contains("failed"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothing() {
+    let s = stack("").await;
+    let cases = [
+        (
+            "token-a",
+            invocation("inv-x", "tenant-b", "core.noop", json!({})),
+            401,
+            "Unauthorized",
+        ),
+        (
+            "token-a",
+            invocation("inv-x", "tenant-a", "core.nope", json!({})),
+            404,
+            "FlowNotFound",
+        ),
+        (
+            "token-a",
+            invocation("inv x", "tenant-a", "core.noop", json!({})),
+            400,
+            "RemoteError",
+        ),
+        (
+            "token-a",
+            {
+                let mut b = invocation("inv-x", "tenant-a", "core.noop", json!({}));
+                b["schemaVersion"] = json!(2);
+                b
+            },
+            400,
+            "RemoteError",
+        ),
+        (
+            "token-a",
+            invocation("inv-x", "tenant-a", "core.local", json!({"cmd": 7})),
+            502,
+            "RemoteError",
+        ),
+        (
+            "wrong",
+            invocation("inv-x", "tenant-a", "core.noop", json!({})),
+            401,
+            "Unauthorized",
+        ),
+    ];
+    for (token, body, want_status, want_kind) in cases {
+        let (status, answer) = s.invoke(token, &body).await;
+        assert_eq!(status, want_status, "{body} → {answer}");
+        assert_eq!(answer["status"], "failed", "{answer}");
+        assert_eq!(answer["errorKind"], want_kind, "{answer}");
+        assert!(!answer["error"].as_str().unwrap().is_empty());
+    }
+    let (status, _) = s
+        .get_json(
+            "token-a",
+            &format!("{}/v1/invoke/never-made/status", s.base),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        s.creates(),
+        0,
+        "no refused invocation reached st2 as an execution"
+    );
+}
+
+#[tokio::test]
+async fn machine_invocation_progress_streams_status_and_output_until_it_completes() {
+    let s = stack("").await;
+    let body = invocation(
+        "inv-s",
+        "tenant-a",
+        "core.local",
+        json!({"cmd": "echo first; sleep 0.3; echo second"}),
+    );
+    let (status, _) = s.invoke("token-a", &body).await;
+    assert_eq!(status, 202);
+    let resp = s
+        .http
+        .get(format!("{}/v1/invoke/inv-s/stream", s.base))
+        .bearer_auth("token-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    // The stream ends by itself when the execution completes.
+    let text = tokio::time::timeout(Duration::from_secs(20), resp.text())
+        .await
+        .expect("the stream ends when the execution completes")
+        .unwrap();
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter(|frame| frame.contains("event: progress"))
+        .map(|frame| {
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            serde_json::from_str(data).unwrap()
+        })
+        .collect();
+    assert!(events.len() >= 3, "{text}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["schemaVersion"] == 1 && e["invocationId"] == "inv-s")
+    );
+    let output: String = events
+        .iter()
+        .filter(|e| e["step"] == "output")
+        .map(|e| e["diagnostics"].as_str().unwrap())
+        .collect();
+    assert_eq!(output, "first\nsecond\n", "{text}");
+    let last = events.last().unwrap();
+    assert_eq!(last["status"], "completed", "{text}");
+    assert_eq!(last["progressRatio"], 1.0);
+    assert_eq!(last["step"], "succeeded");
+}
+
+/// The `context.portarium` st2 holds for the execution in a success answer.
+async fn st2_context(s: &Stack, output: &Value) -> Value {
+    let id = output["executionId"].as_str().unwrap();
+    let st2 = St2Client::from_config(
+        &Config::from_yaml(
+            &format!(
+                "st2: {{base_url: '{}', api_key: {KEY}}}\n",
+                s.emu.base_url()
+            ),
+            "test",
+            std::iter::empty(),
+        )
+        .unwrap()
+        .st2,
+    )
+    .unwrap();
+    let e = st2.executions().get(id).send().await.unwrap();
+    Value::Object(e.context)["portarium"].clone()
+}
+
+#[tokio::test]
+async fn every_route_hands_the_callers_trace_context_to_st2() {
+    let s = stack("").await;
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let resp = s
+        .http
+        .post(format!("{}/v1/dispatch", s.base))
+        .bearer_auth("token-a")
+        .header("traceparent", tp)
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .json(&body("tenant-a", "core.noop", json!({})))
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    let ctx = st2_context(&s, &answer["output"]).await;
+    assert_eq!(ctx["traceparent"], tp);
+    assert_eq!(ctx["tracestate"], "congo=t61rcWkgMzE");
+
+    // A malformed traceparent is dropped, not refused.
+    let mut b = body("tenant-a", "core.noop", json!({}));
+    b["actionId"] = json!("act-2");
+    let resp = s
+        .http
+        .post(format!("{}/v1/dispatch", s.base))
+        .bearer_auth("token-a")
+        .header("traceparent", "garbage")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert!(
+        st2_context(&s, &answer["output"])
+            .await
+            .get("traceparent")
+            .is_none()
+    );
+
+    // OpenClaw carries it in metadata.
+    let resp = openclaw(&s, "core.noop", json!({}), false, "k-trace")
+        .send()
+        .await
+        .unwrap();
+    let output: Value = resp.json().await.unwrap();
+    assert_eq!(
+        st2_context(&s, &output).await["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+
+    // The machine interface reads the headers.
+    let resp = s
+        .http
+        .post(format!("{}/v1/invoke", s.base))
+        .bearer_auth("token-a")
+        .header("traceparent", tp)
+        .json(&invocation("inv-t", "tenant-a", "core.noop", json!({})))
+        .send()
+        .await
+        .unwrap();
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(st2_context(&s, &accepted).await["traceparent"], tp);
 }

@@ -8,6 +8,8 @@ mod follow;
 pub mod run;
 pub mod validate;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,22 +17,84 @@ use tokio::time::Instant;
 
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::st2::models::JsonObject;
-use crate::st2::{Execution, ExecutionRequest, ExecutionStatus, St2Client, St2Error};
+use crate::st2::stream::ExecutionWatcher;
+use crate::st2::{
+    CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, SortOrder, St2Client, St2Error,
+};
 use validate::{ActionRef, check_parameters};
 
 /// Context key under which our ids ride on every st2 execution.
 pub const CONTEXT_KEY: &str = "portarium";
+/// Creates tried before a dispatch gives up on st2, and the pauses between them.
+const CREATE_ATTEMPTS: u32 = 8;
+const CREATE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const CREATE_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How many executions for one key a replica reads when checking for a duplicate.
+const CONVERGE_LOOKAHEAD: u32 = 10;
 
 /// Runs Portarium dispatches on one st2 cluster.
 #[derive(Clone)]
 pub struct Dispatcher {
     st2: St2Client,
+    flights: Flights,
+    cancel_on_deadline: bool,
+    watcher: Option<ExecutionWatcher>,
+}
+
+/// One lock per dispatch key in flight on this replica, so two concurrent requests with the
+/// same key cannot both miss each other's execution and start two.
+#[derive(Clone, Default)]
+struct Flights(Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>);
+
+/// Above this many keys, locks nobody holds any more are swept from the map.
+const FLIGHTS_SWEEP_AT: usize = 1024;
+
+impl Flights {
+    async fn enter(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().expect("flight map lock poisoned");
+            if map.len() >= FLIGHTS_SWEEP_AT {
+                map.retain(|_, w| w.strong_count() > 0);
+            }
+            match map.get(key).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(key.to_string(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
 }
 
 impl Dispatcher {
-    /// A dispatcher using `st2` for every call.
+    /// A dispatcher using `st2` for every call; it polls executions to follow them.
     pub fn new(st2: St2Client) -> Self {
-        Self { st2 }
+        Self {
+            st2,
+            flights: Flights::default(),
+            cancel_on_deadline: false,
+            watcher: None,
+        }
+    }
+
+    /// Cancels an execution whose synchronous wait ran out instead of leaving it running.
+    pub fn cancel_on_deadline(mut self, cancel: bool) -> Self {
+        self.cancel_on_deadline = cancel;
+        self
+    }
+
+    /// Follows executions through `watcher` (st2's event stream) instead of polling each.
+    pub fn with_watcher(mut self, watcher: ExecutionWatcher) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
+    /// The stream watcher, when executions are followed through st2's event stream.
+    pub fn watcher(&self) -> Option<&ExecutionWatcher> {
+        self.watcher.as_ref()
     }
 
     /// The st2 client this dispatcher uses (with its tenant's credentials).
@@ -39,28 +103,61 @@ impl Dispatcher {
     }
 
     /// Dispatches `req` and waits up to `wait` for the execution to complete. When the wait
-    /// runs out, the execution keeps running and the answer is `Timeout` naming it; the same
-    /// request again attaches to it instead of starting another.
+    /// runs out, the execution keeps running (unless configured to cancel) and the answer is
+    /// `Timeout` naming it; the same request again attaches to it instead of starting another.
     pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
         crate::telemetry::observe_dispatch(req, false, self.dispatch_inner(req, wait)).await
     }
 
     async fn dispatch_inner(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
         let deadline = Instant::now() + wait;
-        let action = match ActionRef::parse(req.flow_ref.trim()) {
-            Ok(a) => a,
-            Err(e) => return DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()),
+        let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(refusal)) => return refusal,
+            Err(_) => {
+                return DispatchResult::err(
+                    ErrorKind::Timeout,
+                    format!(
+                        "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
+                        wait.as_millis()
+                    ),
+                );
+            }
         };
+        let id = execution.id.clone();
+        let result = self.follow(execution, &action, deadline).await;
+        if self.cancel_on_deadline && result.error_kind() == Some(ErrorKind::Timeout) {
+            return self.cancel_after_deadline(&id, result).await;
+        }
+        result
+    }
+
+    /// Starts `req`'s execution, or finds the one st2 already holds for its key, without
+    /// waiting for it to complete.
+    pub async fn submit(
+        &self,
+        req: &DispatchRequest,
+    ) -> Result<(Execution, ActionRef), DispatchResult> {
+        let action = ActionRef::parse(req.flow_ref.trim())
+            .map_err(|e| DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()))?;
         let key = dispatch_key(req);
-        let execution = match self.existing(&action, &key).await {
+        let _flight = self.flights.enter(&key).await;
+        // Both are reads, so they go out together: one round trip less per dispatch.
+        let (found, checked) = tokio::join!(
+            self.existing(&action, &key),
+            self.checked_parameters(req, &action)
+        );
+        let execution = match found {
+            // A retry attaches to what st2 holds, whatever its payload says now.
             Ok(Some(found)) => found,
-            Ok(None) => match self.start(req, &action, &key).await {
-                Ok(created) => created,
-                Err(result) => return result,
-            },
-            Err(e) => return from_st2(&e, &action),
+            Ok(None) => {
+                checked?;
+                let created = self.start(req, &action, &key).await?;
+                self.converge(created, &action, &key).await
+            }
+            Err(e) => return Err(from_st2(&e, &action)),
         };
-        self.follow(execution, &action, deadline).await
+        Ok((execution, action))
     }
 
     /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
@@ -107,7 +204,8 @@ impl Dispatcher {
         ))
     }
 
-    /// The execution st2 already holds for this key, if any (newest first), read whole.
+    /// The execution st2 already holds for this key, if any, read whole: the oldest, which
+    /// is the one [`Dispatcher::converge`] keeps when replicas raced.
     async fn existing(&self, action: &ActionRef, key: &str) -> Result<Option<Execution>, St2Error> {
         let page = self
             .st2
@@ -116,6 +214,7 @@ impl Dispatcher {
             .action(&action.to_string())
             .filter(&format!("context.{CONTEXT_KEY}.dispatch_key"), key)
             .exclude(&["result"])
+            .sort(SortOrder::OldestFirst)
             .limit(1)
             .send()
             .await?;
@@ -132,18 +231,91 @@ impl Dispatcher {
         action: &ActionRef,
         key: &str,
     ) -> Result<Execution, DispatchResult> {
-        self.checked_parameters(req, action).await?;
         let mut request = ExecutionRequest::new(action.to_string());
         request.parameters = req.payload.clone();
         request
             .context
             .insert(CONTEXT_KEY.into(), context(req, key));
         request.trace_tag = Some(key.to_string());
-        self.st2
+        let mut pause = CREATE_RETRY_FIRST;
+        for attempt in 1..=CREATE_ATTEMPTS {
+            let err = match self.st2.executions().create(&request).await {
+                Ok(created) => return Ok(created),
+                Err(e) => e,
+            };
+            // A dropped connection, a timeout or a 5xx leaves it unknown whether st2 created
+            // the execution; only st2 can tell, so look before trying again.
+            // A 429 is st2 declining before doing anything: the caller's retry policy owns it.
+            let ambiguous = matches!(
+                err,
+                St2Error::Connect { .. } | St2Error::Timeout { .. } | St2Error::Server { .. }
+            );
+            if !ambiguous || attempt == CREATE_ATTEMPTS {
+                return Err(from_st2(&err, action));
+            }
+            tracing::warn!(%err, attempt, "creating the st2 execution failed; checking whether it exists");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(CREATE_RETRY_MAX);
+            match self.existing(action, key).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => return Err(from_st2(&e, action)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Closes the race between replicas: two that missed each other's execution both created
+    /// one. Each looks again after creating; the oldest execution for the key (by st2's
+    /// `start_timestamp`, then id) wins everywhere, and a replica holding a younger one
+    /// cancels it — normally before st2 has scheduled it — and follows the winner instead.
+    async fn converge(&self, created: Execution, action: &ActionRef, key: &str) -> Execution {
+        let listed = self
+            .st2
             .executions()
-            .create(&request)
-            .await
-            .map_err(|e| from_st2(&e, action))
+            .list()
+            .action(&action.to_string())
+            .filter(&format!("context.{CONTEXT_KEY}.dispatch_key"), key)
+            .exclude(&["result"])
+            .sort(SortOrder::OldestFirst)
+            .limit(CONVERGE_LOOKAHEAD)
+            .send()
+            .await;
+        // Without the list the created execution is the only one known: keep it.
+        let Ok(page) = listed else { return created };
+        let winner = page
+            .items
+            .into_iter()
+            .min_by(|a, b| (a.start_timestamp, &a.id).cmp(&(b.start_timestamp, &b.id)));
+        let Some(winner) = winner.filter(|w| w.id != created.id) else {
+            return created;
+        };
+        tracing::warn!(
+            duplicate = %created.id,
+            kept = %winner.id,
+            "another replica started the same dispatch; canceling the younger execution"
+        );
+        let _ = self.st2.executions().cancel(&created.id).await;
+        match self.st2.executions().get(&winner.id).send().await {
+            Ok(full) => full,
+            Err(_) => winner,
+        }
+    }
+
+    /// Cancels the execution a wait gave up on, and says so in the `Timeout` answer.
+    async fn cancel_after_deadline(&self, id: &str, timed_out: DispatchResult) -> DispatchResult {
+        let DispatchResult::Err { message, .. } = &timed_out else {
+            return timed_out;
+        };
+        let note = match self.st2.executions().cancel(id).await {
+            Ok(CancelOutcome::Canceled(_)) => format!(
+                "st2 execution {id} did not complete in time and was canceled (dispatch.cancel_on_deadline)"
+            ),
+            // It completed meanwhile (or st2 itself timed it out): the first answer stands.
+            Ok(CancelOutcome::AlreadyCompleted { .. }) => return timed_out,
+            Err(e) => format!("{message}; canceling it failed: {e}"),
+        };
+        DispatchResult::err(ErrorKind::Timeout, note)
     }
 }
 
@@ -178,7 +350,7 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
 }
 
 /// The Portarium result of a completed execution.
-fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
+pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
     crate::telemetry::record_execution(&execution.id, status.as_str());
     let result = execution
         .result

@@ -14,6 +14,7 @@ use crate::config::{Config, DispatchConfig};
 use crate::dispatch::Dispatcher;
 use crate::governance::secrets::Secret;
 use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
+use crate::st2::stream::ExecutionWatcher;
 use crate::st2::{St2Client, St2Error};
 
 /// One tenant: the token its caller sends and the dispatcher holding its st2 credentials.
@@ -31,18 +32,41 @@ pub struct DispatchState {
 }
 
 impl DispatchState {
-    /// Builds one st2 client per distinct credential: the shared one, plus each tenant's own.
+    /// Builds one st2 client per distinct credential — the shared one, plus each tenant's
+    /// own — and, with `st2.stream.enabled`, one stream watcher per client (needs a Tokio
+    /// runtime).
     pub fn from_config(config: &Config, shared: &St2Client) -> Result<Self, St2Error> {
         let mut tenants = Vec::new();
+        // One stream connection per credential: tenants on the shared one share its watcher.
+        let stream = &config.st2.stream;
+        let watch = |client: &St2Client| {
+            stream
+                .enabled
+                .then(|| ExecutionWatcher::start(client.clone(), stream.clone()))
+        };
+        let shared_watcher = if config.tenants.iter().any(|t| t.st2.is_none()) {
+            watch(shared)
+        } else {
+            None
+        };
         for t in &config.tenants {
-            let client = match &t.st2 {
-                Some(own) => St2Client::from_config(&config.st2.for_tenant(own))?,
-                None => shared.clone(),
+            let (client, watcher) = match &t.st2 {
+                Some(own) => {
+                    let client = St2Client::from_config(&config.st2.for_tenant(own))?;
+                    let watcher = watch(&client);
+                    (client, watcher)
+                }
+                None => (shared.clone(), shared_watcher.clone()),
             };
+            let dispatcher =
+                Dispatcher::new(client).cancel_on_deadline(config.dispatch.cancel_on_deadline);
             tenants.push(Tenant {
                 id: t.id.clone(),
                 token: t.api_token.clone(),
-                dispatcher: Dispatcher::new(client),
+                dispatcher: match watcher {
+                    Some(w) => dispatcher.with_watcher(w),
+                    None => dispatcher,
+                },
             });
         }
         Ok(Self {
@@ -181,23 +205,45 @@ pub(crate) fn refuse_body(rejection: &JsonRejection) -> (StatusCode, DispatchRes
     (rejection.status(), result)
 }
 
-/// Runs `req` for `tenant` (or only checks it, for a dry run): the body's tenant must be the
-/// token's, and an `Idempotency-Key` header stands in for a missing key.
+/// Runs `req` for `tenant` (or only checks it, for a dry run).
 pub(crate) async fn execute(
     tenant: &Tenant,
-    mut req: DispatchRequest,
+    req: DispatchRequest,
     headers: &HeaderMap,
     wait_ms: u64,
     dry_run: bool,
 ) -> (StatusCode, DispatchResult) {
+    let req = match admit(tenant, req, headers) {
+        Ok(req) => req,
+        Err(refusal) => return refusal,
+    };
+    let result = if dry_run {
+        tenant.dispatcher.dry_run(&req).await
+    } else {
+        tenant
+            .dispatcher
+            .dispatch(&req, Duration::from_millis(wait_ms))
+            .await
+    };
+    with_status(result)
+}
+
+/// Checks that the body's tenant is the token's, and completes `req` from the headers every
+/// route honours: `Idempotency-Key` stands in for a missing key, and `traceparent`/
+/// `tracestate` for a trace context the body did not carry.
+pub(crate) fn admit(
+    tenant: &Tenant,
+    mut req: DispatchRequest,
+    headers: &HeaderMap,
+) -> Result<DispatchRequest, (StatusCode, DispatchResult)> {
     if req.tenant_id != tenant.id {
-        return with_status(DispatchResult::err(
+        return Err(with_status(DispatchResult::err(
             ErrorKind::Unauthorized,
             format!(
                 "the bearer token does not belong to tenant {}",
                 req.tenant_id
             ),
-        ));
+        )));
     }
     if req.idempotency_key.is_none() {
         req.idempotency_key = headers
@@ -208,15 +254,7 @@ pub(crate) async fn execute(
     if req.trace.is_none() {
         req.trace = trace_context(headers);
     }
-    let result = if dry_run {
-        tenant.dispatcher.dry_run(&req).await
-    } else {
-        tenant
-            .dispatcher
-            .dispatch(&req, Duration::from_millis(wait_ms))
-            .await
-    };
-    with_status(result)
+    Ok(req)
 }
 
 /// Pairs a result with the HTTP status its error kind maps to (200 for success).

@@ -82,7 +82,7 @@ async fn control(state: &DispatchState, headers: &HeaderMap, id: &str, pause: bo
 }
 
 /// The caller's tenant and the execution, if that tenant started it.
-async fn owned<'a>(
+pub(super) async fn owned<'a>(
     state: &'a DispatchState,
     headers: &HeaderMap,
     id: &str,

@@ -36,6 +36,16 @@ impl Readiness {
         }
     }
 
+    /// Readiness of `client`'s st2: reachable and accepting its credentials.
+    pub fn of_st2(client: &crate::st2::St2Client, timeout: Duration, cache_for: Duration) -> Self {
+        let client = client.clone();
+        let probe: Probe = Arc::new(move || {
+            let client = client.clone();
+            Box::pin(async move { client.ping().await.map_err(|e| e.to_string()) })
+        });
+        Self::new(probe, timeout, cache_for)
+    }
+
     /// Runs the probe unless a recent answer is cached; concurrent callers share one run.
     pub async fn check(&self) -> Result<(), String> {
         let mut last = self.last.lock().await;

@@ -3,7 +3,9 @@
 pub mod dispatch;
 pub mod executions;
 pub mod health;
+pub mod invoke;
 pub mod openclaw;
+pub mod output;
 
 use std::net::SocketAddr;
 
@@ -41,7 +43,11 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
             post(dispatch::activepieces_run),
         )
         .route("/tools/invoke", post(openclaw::invoke))
+        .route("/v1/invoke", post(invoke::invoke))
+        .route("/v1/invoke/{id}/status", get(invoke::status))
+        .route("/v1/invoke/{id}/stream", get(invoke::stream))
         .route("/v1/executions/{id}", get(executions::get))
+        .route("/v1/executions/{id}/output", get(output::output))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))
         .route("/v1/executions/{id}/resume", post(executions::resume))

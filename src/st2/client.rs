@@ -46,6 +46,7 @@ struct Inner {
 pub(crate) enum Service {
     Api,
     Auth,
+    Stream,
 }
 
 /// One request before credentials are attached. Its path is built from segments, each
@@ -257,9 +258,84 @@ impl St2Client {
         req: &ApiRequest,
         credential: Option<&Credential>,
     ) -> Result<Answer, St2Error> {
+        let (call, request) = self.build(req, credential)?;
+        let span = tracing::debug_span!("st2_call", method = %call.method, path = %call.path);
+        let started = Instant::now();
+        let outcome = self
+            .inner
+            .transport
+            .clone()
+            .oneshot(request)
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        let reply = match outcome {
+            Ok(reply) => reply,
+            Err(err) => {
+                let err = self.transport_error(&call, err);
+                tracing::debug!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "st2 call failed");
+                return Err(err);
+            }
+        };
+        tracing::debug!(
+            status = reply.status.as_u16(),
+            attempts = reply.attempts,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "st2 answered"
+        );
+        into_answer(call, reply)
+    }
+
+    /// Opens a long-lived `GET` on st2stream with credentials, outside the transport: the
+    /// head must arrive within `request_timeout_ms`, the body is not buffered or bounded. A refused
+    /// token is renewed once, as [`St2Client::send`] does; any other non-2xx is its error.
+    pub(crate) async fn open_stream(&self, req: ApiRequest) -> Result<reqwest::Response, St2Error> {
+        let req = req.on(Service::Stream);
+        let mut renewed = false;
+        loop {
+            let credential = self.credential().await?;
+            let (call, request) = self.build(&req, Some(&credential))?;
+            // The answer's head (and an error body) must come within one request deadline;
+            // only the body of a successful stream is exempt.
+            let timeout = self.inner.request_timeout;
+            let timed_out = || St2Error::Timeout {
+                call: call.clone(),
+                after: timeout,
+                attempts: 1,
+            };
+            let response = tokio::time::timeout(timeout, self.inner.http.execute(request))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| self.transport_error(&call, e.into()))?;
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            let status = response.status().as_u16();
+            let body = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .map_err(|_| timed_out())?
+                .unwrap_or_default();
+            let err = St2Error::from_status(call, status, faultstring(&body), None, 1);
+            match (&err, &self.inner.auth) {
+                (St2Error::Unauthorized { .. }, Auth::Token(tokens)) if !renewed => {
+                    tokens.invalidate(&credential.value).await;
+                    renewed = true;
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// The HTTP request for `req` on its service, with `credential` attached.
+    fn build(
+        &self,
+        req: &ApiRequest,
+        credential: Option<&Credential>,
+    ) -> Result<(Call, reqwest::Request), St2Error> {
         let root = match req.service {
             Service::Api => &self.inner.endpoints.api,
             Service::Auth => &self.inner.endpoints.auth,
+            Service::Stream => &self.inner.endpoints.stream,
         };
         let mut url = root.clone();
         let shown = format!(
@@ -299,31 +375,7 @@ impl St2Client {
         let request = builder
             .build()
             .map_err(|e| St2Error::Setup(format!("{call}: {e}")))?;
-        let span = tracing::debug_span!("st2_call", method = %call.method, path = %call.path);
-        let started = Instant::now();
-        let outcome = self
-            .inner
-            .transport
-            .clone()
-            .oneshot(request)
-            .instrument(span.clone())
-            .await;
-        let _enter = span.enter();
-        let reply = match outcome {
-            Ok(reply) => reply,
-            Err(err) => {
-                let err = self.transport_error(&call, err);
-                tracing::debug!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "st2 call failed");
-                return Err(err);
-            }
-        };
-        tracing::debug!(
-            status = reply.status.as_u16(),
-            attempts = reply.attempts,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "st2 answered"
-        );
-        into_answer(call, reply)
+        Ok((call, request))
     }
 
     fn transport_error(&self, call: &Call, err: BoxError) -> St2Error {

@@ -10,6 +10,7 @@ mod auth;
 mod client;
 pub mod error;
 pub mod models;
+pub mod stream;
 mod transport;
 
 pub use api::executions::{

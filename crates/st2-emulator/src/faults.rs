@@ -21,6 +21,9 @@ pub(crate) enum Verdict {
     Pass,
     /// Close the connection without answering.
     Drop,
+    /// Serve the request, then close the connection instead of sending the answer: the
+    /// caller cannot tell whether it took effect.
+    LoseAnswer,
     /// Answer this status with st2's error shape.
     Fail(u16),
 }
@@ -40,6 +43,7 @@ struct Switches {
     fail_ratio: Option<(u16, f64)>,
     drop_next: usize,
     drop_ratio: f64,
+    lose_answer_ratio: f64,
     delay: Duration,
 }
 
@@ -107,6 +111,12 @@ impl Faults {
         self.with(|s| s.drop_ratio = ratio.clamp(0.0, 1.0));
     }
 
+    /// That fraction (0.0..=1.0) of requests are served but their answer is lost (the
+    /// connection closes instead), as when a network drops a response.
+    pub fn lose_answer_ratio(&self, ratio: f64) {
+        self.with(|s| s.lose_answer_ratio = ratio.clamp(0.0, 1.0));
+    }
+
     /// Delay every response by this much.
     pub fn delay(&self, by: Duration) {
         self.with(|s| s.delay = by);
@@ -161,6 +171,9 @@ impl Faults {
                 && fastrand::f64() < ratio
             {
                 return (delay, Verdict::Fail(status));
+            }
+            if s.lose_answer_ratio > 0.0 && fastrand::f64() < s.lose_answer_ratio {
+                return (delay, Verdict::LoseAnswer);
             }
             (delay, Verdict::Pass)
         })

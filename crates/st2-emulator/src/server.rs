@@ -271,8 +271,10 @@ async fn handle(
             }
             r
         }
-        Verdict::Pass if parts.method == Method::OPTIONS => Response::new(Body::empty()),
-        Verdict::Pass => {
+        Verdict::Pass | Verdict::LoseAnswer if parts.method == Method::OPTIONS => {
+            Response::new(Body::empty())
+        }
+        Verdict::Pass | Verdict::LoseAnswer => {
             if let Some(uri) = normalize(&parts.uri) {
                 parts.uri = uri;
             }
@@ -284,6 +286,10 @@ async fn handle(
             resp.unwrap_or_else(|e: Infallible| match e {})
         }
     };
+    if verdict == Verdict::LoseAnswer {
+        // Served and logged as dropped (status 0): the effect happened, the answer is lost.
+        return Err(Dropped);
+    }
     shared.finish_request(index, resp.status().as_u16());
     decorate(&mut resp, &request_id, origin.as_deref());
     Ok(resp)

@@ -102,6 +102,9 @@ pub(super) async fn faults(
     if let Some(v) = field(&body, "drop_ratio") {
         f.drop_ratio(ratio_of(v));
     }
+    if let Some(v) = field(&body, "lose_answer_ratio") {
+        f.lose_answer_ratio(ratio_of(v));
+    }
     if let Some(ms) = field(&body, "delay_ms").and_then(Value::as_u64) {
         f.delay(Duration::from_millis(ms));
     }

@@ -235,6 +235,17 @@ pub(super) fn paginate(
     params: &Params,
     default_limit: Option<i64>,
 ) -> Result<Response, ApiError> {
+    paginate_with(items, params, default_limit, |v| v)
+}
+
+/// [`paginate`] for items that become JSON only once on the page, so a large selection
+/// costs no serialization beyond what is returned.
+pub(super) fn paginate_with<T>(
+    items: Vec<T>,
+    params: &Params,
+    default_limit: Option<i64>,
+    render: impl Fn(T) -> Value,
+) -> Result<Response, ApiError> {
     let offset = params.int("offset")?.unwrap_or(0);
     if offset >= 1 << 31 {
         return Err(ApiError::bad_request(format!(
@@ -264,6 +275,7 @@ pub(super) fn paginate(
         .into_iter()
         .skip(offset)
         .take(limit.map_or(usize::MAX, |l| l as usize))
+        .map(render)
         .collect();
     let mut resp = json_response(StatusCode::OK, &Value::Array(page));
     resp.headers_mut().insert("X-Total-Count", total.into());
@@ -300,10 +312,28 @@ fn advanced_filter(filter: &str) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
-fn matches_advanced(doc: &Value, path: &str, value: &str) -> bool {
-    match lookup_path(doc, path) {
-        Some(Value::String(s)) => s == value,
-        Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(value)),
+/// Whether `e` has `value` at `path`; context paths are read in place, since building the
+/// whole document for every execution would make each filtered list cost O(n) documents.
+fn matches_execution(e: &Execution, path: &str, value: &str) -> bool {
+    if let Some(rest) = path.strip_prefix("context.") {
+        let (first, tail) = rest.split_once('.').unwrap_or((rest, ""));
+        return e.context.get(first).is_some_and(|v| {
+            let found = if tail.is_empty() {
+                Some(v)
+            } else {
+                lookup_path(v, tail)
+            };
+            found.is_some_and(|f| matches_value(f, value))
+        });
+    }
+    let doc = Value::Object(e.document(false));
+    lookup_path(&doc, path).is_some_and(|f| matches_value(f, value))
+}
+
+fn matches_value(found: &Value, value: &str) -> bool {
+    match found {
+        Value::String(s) => s == value,
+        Value::Array(a) => a.iter().any(|v| v.as_str() == Some(value)),
         _ => false,
     }
 }
@@ -348,8 +378,8 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
             .nonempty(name)
             .is_none_or(|want| actual == Some(want))
     };
-    let mut selected: Vec<Execution> = sh
-        .store()
+    let store = sh.store();
+    let mut selected: Vec<&Execution> = store
         .executions()
         .iter()
         .filter(|e| {
@@ -364,15 +394,9 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
                 && gt.is_none_or(|t| e.start > t)
                 && lt.is_none_or(|t| e.start < t)
                 && at.is_none_or(|t| e.start == t)
+                && advanced.iter().all(|(p, v)| matches_execution(e, p, v))
         })
-        .cloned()
         .collect();
-    if !advanced.is_empty() {
-        selected.retain(|e| {
-            let doc = Value::Object(e.document(false));
-            advanced.iter().all(|(p, v)| matches_advanced(&doc, p, v))
-        });
-    }
     selected.sort_by(|a, b| {
         let by_time = if ascending {
             a.start.cmp(&b.start)
@@ -381,11 +405,9 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
         };
         by_time.then_with(|| a.action_ref.cmp(&b.action_ref))
     });
-    let items = selected
-        .iter()
-        .map(|e| projection.apply(e, mask, None))
-        .collect();
-    paginate(items, &params, Some(100))
+    paginate_with(selected, &params, Some(100), |e| {
+        projection.apply(e, mask, None)
+    })
 }
 
 async fn get_one(

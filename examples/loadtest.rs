@@ -1,0 +1,450 @@
+//! Load tool for `docs/benchmarks.md`: end-to-end dispatch throughput, the adapter's latency
+//! overhead over calling st2 directly, and the adapter's memory idle and under load.
+//!
+//! ```sh
+//! cargo run --release --example loadtest -- e2e --n 1000 --concurrency 1,32
+//! cargo run --release --example loadtest -- overhead --n 2000 --concurrency 1,64
+//! cargo run --release --example loadtest -- memory --inflight 10000
+//! ```
+//!
+//! Every target is on 127.0.0.1: an in-process st2 emulator unless `--st2-url` names one
+//! already running (so other clients can be measured against the very same emulator).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use portarium_st2::config::St2Config;
+use portarium_st2::dispatch::Dispatcher;
+use portarium_st2::governance::secrets::Secret;
+use portarium_st2::portarium::{DispatchRequest, DispatchResult};
+use portarium_st2::st2::St2Client;
+use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
+use serde_json::{Value, json};
+use st2_emulator::{Emulator, EmulatorOptions};
+
+#[derive(Parser)]
+#[command(about = "Measure portarium-st2 against the st2 emulator (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// `core.noop` executions created and followed to completion through the dispatcher.
+    E2e(E2eArgs),
+    /// `POST /v1/dispatch` on the adapter vs the same work as plain HTTP calls to st2.
+    Overhead(E2eArgs),
+    /// The adapter process's resident memory idle and with executions in flight.
+    Memory(MemoryArgs),
+}
+
+#[derive(Args)]
+struct Target {
+    /// An st2 (or st2-emulator) already running; by default one starts in-process.
+    #[arg(long)]
+    st2_url: Option<String>,
+    /// Its API key.
+    #[arg(long, default_value = "bench-key")]
+    api_key: String,
+    /// Emulator step between execution states, for the in-process emulator.
+    #[arg(long, default_value_t = 20)]
+    step_ms: u64,
+}
+
+#[derive(Args)]
+struct E2eArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Executions per run.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    concurrency: Vec<usize>,
+    /// Follow executions by polling each one instead of through st2's event stream.
+    #[arg(long)]
+    poll: bool,
+}
+
+#[derive(Args)]
+struct MemoryArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Dispatches held in flight at once.
+    #[arg(long, default_value_t = 10_000)]
+    inflight: usize,
+    /// The adapter binary (default: next to this example, in target/release).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+}
+
+/// Where st2 is, and the emulator if this process runs it.
+struct St2 {
+    url: String,
+    key: String,
+    _emulator: Option<Emulator>,
+}
+
+impl Target {
+    async fn open(&self) -> St2 {
+        match &self.st2_url {
+            Some(url) => St2 {
+                url: url.clone(),
+                key: self.api_key.clone(),
+                _emulator: None,
+            },
+            None => {
+                let emu = Emulator::start(EmulatorOptions {
+                    api_key: self.api_key.clone(),
+                    step: Duration::from_millis(self.step_ms),
+                    ..Default::default()
+                })
+                .await
+                .expect("the emulator starts");
+                St2 {
+                    url: emu.base_url(),
+                    key: self.api_key.clone(),
+                    _emulator: Some(emu),
+                }
+            }
+        }
+    }
+}
+
+impl St2 {
+    fn client(&self, max_concurrency: usize) -> St2Client {
+        let mut cfg = St2Config::with_api_key(
+            self.url.parse().expect("a valid st2 URL"),
+            Secret::from_value(&self.key),
+        );
+        cfg.max_concurrency = max_concurrency.max(1) * 4;
+        St2Client::from_config(&cfg).expect("a valid st2 config")
+    }
+}
+
+fn request(run: &str, i: usize) -> DispatchRequest {
+    DispatchRequest {
+        action_id: format!("a{i}"),
+        idempotency_key: Some(format!("{run}-{i}")),
+        tenant_id: "bench".into(),
+        run_id: run.into(),
+        correlation_id: format!("c{i}"),
+        flow_ref: "core.noop".into(),
+        payload: Default::default(),
+        trace: None,
+    }
+}
+
+/// Latencies of one run, and how long it took.
+struct Run {
+    latencies: Vec<Duration>,
+    wall: Duration,
+    failures: usize,
+}
+
+impl Run {
+    fn line(&mut self, label: &str, concurrency: usize) -> String {
+        self.latencies.sort();
+        let pct = |p: f64| {
+            let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+            self.latencies.get(i).copied().unwrap_or_default()
+        };
+        format!(
+            "| {label} | {concurrency} | {} | {:.0} | {:.2} | {:.2} | {} |",
+            self.latencies.len(),
+            self.latencies.len() as f64 / self.wall.as_secs_f64(),
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+            self.failures
+        )
+    }
+}
+
+/// Runs `n` operations `concurrency` at a time, timing each.
+async fn drive<F, Fut>(n: usize, concurrency: usize, op: F) -> Run
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    let results: Vec<(Duration, bool)> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let fut = op(i);
+            async move {
+                let t = Instant::now();
+                let ok = fut.await;
+                (t.elapsed(), ok)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    Run {
+        wall: started.elapsed(),
+        failures: results.iter().filter(|(_, ok)| !ok).count(),
+        latencies: results.into_iter().map(|(d, _)| d).collect(),
+    }
+}
+
+const HEADER: &str = "| path | concurrency | executions | per second | p50 ms | p99 ms | failures |\n|---|---|---|---|---|---|---|";
+
+async fn e2e(args: E2eArgs) {
+    let st2 = args.target.open().await;
+    println!("{HEADER}");
+    for &c in &args.concurrency {
+        let client = st2.client(c);
+        let dispatcher = if args.poll {
+            Dispatcher::new(client)
+        } else {
+            let watcher = ExecutionWatcher::start(client.clone(), StreamConfig::default());
+            Dispatcher::new(client).with_watcher(watcher)
+        };
+        let dispatcher = Arc::new(dispatcher);
+        let run_id = format!("e2e-{c}-{}", fastrand::u32(..));
+        let mut run = drive(args.n, c, |i| {
+            let d = dispatcher.clone();
+            let req = request(&run_id, i);
+            async move {
+                matches!(
+                    d.dispatch(&req, Duration::from_secs(60)).await,
+                    DispatchResult::Ok { .. }
+                )
+            }
+        })
+        .await;
+        let path = if args.poll {
+            "portarium-st2 dispatcher (polling)"
+        } else {
+            "portarium-st2 dispatcher (event stream)"
+        };
+        println!("{}", run.line(path, c));
+    }
+}
+
+/// What a careful script does without the adapter: create, then read until completed.
+async fn direct(http: &reqwest::Client, st2: &St2, i: usize) -> bool {
+    let created: Value = match http
+        .post(format!("{}/api/v1/executions", st2.url))
+        .header("St2-Api-Key", &st2.key)
+        .json(&json!({"action": "core.noop", "parameters": {}, "context": {"bench": i}}))
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => return false,
+    };
+    let Some(id) = created["id"].as_str() else {
+        return false;
+    };
+    let mut pause = Duration::from_millis(25);
+    for _ in 0..200 {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+        let e: Value = match http
+            .get(format!("{}/api/v1/executions/{id}", st2.url))
+            .header("St2-Api-Key", &st2.key)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => continue,
+        };
+        match e["status"].as_str() {
+            Some("succeeded") => return true,
+            Some("failed" | "timeout" | "abandoned" | "canceled") => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+async fn overhead(args: E2eArgs) {
+    let st2 = args.target.open().await;
+    let (base, _server) = adapter_in_process(&st2, !args.poll).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    println!("{HEADER}");
+    for &c in &args.concurrency {
+        let mut run = drive(args.n, c, |i| direct(&http, &st2, i)).await;
+        println!("{}", run.line("direct st2 calls (create + poll)", c));
+        let run_id = format!("ovh-{c}-{}", fastrand::u32(..));
+        let mut run = drive(args.n, c, |i| {
+            let http = http.clone();
+            let url = format!("{base}/v1/dispatch?waitMs=60000");
+            let body = serde_json::to_value(request(&run_id, i)).unwrap();
+            async move {
+                match http
+                    .post(url)
+                    .bearer_auth("bench-token")
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().is_success(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        println!("{}", run.line("POST /v1/dispatch on the adapter", c));
+    }
+}
+
+/// The adapter's router on a loopback port in this process.
+async fn adapter_in_process(
+    st2: &St2,
+    stream: bool,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    use portarium_st2::server::{self, DispatchState, Readiness};
+    let config = adapter_config(st2, stream);
+    let client = St2Client::from_config(&config.st2).unwrap();
+    let dispatch = DispatchState::from_config(&config, &client).unwrap();
+    let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::from_secs(2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
+    let handle = tokio::spawn(server::serve(listener, router, std::future::pending()));
+    (base, handle)
+}
+
+fn adapter_yaml(st2: &St2, stream: bool) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nlog: {{level: warn}}\nst2: {{base_url: '{}', api_key: '{}', max_concurrency: 256, stream: {{enabled: {stream}}}}}\ntenants:\n  - {{id: bench, api_token: bench-token}}\ndispatch: {{max_wait_ms: 600000}}\n",
+        st2.url, st2.key
+    )
+}
+
+fn adapter_config(st2: &St2, stream: bool) -> portarium_st2::config::Config {
+    portarium_st2::config::Config::from_yaml(
+        &adapter_yaml(st2, stream),
+        "loadtest",
+        std::iter::empty(),
+    )
+    .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn memory(args: MemoryArgs) {
+    let st2 = args.target.open().await;
+    let dir = tempfile_dir();
+    let config_path = dir.join("adapter.yaml");
+    let port = free_port();
+    let yaml = adapter_yaml(&st2, true)
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    std::fs::write(&config_path, yaml).unwrap();
+    let binary = args.adapter.unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent()
+            .and_then(|p| p.parent())
+            .unwrap()
+            .join("portarium-st2")
+    });
+    let mut child = std::process::Command::new(&binary)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.inflight)
+        .build()
+        .unwrap();
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(child.id());
+    // Each dispatch runs an action that takes a while, so all of them are in flight at once.
+    let run_id = format!("mem-{}", fastrand::u32(..));
+    let load = {
+        let http = http.clone();
+        let base = base.clone();
+        futures_util::stream::iter(0..args.inflight)
+            .map(move |i| {
+                let http = http.clone();
+                let mut req = request(&run_id, i);
+                req.flow_ref = "core.local".into();
+                req.payload = json!({"cmd": "sleep 20"}).as_object().cloned().unwrap();
+                let url = format!("{base}/v1/dispatch?waitMs=60000");
+                async move {
+                    let _ = http
+                        .post(url)
+                        .bearer_auth("bench-token")
+                        .json(&req_body(&req))
+                        .send()
+                        .await;
+                }
+            })
+            .buffer_unordered(args.inflight)
+            .collect::<Vec<()>>()
+    };
+    let pid = child.id();
+    let sampler = async {
+        let mut peak = 0;
+        for _ in 0..150 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss_kib(pid));
+        }
+        peak
+    };
+    let (peak, ()) = tokio::select! {
+        peak = sampler => (peak, ()),
+        _ = load => (rss_kib(pid), ()),
+    };
+    println!("| adapter RSS | MiB |\n|---|---|");
+    println!("| idle | {:.1} |", idle as f64 / 1024.0);
+    println!(
+        "| {} dispatches in flight (peak) | {:.1} |",
+        args.inflight,
+        peak as f64 / 1024.0
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn req_body(req: &DispatchRequest) -> Value {
+    serde_json::to_value(req).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portarium-st2-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::main]
+async fn main() {
+    match Cli::parse().command {
+        Command::E2e(a) => e2e(a).await,
+        Command::Overhead(a) => overhead(a).await,
+        Command::Memory(a) => memory(a).await,
+    }
+}

@@ -1,0 +1,507 @@
+//! Portarium's machine interface v1, for executions that outlive a synchronous call:
+//! `POST /v1/invoke` starts (or re-attaches to) an st2 execution and answers at once,
+//! `GET /v1/invoke/{invocationId}/status` reads it, and `GET /v1/invoke/{invocationId}/stream`
+//! sends `MachineInvocationProgressEventV1` events as SSE until it completes.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::dispatch::{DispatchState, Tenant, admit, refuse_body, with_status};
+use crate::dispatch::{CONTEXT_KEY, Dispatcher, outcome};
+use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::st2::models::{JsonObject, OutputType};
+use crate::st2::{Execution, ExecutionStatus, SortOrder, St2Error};
+
+/// `MachineInvocationRequestV1`, as Portarium writes it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationRequest {
+    schema_version: u32,
+    invocation_id: String,
+    machine_id: String,
+    workspace_id: String,
+    #[serde(default)]
+    run_id: Option<String>,
+    /// The st2 action ref, optionally prefixed `<machineId>/`.
+    action: String,
+    #[serde(default)]
+    input: JsonObject,
+    /// Accepted for compatibility; progress is read from `statusUrl` or the stream instead.
+    #[serde(default)]
+    callback_url: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// `MachineInvocationStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvocationStatus {
+    /// st2 holds it but has not started running it.
+    Accepted,
+    /// Running, paused, or on its way to either.
+    Running,
+    /// Succeeded.
+    Completed,
+    /// Failed, timed out, abandoned or canceled.
+    Failed,
+}
+
+impl InvocationStatus {
+    /// Where an st2 status falls among the four.
+    pub fn of(status: &ExecutionStatus) -> Self {
+        match status {
+            ExecutionStatus::Requested | ExecutionStatus::Scheduled | ExecutionStatus::Delayed => {
+                Self::Accepted
+            }
+            ExecutionStatus::Succeeded => Self::Completed,
+            s if s.is_terminal() => Self::Failed,
+            _ => Self::Running,
+        }
+    }
+}
+
+/// Longest the progress stream stays open; the execution itself is not affected.
+const STREAM_MAX: Duration = Duration::from_secs(3600);
+/// First and longest pause between two reads of a followed execution.
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_secs(1);
+/// How many executions one invocation id is looked up among.
+const LOOKUP_LIMIT: u32 = 20;
+
+/// Handles `POST /v1/invoke`: 202 while st2 runs it, 200 when it has already completed (a
+/// retry of a finished invocation), the error kind's status when refused.
+pub async fn invoke(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    body: Result<Json<InvocationRequest>, JsonRejection>,
+) -> Response {
+    let tenant = match state.authorize(&headers) {
+        Ok(t) => t,
+        Err((status, result)) => return refusal(status, None, &result),
+    };
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(rejection) => {
+            let (status, result) = refuse_body(&rejection);
+            return refusal(status, None, &result);
+        }
+    };
+    let invocation_id = body.invocation_id.clone();
+    let req = match translate(body, &headers) {
+        Ok(req) => req,
+        Err(message) => {
+            let result = DispatchResult::err(ErrorKind::RemoteError, message);
+            return refusal(StatusCode::BAD_REQUEST, Some(&invocation_id), &result);
+        }
+    };
+    let req = match admit(tenant, req, &headers) {
+        Ok(req) => req,
+        Err((status, result)) => return refusal(status, Some(&invocation_id), &result),
+    };
+    match tenant.dispatcher.submit(&req).await {
+        Ok((execution, _)) => {
+            let answer = describe(&invocation_id, &execution, &headers);
+            let status = match answer.status {
+                InvocationStatus::Accepted | InvocationStatus::Running => StatusCode::ACCEPTED,
+                _ => StatusCode::OK,
+            };
+            (status, Json(answer)).into_response()
+        }
+        Err(result) => {
+            let (status, result) = with_status(result);
+            refusal(status, Some(&invocation_id), &result)
+        }
+    }
+}
+
+/// Handles `GET /v1/invoke/{invocationId}/status`.
+pub async fn status(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    Path(invocation_id): Path<String>,
+) -> Response {
+    match located(&state, &headers, &invocation_id).await {
+        Ok((tenant, found)) => {
+            // The lookup leaves results out; a completed one is read whole for its output.
+            let execution = if found
+                .status
+                .as_ref()
+                .is_some_and(ExecutionStatus::is_terminal)
+            {
+                match tenant
+                    .dispatcher
+                    .st2()
+                    .executions()
+                    .get(&found.id)
+                    .send()
+                    .await
+                {
+                    Ok(full) => full,
+                    Err(e) => return st2_refusal(&invocation_id, &e),
+                }
+            } else {
+                found
+            };
+            Json(describe(&invocation_id, &execution, &headers)).into_response()
+        }
+        Err(answer) => answer,
+    }
+}
+
+/// Handles `GET /v1/invoke/{invocationId}/stream`: one progress event per status change and
+/// per new piece of output, then a last event with the completed status, then the end.
+pub async fn stream(
+    State(state): State<DispatchState>,
+    headers: HeaderMap,
+    Path(invocation_id): Path<String>,
+) -> Response {
+    match located(&state, &headers, &invocation_id).await {
+        Ok((tenant, execution)) => {
+            let progress = Progress {
+                dispatcher: tenant.dispatcher.clone(),
+                invocation_id,
+                execution_id: execution.id,
+                status: None,
+                output_seen: 0,
+                pause: Duration::ZERO,
+                until: Instant::now() + STREAM_MAX,
+                queue: VecDeque::new(),
+                done: false,
+            };
+            Sse::new(progress.events())
+                .keep_alive(KeepAlive::default())
+                .into_response()
+        }
+        Err(answer) => answer,
+    }
+}
+
+/// The dispatch input a machine invocation stands for. The invocation id is the action id
+/// and, absent an idempotency key, the key: a retried invocation re-attaches.
+fn translate(body: InvocationRequest, headers: &HeaderMap) -> Result<DispatchRequest, String> {
+    if body.schema_version != 1 {
+        return Err(format!(
+            "schemaVersion {} is not supported; send 1",
+            body.schema_version
+        ));
+    }
+    for (field, value) in [
+        ("invocationId", &body.invocation_id),
+        ("machineId", &body.machine_id),
+        ("workspaceId", &body.workspace_id),
+    ] {
+        if value.trim().is_empty() || value.len() > 256 || value.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "{field} must be 1 to 256 characters without spaces"
+            ));
+        }
+    }
+    if body.callback_url.is_some() {
+        tracing::debug!(
+            invocation = %body.invocation_id,
+            "callbackUrl is not called; progress is served at statusUrl and the stream"
+        );
+    }
+    let flow_ref = match body.action.split_once('/') {
+        Some((machine, tool)) if machine == body.machine_id => tool.to_string(),
+        _ => body.action,
+    };
+    let correlation = headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(DispatchRequest {
+        action_id: body.invocation_id.clone(),
+        idempotency_key: body
+            .idempotency_key
+            .or_else(|| Some(body.invocation_id.clone())),
+        tenant_id: body.workspace_id,
+        run_id: body.run_id.unwrap_or_else(|| body.invocation_id.clone()),
+        correlation_id: correlation.unwrap_or_else(|| body.invocation_id.clone()),
+        flow_ref,
+        payload: body.input,
+        trace: None,
+    })
+}
+
+/// `MachineInvocationResponseV1`, plus the st2 execution it names and, once completed, its
+/// output (Portarium's parser keeps the fields it knows).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationAnswer {
+    schema_version: u32,
+    invocation_id: String,
+    status: InvocationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_kind: Option<ErrorKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    st2_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Value>,
+}
+
+fn describe(invocation_id: &str, execution: &Execution, headers: &HeaderMap) -> InvocationAnswer {
+    let st2_status = execution
+        .status
+        .clone()
+        .unwrap_or(ExecutionStatus::Requested);
+    let status = InvocationStatus::of(&st2_status);
+    let (output, error, error_kind) = if st2_status.is_terminal() {
+        match outcome(execution, &st2_status) {
+            DispatchResult::Ok { output } => (Some(output), None, None),
+            DispatchResult::Err { kind, message } => (None, Some(message), Some(kind)),
+        }
+    } else {
+        (None, None, None)
+    };
+    InvocationAnswer {
+        schema_version: 1,
+        invocation_id: invocation_id.to_string(),
+        status,
+        status_url: status_url(headers, invocation_id),
+        error,
+        error_kind,
+        execution_id: Some(execution.id.clone()),
+        st2_status: Some(st2_status.to_string()),
+        output,
+    }
+}
+
+/// The absolute status URL Portarium's parser requires, built from the request's own host
+/// (and `X-Forwarded-Proto` behind a TLS-terminating balancer).
+fn status_url(headers: &HeaderMap, invocation_id: &str) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    let id: String = url::form_urlencoded::byte_serialize(invocation_id.as_bytes()).collect();
+    Some(format!("{scheme}://{host}/v1/invoke/{id}/status"))
+}
+
+/// The caller's tenant and the execution its invocation started; an invocation of another
+/// tenant answers exactly like a missing one.
+async fn located<'s>(
+    state: &'s DispatchState,
+    headers: &HeaderMap,
+    invocation_id: &str,
+) -> Result<(&'s Tenant, Execution), Response> {
+    let tenant = state
+        .authorize(headers)
+        .map_err(|(status, result)| refusal(status, None, &result))?;
+    let not_found = || {
+        let result = DispatchResult::err(
+            ErrorKind::FlowNotFound,
+            format!("no invocation {invocation_id} for this tenant"),
+        );
+        refusal(StatusCode::NOT_FOUND, Some(invocation_id), &result)
+    };
+    if invocation_id.is_empty() || invocation_id.chars().any(char::is_whitespace) {
+        return Err(not_found());
+    }
+    let page = tenant
+        .dispatcher
+        .st2()
+        .executions()
+        .list()
+        .filter(&format!("context.{CONTEXT_KEY}.action_id"), invocation_id)
+        .exclude(&["result"])
+        .sort(SortOrder::OldestFirst)
+        .limit(LOOKUP_LIMIT)
+        .send()
+        .await
+        .map_err(|e| st2_refusal(invocation_id, &e))?;
+    page.items
+        .into_iter()
+        .find(|e| {
+            e.context
+                .get(CONTEXT_KEY)
+                .and_then(|c| c.get("tenant_id"))
+                .and_then(Value::as_str)
+                == Some(tenant.id.as_str())
+        })
+        .map(|e| (tenant, e))
+        .ok_or_else(not_found)
+}
+
+/// A refusal in the invocation answer's shape, with the status chosen for its error kind.
+fn refusal(status: StatusCode, invocation_id: Option<&str>, result: &DispatchResult) -> Response {
+    let (kind, message) = match result {
+        DispatchResult::Err { kind, message } => (Some(*kind), message.clone()),
+        DispatchResult::Ok { .. } => (None, String::new()),
+    };
+    let body = json!({
+        "schemaVersion": 1,
+        "invocationId": invocation_id,
+        "status": InvocationStatus::Failed,
+        "error": message,
+        "errorKind": kind,
+    });
+    (status, Json(body)).into_response()
+}
+
+fn st2_refusal(invocation_id: &str, err: &St2Error) -> Response {
+    let (status, result) = with_status(DispatchResult::err(
+        crate::dispatch::kind_of(err),
+        err.to_string(),
+    ));
+    refusal(status, Some(invocation_id), &result)
+}
+
+/// `MachineInvocationProgressEventV1`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProgressEvent<'a> {
+    schema_version: u32,
+    invocation_id: &'a str,
+    status: InvocationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnostics: Option<String>,
+}
+
+/// Follows one execution for the progress stream.
+struct Progress {
+    dispatcher: Dispatcher,
+    invocation_id: String,
+    execution_id: String,
+    status: Option<ExecutionStatus>,
+    output_seen: usize,
+    pause: Duration,
+    until: Instant,
+    queue: VecDeque<Event>,
+    done: bool,
+}
+
+impl Progress {
+    fn events(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures_util::stream::unfold(self, |mut p| async move {
+            loop {
+                if let Some(event) = p.queue.pop_front() {
+                    return Some((Ok(event), p));
+                }
+                if p.done {
+                    return None;
+                }
+                p.step().await;
+            }
+        })
+    }
+
+    /// One read of the execution and its output, queueing an event for whatever changed.
+    async fn step(&mut self) {
+        if Instant::now() >= self.until {
+            let current = self
+                .status
+                .as_ref()
+                .map_or(InvocationStatus::Accepted, InvocationStatus::of);
+            let note = "progress stream closed after its longest duration; the execution continues — read statusUrl";
+            self.push(
+                current,
+                Some("stream-closed".into()),
+                None,
+                Some(note.into()),
+            );
+            self.done = true;
+            return;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).clamp(POLL_FIRST, POLL_MAX);
+        let st2 = self.dispatcher.st2();
+        let execution = match st2.executions().get(&self.execution_id).send().await {
+            Ok(e) => e,
+            // A transient failure is no news about the execution: read again later.
+            Err(e) if e.is_transient() => return,
+            Err(e) => {
+                self.push(
+                    InvocationStatus::Failed,
+                    Some("st2-error".into()),
+                    None,
+                    Some(e.to_string()),
+                );
+                self.done = true;
+                return;
+            }
+        };
+        let status = execution
+            .status
+            .clone()
+            .unwrap_or(ExecutionStatus::Requested);
+        if let Ok(text) = st2
+            .executions()
+            .output(&self.execution_id, OutputType::All)
+            .await
+        {
+            // st2 appends output in time order, so what is new is the text past what was sent.
+            if let Some(new) = text.get(self.output_seen..).filter(|t| !t.is_empty()) {
+                self.output_seen = text.len();
+                let new = new.to_string();
+                self.push(
+                    InvocationStatus::of(&status),
+                    Some("output".into()),
+                    None,
+                    Some(new),
+                );
+            }
+        }
+        if self.status.as_ref() != Some(&status) {
+            let terminal = status.is_terminal();
+            let diagnostics = terminal.then(|| match outcome(&execution, &status) {
+                DispatchResult::Ok { .. } => format!("st2 execution {} succeeded", execution.id),
+                DispatchResult::Err { message, .. } => message,
+            });
+            let ratio = if terminal { 1.0 } else { 0.0 };
+            self.push(
+                InvocationStatus::of(&status),
+                Some(status.to_string()),
+                Some(ratio),
+                diagnostics,
+            );
+            self.done = terminal;
+            self.status = Some(status);
+        }
+    }
+
+    fn push(
+        &mut self,
+        status: InvocationStatus,
+        step: Option<String>,
+        progress_ratio: Option<f64>,
+        diagnostics: Option<String>,
+    ) {
+        let event = ProgressEvent {
+            schema_version: 1,
+            invocation_id: &self.invocation_id,
+            status,
+            step,
+            progress_ratio,
+            diagnostics,
+        };
+        let data = serde_json::to_string(&event).expect("a progress event serializes");
+        self.queue
+            .push_back(Event::default().event("progress").data(data));
+    }
+}

@@ -1,0 +1,348 @@
+//! Fault injection: dispatches against an st2 that drops connections, answers 5xx, loses
+//! answers after acting on them, restarts, revokes tokens, starts late and answers slowly.
+//! Every dispatch must end with its right result and st2 must hold exactly one execution per
+//! idempotency key. Each test is bounded in time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use portarium_st2::config::{Config, St2Config};
+use portarium_st2::dispatch::{Dispatcher, dispatch_key};
+use portarium_st2::governance::secrets::Secret;
+use portarium_st2::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use portarium_st2::server::{self, DispatchState, Readiness};
+use portarium_st2::st2::St2Client;
+use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
+use st2_emulator::{Emulator, EmulatorOptions, User};
+
+const KEY: &str = "fault-key";
+const DISPATCHES: usize = 500;
+const CONCURRENCY: usize = 32;
+/// Longest any one test may take; a hang is a failure, not a stuck CI run.
+const BOUND: Duration = Duration::from_secs(120);
+
+/// A client that keeps trying through a hostile network, as an operator would configure it.
+fn patient(mut cfg: St2Config) -> St2Client {
+    cfg.retry.max_retries = 8;
+    cfg.retry.initial_backoff_ms = 10;
+    cfg.retry.max_backoff_ms = 200;
+    cfg.request_timeout_ms = 3_000;
+    cfg.connect_timeout_ms = 500;
+    St2Client::from_config(&cfg).unwrap()
+}
+
+fn api_key_client(emu: &Emulator) -> St2Client {
+    patient(St2Config::with_api_key(
+        emu.base_url().parse().unwrap(),
+        Secret::from_value(KEY),
+    ))
+}
+
+fn request(i: usize, flow_ref: &str) -> DispatchRequest {
+    DispatchRequest {
+        action_id: format!("step-{i}"),
+        idempotency_key: Some(format!("fault-{i}")),
+        tenant_id: "tenant-f".into(),
+        run_id: "run-f".into(),
+        correlation_id: format!("corr-{i}"),
+        flow_ref: flow_ref.into(),
+        payload: Default::default(),
+        trace: None,
+    }
+}
+
+/// Every tenth dispatch runs an action that fails, so "the right result" is not always ok.
+fn flow_of(i: usize) -> &'static str {
+    if i % 10 == 7 {
+        "examples.fail"
+    } else {
+        "core.noop"
+    }
+}
+
+fn check_result(i: usize, result: &DispatchResult) {
+    match (flow_of(i), result) {
+        ("core.noop", DispatchResult::Ok { output }) => {
+            assert_eq!(output["status"], "succeeded", "dispatch {i}: {output}");
+        }
+        ("examples.fail", DispatchResult::Err { kind, message }) => {
+            assert_eq!(*kind, ErrorKind::RemoteError, "dispatch {i}: {message}");
+            assert!(message.contains("failed: boom"), "dispatch {i}: {message}");
+        }
+        (flow, other) => panic!("dispatch {i} of {flow} ended wrongly: {other:?}"),
+    }
+}
+
+/// Executions st2 holds for dispatch `i`, counted by its trace tag (the dispatch key).
+async fn executions_for(st2: &St2Client, i: usize) -> usize {
+    let key = dispatch_key(&request(i, flow_of(i)));
+    let traces = st2
+        .traces()
+        .list()
+        .trace_tag(&key)
+        .limit(10)
+        .send()
+        .await
+        .unwrap();
+    traces.items.iter().map(|t| t.action_executions.len()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Followed through st2's event stream, which is cut every 300 ms and dropped like any
+    // other connection: reconnection and reconciliation must lose no completion.
+    let client = api_key_client(&emu);
+    let watcher = ExecutionWatcher::start(
+        client.clone(),
+        StreamConfig {
+            initial_backoff_ms: 10,
+            max_backoff_ms: 200,
+            fallback_poll_ms: 200,
+            ..StreamConfig::default()
+        },
+    );
+    let dispatcher = Dispatcher::new(client).with_watcher(watcher.clone());
+    let faults = emu.faults();
+    faults.drop_ratio(0.10);
+    faults.fail_ratio(503, 0.05);
+    faults.lose_answer_ratio(0.03);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let run = {
+        let done = done.clone();
+        futures_util::stream::iter(0..DISPATCHES)
+            .map(move |i| {
+                let d = dispatcher.clone();
+                let done = done.clone();
+                async move {
+                    let r = d
+                        .dispatch(&request(i, flow_of(i)), Duration::from_secs(60))
+                        .await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    (i, r)
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+    };
+    // Two restarts while dispatches are in flight, at a third and at two thirds of the way,
+    // and the stream cut every 300 ms throughout.
+    let restarts = async {
+        for mark in [DISPATCHES / 3, 2 * DISPATCHES / 3] {
+            while done.load(Ordering::Relaxed) < mark {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            emu.restart().await;
+        }
+    };
+    let cuts = async {
+        while done.load(Ordering::Relaxed) < DISPATCHES {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            faults.cut_streams();
+        }
+    };
+    let restarts = futures_util::future::join(restarts, cuts);
+    let (results, _) = tokio::time::timeout(BOUND, futures_util::future::join(run, restarts))
+        .await
+        .expect("500 dispatches finish within the bound");
+    assert!(
+        watcher.stats().reconnects >= 3,
+        "the stream was cut and reconnected: {:?}",
+        watcher.stats()
+    );
+
+    assert_eq!(results.len(), DISPATCHES);
+    for (i, r) in &results {
+        check_result(*i, r);
+    }
+    // The faults really happened: lost connections (logged with status 0) and 503s.
+    let log = emu.request_log();
+    let dropped = log.iter().filter(|r| r.status == 0).count();
+    let unavailable = log.iter().filter(|r| r.status == 503).count();
+    assert!(
+        dropped > 50 && unavailable > 20,
+        "dropped {dropped}, 503 {unavailable}"
+    );
+
+    faults.clear();
+    let st2 = api_key_client(&emu);
+    for i in 0..DISPATCHES {
+        assert_eq!(
+            executions_for(&st2, i).await,
+            1,
+            "dispatch {i}: exactly one st2 execution for its idempotency key"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_token_mid_run_is_renewed_without_failing_a_dispatch() {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        users: vec![User {
+            name: "portarium".into(),
+            password: "s3cret".into(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = patient(St2Config::with_password(
+        emu.base_url().parse().unwrap(),
+        "portarium",
+        Secret::from_value("s3cret"),
+    ));
+    let d = Dispatcher::new(client);
+    let revoker = async {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            emu.revoke_tokens();
+        }
+    };
+    let run = futures_util::stream::iter(0..60)
+        .map(|i| {
+            let d = d.clone();
+            async move {
+                (
+                    i,
+                    d.dispatch(&request(i, flow_of(i)), Duration::from_secs(30))
+                        .await,
+                )
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>();
+    let (results, ()) = tokio::time::timeout(BOUND, futures_util::future::join(run, revoker))
+        .await
+        .unwrap();
+    for (i, r) in &results {
+        check_result(*i, r);
+    }
+    let logins = emu
+        .request_log()
+        .iter()
+        .filter(|r| r.path == "/auth/v1/tokens" && r.status == 201)
+        .count();
+    assert!(
+        logins >= 2,
+        "the revoked token was replaced by a new login ({logins})"
+    );
+    let st2 = api_key_client(&emu);
+    for i in 0..60 {
+        assert_eq!(executions_for(&st2, i).await, 1, "dispatch {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_st2_cannot_hold_a_dispatch_past_its_deadline() {
+    let emu = Emulator::start(EmulatorOptions {
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let d = Dispatcher::new(api_key_client(&emu));
+    emu.faults().delay(Duration::from_millis(1_500));
+    let started = tokio::time::Instant::now();
+    let r = d
+        .dispatch(&request(1, "core.noop"), Duration::from_millis(500))
+        .await;
+    let took = started.elapsed();
+    let DispatchResult::Err { kind, message } = &r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(*kind, ErrorKind::Timeout, "{message}");
+    assert!(message.contains("same idempotency key"), "{message}");
+    // Every st2 answer takes 1.5 s; the 500 ms deadline must not wait for one.
+    assert!(
+        took < Duration::from_millis(1_400),
+        "answered after {took:?}"
+    );
+
+    // Once st2 is quick again, the retry ends in the real result on one execution.
+    emu.faults().clear();
+    let r = d
+        .dispatch(&request(1, "core.noop"), Duration::from_secs(10))
+        .await;
+    check_result(1, &r);
+    assert_eq!(executions_for(&api_key_client(&emu), 1).await, 1);
+}
+
+#[tokio::test]
+async fn an_adapter_started_before_st2_becomes_ready_without_a_restart() {
+    // A port nothing listens on yet: st2 is down when the adapter starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nst2: {{base_url: 'http://{port}', api_key: {KEY}, connect_timeout_ms: 300}}\ntenants:\n  - {{id: tenant-f, api_token: token-f}}\n"
+    );
+    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
+    let client = St2Client::from_config(&config.st2).unwrap();
+    let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::ZERO);
+    let dispatch = DispatchState::from_config(&config, &client).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
+    tokio::spawn(server::serve(listener, router, std::future::pending()));
+    let http = reqwest::Client::new();
+    let ready = || async {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 503, "not ready while st2 is down");
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200,
+        "but alive"
+    );
+
+    let _emu = Emulator::start(EmulatorOptions {
+        listen: port,
+        api_key: KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = ready().await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "ready once st2 is up, with no restart");
+    let answer: serde_json::Value = http
+        .post(format!("{base}/v1/dispatch"))
+        .bearer_auth("token-f")
+        .json(&serde_json::json!({
+            "actionId": "a", "tenantId": "tenant-f", "runId": "r", "correlationId": "c",
+            "flowRef": "core.noop", "payload": {}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+}
