@@ -172,6 +172,34 @@ pub struct Normalizer {
     stats: Stats,
 }
 
+/// This scrape's series by key, in page order (a repeated series: the last one wins).
+#[derive(Default)]
+struct Batch {
+    index: HashMap<String, usize>,
+    items: Vec<(String, Pending)>,
+}
+
+impl Batch {
+    fn contains_key(&self, key: &str) -> bool {
+        self.index.contains_key(key)
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut Pending> {
+        let i = *self.index.get(key)?;
+        Some(&mut self.items[i].1)
+    }
+
+    fn insert(&mut self, key: String, p: Pending) {
+        match self.index.get(&key) {
+            Some(&i) => self.items[i].1 = p,
+            None => {
+                self.index.insert(key.clone(), self.items.len());
+                self.items.push((key, p));
+            }
+        }
+    }
+}
+
 /// A series observed in this scrape, before state is applied.
 struct Pending {
     metric: String,
@@ -221,13 +249,13 @@ impl Normalizer {
                 _ => None,
             })
             .filter(|&ns| ns <= now_ns);
-        let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+        let mut pending = Batch::default();
         let mut admitted = (0, HashMap::new());
         for family in &page.families {
             self.observe(family, now_ns, &mut pending, &mut admitted);
         }
         let mut points: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-        for (key, p) in pending {
+        for (key, p) in pending.items {
             let shape = self.metas[&p.metric].shape;
             let state = match self.states.get_mut(&key) {
                 Some(s) => s,
@@ -315,7 +343,7 @@ impl Normalizer {
         &mut self,
         family: &Family,
         now_ns: u64,
-        pending: &mut BTreeMap<String, Pending>,
+        pending: &mut Batch,
         admitted: &mut (usize, HashMap<String, usize>),
     ) {
         let (role, shape) = match family.kind {
@@ -619,12 +647,19 @@ pub fn value_text(kv: &KeyValue) -> String {
 }
 
 fn series_key(metric: &str, attributes: &[KeyValue]) -> String {
-    let mut key = metric.to_string();
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(metric.len() + 32 * attributes.len());
+    key.push_str(metric);
     for kv in attributes {
         key.push('\u{1f}');
         key.push_str(&kv.key);
         key.push('=');
-        key.push_str(&value_text(kv));
+        let _ = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => write!(key, "{s}"),
+            Some(any_value::Value::IntValue(i)) => write!(key, "{i}"),
+            Some(any_value::Value::BoolValue(b)) => write!(key, "{b}"),
+            _ => write!(key, "{}", value_text(kv)),
+        };
     }
     key
 }

@@ -665,15 +665,22 @@ fn match_tokens(tokens: &[Tok], text: &str, refs: &KnownRefs) -> Option<Vec<Stri
         return text.is_empty().then(Vec::new);
     };
     match *first {
-        L(lit) => match_tokens(rest, text.strip_prefix(escape(lit).as_str())?, refs),
+        L(lit) => {
+            let tail = text.get(lit.len()..)?;
+            escaped_eq(&text.as_bytes()[..lit.len()], lit).then_some(())?;
+            match_tokens(rest, tail, refs)
+        }
         C(cap) => {
             // Try every split point: the capture is the text before the next literal.
             let ends: Vec<usize> = match rest.first() {
                 None => vec![text.len()],
-                Some(L(lit)) => {
-                    let lit = escape(lit);
-                    text.match_indices(lit.as_str()).map(|(i, _)| i).collect()
-                }
+                Some(L(lit)) => text
+                    .as_bytes()
+                    .windows(lit.len())
+                    .enumerate()
+                    .filter(|(_, w)| escaped_eq(w, lit))
+                    .map(|(i, _)| i)
+                    .collect(),
                 Some(C(..)) => return None,
             };
             ends.into_iter().filter(|&end| end > 0).find_map(|end| {
@@ -684,6 +691,19 @@ fn match_tokens(tokens: &[Tok], text: &str, refs: &KnownRefs) -> Option<Vec<Stri
             })
         }
     }
+}
+
+/// Whether `bytes` is `lit` as statsd_exporter escapes it (without allocating: this runs
+/// for every rule on every unmapped family of every scrape).
+fn escaped_eq(bytes: &[u8], lit: &str) -> bool {
+    bytes.len() == lit.len()
+        && bytes.iter().zip(lit.bytes()).all(|(&b, l)| {
+            b == if l.is_ascii_alphanumeric() || l == b'_' {
+                l
+            } else {
+                b'_'
+            }
+        })
 }
 
 /// The original value of an escaped capture, or `None` when it cannot be one of `cap`.
