@@ -76,46 +76,31 @@ struct Meta {
     description: String,
 }
 
-/// One observation, merged across overflowed series.
-#[derive(Debug, Clone)]
-enum Obs {
-    Number(f64),
-    Summary {
-        count: f64,
-        sum: f64,
-        quantiles: Vec<(f64, f64)>,
-    },
-    Histogram {
-        count: f64,
-        sum: Option<f64>,
-        buckets: Vec<(f64, f64)>,
-    },
-}
-
-impl Obs {
+// Observations are parse::Value: what a series carries, merged across overflowed series.
+impl Value {
     /// The values whose decrease means the source restarted.
     fn totals(&self) -> (f64, f64) {
         match self {
-            Obs::Number(v) => (*v, 0.0),
-            Obs::Summary { count, sum, .. } => (*count, *sum),
-            Obs::Histogram { count, sum, .. } => (*count, sum.unwrap_or(0.0)),
+            Value::Number(v) => (*v, 0.0),
+            Value::Summary { count, sum, .. } => (*count, *sum),
+            Value::Histogram { count, sum, .. } => (*count, sum.unwrap_or(0.0)),
         }
     }
 
     /// Adds `other` into `self` (overflow); false when they cannot be added.
-    fn merge(&mut self, other: Obs, shape: Shape) -> bool {
+    fn merge(&mut self, other: Value, shape: Shape) -> bool {
         match (self, other) {
-            (Obs::Number(a), Obs::Number(b)) => {
+            (Value::Number(a), Value::Number(b)) => {
                 *a = if shape == Shape::Gauge { b } else { *a + b };
                 true
             }
             (
-                Obs::Summary {
+                Value::Summary {
                     count,
                     sum,
                     quantiles,
                 },
-                Obs::Summary {
+                Value::Summary {
                     count: c, sum: s, ..
                 },
             ) => {
@@ -126,12 +111,12 @@ impl Obs {
                 true
             }
             (
-                Obs::Histogram {
+                Value::Histogram {
                     count,
                     sum,
                     buckets,
                 },
-                Obs::Histogram {
+                Value::Histogram {
                     count: c,
                     sum: s,
                     buckets: b,
@@ -204,7 +189,7 @@ impl Batch {
 struct Pending {
     metric: String,
     attributes: Vec<KeyValue>,
-    obs: Obs,
+    obs: Value,
     time_ns: u64,
     created_ns: Option<u64>,
 }
@@ -492,7 +477,7 @@ struct Point {
     attributes: Vec<KeyValue>,
     start_ns: u64,
     time_ns: u64,
-    obs: Option<Obs>,
+    obs: Option<Value>,
 }
 
 const NO_VALUE: u32 = DataPointFlags::NoRecordedValueMask as u32;
@@ -504,7 +489,7 @@ impl Point {
 
     fn number(self) -> NumberDataPoint {
         let value = match self.obs {
-            Some(Obs::Number(v)) => v,
+            Some(Value::Number(v)) => v,
             _ => 0.0,
         };
         NumberDataPoint {
@@ -520,7 +505,7 @@ impl Point {
     fn summary(self) -> SummaryDataPoint {
         let flags = self.flags();
         let (count, sum, quantiles) = match self.obs {
-            Some(Obs::Summary {
+            Some(Value::Summary {
                 count,
                 sum,
                 quantiles,
@@ -544,7 +529,7 @@ impl Point {
     fn histogram(self) -> HistogramDataPoint {
         let flags = self.flags();
         let (count, sum, buckets) = match self.obs {
-            Some(Obs::Histogram {
+            Some(Value::Histogram {
                 count,
                 sum,
                 buckets,
@@ -581,28 +566,10 @@ impl Point {
 }
 
 /// The observation a series carries, or `None` for one no OTel point can hold.
-fn observation(series: &Series) -> Option<Obs> {
+fn observation(series: &Series) -> Option<Value> {
     match &series.value {
         Value::Number(v) if v.is_nan() => None,
-        Value::Number(v) => Some(Obs::Number(*v)),
-        Value::Summary {
-            count,
-            sum,
-            quantiles,
-        } => Some(Obs::Summary {
-            count: *count,
-            sum: *sum,
-            quantiles: quantiles.clone(),
-        }),
-        Value::Histogram {
-            count,
-            sum,
-            buckets,
-        } => Some(Obs::Histogram {
-            count: *count,
-            sum: *sum,
-            buckets: buckets.clone(),
-        }),
+        other => Some(other.clone()),
     }
 }
 
