@@ -527,3 +527,82 @@ fn continue_trace(span: &tracing::Span, trace: &TraceContext) {
     // Without an OpenTelemetry layer there is nothing to attach to; that is not an error.
     let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::parse::{Value, parse};
+
+    fn fresh() -> Registry {
+        Registry {
+            start_ns: 1,
+            cells: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    #[test]
+    fn the_text_page_parses_back_with_escaped_values_and_joined_histograms() {
+        let r = fresh();
+        r.add(
+            M_FAILED,
+            vec![("pack.id", "p\"q".into()), ("errorKind", "Timeout".into())],
+            2.0,
+        );
+        r.observe(M_DURATION, vec![("pack.id", "p".into())], 7.0);
+        r.observe(M_DURATION, vec![("pack.id", "p".into())], 70_000.0);
+        let page = parse(&r.prometheus_text());
+        assert!(page.rejected.is_empty(), "{:?}", page.rejected);
+        let failed = page
+            .families
+            .iter()
+            .find(|f| f.name == "portarium_action_failed_total")
+            .unwrap();
+        assert_eq!(
+            failed.series[0].labels,
+            [
+                ("errorKind".to_string(), "Timeout".to_string()),
+                ("pack_id".into(), "p\"q".into())
+            ]
+        );
+        let duration = page
+            .families
+            .iter()
+            .find(|f| f.name == "portarium_action_duration_ms")
+            .unwrap();
+        let Value::Histogram {
+            count,
+            sum,
+            buckets,
+        } = &duration.series[0].value
+        else {
+            panic!("{duration:?}")
+        };
+        assert_eq!((*count, *sum), (2.0, Some(70_007.0)));
+        assert_eq!(
+            buckets.iter().find(|(le, _)| *le == 10.0),
+            Some(&(10.0, 1.0))
+        );
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 2.0)));
+    }
+
+    #[test]
+    fn label_sets_past_the_cap_fold_into_overflow() {
+        let r = fresh();
+        for i in 0..MAX_LABEL_SETS + 5 {
+            r.add(
+                M_SUCCEEDED,
+                vec![("action.operation", format!("p.a{i}"))],
+                1.0,
+            );
+        }
+        let text = r.prometheus_text();
+        assert_eq!(
+            text.matches("portarium_action_succeeded_total{").count(),
+            MAX_LABEL_SETS + 1
+        );
+        assert!(
+            text.contains("portarium_action_succeeded_total{otel_metric_overflow=\"true\"} 5"),
+            "overflow line missing"
+        );
+    }
+}
