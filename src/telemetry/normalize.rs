@@ -152,6 +152,9 @@ pub struct Normalizer {
     prefix: Option<String>,
     refs: KnownRefs,
     metas: HashMap<String, Meta>,
+    /// Family name → (role, OTel name, attributes the name carries): recognising st2's key
+    /// patterns once per family, not once per scrape.
+    names: HashMap<String, (Role, String, Vec<(String, String)>)>,
     states: HashMap<String, State>,
     per_metric: HashMap<String, usize>,
     stats: Stats,
@@ -202,6 +205,7 @@ impl Normalizer {
             prefix,
             refs: KnownRefs::default(),
             metas: HashMap::new(),
+            names: HashMap::new(),
             states: HashMap::new(),
             per_metric: HashMap::new(),
             stats: Stats::default(),
@@ -210,7 +214,12 @@ impl Normalizer {
 
     /// Teaches the normalizer refs st2 has, so escaped names are read back exactly.
     pub fn learn_refs<I: IntoIterator<Item = S>, S: AsRef<str>>(&mut self, refs: I) {
+        let known = self.refs.len();
         self.refs.extend(refs);
+        if self.refs.len() != known {
+            // Names read before may now read back differently.
+            self.names.clear();
+        }
     }
 
     /// Counters of what was dropped, folded or evicted.
@@ -337,16 +346,27 @@ impl Normalizer {
             Kind::Summary => (Role::Timer, Shape::Summary),
             Kind::Histogram => (Role::Timer, Shape::Histogram),
         };
-        let (name, meta, fixed) = self.name_of(family, role, shape);
-        match self.metas.get(&name) {
-            Some(known) if known.shape != shape => {
-                self.stats.dropped += family.series.len() as u64;
-                return;
-            }
-            Some(_) => {}
+        let cached = self
+            .names
+            .get(&family.name)
+            .filter(|c| c.0 == role && self.metas.contains_key(&c.1))
+            .map(|c| (c.1.clone(), c.2.clone()));
+        let (name, fixed) = match cached {
+            Some(hit) => hit,
             None => {
-                self.metas.insert(name.clone(), meta);
+                let (name, meta, fixed) = self.name_of(family, role, shape);
+                if self.names.len() >= self.limits.max_series {
+                    self.names.clear();
+                }
+                self.names
+                    .insert(family.name.clone(), (role, name.clone(), fixed.clone()));
+                self.metas.entry(name.clone()).or_insert(meta);
+                (name, fixed)
             }
+        };
+        if self.metas[&name].shape != shape {
+            self.stats.dropped += family.series.len() as u64;
+            return;
         }
         for series in &family.series {
             let Some(obs) = observation(series) else {
@@ -804,6 +824,28 @@ mod tests {
         assert_eq!(
             (p.attributes[0].key.as_str(), value_text(&p.attributes[0])),
             ("st2.action.ref", "core.local".into())
+        );
+    }
+
+    #[test]
+    fn refs_learned_later_change_how_escaped_names_read() {
+        let mut n = Normalizer::new(Limits::default(), None);
+        let page = "# TYPE st2_action_examples_orquesta_sequential_executions counter\nst2_action_examples_orquesta_sequential_executions 1\n";
+        let refs = |out: &[Metric]| -> Vec<String> {
+            sum_points(out, "st2.action.executions")
+                .iter()
+                .filter(|p| p.flags == 0)
+                .map(|p| value_text(&p.attributes[0]))
+                .collect()
+        };
+        assert_eq!(
+            refs(&run(&mut n, page, 100)),
+            ["examples_orquesta_sequential"]
+        );
+        n.learn_refs(["examples.orquesta-sequential"]);
+        assert_eq!(
+            refs(&run(&mut n, page, 110)),
+            ["examples.orquesta-sequential"]
         );
     }
 
