@@ -145,6 +145,10 @@ struct State {
     stale: bool,
 }
 
+/// How one family name reads: the role it arrived as, its OTel name, the attributes the name
+/// itself carries.
+type Reading = (Role, String, Vec<(String, String)>);
+
 /// Turns one target's successive pages into OTLP metrics; keep one per scrape target.
 #[derive(Debug)]
 pub struct Normalizer {
@@ -154,7 +158,7 @@ pub struct Normalizer {
     metas: HashMap<String, Meta>,
     /// Family name → (role, OTel name, attributes the name carries): recognising st2's key
     /// patterns once per family, not once per scrape.
-    names: HashMap<String, (Role, String, Vec<(String, String)>)>,
+    names: HashMap<String, Reading>,
     states: HashMap<String, State>,
     per_metric: HashMap<String, usize>,
     stats: Stats,
