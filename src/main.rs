@@ -223,10 +223,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let telemetry = match portarium_st2::telemetry::Telemetry::start(
-        &config.telemetry,
-        config.tenants.iter().map(|t| t.id.clone()),
-    ) {
+    let telemetry = match portarium_st2::telemetry::Telemetry::start(&config.telemetry) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("telemetry: {e}");

@@ -176,7 +176,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         emu.base_url()
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let telemetry = Telemetry::start(&config.telemetry, ["acme".to_string()]).unwrap();
+    let telemetry = Telemetry::start(&config.telemetry).unwrap();
     {
         use tracing_subscriber::prelude::*;
         let layer = portarium_st2::telemetry::spans::layer(telemetry.provider().unwrap());

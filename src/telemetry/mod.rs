@@ -44,14 +44,11 @@ pub struct Telemetry {
 impl Telemetry {
     /// Starts what `config` asks for: span export and the scrape/export loop when an OTLP
     /// endpoint is configured (here or in `OTEL_EXPORTER_OTLP_*`), scraping when targets are.
-    /// `tenants` get their own span resource (`tenant.id`). Call inside the tokio runtime.
-    pub fn start(
-        config: &TelemetryConfig,
-        tenants: impl IntoIterator<Item = String>,
-    ) -> Result<Self, TelemetryError> {
+    /// Call inside the tokio runtime.
+    pub fn start(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
         let settings = config.otlp.resolve(|k| std::env::var(k).ok())?;
         let provider = match &settings {
-            Some(s) => Some(spans::tracer_provider(s, tenants)?),
+            Some(s) => Some(spans::tracer_provider(s)?),
             None => None,
         };
         let exporter = settings.map(export::MetricsExporter::new).transpose()?;

@@ -3,9 +3,9 @@
 //! thread), and a router that moves `tenant.id` from the span onto the resource.
 //!
 //! Portarium's collector hashes the resource attribute `tenant.id` and routes on it; a
-//! tenant id must never be a span attribute. Each configured tenant therefore gets its own
-//! exporter whose resource carries `tenant.id`, built up front (a gRPC channel needs the
-//! tokio runtime that exists then, not the SDK's export thread).
+//! tenant id must never be a span attribute. The dispatch span carries it only as far as
+//! the exporter, which groups spans by tenant and sends each group under a resource with
+//! `tenant.id`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,17 +34,17 @@ pub struct SpanSetupError {
     reason: String,
 }
 
-/// One OTLP exporter per tenant, and one for spans without a known tenant.
+/// Moves each span's tenant onto the resource: spans are grouped by tenant and each group is
+/// exported with the adapter's resource plus `tenant.id`. One exporter serves every tenant
+/// (the SDK exports one batch at a time, so setting the resource per group is race-free).
 struct TenantRouter {
-    by_tenant: HashMap<String, Arc<opentelemetry_otlp::SpanExporter>>,
-    fallback: Arc<opentelemetry_otlp::SpanExporter>,
+    exporter: Arc<tokio::sync::Mutex<opentelemetry_otlp::SpanExporter>>,
+    base: Resource,
 }
 
 impl fmt::Debug for TenantRouter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantRouter")
-            .field("tenants", &self.by_tenant.len())
-            .finish()
+        f.debug_struct("TenantRouter").finish_non_exhaustive()
     }
 }
 
@@ -59,18 +59,16 @@ impl SpanExporter for TenantRouter {
                 .map(|i| span.attributes.remove(i).value.to_string());
             groups.entry(tenant).or_default().push(span);
         }
-        let sends: Vec<_> = groups
+        let sends: Vec<(Resource, Vec<SpanData>)> = groups
             .into_iter()
-            .map(|(tenant, spans)| {
-                let exporter = tenant
-                    .and_then(|t| self.by_tenant.get(&t).cloned())
-                    .unwrap_or_else(|| self.fallback.clone());
-                (exporter, spans)
-            })
+            .map(|(tenant, spans)| (with_tenant(&self.base, tenant), spans))
             .collect();
+        let exporter = self.exporter.clone();
         async move {
+            let mut exporter = exporter.lock().await;
             let mut failures = Vec::new();
-            for (exporter, spans) in sends {
+            for (resource, spans) in sends {
+                exporter.set_resource(&resource);
                 if let Err(e) = exporter.export(spans).await {
                     failures.push(e.to_string());
                 }
@@ -84,10 +82,22 @@ impl SpanExporter for TenantRouter {
     }
 
     fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        for e in self.by_tenant.values().chain([&self.fallback]) {
-            e.shutdown_with_timeout(timeout)?;
-        }
-        Ok(())
+        // The SDK calls this from its own (non-async) thread.
+        self.exporter.blocking_lock().shutdown_with_timeout(timeout)
+    }
+}
+
+/// `base` plus `tenant.id`, when there is a tenant.
+fn with_tenant(base: &Resource, tenant: Option<String>) -> Resource {
+    match tenant {
+        None => base.clone(),
+        Some(t) => Resource::builder_empty()
+            .with_attributes(
+                base.iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .with_attribute(KeyValue::new(TENANT_ATTRIBUTE, t))
+            .build(),
     }
 }
 
@@ -154,28 +164,13 @@ fn build_exporter(
     Ok(exporter)
 }
 
-/// A tracer provider exporting to `settings`, one resource per tenant in `tenants`.
-/// Call from inside the tokio runtime; shut it down with
-/// `tokio::task::spawn_blocking(move || provider.shutdown())`.
-pub fn tracer_provider(
-    settings: &OtlpSettings,
-    tenants: impl IntoIterator<Item = String>,
-) -> Result<SdkTracerProvider, SpanSetupError> {
+/// A tracer provider exporting to `settings`. Call from inside the tokio runtime (a gRPC
+/// channel needs it); shut it down with `tokio::task::spawn_blocking(move || provider.shutdown())`.
+pub fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, SpanSetupError> {
     let base = adapter_resource();
-    let mut by_tenant = HashMap::new();
-    for tenant in tenants {
-        let resource = Resource::builder_empty()
-            .with_attributes(
-                base.iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
-            .with_attribute(KeyValue::new(TENANT_ATTRIBUTE, tenant.clone()))
-            .build();
-        by_tenant.insert(tenant, Arc::new(build_exporter(settings, &resource)?));
-    }
     let router = TenantRouter {
-        by_tenant,
-        fallback: Arc::new(build_exporter(settings, &base)?),
+        exporter: Arc::new(tokio::sync::Mutex::new(build_exporter(settings, &base)?)),
+        base: base.clone(),
     };
     Ok(SdkTracerProvider::builder()
         .with_resource(base)
