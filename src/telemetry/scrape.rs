@@ -293,8 +293,8 @@ pub async fn run(
             t.next_at = now + backoff;
             batch.push(resource_metrics);
         }
-        batch.push(adapter_metrics());
         if let Some(exporter) = &exporter {
+            batch.push(adapter_metrics());
             let request = ExportMetricsServiceRequest {
                 resource_metrics: batch,
             };
