@@ -5,6 +5,7 @@
 //! cargo run --release --example loadtest -- e2e --n 1000 --concurrency 1,32
 //! cargo run --release --example loadtest -- overhead --n 2000 --concurrency 1,64
 //! cargo run --release --example loadtest -- memory --inflight 10000
+//! cargo run --release --example loadtest -- stream --executions 5000
 //! ```
 //!
 //! Every target is on 127.0.0.1: an in-process st2 emulator unless `--st2-url` names one
@@ -40,6 +41,15 @@ enum Command {
     Overhead(E2eArgs),
     /// The adapter process's resident memory idle and with executions in flight.
     Memory(MemoryArgs),
+    /// st2 stream events parsed and applied to waiting dispatches, per second.
+    Stream(StreamArgs),
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// Executions in the stream, each with st2's create and update events and a waiter.
+    #[arg(long, default_value_t = 5000)]
+    executions: usize,
 }
 
 #[derive(Args)]
@@ -422,6 +432,114 @@ async fn memory(args: MemoryArgs) {
     let _ = child.wait();
 }
 
+/// st2's own execution events for one `core.local` run (the recorded capture), as templates.
+fn captured_execution_events() -> Vec<(String, Value)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/st2/captures/stream-core-local.sse"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.split("\n\n")
+        .filter_map(|frame| {
+            let event = frame.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = frame.lines().find_map(|l| l.strip_prefix("data: "))?;
+            event
+                .starts_with("st2.execution__")
+                .then(|| (event.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+/// A stand-in st2 that serves, once told to, one stream holding every event of `count`
+/// executions, so the watcher's parsing and applying is all that is measured.
+async fn stream(args: StreamArgs) {
+    use axum::body::Body;
+    use axum::routing::get;
+    use portarium_st2::st2::Execution;
+    let templates = captured_execution_events();
+    let ids: Vec<String> = (0..args.executions).map(|i| format!("{i:024x}")).collect();
+    let mut body = String::new();
+    for id in &ids {
+        for (event, data) in &templates {
+            let mut data = data.clone();
+            data["id"] = json!(id);
+            body.push_str(&format!("event: {event}\ndata: {data}\n\n"));
+        }
+    }
+    let events = ids.len() * templates.len();
+    let bytes = body.len();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let body = Arc::new(body);
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/executions",
+            get(|| async { axum::Json(json!([])) }),
+        )
+        .route(
+            "/stream/v1/stream",
+            get({
+                let go = go.clone();
+                let body = body.clone();
+                move || async move {
+                    // Headers now, so the watcher counts as connected; events once told to.
+                    let events = futures_util::stream::once(async move {
+                        go.notified().await;
+                        Ok::<_, std::convert::Infallible>(body.as_bytes().to_vec())
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(Body::from_stream(events))
+                        .unwrap()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let st2 = St2 {
+        url,
+        key: "bench-key".into(),
+        _emulator: None,
+    };
+    let watcher = ExecutionWatcher::start(st2.client(1), StreamConfig::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    assert!(watcher.connected(deadline).await, "the watcher connects");
+    // Each waiter knows its execution started after the connection opened, so the watcher
+    // relies on the stream alone (no reads).
+    let mut first: Value = templates[0].1.clone();
+    first["start_timestamp"] = json!("2999-01-01T00:00:00.000000Z");
+    let waits = ids.iter().map(|id| {
+        let mut doc = first.clone();
+        doc["id"] = json!(id);
+        let known: Execution = serde_json::from_value(doc).unwrap();
+        let watcher = watcher.clone();
+        async move { watcher.wait_for(&known, deadline).await.is_ok() }
+    });
+    let waits: Vec<_> = waits.collect();
+    let all = futures_util::future::join_all(waits);
+    tokio::pin!(all);
+    // Let every waiter register before the events flow.
+    tokio::select! {
+        _ = &mut all => panic!("waits ended before the stream started"),
+        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+    }
+    let flow = Instant::now();
+    go.notify_one();
+    let resolved = all.await;
+    let took = flow.elapsed();
+    let ok = resolved.iter().filter(|r| **r).count();
+    println!(
+        "| stream | executions | events | MiB | seconds | events per second | waits resolved |\n|---|---|---|---|---|---|---|"
+    );
+    println!(
+        "| st2 execution events → watcher → waiting dispatches | {} | {events} | {:.1} | {:.2} | {:.0} | {ok} |",
+        ids.len(),
+        bytes as f64 / (1024.0 * 1024.0),
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+}
+
 fn req_body(req: &DispatchRequest) -> Value {
     serde_json::to_value(req).unwrap()
 }
@@ -446,5 +564,6 @@ async fn main() {
         Command::E2e(a) => e2e(a).await,
         Command::Overhead(a) => overhead(a).await,
         Command::Memory(a) => memory(a).await,
+        Command::Stream(a) => stream(a).await,
     }
 }

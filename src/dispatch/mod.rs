@@ -204,9 +204,13 @@ impl Dispatcher {
         ))
     }
 
-    /// The execution st2 already holds for this key, if any, read whole: the oldest, which
-    /// is the one [`Dispatcher::converge`] keeps when replicas raced.
-    async fn existing(&self, action: &ActionRef, key: &str) -> Result<Option<Execution>, St2Error> {
+    /// Up to `limit` executions st2 holds for this key, oldest first, without their results.
+    async fn held_for(
+        &self,
+        action: &ActionRef,
+        key: &str,
+        limit: u32,
+    ) -> Result<Vec<Execution>, St2Error> {
         let page = self
             .st2
             .executions()
@@ -215,11 +219,17 @@ impl Dispatcher {
             .filter(&format!("context.{CONTEXT_KEY}.dispatch_key"), key)
             .exclude(&["result"])
             .sort(SortOrder::OldestFirst)
-            .limit(1)
+            .limit(limit)
             .send()
             .await?;
+        Ok(page.items)
+    }
+
+    /// The execution st2 already holds for this key, if any, read whole: the oldest, which
+    /// is the one [`Dispatcher::converge`] keeps when replicas raced.
+    async fn existing(&self, action: &ActionRef, key: &str) -> Result<Option<Execution>, St2Error> {
         // The list leaves results out (they can be large); the one found is read in full.
-        match page.items.into_iter().next() {
+        match self.held_for(action, key, 1).await?.into_iter().next() {
             Some(found) => self.st2.executions().get(&found.id).send().await.map(Some),
             None => Ok(None),
         }
@@ -270,21 +280,11 @@ impl Dispatcher {
     /// `start_timestamp`, then id) wins everywhere, and a replica holding a younger one
     /// cancels it — normally before st2 has scheduled it — and follows the winner instead.
     async fn converge(&self, created: Execution, action: &ActionRef, key: &str) -> Execution {
-        let listed = self
-            .st2
-            .executions()
-            .list()
-            .action(&action.to_string())
-            .filter(&format!("context.{CONTEXT_KEY}.dispatch_key"), key)
-            .exclude(&["result"])
-            .sort(SortOrder::OldestFirst)
-            .limit(CONVERGE_LOOKAHEAD)
-            .send()
-            .await;
         // Without the list the created execution is the only one known: keep it.
-        let Ok(page) = listed else { return created };
-        let winner = page
-            .items
+        let Ok(held) = self.held_for(action, key, CONVERGE_LOOKAHEAD).await else {
+            return created;
+        };
+        let winner = held
             .into_iter()
             .min_by(|a, b| (a.start_timestamp, &a.id).cmp(&(b.start_timestamp, &b.id)));
         let Some(winner) = winner.filter(|w| w.id != created.id) else {
