@@ -423,12 +423,20 @@ fn pack_and_operation(req: &DispatchRequest) -> (String, String) {
     }
 }
 
-/// Decrements the in-flight gauge however the dispatch ends (an aborted request included).
-struct InFlight(Labels);
+/// Counts one dispatch in flight until dropped, however the dispatch ends (a request the
+/// caller abandoned included).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics().add(M_IN_FLIGHT, Vec::new(), 1.0);
+        Self
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics().add(M_IN_FLIGHT, std::mem::take(&mut self.0), -1.0);
+        metrics().add(M_IN_FLIGHT, Vec::new(), -1.0);
     }
 }
 
@@ -450,10 +458,7 @@ pub async fn observe_dispatch(
         continue_trace(&span, trace);
     }
     let labels: Labels = vec![("action.operation", operation), ("pack.id", pack)];
-    let _in_flight = (!dry_run).then(|| {
-        metrics().add(M_IN_FLIGHT, Vec::new(), 1.0);
-        InFlight(Vec::new())
-    });
+    let _in_flight = (!dry_run).then(InFlight::enter);
     let started = Instant::now();
     let result = run.instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
