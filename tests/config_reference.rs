@@ -91,7 +91,10 @@ fn every_config_field_is_in_the_configuration_reference() {
         fields.len() > 30 && fields.contains(&"st2.retry.max_retries".to_string()),
         "the probe walks the whole config: {fields:?}"
     );
-    assert!(fields.contains(&"tenants[].st2.api_key".to_string()), "{fields:?}");
+    assert!(
+        fields.contains(&"tenants[].st2.api_key".to_string()),
+        "{fields:?}"
+    );
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docs/configuration.md"
