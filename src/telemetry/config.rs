@@ -293,7 +293,8 @@ pub enum SettingsError {
 
 impl OtlpConfig {
     /// The settings in force, reading `OTEL_EXPORTER_OTLP_*` through `env` for what the
-    /// config leaves unset; `None` when no endpoint is configured anywhere (export is off).
+    /// config leaves unset; `None` when no endpoint is configured anywhere or
+    /// `OTEL_SDK_DISABLED=true` (export is off).
     pub fn resolve(
         &self,
         env: impl Fn(&str) -> Option<String>,
@@ -303,6 +304,10 @@ impl OtlpConfig {
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| (name, v))
         };
+        // The SDK-wide switch: export nothing, whatever else is configured.
+        if var("OTEL_SDK_DISABLED").is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
         let url = |(name, v): (&'static str, String)| {
             Url::parse(v.trim()).map_err(|e| SettingsError::Env {
                 var: name,
@@ -431,8 +436,13 @@ mod tests {
     }
 
     #[test]
-    fn nothing_configured_means_no_export() {
+    fn nothing_configured_or_the_sdk_disabled_means_no_export() {
         assert_eq!(OtlpConfig::default().resolve(env(&[])).unwrap(), None);
+        let disabled = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+        ]);
+        assert_eq!(OtlpConfig::default().resolve(disabled).unwrap(), None);
     }
 
     #[test]
