@@ -13,8 +13,9 @@ use crate::config::FieldError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// Prometheus-text endpoints to scrape (statsd_exporter's `/metrics` in front of st2).
-    #[serde(default)]
+    /// Prometheus-text endpoints to scrape (statsd_exporter's `/metrics` in front of st2): a
+    /// list, or one comma-separated string (so `PORTARIUM_ST2_TELEMETRY__TARGETS` can set it).
+    #[serde(default, deserialize_with = "urls")]
     pub targets: Vec<Url>,
     /// Time between two scrapes of a target.
     #[serde(default = "default_interval")]
@@ -122,6 +123,25 @@ pub struct OtlpSettings {
     pub initial_backoff: Duration,
     /// Longest pause.
     pub max_backoff: Duration,
+}
+
+/// A list of URLs, or one string of comma-separated URLs.
+fn urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        List(Vec<Url>),
+        Text(String),
+    }
+    match Urls::deserialize(d)? {
+        Urls::List(list) => Ok(list),
+        Urls::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| Url::parse(t).map_err(|e| serde::de::Error::custom(format!("{t:?}: {e}"))))
+            .collect(),
+    }
 }
 
 fn default_interval() -> u64 {
@@ -443,6 +463,35 @@ mod tests {
             ("OTEL_SDK_DISABLED", "TRUE"),
         ]);
         assert_eq!(OtlpConfig::default().resolve(disabled).unwrap(), None);
+    }
+
+    #[test]
+    fn targets_come_as_a_list_or_as_comma_separated_text() {
+        let config = |yaml: &str| serde_norway::from_str::<TelemetryConfig>(yaml);
+        let list = config("targets: ['http://a:9102/metrics', 'http://b:9102/metrics']").unwrap();
+        let text = config("targets: 'http://a:9102/metrics, http://b:9102/metrics'").unwrap();
+        assert_eq!(list.targets, text.targets);
+        assert_eq!(text.targets.len(), 2);
+        // As an environment override, naming the field and the variable when it is wrong.
+        let load = |value: &str| {
+            crate::config::Config::from_yaml(
+                "st2: {base_url: 'http://127.0.0.1:9101', api_key: k}",
+                "test",
+                [(
+                    "PORTARIUM_ST2_TELEMETRY__TARGETS".to_string(),
+                    value.to_string(),
+                )],
+            )
+        };
+        let loaded = load("http://a:9102/metrics,http://b:9102/metrics").unwrap();
+        assert_eq!(loaded.telemetry.targets, list.targets);
+        let err = load("http://a:9102/metrics, not a url")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("telemetry.targets") && err.contains("not a url"),
+            "{err}"
+        );
     }
 
     #[test]
