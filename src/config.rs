@@ -47,6 +47,9 @@ pub struct Config {
     /// Pack review gate, audit log and redaction (`crate::governance`).
     #[serde(default)]
     pub governance: crate::governance::GovernanceConfig,
+    /// Scraping st2's metrics and exporting telemetry over OTLP.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// One Portarium tenant allowed to dispatch.
@@ -455,6 +458,7 @@ impl Config {
                 reason: e.reason,
             });
         }
+        self.telemetry.validate(&mut errors);
         let d = &self.dispatch;
         if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
             errors.push(FieldError {

@@ -11,3 +11,4 @@ pub mod governance;
 pub mod portarium;
 pub mod server;
 pub mod st2;
+pub mod telemetry;

@@ -57,6 +57,25 @@ enum Command {
     /// Verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(governance_cli::AuditCommand),
+    /// Check st2's metrics as the adapter normalizes them.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+}
+
+#[derive(Subcommand)]
+enum TelemetryCommand {
+    /// Scrape Prometheus-text endpoints (statsd_exporter's /metrics) and print the
+    /// normalized OpenTelemetry metrics as a table; exit 4 when a target cannot be read.
+    Scrape {
+        /// Scrape once and exit (otherwise every telemetry.interval_ms until Ctrl-C).
+        #[arg(long)]
+        once: bool,
+        /// The config whose telemetry section (targets, caps, prefix) applies.
+        #[arg(short, long, env = config::ENV_CONFIG_FILE)]
+        config: Option<PathBuf>,
+        /// Endpoints to scrape instead of telemetry.targets.
+        urls: Vec<url::Url>,
+    },
 }
 
 #[derive(Args)]
@@ -139,6 +158,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Telemetry(TelemetryCommand::Scrape { once, config, urls }) => {
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(telemetry_scrape(config, urls, once)),
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS
@@ -209,7 +237,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(&config);
+    let telemetry = match portarium_st2::telemetry::Telemetry::start(&config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("telemetry: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&config, telemetry.provider());
     if let Some(emulator) = &emulator {
         tracing::info!(base_url = %emulator.base_url(), "st2 emulator ready (in-process)");
     }
@@ -277,18 +312,60 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(emulator) = emulator {
         emulator.shutdown().await;
     }
+    telemetry.shutdown().await;
     tracing::info!("portarium-st2 stopped");
     ExitCode::SUCCESS
 }
 
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+fn init_logging(config: &Config, spans: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    // The log level filters log lines only; dispatch spans reach OTLP whatever it is.
+    let logs = match config.log.format {
+        LogFormat::Json => fmt::layer().json().boxed(),
+        LogFormat::Text => fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans.map(portarium_st2::telemetry::spans::layer))
+        .init();
+}
+
+/// `portarium-st2 telemetry scrape`: the normalized table on stdout, errors on stderr.
+async fn telemetry_scrape(config: Option<PathBuf>, urls: Vec<url::Url>, once: bool) -> ExitCode {
+    let telemetry = match config {
+        Some(path) => match Config::load(Some(&path)) {
+            Ok(c) => c.telemetry,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => Default::default(),
+    };
+    let urls = if urls.is_empty() {
+        telemetry.targets.clone()
+    } else {
+        urls
+    };
+    if urls.is_empty() {
+        eprintln!(
+            "name an endpoint to scrape (e.g. http://127.0.0.1:9102/metrics) or set telemetry.targets in --config"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut stdout = std::io::stdout();
+    let stop = shutdown_signal();
+    match portarium_st2::telemetry::scrape_to_table(&telemetry, &urls, once, &mut stdout, stop)
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(4)
+        }
     }
 }
 

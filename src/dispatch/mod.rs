@@ -130,6 +130,10 @@ impl Dispatcher {
     /// runs out, the execution keeps running (unless configured to cancel) and the answer is
     /// `Timeout` naming it; the same request again attaches to it instead of starting another.
     pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
+        crate::telemetry::observe_dispatch(req, false, self.dispatch_inner(req, wait)).await
+    }
+
+    async fn dispatch_inner(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
         let deadline = Instant::now() + wait;
         let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
             Ok(Ok(found)) => found,
@@ -178,9 +182,14 @@ impl Dispatcher {
         };
         Ok((execution, action))
     }
+
     /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
     /// action, the payload against its schema — and starts nothing.
     pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
+        crate::telemetry::observe_dispatch(req, true, self.dry_run_inner(req)).await
+    }
+
+    async fn dry_run_inner(&self, req: &DispatchRequest) -> DispatchResult {
         let action = match self.admit(&req.flow_ref).await {
             Ok(a) => a,
             Err(refused) => return refused,
@@ -365,6 +374,7 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
 
 /// The Portarium result of a completed execution.
 pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
+    crate::telemetry::record_execution(&execution.id, status.as_str());
     let result = execution
         .result
         .clone()

@@ -26,6 +26,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::telemetry::own::prometheus_route))
         .route(
             "/openapi.json",
             get(|| async {

@@ -21,3 +21,4 @@ pub use api::{List, Page};
 pub use client::St2Client;
 pub use error::{Call, St2Error};
 pub use models::{Execution, ExecutionStatus};
+pub(crate) use transport::retry_after;

@@ -15,6 +15,7 @@ mod api;
 mod catalogue;
 mod engine;
 mod faults;
+mod metrics;
 mod model;
 mod params;
 mod server;

@@ -235,6 +235,9 @@ async fn handle(
         .map(str::to_string);
     let (mut parts, body) = req.into_parts();
     let req_body = Body::new(body);
+    if parts.uri.path() == "/metrics" {
+        return Ok(crate::metrics::response(&shared));
+    }
     if parts.uri.path().starts_with("/_emulator") {
         let resp = routers
             .control

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
     requests: Mutex<Vec<RequestRecord>>,
+    /// When this emulator started (its metrics page's `process_start_time_seconds`).
+    pub started_at: std::time::SystemTime,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,6 +121,7 @@ impl Shared {
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(JoinSet::new()),
             requests: Mutex::new(Vec::new()),
+            started_at: std::time::SystemTime::now(),
         })
     }
 

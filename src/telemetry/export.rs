@@ -1,0 +1,274 @@
+//! Our own small OTLP metrics exporter: an `ExportMetricsServiceRequest` built by
+//! [`super::normalize`] goes out over OTLP/HTTP (protobuf) or OTLP/gRPC.
+//!
+//! Only failures the OTLP spec calls retryable are retried — HTTP 429, 502, 503, 504 and
+//! transport errors; gRPC UNAVAILABLE and its kin — with doubling backoff and jitter, or the
+//! server's `Retry-After` when it sends one. A wait longer than the configured ceiling gives
+//! up at once rather than stalling the scrape loop.
+
+use std::io::Write;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use tonic::transport::Channel;
+
+use super::config::{OtlpSettings, Protocol};
+
+/// Why an export did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The collector refused the data; sending it again would not help.
+    #[error(
+        "the OTLP collector at {endpoint} refused the metrics ({detail}); check the endpoint path and headers (OTEL_EXPORTER_OTLP_*)"
+    )]
+    Refused {
+        /// Where.
+        endpoint: String,
+        /// Status and body text.
+        detail: String,
+    },
+    /// Every attempt failed with a retryable error.
+    #[error(
+        "the OTLP collector at {endpoint} did not accept the metrics after {attempts} attempts (last: {last}); check that it runs and is reachable"
+    )]
+    GaveUp {
+        /// Where.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The collector asked for a pause beyond `otlp.max_backoff_ms`.
+    #[error(
+        "the OTLP collector at {endpoint} asked to wait {wait:?}, longer than telemetry.otlp.max_backoff_ms; this batch is dropped"
+    )]
+    TooLongToWait {
+        /// Where.
+        endpoint: String,
+        /// What it asked for.
+        wait: Duration,
+    },
+    /// The endpoint cannot be used for gRPC.
+    #[error("telemetry.otlp.endpoint {endpoint} cannot be used for gRPC: {reason}")]
+    Endpoint {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a successful export reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    /// Attempts it took.
+    pub attempts: u32,
+    /// Points the collector said it rejected (OTLP partial success).
+    pub rejected_points: i64,
+}
+
+/// One attempt's failure.
+struct Failure {
+    retryable: bool,
+    retry_after: Option<Duration>,
+    detail: String,
+}
+
+/// Sends metrics to one collector; cheap to clone.
+#[derive(Clone)]
+pub struct MetricsExporter {
+    settings: OtlpSettings,
+    http: reqwest::Client,
+    grpc: Option<MetricsServiceClient<Channel>>,
+}
+
+impl MetricsExporter {
+    /// An exporter for `settings` (gRPC connects lazily, on the first export).
+    pub fn new(settings: OtlpSettings) -> Result<Self, ExportError> {
+        let endpoint = settings.metrics_endpoint.to_string();
+        let grpc = match settings.protocol {
+            Protocol::HttpProtobuf => None,
+            Protocol::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                    .map_err(|e| ExportError::Endpoint {
+                        endpoint: endpoint.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .timeout(settings.timeout)
+                    .connect_timeout(settings.timeout)
+                    .connect_lazy();
+                let mut client = MetricsServiceClient::new(channel);
+                if settings.gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                Some(client)
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ExportError::Endpoint {
+                endpoint: endpoint.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            settings,
+            http,
+            grpc,
+        })
+    }
+
+    /// Where the metrics go.
+    pub fn endpoint(&self) -> &str {
+        self.settings.metrics_endpoint.as_str()
+    }
+
+    /// Sends `request`, retrying what may pass.
+    pub async fn export(
+        &self,
+        request: &ExportMetricsServiceRequest,
+    ) -> Result<Exported, ExportError> {
+        let endpoint = self.endpoint().to_string();
+        let mut pause = self.settings.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = match &self.grpc {
+                Some(client) => self.grpc_once(client.clone(), request.clone()).await,
+                None => self.http_once(request).await,
+            };
+            let failure = match outcome {
+                Ok(response) => {
+                    let rejected_points = response
+                        .partial_success
+                        .map_or(0, |p| p.rejected_data_points);
+                    if rejected_points > 0 {
+                        tracing::warn!(rejected_points, %endpoint, "the OTLP collector rejected some points");
+                    }
+                    return Ok(Exported {
+                        attempts: attempt,
+                        rejected_points,
+                    });
+                }
+                Err(f) => f,
+            };
+            if !failure.retryable {
+                return Err(ExportError::Refused {
+                    endpoint,
+                    detail: failure.detail,
+                });
+            }
+            if attempt >= self.settings.max_attempts {
+                return Err(ExportError::GaveUp {
+                    endpoint,
+                    attempts: attempt,
+                    last: failure.detail,
+                });
+            }
+            let wait = match failure.retry_after {
+                Some(asked) if asked > self.settings.max_backoff => {
+                    return Err(ExportError::TooLongToWait {
+                        endpoint,
+                        wait: asked,
+                    });
+                }
+                Some(asked) => asked,
+                // Full jitter keeps several adapters from retrying in step.
+                None => pause.mul_f64(0.5 + fastrand::f64() * 0.5),
+            };
+            tracing::debug!(attempt, ?wait, detail = %failure.detail, "OTLP export will be retried");
+            tokio::time::sleep(wait).await;
+            pause = (pause * 2).min(self.settings.max_backoff);
+        }
+    }
+
+    async fn http_once(
+        &self,
+        request: &ExportMetricsServiceRequest,
+    ) -> Result<ExportMetricsServiceResponse, Failure> {
+        let mut body = request.encode_to_vec();
+        let mut builder = self
+            .http
+            .post(self.settings.metrics_endpoint.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+        if self.settings.gzip {
+            body = gzip(&body);
+            builder = builder.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        for (k, v) in &self.settings.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let reply = builder.body(body).send().await.map_err(|e| Failure {
+            retryable: true,
+            retry_after: None,
+            detail: format!("transport error: {e}"),
+        })?;
+        let status = reply.status();
+        let retry_after = crate::st2::retry_after(reply.headers());
+        let bytes = reply.bytes().await.map_err(|e| Failure {
+            retryable: true,
+            retry_after: None,
+            detail: format!("answer cut off: {e}"),
+        })?;
+        if status.is_success() {
+            // An empty or undecodable success body still means the data was accepted.
+            return Ok(ExportMetricsServiceResponse::decode(bytes).unwrap_or_default());
+        }
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+        Err(Failure {
+            retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            retry_after,
+            detail: format!("HTTP {status}: {text}"),
+        })
+    }
+
+    async fn grpc_once(
+        &self,
+        mut client: MetricsServiceClient<Channel>,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<ExportMetricsServiceResponse, Failure> {
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(self.settings.timeout);
+        for (k, v) in &self.settings.headers {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                v.parse(),
+            ) {
+                req.metadata_mut().insert(key, value);
+            }
+        }
+        match client.export(req).await {
+            Ok(reply) => Ok(reply.into_inner()),
+            Err(status) => {
+                use tonic::Code;
+                let retryable = matches!(
+                    status.code(),
+                    Code::Cancelled
+                        | Code::DeadlineExceeded
+                        | Code::Aborted
+                        | Code::OutOfRange
+                        | Code::Unavailable
+                        | Code::DataLoss
+                );
+                Err(Failure {
+                    retryable,
+                    retry_after: None,
+                    detail: format!("gRPC {:?}: {}", status.code(), status.message()),
+                })
+            }
+        }
+    }
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    encoder.write_all(body).expect("gzip into memory");
+    encoder.finish().expect("gzip into memory")
+}

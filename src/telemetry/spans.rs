@@ -1,0 +1,187 @@
+//! Span export for the adapter's own traces: the OpenTelemetry SDK with opentelemetry-otlp
+//! (blocking HTTP client or gRPC — the async reqwest client panics in the SDK's export
+//! thread), and a router that moves `tenant.id` from the span onto the resource.
+//!
+//! Portarium's collector hashes the resource attribute `tenant.id` and routes on it; a
+//! tenant id must never be a span attribute. The dispatch span carries it only as far as
+//! the exporter, which groups spans by tenant and sends each group under a resource with
+//! `tenant.id`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::config::{OtlpSettings, Protocol};
+
+/// The span attribute that carries the tenant as far as the exporter, never further.
+pub const TENANT_ATTRIBUTE: &str = "tenant.id";
+
+/// Why span export could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot set up OTLP span export to {endpoint}: {reason}; check telemetry.otlp / OTEL_EXPORTER_OTLP_*"
+)]
+pub struct SpanSetupError {
+    endpoint: String,
+    reason: String,
+}
+
+/// Moves each span's tenant onto the resource: spans are grouped by tenant and each group is
+/// exported with the adapter's resource plus `tenant.id`. One exporter serves every tenant
+/// (the SDK exports one batch at a time, so setting the resource per group is race-free).
+struct TenantRouter {
+    exporter: Arc<tokio::sync::Mutex<opentelemetry_otlp::SpanExporter>>,
+    base: Resource,
+}
+
+impl fmt::Debug for TenantRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantRouter").finish_non_exhaustive()
+    }
+}
+
+impl SpanExporter for TenantRouter {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        let mut groups: HashMap<Option<String>, Vec<SpanData>> = HashMap::new();
+        for mut span in batch {
+            let tenant = span
+                .attributes
+                .iter()
+                .position(|kv| kv.key.as_str() == TENANT_ATTRIBUTE)
+                .map(|i| span.attributes.remove(i).value.to_string());
+            groups.entry(tenant).or_default().push(span);
+        }
+        let sends: Vec<(Resource, Vec<SpanData>)> = groups
+            .into_iter()
+            .map(|(tenant, spans)| (with_tenant(&self.base, tenant), spans))
+            .collect();
+        let exporter = self.exporter.clone();
+        async move {
+            let mut exporter = exporter.lock().await;
+            let mut failures = Vec::new();
+            for (resource, spans) in sends {
+                exporter.set_resource(&resource);
+                if let Err(e) = exporter.export(spans).await {
+                    failures.push(e.to_string());
+                }
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(OTelSdkError::InternalFailure(failures.join("; ")))
+            }
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        // The SDK calls this from its own (non-async) thread.
+        self.exporter.blocking_lock().shutdown_with_timeout(timeout)
+    }
+}
+
+/// `base` plus `tenant.id`, when there is a tenant.
+fn with_tenant(base: &Resource, tenant: Option<String>) -> Resource {
+    match tenant {
+        None => base.clone(),
+        Some(t) => Resource::builder_empty()
+            .with_attributes(
+                base.iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .with_attribute(KeyValue::new(TENANT_ATTRIBUTE, t))
+            .build(),
+    }
+}
+
+/// The adapter's resource: `service.name` from `OTEL_SERVICE_NAME` (default
+/// `portarium-st2`), `OTEL_RESOURCE_ATTRIBUTES`, and a `service.instance.id` per process.
+pub fn adapter_resource() -> Resource {
+    let mut builder = Resource::builder().with_attribute(KeyValue::new(
+        "service.instance.id",
+        instance_id().to_string(),
+    ));
+    if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.trim().is_empty()) {
+        builder = builder.with_service_name("portarium-st2");
+    }
+    builder.build()
+}
+
+/// This process's `service.instance.id`.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::iter::repeat_with(|| fastrand::u8(..))
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    });
+    &ID
+}
+
+fn build_exporter(
+    settings: &OtlpSettings,
+    resource: &Resource,
+) -> Result<opentelemetry_otlp::SpanExporter, SpanSetupError> {
+    let endpoint = settings.traces_endpoint.to_string();
+    let headers: HashMap<String, String> = settings.headers.iter().cloned().collect();
+    let built = match settings.protocol {
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(settings.timeout)
+            .with_headers(headers)
+            .build(),
+        Protocol::Grpc => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            for (k, v) in &headers {
+                if let (Ok(key), Ok(value)) = (
+                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                    v.parse(),
+                ) {
+                    metadata.insert(key, value);
+                }
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(settings.timeout)
+                .with_metadata(metadata)
+                .build()
+        }
+    };
+    let mut exporter = built.map_err(|e| SpanSetupError {
+        endpoint,
+        reason: e.to_string(),
+    })?;
+    exporter.set_resource(resource);
+    Ok(exporter)
+}
+
+/// A tracer provider exporting to `settings`. Call from inside the tokio runtime (a gRPC
+/// channel needs it); shut it down with `tokio::task::spawn_blocking(move || provider.shutdown())`.
+pub fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, SpanSetupError> {
+    let base = adapter_resource();
+    let router = TenantRouter {
+        exporter: Arc::new(tokio::sync::Mutex::new(build_exporter(settings, &base)?)),
+        base: base.clone(),
+    };
+    Ok(SdkTracerProvider::builder()
+        .with_resource(base)
+        .with_batch_exporter(router)
+        .build())
+}
+
+/// The tracing layer sending spans to `provider`.
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("portarium-st2"))
+}
