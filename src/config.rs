@@ -41,6 +41,9 @@ pub struct Config {
     /// How long dispatches wait for st2.
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// Portarium events: lifecycle out, event classes in.
+    #[serde(default)]
+    pub events: crate::events::EventsConfig,
 }
 
 /// One Portarium tenant allowed to dispatch.
@@ -423,6 +426,7 @@ impl Config {
                 }
             }
         }
+        self.events.validate(&mut errors);
         let d = &self.dispatch;
         if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
             errors.push(FieldError {

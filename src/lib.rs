@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod events;
 pub mod governance;
 pub mod portarium;
 pub mod server;

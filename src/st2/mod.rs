@@ -10,7 +10,7 @@ mod auth;
 mod client;
 pub mod error;
 pub mod models;
-mod transport;
+pub(crate) mod transport;
 
 pub use api::executions::{
     CancelOutcome, ExecutionRequest, Executions, GetExecution, ListExecutions, RerunRequest,

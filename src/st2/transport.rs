@@ -29,15 +29,20 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    /// `Retry-After` as a duration: st2 and most proxies send seconds, some an HTTP date.
+    /// `Retry-After` as a duration (see [`retry_after`]).
     pub fn retry_after(&self) -> Option<Duration> {
-        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-        if let Ok(secs) = value.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
-        }
-        let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
-        Some(Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default())
+        retry_after(&self.headers)
     }
+}
+
+/// `Retry-After` as a duration: st2 and most proxies send seconds, some an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
+    Some(Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default())
 }
 
 /// The failure of a call that was attempted more than once.

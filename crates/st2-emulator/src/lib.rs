@@ -17,6 +17,7 @@ mod engine;
 mod faults;
 mod model;
 mod params;
+mod rules;
 mod server;
 mod shell;
 mod state;
