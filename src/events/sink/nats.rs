@@ -28,6 +28,9 @@ pub async fn start(config: &NatsSinkConfig) -> Result<(SinkHandle, JoinHandle<()
     let max = config.delivery.max_backoff_ms;
     let client = ConnectOptions::new()
         .retry_on_initial_connect()
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection event");
+        })
         .reconnect_delay_callback(move |attempts| {
             let exp = 2u64.saturating_pow(attempts.min(20) as u32);
             Duration::from_millis(initial.saturating_mul(exp).min(max))
