@@ -373,9 +373,11 @@ async fn executions_not_started_by_us_are_ignored_unless_their_pack_is_governed(
     let (events, tracker) = events_of(vec![Arc::new(created.clone())]).await;
     assert!(events.is_empty());
     assert_eq!(tracker.stats().ignored, 1);
-    let mut config = portarium_st2::events::config::LifecycleConfig::default();
-    config.governed_packs = vec!["core".into()];
-    config.governed_tenant = Some("ops".into());
+    let config = portarium_st2::events::config::LifecycleConfig {
+        governed_packs: vec!["core".into()],
+        governed_tenant: Some("ops".into()),
+        ..Default::default()
+    };
     let mut tracker = LifecycleTracker::new(config);
     let mut running = created.clone();
     running.log.push(portarium_st2::st2::models::LogEntry {
@@ -388,5 +390,37 @@ async fn executions_not_started_by_us_are_ignored_unless_their_pack_is_governed(
     assert_eq!(
         events[0].subject.as_deref(),
         Some(format!("executions/{}", created.id).as_str())
+    );
+}
+
+#[test]
+fn events_config_is_checked_naming_the_field_and_takes_env_overrides() {
+    let base = "st2: {base_url: 'http://127.0.0.1:1', api_key: k}\n";
+    let bad = format!(
+        "{base}events:\n  lifecycle: {{governed_packs: [itsm]}}\n  inbound:\n    classes:\n\
+         \x20     - {{type: com.portarium.run.RunStarted}}\n\
+         \x20     - {{type: other.Thing, trigger: a.b}}\n\
+         \x20     - {{type: com.portarium.x.Y, trigger: a.b, schema: {{pattern: x}}}}\n"
+    );
+    let err = Config::from_yaml(&bad, "test", std::iter::empty())
+        .unwrap_err()
+        .to_string();
+    for field in [
+        "events.lifecycle.governed_tenant",
+        "events.inbound.classes[0].trigger",
+        "events.inbound.classes[1].type",
+        "events.inbound.classes[2].schema",
+    ] {
+        assert!(err.contains(field), "{field} missing from: {err}");
+    }
+    let env = [(
+        "PORTARIUM_ST2_EVENTS__NATS__URL".to_string(),
+        "nats://127.0.0.1:4222".to_string(),
+    )];
+    let config = Config::from_yaml(base, "test", env).unwrap();
+    let nats = config.events.nats.expect("nats sink from env");
+    assert_eq!(
+        (nats.url.as_str(), nats.stream.as_str()),
+        ("nats://127.0.0.1:4222", "PORTARIUM_EVENTS")
     );
 }

@@ -191,7 +191,13 @@ impl LifecycleTracker {
                 continue;
             }
             if tracked.sent.insert((t, *n)) {
-                events.push(build(&self.config.source, snapshot, &ids, t, *n, at));
+                events.push(build(
+                    &self.config.source,
+                    snapshot,
+                    &ids,
+                    (t, *n),
+                    (&status, at),
+                ));
             }
         }
         if events.is_empty() {
@@ -294,15 +300,15 @@ fn history(e: &Execution) -> Vec<(ExecutionStatus, Option<OffsetDateTime>)> {
     e.status.clone().map(|s| (s, at)).into_iter().collect()
 }
 
-/// The event for transition `t` (its `n`th occurrence) of execution `e`. Every input is
-/// stable across duplicate snapshots, so a resent event is byte-identical.
+/// The event for transition `t` (its `n`th occurrence) of execution `e`, entering status
+/// `entered` at `at`. It uses only what every later snapshot repeats (the log entry, ids, the
+/// final result), so a resent event is byte-identical.
 fn build(
     source: &str,
     e: &Execution,
     ids: &Ids,
-    t: Transition,
-    n: u32,
-    at: Option<OffsetDateTime>,
+    (t, n): (Transition, u32),
+    (entered, at): (&ExecutionStatus, Option<OffsetDateTime>),
 ) -> CloudEvent {
     let id = if t.repeats() {
         format!("st2:{}:{}:{n}", e.id, t.as_str())
@@ -312,7 +318,7 @@ fn build(
     let mut data = json!({
         "executionId": e.id,
         "transition": t.as_str(),
-        "st2Status": e.status.as_ref().map(ExecutionStatus::as_str),
+        "st2Status": entered.as_str(),
     });
     if let Some(r) = e.action_ref() {
         data["actionRef"] = json!(r);
