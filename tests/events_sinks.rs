@@ -216,3 +216,73 @@ async fn nats_sink_survives_a_late_start_and_a_crash_and_stores_each_event_once(
         "portarium.events.run.ActionDispatched"
     );
 }
+
+/// A snapshot as st2 sends it, with `context.portarium` and the log up to `status`.
+fn snapshot(id: &str, statuses: &[&str]) -> Arc<portarium_st2::st2::Execution> {
+    let log: Vec<_> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"timestamp": format!("2026-11-25T08:00:0{i}.000000Z"), "status": s}))
+        .collect();
+    Arc::new(
+        serde_json::from_value(json!({
+            "id": id, "status": statuses.last().unwrap(), "log": log,
+            "action": {"ref": "core.local"},
+            "context": {"portarium": {"tenant_id": "t1", "correlation_id": "c1", "run_id": "r1", "action_id": "a1"}}
+        }))
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn broadcast_updates_reach_the_http_sink_once_per_transition() {
+    let receiver = Receiver::default();
+    let app = axum::Router::new()
+        .route("/events", post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config: portarium_st2::events::EventsConfig = serde_json::from_value(json!({
+        "http": {"url": url, "bearer_token": "sink-token"}
+    }))
+    .unwrap();
+    let (sinks, workers) = portarium_st2::events::start_sinks(&config).await.unwrap();
+    let handles = sinks.handles().to_vec();
+    let (tx, rx) = tokio::sync::broadcast::channel(64);
+    let pipeline = portarium_st2::events::spawn_lifecycle(
+        portarium_st2::events::lifecycle::from_broadcast(rx),
+        &config,
+        sinks,
+    );
+    // Duplicated and out of order, two executions interleaved, as several st2stream replicas
+    // plus a reconciliation would deliver them.
+    for s in [
+        snapshot("e1", &["requested", "running"]),
+        snapshot("e2", &["requested", "running", "failed"]),
+        snapshot("e1", &["requested", "running"]),
+        snapshot("e1", &["requested", "running", "succeeded"]),
+        snapshot("e2", &["requested", "running"]),
+        snapshot("e1", &["requested"]),
+        snapshot("e2", &["requested", "running", "failed"]),
+    ] {
+        tx.send(s).unwrap();
+    }
+    drop(tx);
+    let tracker = pipeline.await.unwrap();
+    assert_eq!(tracker.stats().emitted, 4);
+    wait_delivered(&handles[0], 4).await;
+    drop(handles);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        *receiver.accepted.lock().unwrap(),
+        [
+            "st2:e1:started",
+            "st2:e2:started",
+            "st2:e2:failed",
+            "st2:e1:succeeded"
+        ]
+    );
+}

@@ -406,3 +406,95 @@ pub fn from_broadcast(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::st2::models::LogEntry;
+    use ExecutionStatus::*;
+
+    /// A snapshot of workflow `id` after the first `steps` entries of `history`.
+    fn snapshot(id: &str, history: &[ExecutionStatus], steps: usize) -> Execution {
+        let start = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let log: Vec<LogEntry> = history[..steps]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| LogEntry {
+                timestamp: start + time::Duration::seconds(i as i64),
+                status: s.clone(),
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "id": id, "status": history[steps - 1],
+            "action": {"ref": "examples.wf"},
+            "context": {"portarium": {"tenant_id": "t", "correlation_id": "c", "run_id": "r"}},
+            "log": log,
+        }))
+        .expect("snapshot decodes")
+    }
+
+    #[test]
+    fn pause_resume_cycles_count_and_any_order_gives_the_same_events() {
+        let history = [
+            Requested, Scheduled, Running, Pausing, Paused, Resuming, Running, Pausing, Paused,
+            Resuming, Running, Succeeded,
+        ];
+        let ids = |events: Vec<CloudEvent>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        let want = [
+            "st2:x:started",
+            "st2:x:paused:1",
+            "st2:x:resumed:1",
+            "st2:x:paused:2",
+            "st2:x:resumed:2",
+            "st2:x:succeeded",
+        ];
+        let mut tracker = LifecycleTracker::new(LifecycleConfig::default());
+        let mut in_order = Vec::new();
+        for steps in 1..=history.len() {
+            in_order.extend(tracker.observe(&snapshot("x", &history, steps)));
+        }
+        assert_eq!(ids(in_order), want);
+
+        // Every snapshot twice, newest first: the first one brings everything, in log order.
+        let mut tracker = LifecycleTracker::new(LifecycleConfig::default());
+        let mut shuffled = Vec::new();
+        for steps in (1..=history.len()).rev() {
+            for _ in 0..2 {
+                shuffled.extend(tracker.observe(&snapshot("x", &history, steps)));
+            }
+        }
+        assert_eq!(ids(shuffled), want);
+        assert_eq!(tracker.stats().emitted, 6);
+        assert_eq!(tracker.stats().suppressed, 2 * history.len() as u64 - 1);
+    }
+
+    #[test]
+    fn memory_is_capped_and_forgetting_is_counted() {
+        let config = LifecycleConfig {
+            max_tracked: 2,
+            ..LifecycleConfig::default()
+        };
+        let mut tracker = LifecycleTracker::new(config);
+        let history = [Requested, Running, Succeeded];
+        for id in ["a", "b", "c", "d"] {
+            assert_eq!(tracker.observe(&snapshot(id, &history, 3)).len(), 2);
+        }
+        assert_eq!(tracker.tracked(), 2);
+        assert_eq!(tracker.stats().evicted, 2);
+    }
+
+    #[test]
+    fn a_snapshot_without_log_still_reports_its_status_once() {
+        let mut e = snapshot("y", &[Requested, Running, Timeout], 3);
+        e.log.clear();
+        let mut tracker = LifecycleTracker::new(LifecycleConfig::default());
+        let events = tracker.observe(&e);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].id, "st2:y:timedOut");
+        assert_eq!(
+            events[0].data.as_ref().expect("data")["errorKind"],
+            "Timeout"
+        );
+        assert!(tracker.observe(&e).is_empty());
+    }
+}
