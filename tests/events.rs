@@ -1,5 +1,8 @@
-//! Portarium events against the st2 emulator on 127.0.0.1: `POST /v1/events` firing st2
-//! rules, and lifecycle events from real execution snapshots in any order.
+//! Portarium events against the st2 emulator on 127.0.0.1: `POST /v1/events` (and the same
+//! events over a real nats-server) firing st2 rules, and lifecycle events from real execution
+//! snapshots in any order.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ struct Stack {
     emu: Emulator,
     base: String,
     http: reqwest::Client,
+    state: EventsState,
 }
 
 async fn stack() -> Stack {
@@ -49,13 +53,14 @@ async fn stack() -> Stack {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(portarium_st2::server::serve(
         listener,
-        router(state),
+        router(state.clone()),
         std::future::pending(),
     ));
     Stack {
         emu,
         base,
         http: reqwest::Client::new(),
+        state,
     }
 }
 
@@ -423,4 +428,83 @@ fn events_config_is_checked_naming_the_field_and_takes_env_overrides() {
         (nats.url.as_str(), nats.stream.as_str()),
         ("nats://127.0.0.1:4222", "PORTARIUM_EVENTS")
     );
+}
+
+#[tokio::test]
+async fn events_from_portarium_jetstream_fire_rules_once() {
+    let s = stack().await;
+    let mut server = support::nats::NatsServer::on_port(support::nats::free_port());
+    server.start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "PORTARIUM_EVENTS".into(),
+        subjects: vec!["portarium.events.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let config: portarium_st2::events::config::InboundNatsConfig = serde_json::from_value(
+        json!({"url": server.url(), "initial_backoff_ms": 20, "max_backoff_ms": 200}),
+    )
+    .unwrap();
+    let consumer = portarium_st2::server::events::spawn_nats_consumer(s.state.clone(), config);
+    // Portarium's outbox may publish the same event twice (at least once), plus one of an
+    // undeclared class.
+    let ev = event("nats-1", "com.portarium.run.RunStarted", json!({}));
+    for body in [
+        &ev,
+        &ev,
+        &event("nats-2", "com.portarium.run.RunFailed", json!({})),
+    ] {
+        let subject = format!(
+            "portarium.events.{}",
+            body["type"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("com.portarium.")
+        );
+        js.publish(subject, serde_json::to_vec(body).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut fired = Vec::new();
+    for _ in 0..300 {
+        fired = s
+            .st2_get("triggerinstances")
+            .await
+            .as_array()
+            .unwrap()
+            .clone();
+        if !fired.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let executions = s.executions_done().await;
+    // Let the consumer see all three messages before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.st2_get("triggerinstances")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(executions.len(), 1);
+    assert_eq!(fired[0]["payload"]["id"], "nats-1");
+    let info = js
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            "portarium-st2-inbound",
+            "PORTARIUM_EVENTS",
+        )
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(info.num_ack_pending, 0, "every message acknowledged");
+    consumer.abort();
 }

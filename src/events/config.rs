@@ -146,6 +146,32 @@ pub struct InboundConfig {
     /// Most event ids remembered at once; the oldest go first.
     #[serde(default = "default_dedupe_max")]
     pub dedupe_max_ids: usize,
+    /// Also take events from Portarium's JetStream stream; off when absent.
+    #[serde(default)]
+    pub nats: Option<InboundNatsConfig>,
+}
+
+/// `events.inbound.nats`: a durable JetStream consumer on Portarium's event subjects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundNatsConfig {
+    /// Server, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Stream Portarium publishes to.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Durable consumer name; it remembers what was acknowledged across restarts.
+    #[serde(default = "default_durable")]
+    pub durable: String,
+    /// Subjects taken (events of undeclared classes are acknowledged and logged).
+    #[serde(default = "default_filter")]
+    pub filter_subject: String,
+    /// First reconnect delay; doubles per failure, with jitter.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff_ms: u64,
+    /// Reconnect delay ceiling; also the redelivery delay after st2 refused a trigger.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
 }
 
 impl Default for InboundConfig {
@@ -155,6 +181,7 @@ impl Default for InboundConfig {
             max_bytes: default_max_bytes(),
             dedupe_window_ms: default_dedupe_window(),
             dedupe_max_ids: default_dedupe_max(),
+            nats: None,
         }
     }
 }
@@ -247,6 +274,17 @@ impl EventsConfig {
                 );
             }
         }
+        if let Some(n) = &self.inbound.nats
+            && (n.initial_backoff_ms == 0 || n.initial_backoff_ms > n.max_backoff_ms)
+        {
+            bad(
+                "events.inbound.nats.initial_backoff_ms".into(),
+                format!(
+                    "{} must be between 1 and max_backoff_ms ({})",
+                    n.initial_backoff_ms, n.max_backoff_ms
+                ),
+            );
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.inbound.classes.iter().enumerate() {
             let field = |name: &str| format!("events.inbound.classes[{i}].{name}");
@@ -315,6 +353,12 @@ fn default_subject_prefix() -> String {
 }
 fn default_ack_timeout() -> u64 {
     5_000
+}
+fn default_durable() -> String {
+    "portarium-st2-inbound".into()
+}
+fn default_filter() -> String {
+    "portarium.events.>".into()
 }
 fn default_max_bytes() -> usize {
     65_536

@@ -157,7 +157,7 @@ where
 
 /// initial × 2^attempt, capped, then 50–100 % jitter so sinks that failed together do not
 /// retry together.
-fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     initial
         .saturating_mul(2u32.saturating_pow(attempt))
         .min(max)
