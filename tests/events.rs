@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::stream;
 use portarium_st2::config::Config;
+use portarium_st2::events::CloudEvent;
 use portarium_st2::events::lifecycle::{self, LifecycleTracker};
-use portarium_st2::events::{CloudEvent, Inbound};
 use portarium_st2::server::DispatchState;
 use portarium_st2::server::events::{EventsState, router};
 use portarium_st2::st2::{Execution, St2Client};
@@ -45,10 +45,11 @@ async fn stack() -> Stack {
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
     let client = St2Client::from_config(&config.st2).unwrap();
-    let state = EventsState {
-        dispatch: DispatchState::from_config(&config, &client).unwrap(),
-        inbound: Inbound::new(&config.events.inbound),
-    };
+    let (state, consumer) = EventsState::start(
+        &config,
+        DispatchState::from_config(&config, &client).unwrap(),
+    );
+    assert!(consumer.is_none(), "no NATS consumer unless configured");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(portarium_st2::server::serve(

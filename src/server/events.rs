@@ -22,6 +22,27 @@ pub struct EventsState {
     pub inbound: Inbound,
 }
 
+impl EventsState {
+    /// Built from `config.events.inbound`, sharing `dispatch`'s tenants; also starts the
+    /// JetStream consumer when `events.inbound.nats` is set (abort the handle on shutdown).
+    pub fn start(
+        config: &crate::config::Config,
+        dispatch: DispatchState,
+    ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
+        let state = Self {
+            dispatch,
+            inbound: Inbound::new(&config.events.inbound),
+        };
+        let consumer = config
+            .events
+            .inbound
+            .nats
+            .clone()
+            .map(|nats| spawn_nats_consumer(state.clone(), nats));
+        (state, consumer)
+    }
+}
+
 /// The `/v1/events` route, with its body limit; merge it into [`super::router`]'s router.
 pub fn router(state: EventsState) -> Router {
     let limit = state.inbound.max_body_bytes();
