@@ -166,16 +166,36 @@ fn render(value: &Value, payload: &Value) -> Value {
     Value::String(out)
 }
 
+/// The documents st2 embeds in an execution a rule started.
+fn origin(rule: &Rule, instance: &Value) -> Map<String, Value> {
+    let trigger_type = &rule.trigger.trigger_type;
+    let (pack, name) = trigger_type.split_once('.').unwrap_or(("", trigger_type));
+    let mut m = Map::new();
+    m.insert("rule".into(), rule.api());
+    m.insert("trigger_instance".into(), instance.clone());
+    m.insert(
+        "trigger".into(),
+        json!({"ref": trigger_type, "type": trigger_type, "pack": pack, "name": name,
+               "parameters": rule.trigger.parameters}),
+    );
+    m.insert(
+        "trigger_type".into(),
+        json!({"ref": trigger_type, "pack": pack, "name": name}),
+    );
+    m
+}
+
 /// Runs every enabled rule `selects` picks whose criteria hold for the trigger instance;
 /// returns the ids of the executions started. A rule whose action is missing or whose
 /// rendered parameters st2 would refuse starts nothing (st2 records a failed enforcement).
 pub(crate) fn enforce(
     shared: &Arc<Shared>,
-    instance_id: &str,
+    instance: &Value,
     trace_id: &str,
     payload: &Value,
     selects: impl Fn(&Rule) -> bool,
 ) -> Vec<String> {
+    let instance_id = instance["id"].as_str().unwrap_or_default();
     let mut started = Vec::new();
     for rule in shared.catalogue.rules() {
         if !rule.enabled || !selects(rule) || !rule.matches(payload) {
@@ -223,6 +243,7 @@ pub(crate) fn enforce(
             parent: None,
             workflow_execution: None,
             task_execution: None,
+            origin: origin(rule, instance),
         }) {
             Ok(e) => started.push(e.id),
             Err(e) => {

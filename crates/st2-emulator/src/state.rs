@@ -88,6 +88,8 @@ pub(crate) struct NewExecution<'a> {
     pub workflow_execution: Option<String>,
     /// Orquesta task execution id (workflow tasks).
     pub task_execution: Option<String>,
+    /// What started it, when a rule did (see `Execution::origin`).
+    pub origin: Map<String, Value>,
 }
 
 /// The emulator's shared core (one per `Emulator`, survives restarts).
@@ -251,6 +253,7 @@ impl Shared {
             runner_info: Map::new(),
             notify: new.notify,
             secrets: params::secret_names(&merged),
+            origin: new.origin,
         };
         {
             let mut store = self.store();
@@ -490,6 +493,13 @@ impl Shared {
         let now = crate::util::now();
         let instance_id = object_id();
         let trace_id = object_id();
+        let instance = json!({
+            "id": instance_id,
+            "trigger": trigger,
+            "payload": payload,
+            "occurrence_time": crate::util::iso(now),
+            "status": "processed",
+        });
         {
             let mut store = self.store();
             store.traces.push(Trace {
@@ -504,16 +514,10 @@ impl Shared {
                 }],
                 start: now,
             });
-            store.trigger_instances.push(json!({
-                "id": instance_id,
-                "trigger": trigger,
-                "payload": payload,
-                "occurrence_time": crate::util::iso(now),
-                "status": "processed",
-            }));
+            store.trigger_instances.push(instance.clone());
         }
         tracing::debug!(trigger, payload = %payload, "trigger instance dispatched");
-        crate::rules::enforce(self, &instance_id, &trace_id, payload, selects);
+        crate::rules::enforce(self, &instance, &trace_id, payload, selects);
         instance_id
     }
 }
