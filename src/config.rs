@@ -50,6 +50,9 @@ pub struct Config {
     /// Scraping st2's metrics and exporting telemetry over OTLP.
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Portarium events: lifecycle out, event classes in.
+    #[serde(default)]
+    pub events: crate::events::EventsConfig,
 }
 
 /// One Portarium tenant allowed to dispatch.
@@ -459,6 +462,7 @@ impl Config {
             });
         }
         self.telemetry.validate(&mut errors);
+        self.events.validate(&mut errors);
         let d = &self.dispatch;
         if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
             errors.push(FieldError {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod events;
 pub mod governance;
 pub mod portarium;
 pub mod server;

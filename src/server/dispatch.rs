@@ -147,6 +147,11 @@ impl DispatchState {
         &self.settings
     }
 
+    /// The tenant with this id (for events that arrive without a token, e.g. over NATS).
+    pub(crate) fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+
     /// The tenant named by the request's bearer token.
     pub(crate) fn authenticate_headers(&self, headers: &HeaderMap) -> Option<&Tenant> {
         bearer(headers).and_then(|token| self.authenticate(token))

@@ -1,6 +1,7 @@
 //! The adapter's own HTTP API: health and readiness now, Portarium's routes as they land.
 
 pub mod dispatch;
+pub mod events;
 pub mod executions;
 pub mod health;
 pub mod invoke;

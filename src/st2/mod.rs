@@ -11,7 +11,7 @@ mod client;
 pub mod error;
 pub mod models;
 pub mod stream;
-mod transport;
+pub(crate) mod transport;
 
 pub use api::executions::{
     CancelOutcome, ExecutionRequest, Executions, GetExecution, ListExecutions, RerunRequest,

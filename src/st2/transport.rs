@@ -29,7 +29,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    /// `Retry-After` as a duration: st2 and most proxies send seconds, some an HTTP date.
+    /// `Retry-After` as a duration (see [`retry_after`]).
     pub fn retry_after(&self) -> Option<Duration> {
         retry_after(&self.headers)
     }

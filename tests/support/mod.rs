@@ -1,6 +1,7 @@
 //! Shared test helpers: reading st2's recorded responses and comparing JSON shapes.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod nats;
 pub mod openapi;
 
 use std::path::PathBuf;

@@ -345,14 +345,17 @@ struct CatalogueFile {
     runners: Vec<Runner>,
     #[serde(default)]
     actions: Vec<Action>,
+    #[serde(default)]
+    rules: Vec<crate::rules::Rule>,
 }
 
-/// Packs, runners and actions the emulator serves (rules and trigger types come later).
+/// Packs, runners, actions and rules the emulator serves.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
     packs: Vec<Pack>,
     runners: Vec<Runner>,
     actions: Vec<Action>,
+    rules: Vec<crate::rules::Rule>,
     action_index: HashMap<String, usize>,
 }
 
@@ -381,10 +384,13 @@ impl Catalogue {
                 )));
             }
         }
+        let mut rules = file.rules;
+        rules.sort_by_key(|r| r.reference());
         let cat = Catalogue {
             packs,
             runners,
             actions,
+            rules,
             action_index,
         };
         cat.check()?;
@@ -445,7 +451,21 @@ impl Catalogue {
                 _ => {}
             }
         }
+        for rule in &self.rules {
+            if self.action(&rule.action.reference).is_none() {
+                return bad(format!(
+                    "rule {} runs unknown action {}",
+                    rule.reference(),
+                    rule.action.reference
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// All rules, sorted by ref.
+    pub fn rules(&self) -> &[crate::rules::Rule] {
+        &self.rules
     }
 
     /// All packs, sorted by ref.

@@ -307,6 +307,7 @@ impl Runner {
                     parent: Some(self.id.clone()),
                     workflow_execution: Some(workflow_execution.clone()),
                     task_execution: Some(task_execution),
+                    origin: Map::new(),
                 })
                 .map_err(|_| Stop::Done)?;
             let mut crx = self.sh.status_rx(&child.id).ok_or(Stop::Done)?;

@@ -18,6 +18,7 @@ mod faults;
 mod metrics;
 mod model;
 mod params;
+mod rules;
 mod server;
 mod shell;
 mod state;

@@ -160,6 +160,8 @@ pub struct Execution {
     pub notify: Option<Value>,
     /// Names of secret parameters (masked in output).
     pub secrets: Vec<String>,
+    /// `rule`, `trigger`, `trigger_type`, `trigger_instance` of an execution a rule started.
+    pub origin: Map<String, Value>,
 }
 
 /// The mask st2 puts over secret values.
@@ -212,6 +214,7 @@ impl Execution {
         if let Some(t) = &self.task_execution {
             d.insert("task_execution".into(), json!(t));
         }
+        d.extend(self.origin.clone());
         d.insert("status".into(), json!(self.status.as_str()));
         d.insert("start_timestamp".into(), json!(iso(self.start)));
         if let Some(end) = self.end {

@@ -45,6 +45,8 @@ pub(crate) struct Store {
     pub traces: Vec<Trace>,
     /// Issued tokens by value.
     pub tokens: HashMap<String, Token>,
+    /// Every trigger instance (`TriggerInstanceAPI` form), in creation order.
+    pub trigger_instances: Vec<Value>,
 }
 
 impl Store {
@@ -86,6 +88,8 @@ pub(crate) struct NewExecution<'a> {
     pub workflow_execution: Option<String>,
     /// Orquesta task execution id (workflow tasks).
     pub task_execution: Option<String>,
+    /// What started it, when a rule did (see `Execution::origin`).
+    pub origin: Map<String, Value>,
 }
 
 /// The emulator's shared core (one per `Emulator`, survives restarts).
@@ -252,6 +256,7 @@ impl Shared {
             runner_info: Map::new(),
             notify: new.notify,
             secrets: params::secret_names(&merged),
+            origin: new.origin,
         };
         {
             let mut store = self.store();
@@ -479,24 +484,43 @@ impl Shared {
         store.outputs.push(record);
     }
 
-    /// Record a trigger instance in a (new or tagged) trace; the hook for the rules engine.
-    pub fn dispatch_trigger(&self, trigger: &str, payload: &Value, trace_tag: String) -> String {
+    /// Record a trigger instance in a new trace tagged `trace_tag`, then enforce the rules
+    /// `selects` picks, as st2rulesengine does; returns the instance id.
+    pub fn dispatch_trigger(
+        self: &Arc<Self>,
+        trigger: &str,
+        payload: &Value,
+        trace_tag: String,
+        selects: impl Fn(&crate::rules::Rule) -> bool,
+    ) -> String {
         let now = crate::util::now();
         let instance_id = object_id();
-        let mut store = self.store();
-        store.traces.push(Trace {
-            id: object_id(),
-            trace_tag,
-            action_executions: Vec::new(),
-            trigger_instances: vec![TraceComponent {
-                object_id: instance_id.clone(),
-                reference: trigger.to_string(),
-                updated_at: now,
-                caused_by: json!({}),
-            }],
-            start: now,
+        let trace_id = object_id();
+        let instance = json!({
+            "id": instance_id,
+            "trigger": trigger,
+            "payload": payload,
+            "occurrence_time": crate::util::iso(now),
+            "status": "processed",
         });
+        {
+            let mut store = self.store();
+            store.traces.push(Trace {
+                id: trace_id.clone(),
+                trace_tag,
+                action_executions: Vec::new(),
+                trigger_instances: vec![TraceComponent {
+                    object_id: instance_id.clone(),
+                    reference: trigger.to_string(),
+                    updated_at: now,
+                    caused_by: json!({}),
+                }],
+                start: now,
+            });
+            store.trigger_instances.push(instance.clone());
+        }
         tracing::debug!(trigger, payload = %payload, "trigger instance dispatched");
+        crate::rules::enforce(self, &instance, &trace_id, payload, selects);
         instance_id
     }
 }

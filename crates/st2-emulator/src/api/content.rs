@@ -41,6 +41,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/packs/{ref_or_id}", get(pack))
         .route("/api/v1/traces", get(traces))
         .route("/api/v1/traces/{id}", get(trace))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/rules/{ref_or_id}", get(rule))
+        .route("/api/v1/triggerinstances", get(trigger_instances))
+        .route("/api/v1/triggerinstances/{id}", get(trigger_instance))
         .route("/api/v1/webhooks", get(webhooks))
         .route("/api/v1/webhooks/{*hook}", post(webhook))
 }
@@ -272,11 +276,78 @@ async fn trace(
     Ok(json_response(StatusCode::OK, &t.api()))
 }
 
-async fn webhooks() -> Response {
-    json_response(StatusCode::OK, &json!([]))
+async fn rules(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
+    let items = sh
+        .catalogue
+        .rules()
+        .iter()
+        .filter(|r| params.nonempty("pack").is_none_or(|p| r.pack == p))
+        .map(|r| r.api())
+        .collect();
+    paginate(select_fields(items, &params)?, &params, None)
 }
 
-/// `POST /api/v1/webhooks/{hook}`: only the system `st2` hook exists until rules arrive.
+async fn rule(State(sh): State<Arc<Shared>>, Path(r): Path<String>) -> Result<Response, ApiError> {
+    let found = sh
+        .catalogue
+        .rules()
+        .iter()
+        .find(|rule| rule.reference() == r || rule.id == r)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("Resource with a reference or id \"{r}\" not found"))
+        })?;
+    Ok(json_response(StatusCode::OK, &found.api()))
+}
+
+/// `GET /api/v1/triggerinstances`: newest first, filterable by `trigger`.
+async fn trigger_instances(
+    State(sh): State<Arc<Shared>>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let items: Vec<Value> = sh
+        .store()
+        .trigger_instances
+        .iter()
+        .rev()
+        .filter(|t| {
+            params
+                .nonempty("trigger")
+                .is_none_or(|tr| t["trigger"].as_str() == Some(tr))
+        })
+        .cloned()
+        .collect();
+    paginate(select_fields(items, &params)?, &params, Some(100))
+}
+
+async fn trigger_instance(
+    State(sh): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = sh.store();
+    let t = store
+        .trigger_instances
+        .iter()
+        .find(|t| t["id"].as_str() == Some(id.as_str()))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("Unable to identify resource with id \"{id}\"."))
+        })?;
+    Ok(json_response(StatusCode::OK, t))
+}
+
+/// `GET /api/v1/webhooks`: the custom hooks rules on `core.st2.webhook` register.
+async fn webhooks(State(sh): State<Arc<Shared>>) -> Response {
+    let hooks: Vec<Value> = sh
+        .catalogue
+        .rules()
+        .iter()
+        .filter_map(|r| r.webhook_url())
+        .map(|url| json!({"type": "core.st2.webhook", "parameters": {"url": url}}))
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(hooks))
+}
+
+/// `POST /api/v1/webhooks/{hook}`: the system `st2` hook fires the named trigger; a custom
+/// hook fires `core.st2.webhook` for the rules that registered its url.
 async fn webhook(
     State(sh): State<Arc<Shared>>,
     Path(hook): Path<String>,
@@ -307,15 +378,45 @@ async fn webhook(
         let Some(trigger) = trigger else {
             return Err(ApiError::bad_request("Trigger not specified."));
         };
+        let trigger = crate::util::py_str(trigger);
         let payload = b
             .get("payload")
             .cloned()
             .unwrap_or(Value::Object(Map::new()));
-        sh.dispatch_trigger(&crate::util::py_str(trigger), &payload, trace_tag);
+        sh.dispatch_trigger(&trigger, &payload, trace_tag, |r| {
+            r.trigger.trigger_type == trigger
+        });
     } else {
-        return Err(ApiError::not_found(format!(
-            "Webhook {hook} not registered with st2"
-        )));
+        let url = hook.trim_matches('/');
+        if !sh
+            .catalogue
+            .rules()
+            .iter()
+            .any(|r| r.webhook_url() == Some(url))
+        {
+            return Err(ApiError::not_found(format!(
+                "Webhook {hook} not registered with st2"
+            )));
+        }
+        // st2 strips credentials from the headers it hands to rules.
+        let mut plain = Map::new();
+        let mut lower = Map::new();
+        for (name, value) in &headers {
+            let n = name.as_str();
+            if matches!(
+                n,
+                "x-auth-token" | "st2-api-key" | "authorization" | "cookie"
+            ) {
+                continue;
+            }
+            let v = json!(value.to_str().unwrap_or_default());
+            plain.insert(n.to_string(), v.clone());
+            lower.insert(n.to_ascii_lowercase(), v);
+        }
+        let payload = json!({"headers": plain, "headers_lower": lower, "body": body});
+        sh.dispatch_trigger("core.st2.webhook", &payload, trace_tag, |r| {
+            r.webhook_url() == Some(url)
+        });
     }
     Ok(json_response(StatusCode::ACCEPTED, &body))
 }

@@ -551,6 +551,7 @@ fn schedule(
         parent: None,
         workflow_execution: None,
         task_execution: None,
+        origin: Map::new(),
     })
 }
 

@@ -1,0 +1,241 @@
+//! Portarium events in: the declared classes, the checks an event passes before it reaches
+//! st2, and the redelivery filter (Portarium's outbox delivers at least once).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::cloudevent::{CloudEvent, CloudEventError};
+use super::config::{EventClass, InboundConfig};
+use super::schema::violations;
+use crate::st2::{St2Client, St2Error};
+
+/// Why an inbound event was not passed to st2; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// The body is not a CloudEvent in JSON.
+    #[error("body is not a CloudEvent in structured JSON mode: {0}")]
+    Malformed(String),
+    /// The event breaks CloudEvents or Portarium rules.
+    #[error("invalid CloudEvent: {0}")]
+    Invalid(#[from] CloudEventError),
+    /// The event names another tenant than the caller's token.
+    #[error(
+        "event tenantid {event:?} is not the caller's tenant {caller:?}; send it with that tenant's token"
+    )]
+    WrongTenant {
+        /// `tenantid` of the event.
+        event: String,
+        /// Tenant of the bearer token.
+        caller: String,
+    },
+    /// No class declares this type.
+    #[error("event type {event_type:?} is not a declared event class; declared: {}", if declared.is_empty() { "none (configure events.inbound.classes)".to_string() } else { declared.join(", ") })]
+    Undeclared {
+        /// `type` of the event.
+        event_type: String,
+        /// Every declared type.
+        declared: Vec<String>,
+    },
+    /// The body is over the class's (or the global) size limit.
+    #[error(
+        "event is {size} bytes, over the {limit}-byte limit for {event_type}; send less data or raise the class's max_bytes"
+    )]
+    TooLarge {
+        /// Body size.
+        size: usize,
+        /// Limit applied.
+        limit: usize,
+        /// `type` of the event.
+        event_type: String,
+    },
+    /// `data` does not fit the class's schema.
+    #[error("data does not match the schema of {event_type}: {}", problems.join("; "))]
+    Schema {
+        /// `type` of the event.
+        event_type: String,
+        /// Each violation, with its path.
+        problems: Vec<String>,
+    },
+    /// st2 refused or could not take the trigger.
+    #[error("st2 did not accept the trigger for event {id}: {source}")]
+    St2 {
+        /// Event id (not remembered, so a redelivery tries again).
+        id: String,
+        /// st2's error.
+        #[source]
+        source: St2Error,
+    },
+}
+
+/// What became of an accepted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Posted to st2 now.
+    Fired {
+        /// `trigger:<ref>` or `webhook:<name>`.
+        target: String,
+    },
+    /// Seen within the dedupe window; st2 was not called again.
+    Duplicate,
+}
+
+/// Event ids seen recently, bounded by age and count.
+struct Seen {
+    ids: HashMap<String, Instant>,
+    order: VecDeque<(Instant, String)>,
+    window: Duration,
+    max: usize,
+}
+
+impl Seen {
+    fn evict(&mut self, now: Instant) {
+        while let Some((at, id)) = self.order.front() {
+            if now.duration_since(*at) < self.window && self.order.len() <= self.max {
+                break;
+            }
+            if self.ids.get(id) == Some(at) {
+                self.ids.remove(id);
+            }
+            self.order.pop_front();
+        }
+    }
+}
+
+/// The declared classes and the dedupe memory, shared by every request.
+#[derive(Clone)]
+pub struct Inbound {
+    config: Arc<InboundConfig>,
+    classes: Arc<HashMap<String, EventClass>>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Inbound {
+    /// Built from `events.inbound` (already validated).
+    pub fn new(config: &InboundConfig) -> Self {
+        let classes = config
+            .classes
+            .iter()
+            .map(|c| (c.event_type.clone(), c.clone()))
+            .collect();
+        Self {
+            seen: Arc::new(Mutex::new(Seen {
+                ids: HashMap::new(),
+                order: VecDeque::new(),
+                window: Duration::from_millis(config.dedupe_window_ms),
+                max: config.dedupe_max_ids,
+            })),
+            config: Arc::new(config.clone()),
+            classes: Arc::new(classes),
+        }
+    }
+
+    /// Largest body any class accepts; the transport limit.
+    pub fn max_body_bytes(&self) -> usize {
+        self.classes
+            .values()
+            .filter_map(|c| c.max_bytes)
+            .chain([self.config.max_bytes])
+            .max()
+            .unwrap_or(self.config.max_bytes)
+    }
+
+    /// Checks `body` from `tenant` and, unless it is a redelivery, fires its st2 trigger.
+    /// Nothing reaches st2 unless every check passes.
+    pub async fn accept(
+        &self,
+        tenant: &str,
+        body: &[u8],
+        st2: &St2Client,
+    ) -> Result<(CloudEvent, Outcome), InboundError> {
+        let event: CloudEvent =
+            serde_json::from_slice(body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        event.validate()?;
+        if event.tenantid != tenant {
+            return Err(InboundError::WrongTenant {
+                event: event.tenantid,
+                caller: tenant.to_string(),
+            });
+        }
+        let Some(class) = self.classes.get(&event.event_type) else {
+            let mut declared: Vec<String> = self.classes.keys().cloned().collect();
+            declared.sort();
+            return Err(InboundError::Undeclared {
+                event_type: event.event_type,
+                declared,
+            });
+        };
+        let limit = class.max_bytes.unwrap_or(self.config.max_bytes);
+        if body.len() > limit {
+            return Err(InboundError::TooLarge {
+                size: body.len(),
+                limit,
+                event_type: event.event_type,
+            });
+        }
+        if let Some(schema) = &class.schema {
+            let problems = violations(schema, event.data.as_ref().unwrap_or(&Value::Null));
+            if !problems.is_empty() {
+                return Err(InboundError::Schema {
+                    event_type: event.event_type,
+                    problems,
+                });
+            }
+        }
+        let key = format!("{tenant}\u{0}{}", event.id);
+        if !self.remember(&key) {
+            return Ok((event, Outcome::Duplicate));
+        }
+        let fired = fire(class, &event, st2).await;
+        match fired {
+            Ok(target) => Ok((event, Outcome::Fired { target })),
+            Err(source) => {
+                self.forget(&key);
+                Err(InboundError::St2 {
+                    id: event.id,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Records `key`; false when it is already there (a redelivery, or one in flight).
+    fn remember(&self, key: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        seen.evict(now);
+        if seen.ids.contains_key(key) {
+            return false;
+        }
+        seen.ids.insert(key.to_string(), now);
+        seen.order.push_back((now, key.to_string()));
+        seen.evict(now);
+        true
+    }
+
+    /// Drops `key` after st2 failed, so Portarium's redelivery gets another chance.
+    fn forget(&self, key: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.ids.remove(key);
+    }
+}
+
+/// Posts the whole event as the trigger payload, so rules see `trigger.data.*`,
+/// `trigger.tenantid`, `trigger.correlationid`, `trigger.runid`...; the event id is the st2
+/// trace tag, linking the trigger instance and the executions its rules start.
+async fn fire(class: &EventClass, event: &CloudEvent, st2: &St2Client) -> Result<String, St2Error> {
+    let payload = serde_json::to_value(event).unwrap_or(Value::Null);
+    let tag = format!("portarium-event-{}", event.id);
+    if let Some(trigger) = &class.trigger {
+        st2.webhooks()
+            .trigger(trigger, &payload, Some(&tag))
+            .await?;
+        return Ok(format!("trigger:{trigger}"));
+    }
+    // Config validation guarantees a webhook when there is no trigger.
+    let hook = class.webhook.as_deref().unwrap_or_default();
+    st2.webhooks().post(hook, &payload, Some(&tag)).await?;
+    Ok(format!("webhook:{hook}"))
+}

@@ -1,0 +1,194 @@
+//! Delivery of lifecycle events to Portarium: a bounded queue per sink, drained in order by
+//! one worker that retries the event at its head with capped, jittered backoff.
+//!
+//! One worker per sink keeps delivery ordered (so each execution's events arrive in the
+//! order they happened). When the queue is full the producer waits — back-pressure up to
+//! the st2 stream consumer — and nothing is dropped for lack of room. An event is dropped
+//! only when the sink refuses it for good (a 4xx other than 408/425/429) or stays down
+//! longer than `give_up_after_ms`; both are logged and counted in [`SinkCounts::dropped`].
+
+pub mod http;
+pub mod nats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::cloudevent::CloudEvent;
+use super::config::DeliveryConfig;
+
+/// What one delivery attempt came to, when it did not succeed.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Worth trying again: transport error, timeout, 429, 5xx, no publish ack.
+    Retry {
+        /// What went wrong, for the log.
+        reason: String,
+        /// How long the sink asked us to wait (`Retry-After`).
+        after: Option<Duration>,
+    },
+    /// The sink refuses this event for good.
+    Reject(String),
+}
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+struct Stats {
+    delivered: AtomicU64,
+    retries: AtomicU64,
+    dropped: AtomicU64,
+    waited_for_room: AtomicU64,
+}
+
+/// A copy of a sink's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    /// Events the sink accepted.
+    pub delivered: u64,
+    /// Attempts repeated after a failure.
+    pub retries: u64,
+    /// Events given up on (refused for good, or undeliverable past the give-up time).
+    pub dropped: u64,
+    /// Times a producer found the queue full and waited.
+    pub waited_for_room: u64,
+}
+
+/// The sink has stopped (its worker ended); the event was not queued.
+#[derive(Debug, thiserror::Error)]
+#[error("the {0} event sink has stopped; restart the adapter to deliver events again")]
+pub struct SinkClosed(pub &'static str);
+
+/// Where producers hand events to one sink; cheap to clone.
+#[derive(Clone)]
+pub struct SinkHandle {
+    name: &'static str,
+    tx: mpsc::Sender<Arc<CloudEvent>>,
+    stats: Arc<Stats>,
+}
+
+impl SinkHandle {
+    /// Queues `event`, waiting for room when the queue is full.
+    pub async fn send(&self, event: Arc<CloudEvent>) -> Result<(), SinkClosed> {
+        match self.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                self.stats.waited_for_room.fetch_add(1, Ordering::Relaxed);
+                self.tx.send(event).await.map_err(|_| SinkClosed(self.name))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SinkClosed(self.name)),
+        }
+    }
+
+    /// The sink's counters now.
+    pub fn counts(&self) -> SinkCounts {
+        let s = &self.stats;
+        SinkCounts {
+            delivered: s.delivered.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            waited_for_room: s.waited_for_room.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sink name (`http` or `nats`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// Starts the worker of sink `name`; it ends once every handle is dropped and the queue is
+/// drained (await the returned task to flush on shutdown).
+pub(crate) fn spawn<D, Fut>(
+    name: &'static str,
+    delivery: &DeliveryConfig,
+    mut deliver: D,
+) -> (SinkHandle, JoinHandle<()>)
+where
+    D: FnMut(Arc<CloudEvent>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Attempt>> + Send,
+{
+    let (tx, mut rx) = mpsc::channel::<Arc<CloudEvent>>(delivery.queue_size);
+    let stats = Arc::new(Stats::default());
+    let handle = SinkHandle {
+        name,
+        tx,
+        stats: stats.clone(),
+    };
+    let initial = Duration::from_millis(delivery.initial_backoff_ms);
+    let max = Duration::from_millis(delivery.max_backoff_ms);
+    let give_up = Duration::from_millis(delivery.give_up_after_ms);
+    let worker = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            let first = Instant::now();
+            let mut attempt: u32 = 0;
+            loop {
+                match deliver(event.clone()).await {
+                    Ok(()) => {
+                        stats.delivered.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(Attempt::Reject(why)) => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(sink = name, id = %event.id, %why, "event refused by the sink; dropped");
+                        break;
+                    }
+                    Err(Attempt::Retry { reason, after }) => {
+                        if first.elapsed() >= give_up {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(sink = name, id = %event.id, %reason, "sink unreachable past events.*.delivery.give_up_after_ms; event dropped");
+                            break;
+                        }
+                        let wait =
+                            after.map_or_else(|| backoff(initial, max, attempt), |a| a.min(max));
+                        attempt = attempt.saturating_add(1);
+                        stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(sink = name, id = %event.id, %reason, wait_ms = wait.as_millis() as u64, "event delivery failed; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+    });
+    (handle, worker)
+}
+
+/// initial × 2^attempt, capped, then 50–100 % jitter so sinks that failed together do not
+/// retry together.
+pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    initial
+        .saturating_mul(2u32.saturating_pow(attempt))
+        .min(max)
+        .mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Every configured sink; an event goes to each of them.
+#[derive(Clone, Default)]
+pub struct Sinks {
+    sinks: Vec<SinkHandle>,
+}
+
+impl Sinks {
+    /// Fans out to `sinks`.
+    pub fn new(sinks: Vec<SinkHandle>) -> Self {
+        Self { sinks }
+    }
+
+    /// Queues `event` on every sink (waiting for room in each); a stopped sink is logged
+    /// and skipped so the others still get it.
+    pub async fn send(&self, event: CloudEvent) {
+        let event = Arc::new(event);
+        for sink in &self.sinks {
+            if let Err(e) = sink.send(event.clone()).await {
+                tracing::error!(id = %event.id, "{e}");
+            }
+        }
+    }
+
+    /// The sinks, for their counters.
+    pub fn handles(&self) -> &[SinkHandle] {
+        &self.sinks
+    }
+}

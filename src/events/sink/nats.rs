@@ -1,0 +1,89 @@
+//! NATS JetStream sink: each event on `<prefix>.<type without com.portarium.>` (Portarium's
+//! own subject scheme), with `Nats-Msg-Id` = the event id so JetStream drops a republished
+//! duplicate within its duplicate window; an event counts as delivered only once JetStream
+//! acknowledged storing it.
+//!
+//! Client: `async-nats` without its `server_2_10`+ features, so stream configs carry nothing
+//! a 2.9 server (Debian's `nats-server`) rejects. It reconnects on its own; this sink re-sends
+//! the event at the head of the queue until an ack arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::{ConnectOptions, HeaderMap};
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use super::{Attempt, SinkHandle, spawn};
+use crate::events::EventsError;
+use crate::events::cloudevent::CloudEvent;
+use crate::events::config::NatsSinkConfig;
+
+/// Starts the NATS sink's worker. The server need not be up yet: the client keeps
+/// connecting in the background and events wait in the queue.
+pub async fn start(config: &NatsSinkConfig) -> Result<(SinkHandle, JoinHandle<()>), EventsError> {
+    let initial = config.delivery.initial_backoff_ms;
+    let max = config.delivery.max_backoff_ms;
+    let client = ConnectOptions::new()
+        .retry_on_initial_connect()
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection event");
+        })
+        .reconnect_delay_callback(move |attempts| {
+            let exp = 2u64.saturating_pow(attempts.min(20) as u32);
+            Duration::from_millis(initial.saturating_mul(exp).min(max))
+        })
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| EventsError::Config {
+            field: "events.nats.url".into(),
+            reason: format!("{e}; write it as nats://host:port"),
+        })?;
+    let js = jetstream::new(client);
+    let stream = Arc::new(jetstream::stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        ..Default::default()
+    });
+    let ensured = Arc::new(OnceCell::new());
+    let prefix = config.subject_prefix.clone();
+    let ack_timeout = Duration::from_millis(config.ack_timeout_ms);
+    let deliver = move |event: Arc<CloudEvent>| {
+        let (js, stream, ensured) = (js.clone(), stream.clone(), ensured.clone());
+        let subject = event.nats_subject(&prefix);
+        async move {
+            let retry = |reason: String| Attempt::Retry {
+                reason,
+                after: None,
+            };
+            ensured
+                .get_or_try_init(|| async {
+                    tokio::time::timeout(ack_timeout, js.get_or_create_stream((*stream).clone()))
+                        .await
+                        .map_err(|_| "JetStream did not answer".to_string())?
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| retry(format!("stream {}: {e}", stream.name)))?;
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.id.as_str());
+            let payload = Bytes::from(serde_json::to_vec(&*event).unwrap_or_default());
+            let ack = async {
+                js.publish_with_headers(subject.clone(), headers, payload)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(ack_timeout, ack).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(retry(format!("publish to {subject}: {e}"))),
+                Err(_) => Err(retry(format!("no JetStream ack for {subject} in time"))),
+            }
+        }
+    };
+    Ok(spawn("nats", &config.delivery, deliver))
+}
