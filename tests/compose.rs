@@ -893,6 +893,23 @@ fn config_check(name: &str, service: &Value) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Every http(s) or nats URL among the string values of `v`.
+fn urls_in(v: &Value, out: &mut Vec<Url>) {
+    match v {
+        Value::String(s) => {
+            if let Ok(u) = Url::parse(s)
+                && matches!(u.scheme(), "http" | "https" | "nats")
+                && u.host_str().is_some()
+            {
+                out.push(u);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|i| urls_in(i, out)),
+        Value::Object(m) => m.values().for_each(|i| urls_in(i, out)),
+        _ => {}
+    }
+}
+
 /// `key:   value` from a `config check` summary.
 fn summary_field<'a>(summary: &'a str, key: &str) -> &'a str {
     summary
@@ -940,6 +957,24 @@ fn adapter_configs_pass_config_check_with_the_compose_environment() {
             assert!(deps.contains_key(host), "{name} does not wait for {host}");
             assert!(url.path().ends_with(path), "{name}: {key} {url}");
         }
+    }
+    // Every address in the mounted config (st2, scrape targets, NATS) is a service the
+    // adapter waits for.
+    let adapter = &svcs["adapter"];
+    let file = host_file(adapter, &environment(adapter)["PORTARIUM_ST2_CONFIG"]);
+    let mut urls = Vec::new();
+    urls_in(
+        &yaml(&std::fs::read_to_string(&file).unwrap(), "adapter config"),
+        &mut urls,
+    );
+    assert!(!urls.is_empty());
+    let deps = depends_on(adapter);
+    for url in urls {
+        let host = url.host_str().unwrap();
+        assert!(
+            deps.contains_key(host),
+            "the adapter config names {url}, but the adapter does not wait for {host}"
+        );
     }
     // The real stack reaches each st2 service on its own default port.
     let summary = config_check("adapter", &svcs["adapter"]);
