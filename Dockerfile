@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# portarium-st2 (and st2-emulator, for the compose file's emulator profile).
+#   docker build -t portarium-st2:dev .
+# Runs `portarium-st2 serve`; mount a config and point PORTARIUM_ST2_CONFIG at it
+# (docker-compose.st2.yml does both). The config must set `listen: 0.0.0.0:8787`: the
+# default, 127.0.0.1, is unreachable from outside the container, and the HEALTHCHECK
+# asks port 8787.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+# The registry, git checkouts and target/ live in BuildKit caches, so a rebuild after a
+# source change recompiles only this workspace. target/ is a cache mount, which is not
+# part of the image, so the binaries are copied out in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --locked --release \
+        -p portarium-st2 -p st2-emulator --bin portarium-st2 --bin st2-emulator \
+    && mkdir -p /out \
+    && cp target/release/portarium-st2 target/release/st2-emulator /out/
+
+FROM debian:bookworm-slim
+# ca-certificates: the st2 client verifies TLS against the system roots.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 portarium \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin portarium
+COPY --from=build /out/portarium-st2 /out/st2-emulator /usr/local/bin/
+USER 10001:10001
+EXPOSE 8787
+# No curl in the image: bash opens the socket itself and asks /healthz (the process
+# answers; /readyz is for load balancers, since it also depends on st2).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8787 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+CMD ["portarium-st2", "serve"]
