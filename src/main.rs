@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use portarium_st2::config::{self, Config, LogFormat};
-use portarium_st2::server::{self, Readiness};
+use portarium_st2::server;
 use portarium_st2::st2::{St2Client, St2Error};
 
 /// Exit code for bad input: a config or argument that cannot be used.
@@ -217,7 +217,7 @@ fn describe_source(source: &portarium_st2::governance::secrets::SecretSource) ->
 /// Loads config (or starts the emulator), then serves until a shutdown signal.
 async fn serve(args: ServeArgs) -> ExitCode {
     let loaded = if args.emulator {
-        portarium_st2::demo::emulated(std::env::vars())
+        portarium_st2::demo::emulated(std::env::vars(), None)
             .await
             .map(|(c, e)| (c, Some(e)))
     } else {
@@ -248,33 +248,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(emulator) = &emulator {
         tracing::info!(base_url = %emulator.base_url(), "st2 emulator ready (in-process)");
     }
-    let client = match St2Client::from_config(&config.st2) {
-        Ok(c) => c,
+    let app = match server::App::build(&config, Duration::from_secs(2)).await {
+        Ok(app) => app,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let readiness = Readiness::of_st2(
-        &client,
-        Duration::from_millis(config.st2.request_timeout_ms),
-        Duration::from_secs(2),
-    );
-    let dispatch = match server::DispatchState::from_config(&config, &client) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let dispatch = match portarium_st2::governance::Governance::from_config(&config.governance) {
-        Ok(g) => dispatch.with_governance(&g),
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    if dispatch.tenant_count() == 0 {
+    if app.dispatch.tenant_count() == 0 {
         tracing::warn!(
             "no tenants configured: POST /v1/dispatch refuses every request (add `tenants` to the config)"
         );
@@ -290,7 +271,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
+    let router = app.router.clone();
+    let client = app.client.clone();
     let served = match config.server.tls.as_ref().map(|t| t.acceptor()) {
         None => {
             tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
@@ -305,6 +287,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    app.shutdown(Duration::from_secs(10)).await;
     if let Err(e) = served {
         tracing::error!("server stopped: {e}");
         return ExitCode::FAILURE;

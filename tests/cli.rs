@@ -202,6 +202,11 @@ fn the_demo_runs_every_scenario_to_its_expected_result() {
             "https://evil.example",
             "Portarium result: FlowNotFound (expected FlowNotFound)",
         ),
+        ("chatops.post_message", "pack chatops refused: unreviewed"),
+        (
+            "POST /v1/events",
+            "st2 rule fired: 1 execution(s) for 2 deliveries (expected 1)",
+        ),
     ] {
         let block = stdout
             .split("\n[")
@@ -218,7 +223,15 @@ fn the_demo_runs_every_scenario_to_its_expected_result() {
         "workflow tasks shown: {stdout}"
     );
     assert!(
-        stdout.contains("7 scenarios, 7 as expected, 0 not"),
+        stdout.contains("ActionDispatched"),
+        "lifecycle events shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("portarium_action_succeeded_total{"),
+        "telemetry shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("9 scenarios, 9 as expected, 0 not"),
         "{stdout}"
     );
 }

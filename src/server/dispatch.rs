@@ -148,6 +148,17 @@ impl DispatchState {
     }
 
     /// The tenant with this id (for events that arrive without a token, e.g. over NATS).
+    /// Every distinct stream watcher the tenants' dispatchers follow executions through.
+    pub fn watchers(&self) -> Vec<ExecutionWatcher> {
+        let mut all: Vec<ExecutionWatcher> = Vec::new();
+        for w in self.tenants.iter().filter_map(|t| t.dispatcher.watcher()) {
+            if !all.iter().any(|seen| seen.same_as(w)) {
+                all.push(w.clone());
+            }
+        }
+        all
+    }
+
     pub(crate) fn tenant(&self, id: &str) -> Option<&Tenant> {
         self.tenants.iter().find(|t| t.id == id)
     }

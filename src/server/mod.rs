@@ -1,5 +1,6 @@
 //! The adapter's own HTTP API: health and readiness now, Portarium's routes as they land.
 
+pub mod app;
 pub mod dispatch;
 pub mod events;
 pub mod executions;
@@ -16,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
+pub use app::{App, AppError};
 pub use dispatch::DispatchState;
 
 /// The OpenAPI document of every route this server answers (`docs/openapi.json`).

@@ -107,6 +107,14 @@ async fn session(hub: &Hub) -> Lost {
         .and_then(|v| v.to_str().ok())
         .and_then(http_date);
     Counters::bump(&hub.counters.connects, 1);
+    if hub
+        .counters
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 1
+    {
+        crate::telemetry::stream_reconnected();
+    }
     // Events queue in the connection while this runs; they are read right after.
     if let Err(e) = reconcile(hub, hub.reconcile_from()).await {
         return Lost::Reconcile(e);

@@ -438,6 +438,11 @@ pub struct ExecutionWatcher {
 }
 
 impl ExecutionWatcher {
+    /// Whether `other` is a handle on this same watcher (one stream connection).
+    pub fn same_as(&self, other: &ExecutionWatcher) -> bool {
+        Arc::ptr_eq(&self.hub, &other.hub)
+    }
+
     /// Spawns the stream consumer for `client`'s credentials. Needs a Tokio runtime.
     pub fn start(client: St2Client, cfg: StreamConfig) -> Self {
         let hub = Arc::new(Hub {
