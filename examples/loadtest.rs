@@ -21,6 +21,7 @@ use portarium_st2::config::St2Config;
 use portarium_st2::dispatch::Dispatcher;
 use portarium_st2::governance::secrets::Secret;
 use portarium_st2::portarium::{DispatchRequest, DispatchResult};
+use portarium_st2::server::App;
 use portarium_st2::st2::St2Client;
 use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
 use serde_json::{Value, json};
@@ -307,20 +308,14 @@ async fn overhead(args: E2eArgs) {
 }
 
 /// The adapter's router on a loopback port in this process.
-async fn adapter_in_process(
-    st2: &St2,
-    stream: bool,
-) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
-    use portarium_st2::server::{self, DispatchState, Readiness};
+async fn adapter_in_process(st2: &St2, stream: bool) -> (String, App) {
     let config = adapter_config(st2, stream);
-    let client = St2Client::from_config(&config.st2).unwrap();
-    let dispatch = DispatchState::from_config(&config, &client).unwrap();
-    let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::from_secs(2));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    let handle = tokio::spawn(server::serve(listener, router, std::future::pending()));
-    (base, handle)
+    let app = App::build(&config, Duration::from_secs(2)).await.unwrap();
+    let base = app
+        .serve_in_background("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (base, app)
 }
 
 fn adapter_yaml(st2: &St2, stream: bool) -> String {

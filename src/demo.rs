@@ -11,7 +11,7 @@ use st2_emulator::{Emulator, EmulatorOptions};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::server::{self, App};
+use crate::server::App;
 use crate::st2::{Execution, St2Client};
 
 /// The tenant the emulator-backed modes accept; a demo value, documented in the README.
@@ -199,17 +199,10 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<usize, String> {
     let app = App::build(&config, Duration::from_secs(2))
         .await
         .map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let base = app
+        .serve_in_background(([127, 0, 0, 1], 0).into())
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-    let base = format!(
-        "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::serve(listener, app.router.clone(), async {
-        let _ = stopped.await;
-    }));
     let http = reqwest::Client::new();
     let tty = std::io::stderr().is_terminal();
     let st2 = app.client.clone();
@@ -255,8 +248,6 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<usize, String> {
         misses
     );
     emit(out, &mut text);
-    let _ = stop.send(());
-    let _ = serving.await;
     app.shutdown(Duration::from_secs(2)).await;
     emulator.shutdown().await;
     Ok(misses)

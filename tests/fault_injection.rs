@@ -1,18 +1,21 @@
 //! Fault injection: dispatches against an st2 that drops connections, answers 5xx, loses
 //! answers after acting on them, restarts, revokes tokens, starts late and answers slowly.
-//! Every dispatch must end with its right result and st2 must hold exactly one execution per
-//! idempotency key. Each test is bounded in time.
+//! Every dispatch must end with its right result, st2 must hold exactly one execution per
+//! idempotency key, and every lifecycle event must arrive exactly once. Each test is bounded
+//! in time.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use portarium_st2::config::{Config, St2Config};
 use portarium_st2::dispatch::{Dispatcher, dispatch_key};
+use portarium_st2::events::lifecycle::from_broadcast;
+use portarium_st2::events::{EventsConfig, spawn_lifecycle, start_sinks};
 use portarium_st2::governance::secrets::Secret;
 use portarium_st2::portarium::{DispatchRequest, DispatchResult, ErrorKind};
-use portarium_st2::server::{self, DispatchState, Readiness};
+use portarium_st2::server::App;
 use portarium_st2::st2::St2Client;
 use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
 use st2_emulator::{Emulator, EmulatorOptions, User};
@@ -110,6 +113,14 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
         },
     );
     let dispatcher = Dispatcher::new(client).with_watcher(watcher.clone());
+    // Lifecycle events from the same watcher, to a receiver standing in for Portarium.
+    let (sink_url, received) = receiver().await;
+    let events: EventsConfig = serde_norway::from_str(&format!(
+        "http: {{url: '{sink_url}', delivery: {{initial_backoff_ms: 10, max_backoff_ms: 200}}}}"
+    ))
+    .unwrap();
+    let (sinks, _workers) = start_sinks(&events).await.unwrap();
+    let _lifecycle = spawn_lifecycle(from_broadcast(watcher.updates()), &events, sinks);
     let faults = emu.faults();
     faults.drop_ratio(0.10);
     faults.fail_ratio(503, 0.05);
@@ -181,6 +192,68 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
             "dispatch {i}: exactly one st2 execution for its idempotency key"
         );
     }
+
+    // Every execution reported started and completed exactly once: no event lost, none twice.
+    let wanted = 2 * DISPATCHES;
+    for _ in 0..200 {
+        if received.lock().unwrap().len() >= wanted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = received.lock().unwrap().clone();
+    let ids: std::collections::HashSet<&str> =
+        got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), got.len(), "no lifecycle event delivered twice");
+    for (i, r) in &results {
+        let execution = match r {
+            DispatchResult::Ok { output } => output["executionId"].as_str().unwrap().to_string(),
+            DispatchResult::Err { message, .. } => message.split(' ').nth(2).unwrap().to_string(),
+        };
+        let types: Vec<&str> = got
+            .iter()
+            .filter(|e| e["data"]["executionId"] == execution.as_str())
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        let end = if flow_of(*i) == "core.noop" {
+            "com.portarium.run.ActionCompleted"
+        } else {
+            "com.portarium.run.ActionFailed"
+        };
+        assert_eq!(
+            types
+                .iter()
+                .filter(|t| **t == "com.portarium.run.ActionDispatched")
+                .count(),
+            1,
+            "dispatch {i} ({execution}) started once: {types:?}"
+        );
+        assert_eq!(
+            types.iter().filter(|t| **t == end).count(),
+            1,
+            "dispatch {i} ({execution}) ended once: {types:?}"
+        );
+    }
+}
+
+/// A CloudEvents receiver on 127.0.0.1 that keeps what it is sent.
+async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post({
+            let received = received.clone();
+            move |axum::Json(e): axum::Json<serde_json::Value>| async move {
+                received.lock().unwrap().push(e);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
 }
 
 #[tokio::test]
@@ -287,13 +360,8 @@ async fn an_adapter_started_before_st2_becomes_ready_without_a_restart() {
         "listen: 127.0.0.1:0\nst2: {{base_url: 'http://{port}', api_key: {KEY}, connect_timeout_ms: 300}}\ntenants:\n  - {{id: tenant-f, api_token: token-f}}\n"
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let client = St2Client::from_config(&config.st2).unwrap();
-    let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::ZERO);
-    let dispatch = DispatchState::from_config(&config, &client).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    tokio::spawn(server::serve(listener, router, std::future::pending()));
+    let app = App::build(&config, Duration::ZERO).await.unwrap();
+    let base = app.serve_in_background(config.listen).await.unwrap();
     let http = reqwest::Client::new();
     let ready = || async {
         http.get(format!("{base}/readyz"))

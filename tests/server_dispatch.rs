@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use portarium_st2::config::Config;
-use portarium_st2::server::{self, DispatchState, Readiness};
+use portarium_st2::server::App;
 use portarium_st2::st2::St2Client;
 use serde_json::{Value, json};
 use st2_emulator::{Emulator, EmulatorOptions};
@@ -32,14 +32,9 @@ async fn stack(extra_yaml: &str) -> Stack {
         emu.base_url()
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let client = St2Client::from_config(&config.st2).unwrap();
-    // No caching, so each probe reflects st2 now.
-    let readiness = Readiness::of_st2(&client, Duration::from_secs(2), Duration::ZERO);
-    let dispatch = DispatchState::from_config(&config, &client).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    tokio::spawn(server::serve(listener, router, std::future::pending()));
+    // No readiness caching, so each probe reflects st2 now.
+    let app = App::build(&config, Duration::ZERO).await.unwrap();
+    let base = app.serve_in_background(config.listen).await.unwrap();
     Stack {
         emu,
         base,

@@ -2,6 +2,7 @@
 //! lifecycle-event pipeline, inbound events, and the router serving all of it. `serve`, the
 //! demo and the tests build it the same way.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -82,6 +83,19 @@ impl App {
             sink_workers,
             background,
         })
+    }
+
+    /// Serves the router on `listen` in a background task until the runtime ends (tests,
+    /// the demo, benchmarks); answers the base URL, `http://ADDR`.
+    pub async fn serve_in_background(&self, listen: SocketAddr) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(super::serve(
+            listener,
+            self.router.clone(),
+            std::future::pending(),
+        ));
+        Ok(base)
     }
 
     /// Stops background work and lets the sinks deliver what they still hold (up to `flush`).
