@@ -45,10 +45,6 @@ const SUPPORT_SERVICES: [(&str, &str); 6] = [
     ("nats", "nats"),
 ];
 
-/// Host files another branch adds (path, owner). While absent they are listed, not failed;
-/// once present they are checked like every other mount.
-const AWAITING_MERGE: [(&str, &str); 1] = [("./deploy/statsd-mapping.yml", "telemetry")];
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -601,7 +597,6 @@ fn mounted_files_exist_and_named_volumes_are_declared() {
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let mut used = BTreeSet::new();
-    let mut awaiting = Vec::new();
     for (name, s) in services(&c) {
         for m in mounts(s) {
             if !m.is_host_path() {
@@ -618,15 +613,11 @@ fn mounted_files_exist_and_named_volumes_are_declared() {
                 "{name}: {} — mount files from ./deploy/ only",
                 m.source
             );
-            if repo().join(&m.source).is_file() {
-                continue;
-            }
-            match AWAITING_MERGE.iter().find(|(p, _)| *p == m.source) {
-                Some((path, owner)) => {
-                    awaiting.push(format!("{path} (from {owner}, mounted by {name})"))
-                }
-                None => panic!("{name} mounts {}, which does not exist", m.source),
-            }
+            assert!(
+                repo().join(&m.source).is_file(),
+                "{name} mounts {}, which does not exist",
+                m.source
+            );
         }
         if let Some(build) = s.get("build") {
             let context = repo().join(build["context"].as_str().unwrap_or("."));
@@ -636,9 +627,6 @@ fn mounted_files_exist_and_named_volumes_are_declared() {
     }
     for v in &declared {
         assert!(used.contains(v), "volume {v} is declared but unused");
-    }
-    for a in awaiting {
-        eprintln!("not in this branch yet, checked once merged: {a}");
     }
 }
 
