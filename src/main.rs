@@ -335,7 +335,7 @@ async fn telemetry_scrape(config: Option<PathBuf>, urls: Vec<url::Url>, once: bo
     };
     if urls.is_empty() {
         eprintln!(
-            "name an endpoint to scrape (e.g. http://127.0.0.1:9102/metrics) or set telemetry.targets in --config"
+            "name an endpoint to scrape (e.g. http://127.0.0.1:9108/metrics) or set telemetry.targets in --config"
         );
         return ExitCode::from(EXIT_USAGE);
     }
