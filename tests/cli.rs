@@ -235,3 +235,34 @@ fn the_demo_runs_every_scenario_to_its_expected_result() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_readme_keeps_two_commands_and_ci_runs_its_test_command() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("README opens with a sh block");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        commands,
+        ["cargo run -- demo", "scripts/test.sh"],
+        "{block}"
+    );
+    let ci = std::fs::read_to_string(format!("{root}/.ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l.trim() == commands[1]),
+        ".ci/run calls the README's test command:\n{ci}"
+    );
+    let script = std::fs::metadata(format!("{root}/{}", commands[1])).unwrap();
+    assert!(
+        std::os::unix::fs::PermissionsExt::mode(&script.permissions()) & 0o111 != 0,
+        "the test script is executable"
+    );
+}
