@@ -1,5 +1,6 @@
 //! The emulator over real HTTP (one test binary): REST behaviour, SSE streams, fault switches.
 
 mod http_api;
+mod st2client_compat;
 mod stream_and_faults;
 mod support;
