@@ -9,7 +9,7 @@
 # A crash leaves its input in fuzz/artifacts/<target>/ and makes the script exit non-zero;
 # replay it with `cargo +nightly fuzz run <target> <file>`.
 # The code under test is safe Rust, so the address sanitizer is off (-s none): panics and
-# failed assertions are what the targets look for, and the runs get about twice the executions.
+# failed assertions are what the targets look for; a sanitizer would only slow the runs.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 

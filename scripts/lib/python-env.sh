@@ -29,8 +29,9 @@ EOF
 }
 
 # Builds st2-emulator (release with BUILD_PROFILE=release) and starts it on 127.0.0.1:<free port>
-# with the given extra arguments. Sets EMULATOR_PID and EMULATOR_URL; the caller's EXIT trap must
-# call stop_emulator. Gives up after 30 s if the ready line never comes.
+# with the given extra arguments. Sets EMULATOR_PID, EMULATOR_URL and EMULATOR_LOG (stdout; its
+# stderr is EMULATOR_LOG.err); the caller's EXIT trap must call stop_emulator. Gives up after
+# 30 s if the ready line never comes.
 start_emulator() {
     local profile="${BUILD_PROFILE:-dev}" dir=debug log
     [[ "$profile" == release ]] && dir=release
@@ -38,6 +39,7 @@ start_emulator() {
     cargo build --quiet --locked --profile "$profile" -p st2-emulator --bin st2-emulator \
         --manifest-path "$ROOT/Cargo.toml"
     log="$(mktemp -t st2-emulator.XXXXXX)"
+    EMULATOR_LOG="$log"
     "$TARGET_DIR/$dir/st2-emulator" --listen 127.0.0.1:0 "$@" >"$log" 2>"$log.err" &
     EMULATOR_PID=$!
     local _
@@ -63,6 +65,9 @@ stop_emulator() {
     if [[ -n "${EMULATOR_PID:-}" ]] && kill -0 "$EMULATOR_PID" 2>/dev/null; then
         kill "$EMULATOR_PID" 2>/dev/null || true
         wait "$EMULATOR_PID" 2>/dev/null || true
+    fi
+    if [[ -n "${EMULATOR_LOG:-}" ]]; then
+        rm -f "$EMULATOR_LOG" "$EMULATOR_LOG.err"
     fi
 }
 
