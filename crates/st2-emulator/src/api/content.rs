@@ -57,11 +57,21 @@ async fn root() -> Response {
 }
 
 async fn user(caller: Caller) -> Response {
+    let mut authentication = json!({
+        "method": caller.auth.method,
+        "location": caller.auth.location,
+    });
+    if let Some(expire) = caller.auth.token_expire {
+        // st2 formats it with strftime("%Y-%m-%dT%H:%M:%SZ"): whole seconds.
+        let fmt =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+        authentication["token_expire"] = json!(expire.format(fmt).unwrap_or_default());
+    }
     json_response(
         StatusCode::OK,
         &json!({
             "username": caller.user,
-            "authentication": {"method": "authentication token", "location": "header"},
+            "authentication": authentication,
             "rbac": {"enabled": false, "roles": [], "is_admin": true},
         }),
     )

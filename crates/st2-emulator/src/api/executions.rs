@@ -373,10 +373,16 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
     let ascending = params.nonempty("timestamp_lt").is_none()
         && params.nonempty("sort_desc").is_none()
         && (params.nonempty("timestamp_gt").is_some() || params.nonempty("sort_asc").is_some());
+    // st2's persistence turns a filter value "null" (any case) into "field does not exist";
+    // `st2 execution list` sends `parent=null` to show top-level executions only.
     let eq = |name: &str, actual: Option<&str>| {
-        params
-            .nonempty(name)
-            .is_none_or(|want| actual == Some(want))
+        params.nonempty(name).is_none_or(|want| {
+            if want.eq_ignore_ascii_case("null") {
+                actual.is_none()
+            } else {
+                actual == Some(want)
+            }
+        })
     };
     let store = sh.store();
     let mut selected: Vec<&Execution> = store

@@ -183,6 +183,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 pub(crate) struct Caller {
     /// User name.
     pub user: String,
+    /// How the caller authenticated, as st2's router records it for `GET /user`.
+    pub auth: AuthInfo,
+}
+
+/// st2's `auth_info`: `method` is `API key` or `authentication token`; `location` is the security
+/// definition's `in` (a cookie counts as `header`, as its definition says); tokens add expiry.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthInfo {
+    pub method: &'static str,
+    pub location: &'static str,
+    pub token_expire: Option<time::OffsetDateTime>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -209,8 +220,15 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 }
 
 enum Credential {
-    Token { value: String, set_cookie: bool },
-    ApiKey(String),
+    Token {
+        value: String,
+        set_cookie: bool,
+        location: &'static str,
+    },
+    ApiKey {
+        value: String,
+        location: &'static str,
+    },
 }
 
 /// st2's router auth: the first credential present (token header, key header, token query, key
@@ -230,20 +248,29 @@ fn authenticate(
         Credential::Token {
             value: t.to_string(),
             set_cookie: true,
+            location: "header",
         }
     } else if let Some(k) = header("st2-api-key") {
-        Credential::ApiKey(k.to_string())
+        Credential::ApiKey {
+            value: k.to_string(),
+            location: "header",
+        }
     } else if let Some(t) = params.nonempty("x-auth-token") {
         Credential::Token {
             value: t.to_string(),
             set_cookie: true,
+            location: "query",
         }
     } else if let Some(k) = params.nonempty("st2-api-key") {
-        Credential::ApiKey(k.to_string())
+        Credential::ApiKey {
+            value: k.to_string(),
+            location: "query",
+        }
     } else if let Some(t) = cookie_token(headers).filter(|t| !t.is_empty()) {
         Credential::Token {
             value: t,
             set_cookie: false,
+            location: "header",
         }
     } else {
         return Err(ApiError::unauthorized(Some(
@@ -251,11 +278,20 @@ fn authenticate(
         )));
     };
     match credential {
-        Credential::ApiKey(key) => {
+        Credential::ApiKey {
+            value: key,
+            location,
+        } => {
             if key == sh.config.api_key {
+                let auth = AuthInfo {
+                    method: "API key",
+                    location,
+                    token_expire: None,
+                };
                 Ok((
                     Caller {
                         user: api_key_user(sh),
+                        auth,
                     },
                     None,
                 ))
@@ -266,7 +302,11 @@ fn authenticate(
                 ))))
             }
         }
-        Credential::Token { value, set_cookie } => {
+        Credential::Token {
+            value,
+            set_cookie,
+            location,
+        } => {
             let token = sh
                 .store()
                 .tokens
@@ -285,7 +325,18 @@ fn authenticate(
                     cookie_date(token.expiry)
                 )
             });
-            Ok((Caller { user: token.user }, cookie))
+            let auth = AuthInfo {
+                method: "authentication token",
+                location,
+                token_expire: Some(token.expiry),
+            };
+            Ok((
+                Caller {
+                    user: token.user,
+                    auth,
+                },
+                cookie,
+            ))
         }
     }
 }

@@ -2,5 +2,6 @@
 
 mod http_api;
 mod rules;
+mod st2client_compat;
 mod stream_and_faults;
 mod support;
