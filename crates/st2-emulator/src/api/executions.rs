@@ -375,8 +375,13 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
         && (params.nonempty("timestamp_gt").is_some() || params.nonempty("sort_asc").is_some());
     // st2's persistence turns a filter value "null" (any case) into "field does not exist";
     // `st2 execution list` sends `parent=null` to show top-level executions only.
-    let eq = |name: &str, actual: Option<&str>| {
-        params.nonempty(name).is_none_or(|want| {
+    // The wanted values are read once, not per execution: the scan runs under the store lock.
+    let wanted: Vec<Option<&str>> = ["status", "parent", "action", "runner", "user", "liveaction"]
+        .iter()
+        .map(|name| params.nonempty(name))
+        .collect();
+    let eq = |field: usize, actual: Option<&str>| {
+        wanted[field].is_none_or(|want| {
             if want.eq_ignore_ascii_case("null") {
                 actual.is_none()
             } else {
@@ -391,12 +396,12 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
         .filter(|e| {
             !unsupported
                 && (ids.is_empty() || ids.contains(&e.id))
-                && eq("status", Some(e.status.as_str()))
-                && eq("parent", e.parent.as_deref())
-                && eq("action", Some(&e.action_ref))
-                && eq("runner", Some(&e.runner_name))
-                && eq("user", e.context.get("user").and_then(Value::as_str))
-                && eq("liveaction", Some(&e.liveaction_id))
+                && eq(0, Some(e.status.as_str()))
+                && eq(1, e.parent.as_deref())
+                && eq(2, Some(&e.action_ref))
+                && eq(3, Some(&e.runner_name))
+                && eq(4, e.context.get("user").and_then(Value::as_str))
+                && eq(5, Some(&e.liveaction_id))
                 && gt.is_none_or(|t| e.start > t)
                 && lt.is_none_or(|t| e.start < t)
                 && at.is_none_or(|t| e.start == t)
