@@ -1,4 +1,4 @@
-//! The adapter's own HTTP API: health and readiness now, Portarium's routes as they land.
+//! The adapter's own HTTP API: Portarium's routes, execution control, health, readiness and metrics.
 
 pub mod app;
 pub mod dispatch;
