@@ -11,6 +11,7 @@ use st2_emulator::{Emulator, EmulatorOptions};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::portarium::ErrorKind;
 use crate::server::App;
 use crate::st2::{Execution, St2Client};
 
@@ -76,7 +77,7 @@ enum Expect {
     /// `{ok: true}`.
     Ok,
     /// `{ok: false, errorKind}` with this kind.
-    Kind(&'static str),
+    Kind(ErrorKind),
 }
 
 /// One representative request to the adapter.
@@ -114,21 +115,21 @@ fn scenarios() -> Vec<Scenario> {
             "examples.fail",
             json!({}),
             8_000,
-            Expect::Kind("RemoteError"),
+            Expect::Kind(ErrorKind::RemoteError),
         ),
         dispatch(
             "timeout: st2 stops an action that outlives its own timeout",
             "core.local",
             json!({"cmd": "sleep 5", "timeout": 1}),
             8_000,
-            Expect::Kind("Timeout"),
+            Expect::Kind(ErrorKind::Timeout),
         ),
         dispatch(
             "deadline: the adapter answers before Portarium gives up; st2 keeps running it",
             "core.local",
             json!({"cmd": "sleep 2"}),
             300,
-            Expect::Kind("Timeout"),
+            Expect::Kind(ErrorKind::Timeout),
         ),
         dispatch(
             "workflow: an orquesta workflow with three tasks",
@@ -142,21 +143,21 @@ fn scenarios() -> Vec<Scenario> {
             "chatops.post_message",
             json!({"message": "hi"}),
             8_000,
-            Expect::Kind("FlowNotFound"),
+            Expect::Kind(ErrorKind::FlowNotFound),
         ),
         dispatch(
             "refused before st2: a payload that does not fit the action's schema",
             "core.echo",
             json!({"message": 42, "colour": "blue"}),
             8_000,
-            Expect::Kind("RemoteError"),
+            Expect::Kind(ErrorKind::RemoteError),
         ),
         dispatch(
             "refused before st2: a flowRef that is not an action ref",
             "https://evil.example/run",
             json!({}),
             8_000,
-            Expect::Kind("FlowNotFound"),
+            Expect::Kind(ErrorKind::FlowNotFound),
         ),
         Scenario::Event {
             title: "event: a Portarium event fires an st2 rule that runs an action",
@@ -267,26 +268,18 @@ struct Story {
 
 /// Reads Portarium's result kind from an answer body.
 fn kind_of(result: &Value) -> Option<Expect> {
-    match (&result["ok"], result["errorKind"].as_str()) {
-        (Value::Bool(true), _) => Some(Expect::Ok),
-        (_, Some(kind)) => [
-            "Unauthorized",
-            "RateLimited",
-            "FlowNotFound",
-            "Timeout",
-            "RemoteError",
-        ]
-        .into_iter()
-        .find(|k| *k == kind)
-        .map(Expect::Kind),
-        _ => None,
+    if result["ok"] == Value::Bool(true) {
+        return Some(Expect::Ok);
     }
+    serde_json::from_value(result["errorKind"].clone())
+        .ok()
+        .map(Expect::Kind)
 }
 
 fn describe(e: Option<Expect>) -> String {
     match e {
         Some(Expect::Ok) => "ok".into(),
-        Some(Expect::Kind(k)) => k.into(),
+        Some(Expect::Kind(k)) => k.to_string(),
         None => "unreadable".into(),
     }
 }

@@ -158,10 +158,8 @@ pub async fn rerun(
     };
     // A re-run starts the action again, so it passes the same gates a dispatch does.
     let action = original.action_ref().unwrap_or_default().to_string();
-    if let Err(refused) = tenant.may_run(&action).await {
-        let (status, result) = super::dispatch::with_status(refused);
-        let body = serde_json::to_value(result).expect("serializable");
-        return (status, Json(body));
+    if let Err(refusal) = tenant.may_run(&action).await {
+        return refused(refusal);
     }
     let request = RerunRequest {
         parameters: body.map(|Json(b)| b.parameters).unwrap_or_default(),
@@ -208,7 +206,17 @@ fn st2_failure(e: &St2Error) -> Answer {
             faultstring.clone(),
         );
     }
-    let kind = crate::dispatch::kind_of(e);
-    let status = StatusCode::from_u16(kind.http_status()).expect("valid status");
-    failure(status, kind, e.to_string())
+    refused(DispatchResult::err(
+        crate::dispatch::kind_of(e),
+        e.to_string(),
+    ))
+}
+
+/// A failed result with the HTTP status its error kind maps to, as every dispatch route answers.
+fn refused(result: DispatchResult) -> Answer {
+    let (status, result) = super::dispatch::with_status(result);
+    (
+        status,
+        Json(serde_json::to_value(result).expect("serializable")),
+    )
 }
