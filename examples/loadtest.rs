@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
-use portarium_st2::config::St2Config;
-use portarium_st2::dispatch::Dispatcher;
-use portarium_st2::governance::secrets::Secret;
-use portarium_st2::portarium::{DispatchRequest, DispatchResult};
-use portarium_st2::server::App;
-use portarium_st2::st2::St2Client;
-use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
+use portarium_st2::app::App;
+use portarium_st2::core::dispatch::Dispatcher;
+use portarium_st2::core::portarium::{DispatchRequest, DispatchResult};
 use serde_json::{Value, json};
+use st2_client::St2Client;
+use st2_client::St2Config;
+use st2_client::secret::Secret;
+use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_emulator::{Emulator, EmulatorOptions};
 
 #[derive(Parser)]
@@ -450,7 +450,7 @@ fn captured_execution_events() -> Vec<(String, Value)> {
 async fn stream(args: StreamArgs) {
     use axum::body::Body;
     use axum::routing::get;
-    use portarium_st2::st2::Execution;
+    use st2_client::Execution;
     let templates = captured_execution_events();
     let ids: Vec<String> = (0..args.executions).map(|i| format!("{i:024x}")).collect();
     let mut body = String::new();

@@ -1,20 +1,21 @@
-//! The adapter's configuration: one typed struct, read from YAML, overridden by
-//! `PORTARIUM_ST2_*` environment variables, validated before anything starts.
+//! The adapter's configuration: one typed struct assembled from each component's own section,
+//! read from YAML, overridden by `PORTARIUM_ST2_*` environment variables, and validated (every
+//! component checks its own section) before anything starts.
 //!
 //! Environment overrides address a field by its path, upper-cased, with `__` between
 //! levels: `PORTARIUM_ST2_LISTEN`, `PORTARIUM_ST2_ST2__BASE_URL`,
 //! `PORTARIUM_ST2_ST2__RETRY__MAX_RETRIES`. Values are read as YAML scalars, so numbers and
 //! booleans work unquoted; quote a string that looks like a number (`'"123"'`).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_norway::Value;
-use url::Url;
+use st2_basics::FieldError;
+use st2_client::St2Config;
 
-use crate::governance::secrets::Secret;
+pub use crate::core::config::{DispatchConfig, TenantConfig, TenantSt2};
 
 /// Prefix of every environment variable that overrides a config field.
 pub const ENV_PREFIX: &str = "PORTARIUM_ST2_";
@@ -33,7 +34,7 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
-    /// The StackStorm cluster to drive.
+    /// The StackStorm cluster to drive (`st2_client`'s own section).
     pub st2: St2Config,
     /// Who may call the adapter: one entry per Portarium tenant (workspace).
     #[serde(default)]
@@ -44,87 +45,15 @@ pub struct Config {
     /// The adapter's own listener: TLS and mutual TLS (`crate::server::tls`).
     #[serde(default)]
     pub server: crate::server::tls::ListenerConfig,
-    /// Pack review gate, audit log and redaction (`crate::governance`).
+    /// Pack review gate, audit log and redaction (`crate::core::governance`).
     #[serde(default)]
-    pub governance: crate::governance::GovernanceConfig,
+    pub governance: crate::core::governance::GovernanceConfig,
     /// Scraping st2's metrics and exporting telemetry over OTLP.
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,
     /// Portarium events: lifecycle out, event classes in.
     #[serde(default)]
     pub events: crate::events::EventsConfig,
-}
-
-/// One Portarium tenant allowed to dispatch.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantConfig {
-    /// The `tenantId` Portarium sends.
-    pub id: String,
-    /// Bearer token this tenant's caller sends (literal, `env:NAME` or `file:PATH`).
-    pub api_token: Secret,
-    /// st2 credentials for this tenant instead of `st2`'s (same URLs).
-    #[serde(default)]
-    pub st2: Option<TenantSt2>,
-    /// st2 actions this tenant may run (`core.*`, `linux.check_loadavg`); unset allows all.
-    #[serde(default)]
-    pub allowed_actions: Option<Vec<String>>,
-}
-
-/// A tenant's own st2 credentials.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSt2 {
-    /// API key for this tenant.
-    #[serde(default)]
-    pub api_key: Option<Secret>,
-    /// User for token auth, instead of `api_key`.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// That user's password.
-    #[serde(default)]
-    pub password: Option<Secret>,
-}
-
-/// Dispatch wait settings. Portarium's callers abort at 10 s by default, so the default
-/// wait answers inside that budget.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DispatchConfig {
-    /// Wait for a terminal status this long unless the request asks otherwise.
-    #[serde(default = "default_wait")]
-    pub default_wait_ms: u64,
-    /// Longest wait a request may ask for (`?waitMs=`).
-    #[serde(default = "default_max_wait")]
-    pub max_wait_ms: u64,
-    /// Largest request body accepted.
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// Cancel the st2 execution when a synchronous wait runs out, instead of leaving it
-    /// running for a retry to attach to.
-    #[serde(default)]
-    pub cancel_on_deadline: bool,
-}
-
-impl Default for DispatchConfig {
-    fn default() -> Self {
-        Self {
-            default_wait_ms: default_wait(),
-            max_wait_ms: default_max_wait(),
-            max_body_bytes: default_max_body(),
-            cancel_on_deadline: false,
-        }
-    }
-}
-
-fn default_wait() -> u64 {
-    8_000
-}
-fn default_max_wait() -> u64 {
-    300_000
-}
-fn default_max_body() -> usize {
-    1 << 20
 }
 
 /// Logging settings; `RUST_LOG` overrides `level` when set.
@@ -159,145 +88,12 @@ impl Default for LogConfig {
     }
 }
 
-/// How to reach and authenticate to st2.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct St2Config {
-    /// One address serving `/api`, `/auth` and `/stream`, as behind st2's usual nginx.
-    #[serde(default)]
-    pub base_url: Option<Url>,
-    /// st2api on its own (st2 default port 9101); `/v1` is appended when it has no path.
-    #[serde(default)]
-    pub api_url: Option<Url>,
-    /// st2auth on its own (st2 default port 9100); `/v1` is appended when it has no path.
-    #[serde(default)]
-    pub auth_url: Option<Url>,
-    /// st2stream on its own (st2 default port 9102); `/v1` is appended when it has no path.
-    #[serde(default)]
-    pub stream_url: Option<Url>,
-    /// API key sent as `St2-Api-Key` (literal, `env:NAME` or `file:PATH`). Preferred: it never expires.
-    #[serde(default)]
-    pub api_key: Option<Secret>,
-    /// User for `POST /auth/v1/tokens`, when no API key is used.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// That user's password (literal, `env:NAME` or `file:PATH`).
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// Token lifetime to ask st2auth for; unset takes st2's default (24 h).
-    #[serde(default)]
-    pub token_ttl_secs: Option<u64>,
-    /// Renew a token this long before it expires.
-    #[serde(default = "default_renew_before")]
-    pub token_renew_before_secs: u64,
-    /// Deadline for one st2 request (the stream is exempt).
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout_ms: u64,
-    /// Deadline for opening a TCP/TLS connection to st2.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_ms: u64,
-    /// Most st2 requests in flight at once from this adapter.
-    #[serde(default = "default_max_concurrency")]
-    pub max_concurrency: usize,
-    /// Retries of calls that are safe to repeat.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// TLS to st2.
-    #[serde(default)]
-    pub tls: TlsConfig,
-    /// Following executions through st2's event stream.
-    #[serde(default)]
-    pub stream: crate::st2::stream::StreamConfig,
-}
-
-/// Retry policy for st2 calls that are safe to repeat (reads, cancel, pause/resume).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Retries after the first attempt; 0 turns retrying off.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-    /// First backoff; each retry doubles it, with jitter.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff_ms: u64,
-    /// Backoff ceiling (a `Retry-After` from st2 is honoured up to this too).
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff_ms: u64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_retries: default_max_retries(),
-            initial_backoff_ms: default_initial_backoff(),
-            max_backoff_ms: default_max_backoff(),
-        }
-    }
-}
-
-/// TLS settings for connections to st2. Verification is always on.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Extra CA certificate(s), PEM, trusted in addition to the system roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
-/// The three st2 service roots, each ending in its API version (`.../v1`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct St2Endpoints {
-    /// st2api root, e.g. `https://st2.example.com/api/v1`.
-    pub api: Url,
-    /// st2auth root, e.g. `https://st2.example.com/auth/v1`.
-    pub auth: Url,
-    /// st2stream root, e.g. `https://st2.example.com/stream/v1`.
-    pub stream: Url,
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8787))
 }
 fn default_log_level() -> String {
     "info".to_string()
 }
-fn default_renew_before() -> u64 {
-    300
-}
-fn default_request_timeout() -> u64 {
-    10_000
-}
-fn default_connect_timeout() -> u64 {
-    3_000
-}
-fn default_max_concurrency() -> usize {
-    32
-}
-fn default_max_retries() -> u32 {
-    3
-}
-fn default_initial_backoff() -> u64 {
-    100
-}
-fn default_max_backoff() -> u64 {
-    2_000
-}
-
-/// One field that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// Dotted path of the field, e.g. `st2.base_url`.
-    pub field: String,
-    /// What is wrong and what to do.
-    pub reason: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)
-    }
-}
-
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -392,6 +188,10 @@ impl Config {
             })?;
             applied.push((path.join("."), var));
         }
+        let moved = renamed_fields(&tree);
+        if !moved.is_empty() {
+            return Err(ConfigError::Invalid(moved));
+        }
         let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let field = e.path().to_string();
             let origin = applied
@@ -417,43 +217,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         self.st2.validate(&mut errors);
-        let mut seen = std::collections::HashSet::new();
-        for (i, t) in self.tenants.iter().enumerate() {
-            let field = |name: &str| format!("tenants[{i}].{name}");
-            if t.id.trim().is_empty() {
-                errors.push(FieldError {
-                    field: field("id"),
-                    reason: "must not be empty".into(),
-                });
-            } else if !seen.insert(t.id.as_str()) {
-                errors.push(FieldError {
-                    field: field("id"),
-                    reason: format!("{} is listed twice", t.id),
-                });
-            }
-            for (j, p) in t.allowed_actions.iter().flatten().enumerate() {
-                if let Some(reason) = crate::governance::tenants::AllowedActions::check_pattern(p) {
-                    errors.push(FieldError {
-                        field: field(&format!("allowed_actions[{j}]")),
-                        reason: reason.into(),
-                    });
-                }
-            }
-            if let Some(own) = &t.st2 {
-                let reason = match (&own.api_key, &own.username, &own.password) {
-                    (Some(_), None, None) | (None, Some(_), Some(_)) => None,
-                    (None, None, _) => Some("give api_key, or username and password"),
-                    (Some(_), _, _) => Some("api_key and username are both set; choose one"),
-                    (None, Some(_), None) => Some("password is required with username"),
-                };
-                if let Some(reason) = reason {
-                    errors.push(FieldError {
-                        field: field("st2"),
-                        reason: reason.into(),
-                    });
-                }
-            }
-        }
+        crate::core::config::validate_tenants(&self.tenants, &mut errors);
         self.governance.validate(&mut errors);
         if let Some(Err(e)) = self.server.tls.as_ref().map(|t| t.acceptor()) {
             errors.push(FieldError {
@@ -463,25 +227,7 @@ impl Config {
         }
         self.telemetry.validate(&mut errors);
         self.events.validate(&mut errors);
-        let d = &self.dispatch;
-        if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
-            errors.push(FieldError {
-                field: "dispatch.default_wait_ms".into(),
-                reason: format!(
-                    "{} must be between 1 and dispatch.max_wait_ms ({})",
-                    d.default_wait_ms, d.max_wait_ms
-                ),
-            });
-        }
-        if d.max_body_bytes < 1024 {
-            errors.push(FieldError {
-                field: "dispatch.max_body_bytes".into(),
-                reason: format!(
-                    "{} is below 1024; Portarium requests would not fit",
-                    d.max_body_bytes
-                ),
-            });
-        }
+        self.dispatch.validate(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -490,224 +236,26 @@ impl Config {
     }
 }
 
-impl St2Config {
-    /// A config for `base_url` with an API key and every other setting at its default.
-    pub fn with_api_key(base_url: Url, api_key: Secret) -> Self {
-        Self {
-            base_url: Some(base_url),
-            api_url: None,
-            auth_url: None,
-            stream_url: None,
-            api_key: Some(api_key),
-            username: None,
-            password: None,
-            token_ttl_secs: None,
-            token_renew_before_secs: default_renew_before(),
-            request_timeout_ms: default_request_timeout(),
-            connect_timeout_ms: default_connect_timeout(),
-            max_concurrency: default_max_concurrency(),
-            retry: RetryConfig::default(),
-            tls: TlsConfig::default(),
-            stream: crate::st2::stream::StreamConfig::default(),
-        }
-    }
-
-    /// A config for `base_url` with user/password token auth and other settings at default.
-    pub fn with_password(base_url: Url, username: &str, password: Secret) -> Self {
-        Self {
-            api_key: None,
-            username: Some(username.to_string()),
-            password: Some(password),
-            ..Self::with_api_key(base_url, Secret::from_value("unused"))
-        }
-    }
-
-    /// This config with a tenant's own credentials in place of the shared ones.
-    pub fn for_tenant(&self, own: &TenantSt2) -> Self {
-        Self {
-            api_key: own.api_key.clone(),
-            username: own.username.clone(),
-            password: own.password.clone(),
-            ..self.clone()
-        }
-    }
-
-    /// Resolves the three service roots from `base_url` and the per-service overrides.
-    ///
-    /// Call only on a validated config; a missing root is reported by [`Config::validate`].
-    pub fn endpoints(&self) -> Result<St2Endpoints, FieldError> {
-        let pick = |own: &Option<Url>, field: &str, prefix: &str| -> Result<Url, FieldError> {
-            match (own, &self.base_url) {
-                (Some(url), _) => Ok(with_version(url)),
-                (None, Some(base)) => Ok(join_path(base, &format!("{prefix}/v1"))),
-                (None, None) => Err(FieldError {
-                    field: format!("st2.{field}"),
-                    reason: format!(
-                        "set st2.base_url, or st2.{field} for a service on its own port"
-                    ),
-                }),
+/// Every field of an earlier version still set in `tree`, each named with its replacement.
+fn renamed_fields(tree: &Value) -> Vec<FieldError> {
+    let sections: [(&str, &[(&str, &str)]); 1] = [("st2", st2_client::config::RENAMED)];
+    let mut found = Vec::new();
+    for (section, renamed) in sections {
+        for (old, new) in renamed {
+            let path: Vec<&str> = std::iter::once(section).chain(old.split('.')).collect();
+            let mut node = Some(tree);
+            for key in &path {
+                node = node.and_then(|n| n.get(*key));
             }
-        };
-        Ok(St2Endpoints {
-            api: pick(&self.api_url, "api_url", "api")?,
-            auth: pick(&self.auth_url, "auth_url", "auth")?,
-            stream: pick(&self.stream_url, "stream_url", "stream")?,
-        })
-    }
-
-    fn validate(&self, errors: &mut Vec<FieldError>) {
-        self.stream.validate(errors);
-        let mut bad = |field: &str, reason: String| {
-            errors.push(FieldError {
-                field: field.to_string(),
-                reason,
-            })
-        };
-        for (field, url) in [
-            ("st2.base_url", &self.base_url),
-            ("st2.api_url", &self.api_url),
-            ("st2.auth_url", &self.auth_url),
-            ("st2.stream_url", &self.stream_url),
-        ] {
-            if let Some(url) = url
-                && let Err(reason) = check_service_url(url)
-            {
-                bad(field, reason);
+            if node.is_some() {
+                found.push(FieldError::new(
+                    path.join("."),
+                    format!("this field was renamed; write {section}.{new} instead"),
+                ));
             }
         }
-        if self.base_url.is_none() {
-            let uses_auth = self.username.is_some();
-            for (field, url, needed) in [
-                ("st2.api_url", &self.api_url, true),
-                ("st2.stream_url", &self.stream_url, true),
-                ("st2.auth_url", &self.auth_url, uses_auth),
-            ] {
-                if needed && url.is_none() {
-                    bad(
-                        field,
-                        "required when st2.base_url is not set (or set st2.base_url to the address serving /api, /auth and /stream)".into(),
-                    );
-                }
-            }
-        }
-        match (&self.api_key, &self.username, &self.password) {
-            (Some(_), Some(_), _) => bad(
-                "st2.username",
-                "st2.api_key and st2.username are both set; choose one way to authenticate".into(),
-            ),
-            (Some(_), None, Some(_)) => bad(
-                "st2.password",
-                "set without st2.username; remove it or use user/password auth instead of st2.api_key".into(),
-            ),
-            (None, None, _) => bad(
-                "st2.api_key",
-                "no st2 credentials: set st2.api_key (recommended) or st2.username and st2.password".into(),
-            ),
-            (None, Some(user), None) => bad(
-                "st2.password",
-                format!("required with st2.username ({user}); use env:NAME or file:PATH"),
-            ),
-            (None, Some(user), Some(_)) if user.trim().is_empty() => {
-                bad("st2.username", "must not be empty".into())
-            }
-            _ => {}
-        }
-        if let Some(ttl) = self.token_ttl_secs {
-            if ttl == 0 {
-                bad("st2.token_ttl_secs", "must be at least 1 second".into());
-            } else if self.token_renew_before_secs >= ttl {
-                bad(
-                    "st2.token_renew_before_secs",
-                    format!(
-                        "{} must be less than st2.token_ttl_secs ({ttl}), or the token would be renewed forever",
-                        self.token_renew_before_secs
-                    ),
-                );
-            }
-        }
-        if self.request_timeout_ms == 0 {
-            bad("st2.request_timeout_ms", "must be greater than 0".into());
-        }
-        if self.connect_timeout_ms == 0 {
-            bad("st2.connect_timeout_ms", "must be greater than 0".into());
-        }
-        if !(1..=4096).contains(&self.max_concurrency) {
-            bad(
-                "st2.max_concurrency",
-                format!("{} is outside 1..=4096", self.max_concurrency),
-            );
-        }
-        if self.retry.max_retries > 10 {
-            bad(
-                "st2.retry.max_retries",
-                format!(
-                    "{} is more than 10; retries multiply load on a struggling st2",
-                    self.retry.max_retries
-                ),
-            );
-        }
-        if self.retry.initial_backoff_ms == 0 {
-            bad(
-                "st2.retry.initial_backoff_ms",
-                "must be greater than 0".into(),
-            );
-        }
-        if self.retry.initial_backoff_ms > self.retry.max_backoff_ms {
-            bad(
-                "st2.retry.initial_backoff_ms",
-                format!(
-                    "{} is greater than st2.retry.max_backoff_ms ({})",
-                    self.retry.initial_backoff_ms, self.retry.max_backoff_ms
-                ),
-            );
-        }
-        if let Some(ca) = &self.tls.ca_file
-            && let Err(e) = std::fs::metadata(ca)
-        {
-            bad(
-                "st2.tls.ca_file",
-                format!("cannot read {}: {e}", ca.display()),
-            );
-        }
     }
-}
-
-/// Accepts http(s) URLs without credentials, query or fragment.
-fn check_service_url(url: &Url) -> Result<(), String> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{url}: scheme must be http or https"));
-    }
-    if url.host_str().is_none() {
-        return Err(format!("{url}: has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "must not contain credentials; use st2.api_key or st2.username/st2.password".into(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{url}: must not have a query or fragment"));
-    }
-    Ok(())
-}
-
-/// `http://h:9101` → `http://h:9101/v1`; a URL that already has a path is kept as written.
-fn with_version(url: &Url) -> Url {
-    if url.path().trim_matches('/').is_empty() {
-        join_path(url, "v1")
-    } else {
-        let mut u = url.clone();
-        let trimmed = u.path().trim_end_matches('/').to_string();
-        u.set_path(&trimmed);
-        u
-    }
-}
-
-fn join_path(base: &Url, suffix: &str) -> Url {
-    let mut u = base.clone();
-    let path = format!("{}/{}", base.path().trim_end_matches('/'), suffix);
-    u.set_path(&path);
-    u
+    found
 }
 
 /// `PORTARIUM_ST2_ST2__RETRY__MAX_RETRIES` → `["st2", "retry", "max_retries"]`.
@@ -772,7 +320,7 @@ mod tests {
     fn minimal_config_gets_defaults_and_endpoints() {
         let c = load(MINIMAL, &[]).unwrap();
         assert_eq!(c.listen, default_listen());
-        assert_eq!(c.st2.request_timeout_ms, 10_000);
+        assert_eq!(c.st2.request_timeout, std::time::Duration::from_secs(10));
         let e = c.st2.endpoints().unwrap();
         assert_eq!(e.api.as_str(), "http://127.0.0.1:9000/api/v1");
         assert_eq!(e.auth.as_str(), "http://127.0.0.1:9000/auth/v1");
@@ -851,7 +399,7 @@ mod tests {
     #[test]
     fn every_broken_rule_is_reported_with_its_field() {
         let err = load(
-            "st2:\n  base_url: ftp://h\n  api_key: k\n  username: u\n  request_timeout_ms: 0\n  max_concurrency: 0\n  retry: {initial_backoff_ms: 5000, max_backoff_ms: 100}\n",
+            "st2:\n  base_url: ftp://h\n  api_key: k\n  username: u\n  request_timeout: 0s\n  max_concurrency: 0\n  retry: {backoff: {initial: 5s, max: 100ms}}\n",
             &[],
         )
         .unwrap_err();
@@ -862,9 +410,9 @@ mod tests {
         for want in [
             "st2.base_url",
             "st2.username",
-            "st2.request_timeout_ms",
+            "st2.request_timeout",
             "st2.max_concurrency",
-            "st2.retry.initial_backoff_ms",
+            "st2.retry.backoff.initial",
         ] {
             assert!(fields.contains(&want), "{want} missing from {fields:?}");
         }
@@ -930,8 +478,11 @@ mod tests {
             c.st2.endpoints().unwrap().api.as_str(),
             "https://st2.example.com/api/v1"
         );
-        assert_eq!(c.st2.retry.max_retries, default_max_retries());
-        assert_eq!(c.st2.max_concurrency, default_max_concurrency());
+        assert_eq!(
+            c.st2.retry.max_retries,
+            st2_client::RetryConfig::default().max_retries
+        );
+        assert_eq!(c.st2.max_concurrency, 32);
     }
 
     #[test]
@@ -959,13 +510,42 @@ mod tests {
     }
 
     #[test]
-    fn token_renewal_window_must_fit_inside_ttl() {
+    fn renamed_fields_are_refused_naming_their_replacement_and_ms_fields_still_read() {
         let err = load(
-            "st2:\n  base_url: http://h\n  username: u\n  password: p\n  token_ttl_secs: 60\n",
+            "st2:\n  base_url: http://h\n  api_key: k\n  token_ttl_secs: 60\n  stream: {initial_backoff_ms: 5}\n",
             &[],
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("st2.token_renew_before_secs"), "{err}");
+        for want in [
+            "st2.token_ttl_secs: this field was renamed; write st2.token_ttl",
+            "st2.stream.initial_backoff_ms: this field was renamed; write st2.stream.backoff.initial",
+        ] {
+            assert!(err.contains(want), "{want} missing: {err}");
+        }
+        let c = load(
+            "st2:\n  base_url: http://h\n  api_key: k\n  request_timeout_ms: 2500\n  stream: {silence_timeout: 90s}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.st2.request_timeout,
+            std::time::Duration::from_millis(2_500)
+        );
+        assert_eq!(
+            c.st2.stream.silence_timeout,
+            std::time::Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn token_renewal_window_must_fit_inside_ttl() {
+        let err = load(
+            "st2:\n  base_url: http://h\n  username: u\n  password: p\n  token_ttl: 60s\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("st2.token_renew_before"), "{err}");
     }
 }

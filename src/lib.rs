@@ -1,15 +1,14 @@
 //! portarium-st2: lets Portarium use a StackStorm (st2) cluster as an execution plane.
 //!
-//! The modules follow the data flow: [`st2`] speaks st2's wire protocol, [`config`] holds
-//! the one typed configuration, [`governance`] decides what may run and keeps secrets out
-//! of every output.
+//! Layers, each importing only those before it (`tests/layering.rs` enforces it):
+//! `st2_basics` and `st2_client` (their own crates) → [`core`] (dispatch, governance,
+//! Portarium's contract) → [`telemetry`] → [`events`] → [`server`] → [`config`] (assembles
+//! the components' sections) → [`app`] (builds the running adapter) → [`cli`].
 
+pub mod app;
+pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod dispatch;
+pub mod core;
 pub mod events;
-pub mod governance;
-pub mod portarium;
 pub mod server;
-pub mod st2;
 pub mod telemetry;

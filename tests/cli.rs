@@ -45,7 +45,7 @@ fn config_check_accepts_a_good_file_and_names_every_bad_field() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for field in ["st2.base_url:", "st2.api_key:", "st2.request_timeout_ms:"] {
+    for field in ["st2.base_url:", "st2.api_key:", "st2.request_timeout:"] {
         assert!(stderr.contains(field), "{field} missing: {stderr}");
     }
 }

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use portarium_st2::config::St2Config;
-use portarium_st2::dispatch::Dispatcher;
-use portarium_st2::governance::secrets::Secret;
-use portarium_st2::portarium::{DispatchRequest, DispatchResult, ErrorKind};
-use portarium_st2::st2::St2Client;
+use portarium_st2::core::dispatch::Dispatcher;
+use portarium_st2::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use serde_json::{Value, json};
+use st2_client::St2Client;
+use st2_client::St2Config;
+use st2_client::secret::Secret;
 use st2_emulator::{Emulator, EmulatorOptions};
 
 const KEY: &str = "dispatch-key";
@@ -27,8 +27,8 @@ async fn setup() -> (Emulator, Dispatcher) {
 
 fn client(emu: &Emulator, key: &str) -> St2Client {
     let mut cfg = St2Config::with_api_key(emu.base_url().parse().unwrap(), Secret::from_value(key));
-    cfg.retry.initial_backoff_ms = 10;
-    cfg.retry.max_backoff_ms = 50;
+    cfg.retry.backoff.initial = Duration::from_millis(10);
+    cfg.retry.backoff.max = Duration::from_millis(50);
     St2Client::from_config(&cfg).unwrap()
 }
 
@@ -207,7 +207,8 @@ async fn without_an_idempotency_key_tenant_run_and_action_identify_the_dispatch(
 /// The executions st2 holds for `key`, as `(id, status)`, read through the st2 API.
 async fn executions_for(emu: &Emulator, idem: &str) -> Vec<(String, String)> {
     let st2 = client(emu, KEY);
-    let key = portarium_st2::dispatch::dispatch_key(&request("core.noop", json!({}), Some(idem)));
+    let key =
+        portarium_st2::core::dispatch::dispatch_key(&request("core.noop", json!({}), Some(idem)));
     let page = st2
         .executions()
         .list()
@@ -298,7 +299,7 @@ async fn cancel_on_deadline_cancels_the_execution_it_gave_up_on() {
 async fn the_callers_trace_context_rides_in_the_st2_context() {
     let (emu, d) = setup().await;
     let mut req = request("core.noop", json!({}), Some("traced"));
-    req.trace = portarium_st2::portarium::TraceContext::parse(
+    req.trace = portarium_st2::core::portarium::TraceContext::parse(
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         Some("vendor=x"),
     );

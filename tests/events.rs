@@ -13,8 +13,8 @@ use portarium_st2::events::CloudEvent;
 use portarium_st2::events::lifecycle::{self, LifecycleTracker};
 use portarium_st2::server::DispatchState;
 use portarium_st2::server::events::{EventsState, router};
-use portarium_st2::st2::{Execution, St2Client};
 use serde_json::{Value, json};
+use st2_client::{Execution, St2Client};
 use st2_emulator::{Emulator, EmulatorOptions};
 
 const KEY: &str = "events-key";
@@ -46,8 +46,8 @@ async fn stack() -> Stack {
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
     let client = St2Client::from_config(&config.st2).unwrap();
     let (state, consumer) = EventsState::start(
-        &config,
-        DispatchState::from_config(&config, &client).unwrap(),
+        &config.events,
+        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap(),
     );
     assert!(consumer.is_none(), "no NATS consumer unless configured");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -386,9 +386,9 @@ async fn executions_not_started_by_us_are_ignored_unless_their_pack_is_governed(
     };
     let mut tracker = LifecycleTracker::new(config);
     let mut running = created.clone();
-    running.log.push(portarium_st2::st2::models::LogEntry {
+    running.log.push(st2_client::models::LogEntry {
         timestamp: time::OffsetDateTime::now_utc(),
-        status: portarium_st2::st2::ExecutionStatus::Running,
+        status: st2_client::ExecutionStatus::Running,
     });
     let events = tracker.observe(&running);
     assert_eq!(events.len(), 1);

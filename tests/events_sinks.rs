@@ -218,7 +218,7 @@ async fn nats_sink_survives_a_late_start_and_a_crash_and_stores_each_event_once(
 }
 
 /// A snapshot as st2 sends it, with `context.portarium` and the log up to `status`.
-fn snapshot(id: &str, statuses: &[&str]) -> Arc<portarium_st2::st2::Execution> {
+fn snapshot(id: &str, statuses: &[&str]) -> Arc<st2_client::Execution> {
     let log: Vec<_> = statuses
         .iter()
         .enumerate()

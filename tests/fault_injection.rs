@@ -9,15 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use portarium_st2::config::{Config, St2Config};
-use portarium_st2::dispatch::{Dispatcher, dispatch_key};
+use portarium_st2::app::App;
+use portarium_st2::config::Config;
+use portarium_st2::core::dispatch::{Dispatcher, dispatch_key};
+use portarium_st2::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use portarium_st2::events::lifecycle::from_broadcast;
 use portarium_st2::events::{EventsConfig, spawn_lifecycle, start_sinks};
-use portarium_st2::governance::secrets::Secret;
-use portarium_st2::portarium::{DispatchRequest, DispatchResult, ErrorKind};
-use portarium_st2::server::App;
-use portarium_st2::st2::St2Client;
-use portarium_st2::st2::stream::{ExecutionWatcher, StreamConfig};
+use st2_client::St2Client;
+use st2_client::St2Config;
+use st2_client::secret::Secret;
+use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_emulator::{Emulator, EmulatorOptions, User};
 
 const KEY: &str = "fault-key";
@@ -29,10 +30,10 @@ const BOUND: Duration = Duration::from_secs(120);
 /// A client that keeps trying through a hostile network, as an operator would configure it.
 fn patient(mut cfg: St2Config) -> St2Client {
     cfg.retry.max_retries = 8;
-    cfg.retry.initial_backoff_ms = 10;
-    cfg.retry.max_backoff_ms = 200;
-    cfg.request_timeout_ms = 3_000;
-    cfg.connect_timeout_ms = 500;
+    cfg.retry.backoff.initial = Duration::from_millis(10);
+    cfg.retry.backoff.max = Duration::from_millis(200);
+    cfg.request_timeout = Duration::from_millis(3_000);
+    cfg.connect_timeout = Duration::from_millis(500);
     St2Client::from_config(&cfg).unwrap()
 }
 
@@ -106,9 +107,11 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
     let watcher = ExecutionWatcher::start(
         client.clone(),
         StreamConfig {
-            initial_backoff_ms: 10,
-            max_backoff_ms: 200,
-            fallback_poll_ms: 200,
+            backoff: st2_client::BackoffConfig::new(
+                Duration::from_millis(10),
+                Duration::from_millis(200),
+            ),
+            fallback_poll: Duration::from_millis(200),
             ..StreamConfig::default()
         },
     );

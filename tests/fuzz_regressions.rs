@@ -1,6 +1,6 @@
 //! Inputs that `scripts/fuzz.sh` found breaking a property, kept as tests.
 
-use portarium_st2::portarium::DispatchRequest;
+use portarium_st2::core::portarium::DispatchRequest;
 
 /// fuzz/dispatch_request: an integer too large for u64 is read as a float; without serde_json's
 /// correctly rounded parsing it came out one ULP off, so the payload forwarded to st2 differed

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portarium_st2::config::Config;
-use portarium_st2::governance::{Governance, manifest};
+use portarium_st2::core::governance::{Governance, manifest};
 use portarium_st2::server::{self, DispatchState, Readiness};
-use portarium_st2::st2::St2Client;
 use serde_json::{Value, json};
+use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions, RequestRecord};
 
 const KEY: &str = "gov-key";
@@ -53,7 +53,7 @@ async fn governed(policy_yaml: &str, tenant_extra: &str) -> Governed {
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
     let client = St2Client::from_config(&config.st2).unwrap();
     let governance = Governance::from_config(&config.governance).unwrap();
-    let dispatch = DispatchState::from_config(&config, &client)
+    let dispatch = DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client)
         .unwrap()
         .with_governance(&governance);
     let readiness = Readiness::new(
@@ -477,13 +477,13 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     assert!(err.contains("record 2 (line 2): chain broken"), "{err}");
 
     // A restarted adapter continues the chain instead of starting a new one.
-    let config = portarium_st2::governance::audit::AuditConfig {
+    let config = portarium_st2::core::governance::audit::AuditConfig {
         path: path.clone(),
         fsync: Default::default(),
     };
-    assert!(portarium_st2::governance::audit::AuditLog::open(&config).is_ok());
+    assert!(portarium_st2::core::governance::audit::AuditLog::open(&config).is_ok());
     std::fs::write(&path, original[1..].join("\n")).unwrap();
-    let err = portarium_st2::governance::audit::AuditLog::open(&config).unwrap_err();
+    let err = portarium_st2::core::governance::audit::AuditLog::open(&config).unwrap_err();
     assert!(
         err.to_string()
             .contains("does not verify (record 1 (line 1): chain broken"),

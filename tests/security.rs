@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use portarium_st2::config::Config;
 use portarium_st2::server::{self, DispatchState, Readiness};
-use portarium_st2::st2::St2Client;
 use serde_json::{Value, json};
+use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions};
 
 const KEY: &str = "sec-key";
@@ -38,7 +38,8 @@ async fn adapter_with(st2_url: &str, server_yaml: &str) -> String {
         Duration::from_secs(2),
         Duration::ZERO,
     );
-    let dispatch = DispatchState::from_config(&config, &client).unwrap();
+    let dispatch =
+        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);

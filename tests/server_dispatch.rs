@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use portarium_st2::app::App;
 use portarium_st2::config::Config;
-use portarium_st2::server::App;
-use portarium_st2::st2::St2Client;
 use serde_json::{Value, json};
+use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions};
 
 const KEY: &str = "server-key";

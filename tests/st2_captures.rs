@@ -6,13 +6,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use portarium_st2::st2::models::{
-    Action, ActionParameters, Execution, ExecutionStatus, Fault, LiveAction, OutputChunk, Pack,
-    Token, TraceComponent,
-};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use st2_client::models::{
+    Action, ActionParameters, Execution, ExecutionStatus, Fault, LiveAction, OutputChunk, Pack,
+    Token, TraceComponent,
+};
 use support::{Capture, capture, reference, reference_text};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

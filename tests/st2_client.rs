@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use portarium_st2::config::St2Config;
-use portarium_st2::governance::secrets::Secret;
-use portarium_st2::st2::models::{Notify, NotifyTarget, OutputType};
-use portarium_st2::st2::{
+use serde_json::{Value, json};
+use st2_client::St2Config;
+use st2_client::models::{Notify, NotifyTarget, OutputType};
+use st2_client::secret::Secret;
+use st2_client::{
     CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, RerunRequest, SortOrder,
     St2Client, St2Error,
 };
-use serde_json::{Value, json};
 use st2_emulator::{Emulator, EmulatorOptions};
 
 const KEY: &str = "test-api-key";
@@ -31,8 +31,8 @@ async fn emulator() -> Emulator {
 /// API-key config with short backoffs, so retry tests run fast.
 fn config(emu: &Emulator) -> St2Config {
     let mut c = St2Config::with_api_key(emu.base_url().parse().unwrap(), Secret::from_value(KEY));
-    c.retry.initial_backoff_ms = 10;
-    c.retry.max_backoff_ms = 50;
+    c.retry.backoff.initial = Duration::from_millis(10);
+    c.retry.backoff.max = Duration::from_millis(50);
     c
 }
 
@@ -42,8 +42,8 @@ fn password_config(emu: &Emulator, password: &str) -> St2Config {
         USER,
         Secret::from_value(password),
     );
-    c.retry.initial_backoff_ms = 10;
-    c.retry.max_backoff_ms = 50;
+    c.retry.backoff.initial = Duration::from_millis(10);
+    c.retry.backoff.max = Duration::from_millis(50);
     c
 }
 
@@ -687,8 +687,8 @@ async fn bad_credentials_are_unauthorized_with_st2s_message_and_never_retried() 
 async fn tokens_are_shared_renewed_before_expiry_and_after_revocation() {
     let emu = emulator().await;
     let mut cfg = password_config(&emu, PASSWORD);
-    cfg.token_ttl_secs = Some(3);
-    cfg.token_renew_before_secs = 2;
+    cfg.token_ttl = Some(Duration::from_secs(3));
+    cfg.token_renew_before = Duration::from_secs(2);
     let c = St2Client::from_config(&cfg).unwrap();
     // Concurrent first calls share one token request.
     let calls: Vec<_> = (0..8).map(|_| c.ping()).collect();
@@ -732,8 +732,8 @@ async fn tokens_are_shared_renewed_before_expiry_and_after_revocation() {
 async fn a_failed_renewal_keeps_the_current_token_until_it_expires() {
     let emu = emulator().await;
     let mut cfg = password_config(&emu, PASSWORD);
-    cfg.token_ttl_secs = Some(3);
-    cfg.token_renew_before_secs = 2;
+    cfg.token_ttl = Some(Duration::from_secs(3));
+    cfg.token_renew_before = Duration::from_secs(2);
     let c = St2Client::from_config(&cfg).unwrap();
     c.ping().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -832,7 +832,7 @@ async fn retry_after_is_honoured_or_handed_back() {
 
     // Retry-After: 1 within a 1.5 s ceiling: the retry waits the full second.
     let mut cfg = config(&emu);
-    cfg.retry.max_backoff_ms = 1_500;
+    cfg.retry.backoff.max = Duration::from_millis(1_500);
     let patient = St2Client::from_config(&cfg).unwrap();
     emu.faults().fail_next(429, 1);
     let started = Instant::now();
@@ -858,7 +858,7 @@ async fn retry_after_is_honoured_or_handed_back() {
 async fn deadlines_and_the_concurrency_limit_hold() {
     let emu = emulator().await;
     let mut cfg = config(&emu);
-    cfg.request_timeout_ms = 100;
+    cfg.request_timeout = Duration::from_millis(100);
     cfg.retry.max_retries = 2;
     let c = St2Client::from_config(&cfg).unwrap();
     emu.faults().delay(Duration::from_millis(400));
@@ -1180,8 +1180,8 @@ async fn an_unreachable_st2_is_a_connect_error_after_the_retry_budget() {
         format!("http://127.0.0.1:{port}").parse().unwrap(),
         Secret::from_value(KEY),
     );
-    cfg.retry.initial_backoff_ms = 10;
-    cfg.retry.max_backoff_ms = 20;
+    cfg.retry.backoff.initial = Duration::from_millis(10);
+    cfg.retry.backoff.max = Duration::from_millis(20);
     let err = St2Client::from_config(&cfg)
         .unwrap()
         .ping()

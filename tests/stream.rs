@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use portarium_st2::config::{Config, St2Config};
-use portarium_st2::dispatch::Dispatcher;
-use portarium_st2::governance::secrets::Secret;
-use portarium_st2::portarium::{DispatchRequest, DispatchResult};
+use portarium_st2::config::Config;
+use portarium_st2::core::dispatch::Dispatcher;
+use portarium_st2::core::portarium::{DispatchRequest, DispatchResult};
 use portarium_st2::server::{self, DispatchState, Readiness};
-use portarium_st2::st2::models::OutputChunk;
-use portarium_st2::st2::stream::{ExecutionWatcher, SseEvent, SseParser, StreamConfig};
-use portarium_st2::st2::{Execution, ExecutionRequest, ExecutionStatus, St2Client};
 use serde_json::{Value, json};
+use st2_client::St2Config;
+use st2_client::models::OutputChunk;
+use st2_client::secret::Secret;
+use st2_client::stream::{ExecutionWatcher, SseEvent, SseParser, StreamConfig};
+use st2_client::{Execution, ExecutionRequest, ExecutionStatus, St2Client};
 use st2_emulator::{Emulator, EmulatorOptions};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -159,18 +160,20 @@ async fn emulator() -> Emulator {
 
 fn client(emu: &Emulator) -> St2Client {
     let mut cfg = St2Config::with_api_key(emu.base_url().parse().unwrap(), Secret::from_value(KEY));
-    cfg.retry.initial_backoff_ms = 10;
-    cfg.retry.max_backoff_ms = 50;
+    cfg.retry.backoff.initial = Duration::from_millis(10);
+    cfg.retry.backoff.max = Duration::from_millis(50);
     St2Client::from_config(&cfg).unwrap()
 }
 
 /// Quick reconnects, and a fallback read so rare that no wait here is settled by one.
 fn stream_config() -> StreamConfig {
     StreamConfig {
-        silence_timeout_ms: 1_000,
-        initial_backoff_ms: 20,
-        max_backoff_ms: 200,
-        fallback_poll_ms: 120_000,
+        silence_timeout: Duration::from_millis(1_000),
+        backoff: st2_client::BackoffConfig::new(
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+        ),
+        fallback_poll: Duration::from_millis(120_000),
         ..StreamConfig::default()
     }
 }
@@ -386,7 +389,7 @@ async fn with_the_stream_down_waits_fall_back_to_reading_their_execution() {
     let w = ExecutionWatcher::start(
         client(&emu),
         StreamConfig {
-            fallback_poll_ms: 100,
+            fallback_poll: Duration::from_millis(100),
             ..stream_config()
         },
     );
@@ -443,7 +446,8 @@ async fn adapter(emu: &Emulator, stream: &str) -> String {
         Duration::from_secs(1),
         Duration::ZERO,
     );
-    let dispatch = DispatchState::from_config(&config, &st2).unwrap();
+    let dispatch =
+        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &st2).unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
@@ -543,7 +547,7 @@ async fn a_stream_server_that_never_answers_is_given_up_on_and_retried() {
         format!("http://{addr}").parse().unwrap(),
         Secret::from_value(KEY),
     );
-    cfg.request_timeout_ms = 200;
+    cfg.request_timeout = Duration::from_millis(200);
     let w = ExecutionWatcher::start(St2Client::from_config(&cfg).unwrap(), stream_config());
     let deadline = Instant::now() + Duration::from_secs(5);
     while w.stats().failed_connects < 2 {
@@ -557,15 +561,15 @@ async fn a_stream_server_that_never_answers_is_given_up_on_and_retried() {
 
 #[test]
 fn stream_settings_are_validated_and_overridable_by_env() {
-    let yaml = "st2: {base_url: 'http://127.0.0.1:9', api_key: k, stream: {silence_timeout_ms: 10, initial_backoff_ms: 0}}\n";
+    let yaml = "st2: {base_url: 'http://127.0.0.1:9', api_key: k, stream: {silence_timeout: 10ms, backoff: {initial: 0ms, max: 1s}}}\n";
     let err = Config::from_yaml(yaml, "test", std::iter::empty())
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("st2.stream.silence_timeout_ms: 10 is below 1000"),
+        err.contains("st2.stream.silence_timeout: 10ms is below 1s"),
         "{err}"
     );
-    assert!(err.contains("st2.stream.initial_backoff_ms"), "{err}");
+    assert!(err.contains("st2.stream.backoff.initial"), "{err}");
     let typo = "st2: {base_url: 'http://127.0.0.1:9', api_key: k, stream: {silence_ms: 5000}}\n";
     let err = Config::from_yaml(typo, "test", std::iter::empty())
         .unwrap_err()
@@ -585,5 +589,5 @@ fn stream_settings_are_validated_and_overridable_by_env() {
     )
     .unwrap();
     assert!(!ok.st2.stream.enabled);
-    assert_eq!(ok.st2.stream.silence_timeout_ms, 60_000);
+    assert_eq!(ok.st2.stream.silence_timeout, Duration::from_secs(60));
 }

@@ -24,12 +24,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use portarium_st2::config::Config;
 use portarium_st2::server::{self, DispatchState, Readiness};
-use portarium_st2::st2::St2Client;
 use portarium_st2::telemetry::export::{ExportError, MetricsExporter};
 use portarium_st2::telemetry::scrape::Target;
 use portarium_st2::telemetry::{OtlpSettings, Protocol, Telemetry, TelemetryConfig};
 use prost::Message;
 use serde_json::json;
+use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions};
 use url::Url;
 
@@ -188,7 +188,8 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         Duration::from_secs(1),
         Duration::ZERO,
     );
-    let dispatch = DispatchState::from_config(&config, &client).unwrap();
+    let dispatch =
+        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(server::serve(

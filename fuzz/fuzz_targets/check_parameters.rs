@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portarium_st2::dispatch::validate::check_parameters;
-use portarium_st2::st2::models::{ActionParameters, JsonObject};
+use portarium_st2::core::dispatch::validate::check_parameters;
+use st2_client::models::{ActionParameters, JsonObject};
 
 fuzz_target!(|data: &[u8]| {
     let Ok((schema, payload)) = serde_json::from_slice::<(ActionParameters, JsonObject)>(data)

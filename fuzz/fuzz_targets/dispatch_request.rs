@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portarium_st2::dispatch::validate::ActionRef;
-use portarium_st2::portarium::{DispatchRequest, TraceContext};
+use portarium_st2::core::dispatch::validate::ActionRef;
+use portarium_st2::core::portarium::{DispatchRequest, TraceContext};
 
 fn check_ref(flow_ref: &str) {
     if let Ok(r) = ActionRef::parse(flow_ref) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portarium_st2::st2::stream::SseParser;
+use st2_client::stream::SseParser;
 
 const LIMIT: usize = 1 << 16;
 

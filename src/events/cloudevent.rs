@@ -6,7 +6,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::st2::models::JsonObject;
+use st2_client::models::JsonObject;
 
 /// Prefix every Portarium event type carries.
 pub const TYPE_PREFIX: &str = "com.portarium.";

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::FieldError;
-use crate::governance::secrets::Secret;
+use st2_basics::FieldError;
+use st2_client::secret::Secret;
 
 /// `events:` — everything about Portarium events; all off unless configured.
 #[derive(Debug, Clone, Default, Deserialize)]

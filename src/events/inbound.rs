@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::cloudevent::{CloudEvent, CloudEventError};
 use super::config::{EventClass, InboundConfig};
 use super::schema::violations;
-use crate::st2::{St2Client, St2Error};
+use st2_client::{St2Client, St2Error};
 
 /// Why an inbound event was not passed to st2; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,9 @@ use time::OffsetDateTime;
 
 use super::cloudevent::CloudEvent;
 use super::config::LifecycleConfig;
-use crate::dispatch::CONTEXT_KEY;
-use crate::st2::models::rfc3339;
-use crate::st2::{Execution, ExecutionStatus};
+use crate::core::dispatch::CONTEXT_KEY;
+use st2_client::models::rfc3339;
+use st2_client::{Execution, ExecutionStatus};
 
 /// A lifecycle step Portarium hears about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -410,8 +410,8 @@ pub fn from_broadcast(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::st2::models::LogEntry;
     use ExecutionStatus::*;
+    use st2_client::models::LogEntry;
 
     /// A snapshot of workflow `id` after the first `steps` entries of `history`.
     fn snapshot(id: &str, history: &[ExecutionStatus], steps: usize) -> Execution {

@@ -20,7 +20,7 @@ pub use inbound::Inbound;
 pub use lifecycle::{LifecycleTracker, Transition};
 pub use sink::{SinkHandle, Sinks};
 
-use crate::st2::Execution;
+use st2_client::Execution;
 
 /// Why the events machinery could not start.
 #[derive(Debug, thiserror::Error)]

@@ -10,16 +10,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::config::{Config, DispatchConfig};
-use crate::dispatch::Dispatcher;
-use crate::governance::Governance;
-use crate::governance::audit::{AuditLog, Decision};
-use crate::governance::redact::{RedactionPolicy, scrub_text};
-use crate::governance::secrets::Secret;
-use crate::governance::tenants::AllowedActions;
-use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
-use crate::st2::stream::ExecutionWatcher;
-use crate::st2::{St2Client, St2Error};
+use crate::core::config::{DispatchConfig, TenantConfig};
+use crate::core::dispatch::Dispatcher;
+use crate::core::governance::Governance;
+use crate::core::governance::audit::{AuditLog, Decision};
+use crate::core::governance::redact::{RedactionPolicy, scrub_text};
+use crate::core::governance::tenants::AllowedActions;
+use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
+use st2_client::St2Config;
+use st2_client::secret::Secret;
+use st2_client::stream::ExecutionWatcher;
+use st2_client::{St2Client, St2Error};
 
 /// One tenant: the token its caller sends, the dispatcher holding its st2 credentials, and
 /// the governance applied to its dispatches.
@@ -60,31 +61,40 @@ impl DispatchState {
     /// Builds one st2 client per distinct credential — the shared one, plus each tenant's
     /// own — and, with `st2.stream.enabled`, one stream watcher per client (needs a Tokio
     /// runtime).
-    pub fn from_config(config: &Config, shared: &St2Client) -> Result<Self, St2Error> {
+    pub fn new(
+        st2: &St2Config,
+        tenant_configs: &[TenantConfig],
+        settings: &DispatchConfig,
+        shared: &St2Client,
+    ) -> Result<Self, St2Error> {
         let mut tenants = Vec::new();
         // One stream connection per credential: tenants on the shared one share its watcher.
-        let stream = &config.st2.stream;
+        let stream = &st2.stream;
         let watch = |client: &St2Client| {
             stream
                 .enabled
                 .then(|| ExecutionWatcher::start(client.clone(), stream.clone()))
         };
-        let shared_watcher = if config.tenants.iter().any(|t| t.st2.is_none()) {
+        let shared_watcher = if tenant_configs.iter().any(|t| t.st2.is_none()) {
             watch(shared)
         } else {
             None
         };
-        for t in &config.tenants {
+        for t in tenant_configs {
             let (client, watcher) = match &t.st2 {
                 Some(own) => {
-                    let client = St2Client::from_config(&config.st2.for_tenant(own))?;
+                    let client = St2Client::from_config(&st2.with_credentials(
+                        own.api_key.clone(),
+                        own.username.clone(),
+                        own.password.clone(),
+                    ))?;
                     let watcher = watch(&client);
                     (client, watcher)
                 }
                 None => (shared.clone(), shared_watcher.clone()),
             };
             let dispatcher =
-                Dispatcher::new(client).cancel_on_deadline(config.dispatch.cancel_on_deadline);
+                Dispatcher::new(client).cancel_on_deadline(settings.cancel_on_deadline);
             tenants.push(Tenant {
                 id: t.id.clone(),
                 token: t.api_token.clone(),
@@ -99,7 +109,7 @@ impl DispatchState {
         }
         Ok(Self {
             tenants: Arc::new(tenants),
-            settings: config.dispatch.clone(),
+            settings: settings.clone(),
         })
     }
 
@@ -296,14 +306,17 @@ pub(crate) async fn execute(
     if let Err(refusal) = admit(tenant, &mut req, headers).await {
         return with_status(conclude(tenant, &req, true, refusal, dry_run).await);
     }
-    let result = if dry_run {
-        tenant.dispatcher.dry_run(&req).await
-    } else {
-        tenant
-            .dispatcher
-            .dispatch(&req, Duration::from_millis(wait_ms))
-            .await
+    let run = async {
+        if dry_run {
+            tenant.dispatcher.dry_run(&req).await
+        } else {
+            tenant
+                .dispatcher
+                .dispatch(&req, Duration::from_millis(wait_ms))
+                .await
+        }
     };
+    let result = crate::telemetry::observe_dispatch(&req, dry_run, run).await;
     with_status(conclude(tenant, &req, false, result, dry_run).await)
 }
 

@@ -23,18 +23,17 @@ pub struct EventsState {
 }
 
 impl EventsState {
-    /// Built from `config.events.inbound`, sharing `dispatch`'s tenants; also starts the
+    /// Built from `events.inbound`, sharing `dispatch`'s tenants; also starts the
     /// JetStream consumer when `events.inbound.nats` is set (abort the handle on shutdown).
     pub fn start(
-        config: &crate::config::Config,
+        config: &crate::events::EventsConfig,
         dispatch: DispatchState,
     ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
         let state = Self {
             dispatch,
-            inbound: Inbound::new(&config.events.inbound),
+            inbound: Inbound::new(&config.inbound),
         };
         let consumer = config
-            .events
             .inbound
             .nats
             .clone()

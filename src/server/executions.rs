@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dispatch::{DispatchState, Tenant};
-use crate::dispatch::CONTEXT_KEY;
-use crate::portarium::{DispatchResult, ErrorKind};
-use crate::st2::models::{JsonObject, rfc3339};
-use crate::st2::{CancelOutcome, Execution, RerunRequest, St2Error};
+use crate::core::dispatch::CONTEXT_KEY;
+use crate::core::portarium::{DispatchResult, ErrorKind};
+use st2_client::models::{JsonObject, rfc3339};
+use st2_client::{CancelOutcome, Execution, RerunRequest, St2Error};
 
 type Answer = (StatusCode, Json<Value>);
 
@@ -207,7 +207,7 @@ fn st2_failure(e: &St2Error) -> Answer {
         );
     }
     refused(DispatchResult::err(
-        crate::dispatch::kind_of(e),
+        crate::core::dispatch::kind_of(e),
         e.to_string(),
     ))
 }

@@ -37,7 +37,7 @@ impl Readiness {
     }
 
     /// Readiness of `client`'s st2: reachable and accepting its credentials.
-    pub fn of_st2(client: &crate::st2::St2Client, timeout: Duration, cache_for: Duration) -> Self {
+    pub fn of_st2(client: &st2_client::St2Client, timeout: Duration, cache_for: Duration) -> Self {
         let client = client.clone();
         let probe: Probe = Arc::new(move || {
             let client = client.clone();

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::dispatch::{DispatchState, Tenant, admit, conclude, refuse_body, with_status};
-use crate::dispatch::{CONTEXT_KEY, Dispatcher, outcome};
-use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind};
-use crate::st2::models::{JsonObject, OutputType};
-use crate::st2::{Execution, ExecutionStatus, SortOrder, St2Error};
+use crate::core::dispatch::{CONTEXT_KEY, Dispatcher, outcome};
+use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use st2_client::models::{JsonObject, OutputType};
+use st2_client::{Execution, ExecutionStatus, SortOrder, St2Error};
 
 /// `MachineInvocationRequestV1`, as Portarium writes it.
 #[derive(Debug, Deserialize)]
@@ -368,7 +368,7 @@ fn refusal(status: StatusCode, invocation_id: Option<&str>, result: &DispatchRes
 
 fn st2_refusal(invocation_id: &str, err: &St2Error) -> Response {
     let (status, result) = with_status(DispatchResult::err(
-        crate::dispatch::kind_of(err),
+        crate::core::dispatch::kind_of(err),
         err.to_string(),
     ));
     refusal(status, Some(invocation_id), &result)

@@ -1,6 +1,5 @@
 //! The adapter's own HTTP API: Portarium's routes, execution control, health, readiness and metrics.
 
-pub mod app;
 pub mod dispatch;
 pub mod events;
 pub mod executions;
@@ -17,7 +16,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
-pub use app::{App, AppError};
 pub use dispatch::DispatchState;
 
 /// The OpenAPI document of every route this server answers (`docs/openapi.json`).

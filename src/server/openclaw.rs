@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::dispatch::{DispatchState, execute, refuse_body};
-use crate::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
-use crate::st2::models::JsonObject;
+use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
+use st2_client::models::JsonObject;
 
 /// The bridge's request body.
 #[derive(Debug, Deserialize)]

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::dispatch::DispatchState;
 use super::executions::owned;
-use crate::st2::stream::OutputStream;
+use st2_client::stream::OutputStream;
 
 /// Comment lines sent while the execution is quiet, so proxies keep the response open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::FieldError;
+use st2_basics::FieldError;
 
 /// The `telemetry:` section: what to scrape, how to normalize it, where to export.
 #[derive(Debug, Clone, Deserialize)]

@@ -210,7 +210,7 @@ impl MetricsExporter {
             detail: format!("transport error: {e}"),
         })?;
         let status = reply.status();
-        let retry_after = crate::st2::retry_after(reply.headers());
+        let retry_after = st2_client::retry_after(reply.headers());
         let bytes = reply.bytes().await.map_err(|e| Failure {
             retryable: true,
             retry_after: None,

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use url::Url;
 
 pub use config::{OtlpConfig, OtlpSettings, Protocol, TelemetryConfig};
-pub use own::{observe_dispatch, record_execution, stream_reconnected};
+pub use own::{observe_dispatch, watch_streams};
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use crate::portarium::{DispatchRequest, DispatchResult, TraceContext};
+use st2_client::stream::{ExecutionWatcher, StatsHandle};
+
+use crate::core::portarium::{DispatchRequest, DispatchResult, TraceContext};
 
 /// What an instrument is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -221,6 +223,7 @@ impl Registry {
 
     /// Prometheus text (format 0.0.4): dots become `_`, counters get `_total`.
     pub fn prometheus_text(&self) -> String {
+        collect_streams(self);
         let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
         for (id, def) in DEFS.iter().enumerate() {
@@ -266,6 +269,7 @@ impl Registry {
 
     /// The registry as OTLP metrics (cumulative since the process started).
     pub fn otlp_metrics(&self) -> Vec<Metric> {
+        collect_streams(self);
         let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         let now = now_ns();
         DEFS.iter()
@@ -408,9 +412,29 @@ pub fn learned_refs() -> Vec<String> {
         .clone()
 }
 
-/// Counts one reconnect of the st2 event stream (the stream consumer calls this).
-pub fn stream_reconnected() {
-    metrics().add(M_RECONNECTS, Vec::new(), 1.0);
+/// The st2 stream watchers whose reconnects `portarium.st2.stream.reconnects` reports.
+static STREAMS: Mutex<Vec<StatsHandle>> = Mutex::new(Vec::new());
+
+/// Reports the reconnects of `watchers` from now on (their counters are read at each
+/// collection, so the metric has a point, 0 included, from the start).
+pub fn watch_streams(watchers: &[ExecutionWatcher]) {
+    let mut streams = STREAMS.lock().unwrap_or_else(PoisonError::into_inner);
+    streams.retain(|h| h.stats().is_some());
+    streams.extend(watchers.iter().map(ExecutionWatcher::stats_handle));
+}
+
+/// Copies the watchers' counters into the registry before it is read.
+fn collect_streams(registry: &Registry) {
+    let streams = STREAMS.lock().unwrap_or_else(PoisonError::into_inner);
+    if streams.is_empty() {
+        return;
+    }
+    let reconnects: u64 = streams
+        .iter()
+        .filter_map(StatsHandle::stats)
+        .map(|s| s.reconnects)
+        .sum();
+    registry.set(M_RECONNECTS, Vec::new(), reconnects as f64);
 }
 
 /// The pack and operation a dispatch is about, as Portarium's attributes name them.
@@ -462,7 +486,7 @@ pub async fn observe_dispatch(
     let started = Instant::now();
     let result = run.instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if result.error_kind() != Some(crate::portarium::ErrorKind::FlowNotFound) {
+    if result.error_kind() != Some(crate::core::portarium::ErrorKind::FlowNotFound) {
         learn_ref(req.flow_ref.trim());
     }
     match &result {
@@ -499,14 +523,6 @@ pub async fn observe_dispatch(
         metrics().observe(M_DURATION, timed, elapsed_ms);
     }
     result
-}
-
-/// Records the st2 execution a failed dispatch ended with on the current dispatch span
-/// (a success carries it in its output already).
-pub fn record_execution(id: &str, status: &str) {
-    let span = tracing::Span::current();
-    span.record("st2.execution.id", id);
-    span.record("st2.execution.status", status);
 }
 
 /// Makes `span` a child of the caller's remote span.

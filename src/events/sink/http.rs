@@ -13,7 +13,7 @@ use super::{Attempt, SinkHandle, spawn};
 use crate::events::EventsError;
 use crate::events::cloudevent::{CloudEvent, STRUCTURED_CONTENT_TYPE};
 use crate::events::config::HttpSinkConfig;
-use crate::st2::transport::retry_after;
+use st2_client::retry_after;
 
 /// Starts the HTTP sink's worker.
 pub fn start(config: &HttpSinkConfig) -> Result<(SinkHandle, JoinHandle<()>), EventsError> {

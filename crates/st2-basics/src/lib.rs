@@ -1,0 +1,14 @@
+//! What every layer of portarium-st2 shares, and nothing else: a config problem named by its
+//! dotted field path ([`FieldError`]), st2's `Retry-After` reading ([`retry_after`]), durations
+//! written as `250ms` or `10s` ([`duration`]), and the one backoff schedule ([`backoff`]).
+//!
+//! It depends on no other crate of the workspace, so `st2-client` can stand on it alone.
+
+pub mod backoff;
+pub mod duration;
+mod field;
+mod http_headers;
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use field::FieldError;
+pub use http_headers::retry_after;

@@ -1,0 +1,575 @@
+//! [`ExecutionWatcher`]: what the rest of the adapter uses to follow executions, and the
+//! shared state the stream consumer feeds.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use super::StreamConfig;
+use super::output::OutputStream;
+use crate::{Execution, ExecutionStatus, St2Client, St2Error};
+
+/// How many snapshots `updates()` buffers per receiver before a slow one starts losing the
+/// oldest (it then sees `RecvError::Lagged`).
+const UPDATES_BUFFER: usize = 1024;
+
+/// Why a wait ended without a terminal status.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed; the execution keeps running in st2.
+    #[error(
+        "st2 execution {id} is still {}; it keeps running — wait again or read it later",
+        .last_status.as_ref().map_or("unknown", |s| s.as_str())
+    )]
+    Deadline {
+        /// The execution waited on.
+        id: String,
+        /// The last status seen, if any was seen.
+        last_status: Option<ExecutionStatus>,
+    },
+    /// st2 answered 404 for it: it never existed or was deleted.
+    #[error("st2 has no execution {id}; check the id")]
+    Gone {
+        /// The execution waited on.
+        id: String,
+    },
+    /// Reading it from st2 failed for a reason that waiting will not cure (credentials, ...).
+    #[error("reading st2 execution {id} failed: {source}")]
+    St2 {
+        /// The execution waited on.
+        id: String,
+        /// st2's error.
+        source: St2Error,
+    },
+}
+
+/// Where the stream connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Opening the connection (or reconciling right after it opened).
+    Connecting,
+    /// Open and reconciled: status changes arrive as events.
+    Connected,
+    /// Lost; waiting out the backoff before the next attempt. Waits poll meanwhile.
+    Backoff,
+    /// The watcher was shut down.
+    Stopped,
+}
+
+impl ConnectionState {
+    /// A short lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Backoff => "backoff",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// Counters of one watcher, for telemetry. Every count only grows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Where the connection is now.
+    pub state: ConnectionState,
+    /// Connections opened (accepted by st2).
+    pub connects: u64,
+    /// Connections opened after an earlier one was lost (`connects - 1` once it ever ran).
+    pub reconnects: u64,
+    /// Connection attempts st2 or the network refused.
+    pub failed_connects: u64,
+    /// Open connections dropped because nothing, not even a keep-alive, arrived in time.
+    pub silences: u64,
+    /// Execution events taken from the stream.
+    pub events: u64,
+    /// Events that were not valid st2 JSON (skipped and logged).
+    pub undecodable: u64,
+    /// Reconciliations run after a connection opened.
+    pub reconciliations: u64,
+    /// Executions read over REST by reconciliations.
+    pub reconciled_executions: u64,
+    /// Single-execution reads by waits (while the stream was down, or to close a gap).
+    pub wait_reads: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub connects: AtomicU64,
+    pub failed_connects: AtomicU64,
+    pub silences: AtomicU64,
+    pub events: AtomicU64,
+    pub undecodable: AtomicU64,
+    pub reconciliations: AtomicU64,
+    pub reconciled_executions: AtomicU64,
+    pub wait_reads: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// What a wait sees for one execution.
+#[derive(Debug, Clone)]
+enum Seen {
+    Nothing,
+    Snapshot(Arc<Execution>),
+    Gone,
+}
+
+/// A map that forgets its oldest keys beyond `cap`.
+struct Bounded<V> {
+    map: HashMap<String, V>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn insert(&mut self, key: &str, value: V) {
+        if self.map.insert(key.to_string(), value).is_none() {
+            self.order.push_back(key.to_string());
+        }
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Removed keys leave stale entries in `order`; drop them before it outgrows the map.
+        if self.order.len() > 2 * self.cap {
+            let mut kept = HashSet::new();
+            let map = &self.map;
+            self.order
+                .retain(|k| map.contains_key(k) && kept.insert(k.clone()));
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<V> {
+        self.map.remove(key)
+    }
+}
+
+struct State {
+    waiting: HashMap<String, watch::Sender<Seen>>,
+    finished: Bounded<Arc<Execution>>,
+    in_flight: Bounded<()>,
+    /// Latest st2 time up to which every change is known (event timestamps, connect times).
+    known_through: Option<OffsetDateTime>,
+    /// st2's clock when the current connection opened (its `Date`), once reconciled.
+    connection_opened: Option<OffsetDateTime>,
+}
+
+/// Shared by the watcher handles, the consumer task and output followers.
+pub(super) struct Hub {
+    pub client: St2Client,
+    pub cfg: StreamConfig,
+    pub counters: Counters,
+    updates: broadcast::Sender<Arc<Execution>>,
+    state: Mutex<State>,
+    conn: watch::Sender<ConnectionState>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_state(&self, s: ConnectionState) {
+        self.conn
+            .send_if_modified(|old| std::mem::replace(old, s) != s);
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        *self.conn.borrow()
+    }
+
+    fn stats(&self) -> StreamStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let connects = get(&c.connects);
+        StreamStats {
+            state: self.state(),
+            connects,
+            reconnects: connects.saturating_sub(1),
+            failed_connects: get(&c.failed_connects),
+            silences: get(&c.silences),
+            events: get(&c.events),
+            undecodable: get(&c.undecodable),
+            reconciliations: get(&c.reconciliations),
+            reconciled_executions: get(&c.reconciled_executions),
+            wait_reads: get(&c.wait_reads),
+        }
+    }
+
+    /// Takes in one snapshot from any source: fans it out, remembers it, wakes its waiters.
+    pub fn observe(&self, execution: Execution) {
+        let execution = Arc::new(execution);
+        // Nobody listening is normal; the snapshot still feeds waits.
+        let _ = self.updates.send(execution.clone());
+        let mut st = self.lock();
+        let id = execution.id.as_str();
+        if execution.is_terminal() {
+            st.in_flight.remove(id);
+            st.finished.insert(id, execution.clone());
+            if let Some(tx) = st.waiting.remove(id) {
+                tx.send_replace(Seen::Snapshot(execution));
+            }
+        } else if !st.finished.map.contains_key(id) {
+            // A late non-terminal snapshot never replaces a terminal one: terminal is final.
+            st.in_flight.insert(id, ());
+            if let Some(tx) = st.waiting.get(id) {
+                tx.send_replace(Seen::Snapshot(execution));
+            }
+        }
+    }
+
+    /// An execution arrived on the open, reconciled stream: every change up to its latest
+    /// time is known. Only the stream advances this; a read while it is down says nothing
+    /// about the executions not read.
+    pub fn streamed(&self, execution: Execution) {
+        if let Some(t) = latest_time(&execution) {
+            let mut st = self.lock();
+            st.known_through = Some(st.known_through.map_or(t, |k| k.max(t)));
+        }
+        self.observe(execution);
+    }
+
+    /// st2 answered 404 for `id`.
+    pub fn gone(&self, id: &str) {
+        let mut st = self.lock();
+        st.in_flight.remove(id);
+        if let Some(tx) = st.waiting.remove(id) {
+            tx.send_replace(Seen::Gone);
+        }
+    }
+
+    /// A connection is opening: the st2 time from which its reconciliation must list, or
+    /// `None` when nothing was known yet (the first connection).
+    pub fn reconcile_from(&self) -> Option<OffsetDateTime> {
+        let mut st = self.lock();
+        st.connection_opened = None;
+        st.known_through
+    }
+
+    /// The connection was lost: nothing is covered by it any more.
+    pub fn lost(&self) {
+        self.lock().connection_opened = None;
+    }
+
+    /// The reconciliation after a connection opened at st2 time `opened` (its `Date`)
+    /// succeeded. Without a `Date`, our own clock stands in for the next reconciliation's
+    /// start (the margin covers modest skew) but never vouches for a wait.
+    pub fn reconciled(&self, opened: Option<OffsetDateTime>) {
+        let mut st = self.lock();
+        let o = opened.unwrap_or_else(OffsetDateTime::now_utc);
+        st.known_through = Some(st.known_through.map_or(o, |k| k.max(o)));
+        st.connection_opened = opened;
+    }
+
+    /// Every execution a reconciliation must re-read: in flight, or waited on.
+    pub fn unsettled(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut ids: HashSet<&String> = st.in_flight.map.keys().collect();
+        ids.extend(st.waiting.keys());
+        ids.into_iter().cloned().collect()
+    }
+
+    /// The terminal snapshot of `id`, if it was seen recently.
+    pub fn finished(&self, id: &str) -> Option<Arc<Execution>> {
+        self.lock().finished.map.get(id).cloned()
+    }
+
+    /// Reads `id` over REST and takes the answer in.
+    async fn read(&self, id: &str) -> Result<(), WaitError> {
+        Counters::bump(&self.counters.wait_reads, 1);
+        match self.client.executions().get(id).send().await {
+            Ok(e) => self.observe(e),
+            Err(St2Error::NotFound { .. }) => self.gone(id),
+            // A transient failure costs one interval; the next read or event settles it.
+            Err(e) if e.is_transient() => {
+                tracing::debug!(execution = id, error = %e, "read while waiting failed; trying again");
+            }
+            Err(source) => {
+                return Err(WaitError::St2 {
+                    id: id.to_string(),
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether events for `known` are certain to reach this watcher: it started after the
+    /// open connection did (st2's `Date` has whole seconds, hence the one-second margin), or
+    /// the stream already carried it.
+    fn covered(&self, id: &str, known: Option<&Execution>) -> bool {
+        let st = self.lock();
+        if st.in_flight.map.contains_key(id) {
+            return true;
+        }
+        match (st.connection_opened, known.and_then(|e| e.start_timestamp)) {
+            (Some(opened), Some(started)) => started > opened + Duration::from_secs(1),
+            _ => false,
+        }
+    }
+
+    fn fallback_interval(&self) -> Duration {
+        // Jittered so that many waits on one outage do not read st2 in step.
+        let base = self.cfg.fallback_poll;
+        base / 2 + base.mul_f64(fastrand::f64() * 0.5)
+    }
+
+    /// The wait behind [`ExecutionWatcher::wait_terminal`] and [`ExecutionWatcher::wait_for`].
+    async fn wait(
+        self: &Arc<Self>,
+        id: &str,
+        known: Option<&Execution>,
+        deadline: Instant,
+    ) -> Result<Execution, WaitError> {
+        if let Some(e) = known.filter(|e| e.is_terminal()) {
+            return Ok(e.clone());
+        }
+        let mut rx = {
+            let mut st = self.lock();
+            if let Some(done) = st.finished.map.get(id) {
+                return Ok((**done).clone());
+            }
+            st.waiting
+                .entry(id.to_string())
+                .or_insert_with(|| watch::channel(Seen::Nothing).0)
+                .subscribe()
+        };
+        let _unregister = Unregister { hub: self, id };
+        let mut last_status = known.and_then(|e| e.status.clone());
+        let mut conn = self.conn.subscribe();
+        let up = *conn.borrow_and_update() == ConnectionState::Connected;
+        // Registered first, then read: a change after the read arrives as an event (or is
+        // read again while the stream is down), one before it is in the read.
+        let mut read_at = (!up || !self.covered(id, known)).then(Instant::now);
+        loop {
+            match &*rx.borrow_and_update() {
+                Seen::Snapshot(e) if e.is_terminal() => return Ok((**e).clone()),
+                Seen::Snapshot(e) => last_status = e.status.clone().or(last_status),
+                Seen::Gone => return Err(WaitError::Gone { id: id.to_string() }),
+                Seen::Nothing => {}
+            }
+            let read_timer = async {
+                match read_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        // Our entry was replaced after a terminal snapshot we did not see.
+                        if let Some(done) = self.finished(id) {
+                            return Ok((*done).clone());
+                        }
+                        read_at = Some(Instant::now());
+                    }
+                }
+                _ = conn.changed() => {
+                    let up = *conn.borrow_and_update() == ConnectionState::Connected;
+                    read_at = match (up, read_at) {
+                        (true, _) => None,
+                        (false, Some(at)) => Some(at),
+                        (false, None) => Some(Instant::now() + self.fallback_interval()),
+                    };
+                }
+                _ = read_timer => {
+                    self.read(id).await?;
+                    let up = *conn.borrow() == ConnectionState::Connected;
+                    read_at = (!up).then(|| Instant::now() + self.fallback_interval());
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(WaitError::Deadline { id: id.to_string(), last_status });
+                }
+            }
+        }
+    }
+}
+
+/// Drops a wait's registration when the last wait on that id ends.
+struct Unregister<'a> {
+    hub: &'a Hub,
+    id: &'a str,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        let mut st = self.hub.lock();
+        // The receiver of the wait being dropped still counts here.
+        if st
+            .waiting
+            .get(self.id)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            st.waiting.remove(self.id);
+        }
+    }
+}
+
+/// The latest st2 time an execution carries (its log, start or end).
+fn latest_time(e: &Execution) -> Option<OffsetDateTime> {
+    e.log
+        .iter()
+        .map(|l| l.timestamp)
+        .chain(e.start_timestamp)
+        .chain(e.end_timestamp)
+        .max()
+}
+
+/// Reads a watcher's counters while it lives; see [`ExecutionWatcher::stats_handle`].
+#[derive(Clone)]
+pub struct StatsHandle(std::sync::Weak<Hub>);
+
+impl StatsHandle {
+    /// The counters, or `None` once every handle on the watcher is gone.
+    pub fn stats(&self) -> Option<StreamStats> {
+        self.0.upgrade().map(|hub| hub.stats())
+    }
+}
+
+/// Stops the consumer when the last watcher handle is dropped.
+struct Running {
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Follows st2 executions through one stream connection. Cheap to clone; the connection
+/// closes when the last clone is dropped or [`ExecutionWatcher::shutdown`] is called.
+#[derive(Clone)]
+pub struct ExecutionWatcher {
+    hub: Arc<Hub>,
+    running: Arc<Running>,
+}
+
+impl ExecutionWatcher {
+    /// Whether `other` is a handle on this same watcher (one stream connection).
+    pub fn same_as(&self, other: &ExecutionWatcher) -> bool {
+        Arc::ptr_eq(&self.hub, &other.hub)
+    }
+
+    /// Spawns the stream consumer for `client`'s credentials. Needs a Tokio runtime.
+    pub fn start(client: St2Client, cfg: StreamConfig) -> Self {
+        let hub = Arc::new(Hub {
+            client,
+            counters: Counters::default(),
+            updates: broadcast::channel(UPDATES_BUFFER).0,
+            state: Mutex::new(State {
+                waiting: HashMap::new(),
+                finished: Bounded::new(cfg.capacity),
+                in_flight: Bounded::new(cfg.capacity),
+                known_through: None,
+                connection_opened: None,
+            }),
+            conn: watch::channel(ConnectionState::Connecting).0,
+            cfg,
+        });
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(super::consumer::run(hub.clone(), stopped));
+        Self {
+            hub,
+            running: Arc::new(Running { stop }),
+        }
+    }
+
+    /// Closes the stream connection now (clones stop following too; waits fall back to
+    /// reading their execution every `fallback_poll_ms`).
+    pub fn shutdown(&self) {
+        self.running.stop.send_replace(true);
+    }
+
+    /// Resolves with the execution as soon as a terminal status is seen for `id` — from the
+    /// stream, a reconciliation, or a read while the stream is down — or fails at `deadline`.
+    pub async fn wait_terminal(&self, id: &str, deadline: Instant) -> Result<Execution, WaitError> {
+        self.hub.wait(id, None, deadline).await
+    }
+
+    /// As [`ExecutionWatcher::wait_terminal`] for an execution the caller just read or
+    /// created: when it started after the stream connected, no REST read is needed at all.
+    pub async fn wait_for(
+        &self,
+        execution: &Execution,
+        deadline: Instant,
+    ) -> Result<Execution, WaitError> {
+        self.hub
+            .wait(&execution.id, Some(execution), deadline)
+            .await
+    }
+
+    /// Every execution snapshot observed (stream events, reconciliation reads, reads by
+    /// waits), in arrival order. The same status may arrive more than once and an older
+    /// snapshot may follow a newer one (st2 interleaves, reconciliation re-reads): dedupe on
+    /// `(id, status)`. A receiver more than 1024 snapshots behind loses the oldest.
+    pub fn updates(&self) -> broadcast::Receiver<Arc<Execution>> {
+        self.hub.updates.subscribe()
+    }
+
+    /// The output of execution `id`, from its first line, live, ending when it ends.
+    pub fn output(&self, id: &str) -> OutputStream {
+        OutputStream::new(self.hub.client.clone(), Some(self), id)
+    }
+
+    /// Where the connection is, and the counters since start.
+    pub fn stats(&self) -> StreamStats {
+        self.hub.stats()
+    }
+
+    /// A handle that reads [`ExecutionWatcher::stats`] without keeping the watcher alive, for
+    /// a metrics reporter that must not hold the stream connection open.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(Arc::downgrade(&self.hub))
+    }
+
+    /// Resolves once the connection is open and reconciled, or at `deadline` (false).
+    pub async fn connected(&self, deadline: Instant) -> bool {
+        let mut conn = self.hub.conn.subscribe();
+        tokio::time::timeout_at(
+            deadline,
+            conn.wait_for(|s| *s == ConnectionState::Connected),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bounded;
+
+    #[test]
+    fn bounded_map_forgets_the_oldest_and_keeps_its_order_list_small() {
+        let mut b = Bounded::new(3);
+        for i in 0..10 {
+            b.insert(&i.to_string(), i);
+            b.remove(&(i - 1).to_string());
+            b.insert(&(i - 1).to_string(), i);
+        }
+        assert!(b.map.len() <= 3);
+        assert!(b.order.len() <= 7, "{}", b.order.len());
+    }
+}

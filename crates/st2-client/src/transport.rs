@@ -1,0 +1,328 @@
+//! The HTTP stack every st2 call goes through, built once from tower layers, outermost first:
+//! retry → concurrency limit → per-attempt timeout → body buffering → reqwest.
+//!
+//! Reading the body inside the timeout gives one deadline for the whole answer, and a
+//! connection that breaks mid-body is retried like one that broke before the headers. Retrying
+//! outside the limit means an attempt waiting out its backoff holds no concurrency slot.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Request, StatusCode};
+use tower::retry::Policy;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+use crate::config::RetryConfig;
+use st2_basics::BackoffConfig;
+pub(crate) use st2_basics::retry_after;
+
+/// A whole answer from st2.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Attempts it took, retries included.
+    pub attempts: u32,
+}
+
+impl Reply {
+    /// `Retry-After` as a duration (see [`retry_after`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        retry_after(&self.headers)
+    }
+}
+
+/// The failure of a call that was attempted more than once.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub(crate) struct Exhausted {
+    pub attempts: u32,
+    pub source: BoxError,
+}
+
+/// The composed stack, cheap to clone; clones share the concurrency limit.
+pub(crate) type Transport = BoxCloneSyncService<Request, Reply, BoxError>;
+
+/// Builds the stack around `client`.
+pub(crate) fn build(
+    client: reqwest::Client,
+    timeout: Duration,
+    max_concurrency: usize,
+    retry: &RetryConfig,
+) -> Transport {
+    let service = ServiceBuilder::new()
+        .retry(RetryPolicy::new(retry))
+        .concurrency_limit(max_concurrency)
+        .timeout(timeout)
+        .service(client.and_then(read_whole));
+    BoxCloneSyncService::new(service)
+}
+
+async fn read_whole(response: reqwest::Response) -> Result<Reply, reqwest::Error> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+        attempts: 1,
+    })
+}
+
+/// rustls's reason when the TLS handshake with st2 failed (most often: its certificate is
+/// not signed by a trusted CA), found among the error's sources.
+pub(crate) fn tls_refusal<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // hyper's connector wraps rustls's error in io::Errors, whose `source` skips the
+        // wrapped error itself; descend through `get_ref` instead.
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// Whether a method can be sent again without risking a second effect. st2's POSTs create
+/// executions, re-runs, trigger instances or tokens; PUT here only pauses or resumes and DELETE
+/// only cancels, both of which st2 accepts again without change.
+fn repeatable(method: &Method) -> bool {
+    !matches!(*method, Method::POST | Method::PATCH)
+}
+
+/// Retries repeatable calls after connection failures, timeouts, 429, 502, 503 and 504, with
+/// capped, jittered exponential backoff. A `Retry-After` replaces the backoff; one longer than
+/// the backoff ceiling ends the retries, so the caller sees st2's wait instead of a retry
+/// that st2 asked not to get.
+#[derive(Clone, Debug)]
+pub(crate) struct RetryPolicy {
+    remaining: u32,
+    attempt: u32,
+    backoff: BackoffConfig,
+}
+
+impl RetryPolicy {
+    /// A fresh policy (tower clones it for each request).
+    pub fn new(config: &RetryConfig) -> Self {
+        Self {
+            remaining: config.max_retries,
+            attempt: 0,
+            backoff: config.backoff.clone(),
+        }
+    }
+
+    /// Backoff before the next attempt (the shared schedule of [`BackoffConfig::delay`]).
+    fn backoff(&self) -> Duration {
+        self.backoff.delay(self.attempt)
+    }
+
+    /// Why and how long to wait before another attempt, or `None` to stop.
+    fn next_wait(&self, result: &Result<Reply, BoxError>) -> Option<(&'static str, Duration)> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match result {
+            Ok(reply) => {
+                let reason = match reply.status {
+                    StatusCode::TOO_MANY_REQUESTS => "429",
+                    StatusCode::BAD_GATEWAY => "502",
+                    StatusCode::SERVICE_UNAVAILABLE => "503",
+                    StatusCode::GATEWAY_TIMEOUT => "504",
+                    _ => return None,
+                };
+                match reply.retry_after() {
+                    Some(asked) if asked > self.backoff.max => None,
+                    Some(asked) => Some((reason, asked)),
+                    None => Some((reason, self.backoff())),
+                }
+            }
+            // A refused certificate stays refused; retrying only delays the answer.
+            Err(err) if tls_refusal(err.as_ref()).is_some() => None,
+            Err(err) => {
+                let reason = if err.is::<tower::timeout::error::Elapsed>() {
+                    "timeout"
+                } else {
+                    let e = err.downcast_ref::<reqwest::Error>()?;
+                    if e.is_connect() {
+                        "connect"
+                    } else if e.is_timeout() || e.is_request() || e.is_body() {
+                        "connection lost"
+                    } else {
+                        return None;
+                    }
+                };
+                Some((reason, self.backoff()))
+            }
+        }
+    }
+
+    /// Records how many attempts the final outcome took.
+    fn stamp(&self, result: &mut Result<Reply, BoxError>) {
+        let attempts = self.attempt + 1;
+        match result {
+            Ok(reply) => reply.attempts = attempts,
+            Err(err) if attempts > 1 => {
+                let source = std::mem::replace(err, BoxError::from(""));
+                *err = Box::new(Exhausted { attempts, source });
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl Policy<Request, Reply, BoxError> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        req: &mut Request,
+        result: &mut Result<Reply, BoxError>,
+    ) -> Option<Self::Future> {
+        let Some((reason, wait)) = self.next_wait(result) else {
+            self.stamp(result);
+            return None;
+        };
+        self.remaining -= 1;
+        self.attempt += 1;
+        tracing::debug!(
+            method = %req.method(),
+            path = req.url().path(),
+            reason,
+            attempt = self.attempt + 1,
+            wait_ms = wait.as_millis() as u64,
+            "retrying st2 call"
+        );
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(&mut self, req: &Request) -> Option<Request> {
+        // No clone, no retry: tower then hands back the first outcome as it is.
+        if repeatable(req.method()) {
+            req.try_clone()
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::RETRY_AFTER;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc2822;
+
+    use super::*;
+
+    fn policy(max_retries: u32, initial_backoff_ms: u64, max_backoff_ms: u64) -> RetryPolicy {
+        RetryPolicy::new(&RetryConfig {
+            max_retries,
+            backoff: BackoffConfig::new(
+                Duration::from_millis(initial_backoff_ms),
+                Duration::from_millis(max_backoff_ms),
+            ),
+        })
+    }
+
+    fn reply(status: u16, retry_after: Option<&str>) -> Result<Reply, BoxError> {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert(RETRY_AFTER, v.parse().unwrap());
+        }
+        Ok(Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::new(),
+            attempts: 1,
+        })
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_within_half() {
+        let mut p = policy(10, 100, 1_000);
+        for (attempt, ceiling) in [
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1_000),
+            (9, 1_000),
+        ] {
+            p.attempt = attempt;
+            for _ in 0..50 {
+                let b = p.backoff().as_millis() as u64;
+                assert!(
+                    b >= ceiling / 2 && b <= ceiling,
+                    "attempt {attempt}: {b} ms outside {}..={ceiling}",
+                    ceiling / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_overload_and_gateway_statuses_are_retried() {
+        let p = policy(3, 10, 100);
+        for status in [429, 502, 503, 504] {
+            assert!(p.next_wait(&reply(status, None)).is_some(), "{status}");
+        }
+        for status in [200, 400, 401, 404, 409, 500, 501] {
+            assert!(p.next_wait(&reply(status, None)).is_none(), "{status}");
+        }
+        assert!(
+            policy(0, 10, 100).next_wait(&reply(503, None)).is_none(),
+            "no budget"
+        );
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_up_to_the_ceiling() {
+        let p = policy(3, 10, 2_000);
+        assert_eq!(
+            p.next_wait(&reply(429, Some("1"))),
+            Some(("429", Duration::from_secs(1)))
+        );
+        assert_eq!(
+            p.next_wait(&reply(429, Some("3"))),
+            None,
+            "longer than the ceiling"
+        );
+        let soon = (OffsetDateTime::now_utc() + time::Duration::seconds(1))
+            .format(&Rfc2822)
+            .unwrap();
+        let (_, wait) = p.next_wait(&reply(503, Some(&soon))).unwrap();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        // HTTP dates name the zone GMT rather than an offset.
+        let http_date = soon.replace("+0000", "GMT");
+        let (_, wait) = p.next_wait(&reply(503, Some(&http_date))).unwrap();
+        assert!(wait <= Duration::from_secs(1), "{http_date}: {wait:?}");
+        assert!(
+            reply(503, Some(&http_date))
+                .unwrap()
+                .retry_after()
+                .is_some()
+        );
+        assert!(reply(503, Some("soon")).unwrap().retry_after().is_none());
+    }
+
+    #[test]
+    fn only_post_and_patch_are_never_repeated() {
+        for m in [Method::GET, Method::PUT, Method::DELETE] {
+            assert!(repeatable(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH] {
+            assert!(!repeatable(&m), "{m}");
+        }
+    }
+}

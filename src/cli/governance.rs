@@ -1,0 +1,173 @@
+//! `manifest check`, `packs audit` and `audit verify`: the governance checks an operator or a
+//! CI job runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{self, Config};
+use crate::core::governance::packs::{PacksPolicy, Verdict, audit_cluster};
+use crate::core::governance::{audit, manifest};
+use clap::Subcommand;
+use st2_client::St2Client;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_ST2: u8 = 4;
+
+#[derive(Subcommand)]
+pub enum ManifestCommand {
+    /// Validate with Portarium's registration rules and ours; one line per violation, each
+    /// starting with its path (`[document].field...`). Exits 1 on any violation.
+    Check {
+        /// The manifest.
+        #[arg(default_value = "adapter-manifest.yaml")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PacksCommand {
+    /// List every pack installed on st2 with its verdict (approved, unreviewed, version drift,
+    /// license not allowed). Exits 1 when a reviewed pack fails (or, with --strict, when any
+    /// installed pack is not approved), 4 when st2 cannot be asked.
+    Audit {
+        /// The config naming st2, its credentials and governance.packs_policy.
+        #[arg(short, long, env = config::ENV_CONFIG_FILE)]
+        config: Option<PathBuf>,
+        /// The packs policy, instead of governance.packs_policy.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Fail on unreviewed packs too.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check every record's hash and chain link; name the first broken record. Exits 1 when
+    /// the chain is broken.
+    Verify {
+        /// The JSONL audit log.
+        file: PathBuf,
+    },
+}
+
+pub fn manifest(command: ManifestCommand) -> ExitCode {
+    let ManifestCommand::Check { file } = command;
+    match manifest::check_file(&file) {
+        Ok(registrations) => {
+            let families: Vec<&str> = registrations
+                .iter()
+                .map(|r| r.port_family.as_str())
+                .collect();
+            println!("{}: valid ({})", file.display(), families.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(violations) => {
+            for v in &violations {
+                eprintln!("{v}");
+            }
+            eprintln!("{}: {} violation(s)", file.display(), violations.len());
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+pub fn packs(command: PacksCommand) -> ExitCode {
+    let PacksCommand::Audit {
+        config,
+        policy,
+        strict,
+    } = command;
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let Some(path) = policy.or(config.governance.packs_policy.clone()) else {
+        eprintln!("no packs policy: set governance.packs_policy or pass --policy FILE");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let policy = match PacksPolicy::load(&path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let client = match St2Client::from_config(&config.st2) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let lines = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(audit_cluster(&client, &policy)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let lines = match lines {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot list st2's packs: {e}");
+            return ExitCode::from(EXIT_ST2);
+        }
+    };
+    let mut failed = 0;
+    for l in &lines {
+        let fails = match l.verdict {
+            Verdict::Approved => false,
+            Verdict::Unreviewed => strict,
+            _ => true,
+        };
+        failed += usize::from(fails);
+        println!(
+            "{:<24} {:<12} {}{}",
+            l.pack,
+            l.installed.as_deref().unwrap_or("-"),
+            l.verdict.label(),
+            if fails { "  FAIL" } else { "" }
+        );
+        if !matches!(l.verdict, Verdict::Approved) {
+            println!("    {}", l.verdict);
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "{failed} governed pack(s) fail the policy {}",
+            path.display()
+        );
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn audit(command: AuditCommand) -> ExitCode {
+    let AuditCommand::Verify { file } = command;
+    match audit::verify(&file) {
+        Ok(head) => {
+            println!(
+                "{}: chain intact, {} record(s), head {}",
+                file.display(),
+                head.records,
+                head.head_hash.as_deref().unwrap_or("-")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(audit::VerifyError::Io(e)) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(audit::VerifyError::Broken(brk)) => {
+            eprintln!("{}: {brk}", file.display());
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}

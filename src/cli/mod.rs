@@ -1,0 +1,482 @@
+//! The `portarium-st2` command line: every command, parsed with clap and run here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::{self, Config, LogFormat};
+use crate::server;
+use clap::{Args, Parser, Subcommand};
+use st2_client::{St2Client, St2Error};
+
+/// Exit code for bad input: a config or argument that cannot be used.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "portarium-st2",
+    version,
+    about = "Run Portarium action dispatches on a StackStorm (st2) cluster",
+    long_about = "Run Portarium action dispatches on a StackStorm (st2) cluster.\n\n\
+        Configuration is one YAML file (see `portarium-st2 config example`) plus \
+        PORTARIUM_ST2_* environment overrides, e.g. PORTARIUM_ST2_ST2__BASE_URL."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the adapter's HTTP API against st2 until SIGINT/SIGTERM.
+    ///
+    /// Serves GET /healthz (the process answers) and GET /readyz (st2 reachable and
+    /// accepting the configured credentials). Logs one line with the bound address when ready.
+    Serve(ServeArgs),
+    /// Run one st2 action and wait for it, like `st2 run`.
+    ///
+    /// Exit code: 0 when it succeeded, 1 when it failed, timed out, was cancelled or
+    /// abandoned, 2 for bad arguments, parameters or config, 3 when it is still running
+    /// after --wait-secs, 4 when st2 could not be used.
+    Run(RunArgs),
+    /// Inspect configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// See the adapter work in a minute, with no st2 cluster: starts the st2 emulator and
+    /// the adapter in this process and runs representative dispatches through the adapter's
+    /// HTTP API, printing each request, the st2 execution and Portarium's result.
+    ///
+    /// Exit code: 0 when every scenario ended as expected, 1 otherwise.
+    Demo,
+    /// Check the Portarium registration manifest (adapter-manifest.yaml).
+    #[command(subcommand)]
+    Manifest(governance::ManifestCommand),
+    /// Audit the packs installed on st2 against the reviewed-packs policy.
+    #[command(subcommand)]
+    Packs(governance::PacksCommand),
+    /// Verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(governance::AuditCommand),
+    /// Check st2's metrics as the adapter normalizes them.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+}
+
+#[derive(Subcommand)]
+enum TelemetryCommand {
+    /// Scrape Prometheus-text endpoints (statsd_exporter's /metrics) and print the
+    /// normalized OpenTelemetry metrics as a table; exit 4 when a target cannot be read.
+    Scrape {
+        /// Scrape once and exit (otherwise every telemetry.interval_ms until Ctrl-C).
+        #[arg(long)]
+        once: bool,
+        /// The config whose telemetry section (targets, caps, prefix) applies.
+        #[arg(short, long, env = config::ENV_CONFIG_FILE)]
+        config: Option<PathBuf>,
+        /// Endpoints to scrape instead of telemetry.targets.
+        urls: Vec<url::Url>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The YAML config file; PORTARIUM_ST2_* variables override its fields.
+    #[arg(short, long, env = config::ENV_CONFIG_FILE)]
+    config: Option<PathBuf>,
+    /// Start a built-in st2 emulator on a loopback port and serve against it (for trying
+    /// the adapter without a cluster). Replaces the st2 section of the configuration.
+    #[arg(long, conflicts_with = "config")]
+    emulator: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The config file naming the st2 cluster and its credentials.
+    #[arg(short, long, env = config::ENV_CONFIG_FILE)]
+    config: Option<PathBuf>,
+    /// Print the action's output as it arrives.
+    #[arg(short, long)]
+    follow: bool,
+    /// Stop waiting after this long (the execution keeps running in st2).
+    #[arg(long, default_value_t = 600)]
+    wait_secs: u64,
+    /// The st2 action ref, e.g. core.local.
+    action: String,
+    /// Parameters as key=value; values of non-string parameters may be JSON (count=3).
+    params: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (with PORTARIUM_ST2_* overrides applied) and summarise it.
+    ///
+    /// Exits 0 when the file is valid, 2 with one line per problem otherwise.
+    Check {
+        /// The YAML file to check.
+        #[arg(env = config::ENV_CONFIG_FILE)]
+        file: PathBuf,
+    },
+    /// Print the documented example configuration with every field and its default.
+    Example,
+}
+
+#[cfg(feature = "emulator")]
+pub mod demo;
+mod governance;
+pub mod run;
+
+/// Parses the command line and runs the command; the exit code says how it ended.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Manifest(c) => governance::manifest(c),
+        Command::Packs(c) => governance::packs(c),
+        Command::Audit(c) => governance::audit(c),
+        Command::Serve(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(serve(args)),
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run(args)),
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo => demo(),
+        Command::Telemetry(TelemetryCommand::Scrape { once, config, urls }) => {
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(telemetry_scrape(config, urls, once)),
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check { file }) => match Config::load(Some(&file)) {
+            Ok(config) => {
+                println!("{}: valid", file.display());
+                print!("{}", summarise(&config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+    }
+}
+
+/// What a valid config resolves to, without any secret value.
+fn summarise(config: &Config) -> String {
+    let st2 = &config.st2;
+    let endpoints = st2
+        .endpoints()
+        .expect("a validated config always has its endpoints");
+    let auth = match (&st2.api_key, &st2.username) {
+        (Some(key), _) => format!("API key ({})", describe_source(key.source())),
+        (None, Some(user)) => format!("user {user}, password from {}", {
+            let password = st2.password.as_ref().expect("validated: password set");
+            describe_source(password.source())
+        }),
+        (None, None) => unreachable!("validated: credentials set"),
+    };
+    format!(
+        "  listen:     {}\n  st2 api:    {}\n  st2 auth:   {}\n  st2 stream: {}\n  credential: {}\n",
+        config.listen, endpoints.api, endpoints.auth, endpoints.stream, auth
+    )
+}
+
+fn describe_source(source: &st2_client::secret::SecretSource) -> String {
+    use st2_client::secret::SecretSource;
+    match source {
+        SecretSource::Literal => "inline in the file".into(),
+        SecretSource::Env(name) => format!("env {name}"),
+        SecretSource::File(path) => format!("file {path}"),
+    }
+}
+
+/// The in-process st2 emulator of `demo` and `serve --emulator`; a build without the
+/// `emulator` feature has none, and this type then has no values.
+#[cfg(feature = "emulator")]
+type Emulator = st2_emulator::Emulator;
+#[cfg(not(feature = "emulator"))]
+enum Emulator {}
+
+#[cfg(not(feature = "emulator"))]
+impl Emulator {
+    fn base_url(&self) -> String {
+        match *self {}
+    }
+
+    async fn shutdown(self) {
+        match self {}
+    }
+}
+
+/// What a build without the emulator says when asked for it.
+#[cfg(not(feature = "emulator"))]
+const NO_EMULATOR: &str = "this build of portarium-st2 has no st2 emulator (it was built with --no-default-features); \
+    build it with the default `emulator` feature (`cargo build --release`), or run the st2-emulator binary \
+    (crates/st2-emulator) and point st2.base_url at it";
+
+#[cfg(feature = "emulator")]
+async fn start_emulator() -> Result<(Config, Emulator), String> {
+    demo::emulated(std::env::vars(), None).await
+}
+
+#[cfg(not(feature = "emulator"))]
+async fn start_emulator() -> Result<(Config, Emulator), String> {
+    Err(NO_EMULATOR.to_string())
+}
+
+#[cfg(feature = "emulator")]
+fn demo() -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(async {
+            match demo::run(&mut std::io::stdout()).await {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "emulator"))]
+fn demo() -> ExitCode {
+    eprintln!("demo: {NO_EMULATOR}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Loads config (or starts the emulator), then serves until a shutdown signal.
+async fn serve(args: ServeArgs) -> ExitCode {
+    let loaded = if args.emulator {
+        start_emulator().await.map(|(c, e)| (c, Some(e)))
+    } else {
+        Config::load(args.config.as_deref())
+            .map(|c| (c, None))
+            .map_err(|e| e.to_string())
+    };
+    let (config, emulator) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            let source = args
+                .config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "configuration".into());
+            eprintln!("{source}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let telemetry = match crate::telemetry::Telemetry::start(&config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("telemetry: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&config, telemetry.provider());
+    if let Some(emulator) = &emulator {
+        tracing::info!(base_url = %emulator.base_url(), "st2 emulator ready (in-process)");
+    }
+    let app = match crate::app::App::build(&config, Duration::from_secs(2)).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if app.dispatch.tenant_count() == 0 {
+        tracing::warn!(
+            "no tenants configured: POST /v1/dispatch refuses every request (add `tenants` to the config)"
+        );
+    }
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {} (listen): {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let router = app.router.clone();
+    let client = app.client.clone();
+    let served = match config.server.tls.as_ref().map(|t| t.acceptor()) {
+        None => {
+            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
+            server::serve(listener, router, shutdown_signal()).await
+        }
+        Some(Ok(acceptor)) => {
+            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on https://{addr}");
+            server::tls::serve_tls(listener, router, acceptor, shutdown_signal()).await
+        }
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    app.shutdown(Duration::from_secs(10)).await;
+    if let Err(e) = served {
+        tracing::error!("server stopped: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    telemetry.shutdown().await;
+    tracing::info!("portarium-st2 stopped");
+    ExitCode::SUCCESS
+}
+
+fn init_logging(config: &Config, spans: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    // The log level filters log lines only; dispatch spans reach OTLP whatever it is.
+    let logs = match config.log.format {
+        LogFormat::Json => fmt::layer().json().boxed(),
+        LogFormat::Text => fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans.map(crate::telemetry::spans::layer))
+        .init();
+}
+
+/// `portarium-st2 telemetry scrape`: the normalized table on stdout, errors on stderr.
+async fn telemetry_scrape(config: Option<PathBuf>, urls: Vec<url::Url>, once: bool) -> ExitCode {
+    let telemetry = match config {
+        Some(path) => match Config::load(Some(&path)) {
+            Ok(c) => c.telemetry,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => Default::default(),
+    };
+    let urls = if urls.is_empty() {
+        telemetry.targets.clone()
+    } else {
+        urls
+    };
+    if urls.is_empty() {
+        eprintln!(
+            "name an endpoint to scrape (e.g. http://127.0.0.1:9108/metrics) or set telemetry.targets in --config"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut stdout = std::io::stdout();
+    let stop = shutdown_signal();
+    match crate::telemetry::scrape_to_table(&telemetry, &urls, once, &mut stdout, stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing open requests");
+}
+
+/// `portarium-st2 run`: one action, its output and result on stdout, errors on stderr.
+async fn run(args: RunArgs) -> ExitCode {
+    use crate::cli::run::{RunError, run};
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let client = match St2Client::from_config(&config.st2) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let wait = Duration::from_secs(args.wait_secs);
+    match run(
+        &client,
+        &args.action,
+        &args.params,
+        args.follow,
+        wait,
+        &mut stdout,
+    )
+    .await
+    {
+        Ok(execution) => {
+            let status = execution
+                .status
+                .clone()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let shown = serde_json::json!({"id": execution.id, "status": status, "result": execution.result});
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&shown).unwrap_or_default()
+            );
+            if status == "succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(match e {
+                RunError::Usage(_)
+                | RunError::Parameters { .. }
+                | RunError::St2(St2Error::NotFound { .. } | St2Error::BadRequest { .. }) => {
+                    EXIT_USAGE
+                }
+                RunError::StillRunning { .. } => 3,
+                RunError::St2(_) => 4,
+            })
+        }
+    }
+}

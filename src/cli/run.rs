@@ -1,0 +1,121 @@
+//! `portarium-st2 run`: run one st2 action from a terminal, like `st2 run`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::core::dispatch::validate::{ActionRef, check_parameters};
+use st2_client::models::{ActionParameters, JsonObject, OutputType};
+use st2_client::{Execution, ExecutionRequest, St2Client, St2Error};
+
+/// Why `run` could not start or follow the action.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An argument is not `key=value`, or the ref is not `pack.action`.
+    #[error("{0}")]
+    Usage(String),
+    /// The parameters do not fit the action's schema.
+    #[error("parameters do not fit {action}:\n{}", problems.join("\n"))]
+    Parameters {
+        /// The action.
+        action: String,
+        /// One line per bad field.
+        problems: Vec<String>,
+    },
+    /// st2 refused or failed.
+    #[error(transparent)]
+    St2(#[from] St2Error),
+    /// The action did not complete within the wait; it keeps running in st2.
+    #[error("execution {id} is still {status} after {} s; it keeps running in st2", waited.as_secs())]
+    StillRunning {
+        /// The execution id.
+        id: String,
+        /// Its last status.
+        status: String,
+        /// How long `run` waited.
+        waited: Duration,
+    },
+}
+
+/// Turns `key=value` arguments into parameters: a value is JSON when the parameter is not a
+/// string and the text parses as JSON (`count=3`, `env={"A":"1"}`), otherwise the text itself.
+pub fn parse_parameters(
+    schema: &ActionParameters,
+    args: &[String],
+) -> Result<JsonObject, RunError> {
+    let mut params = JsonObject::new();
+    for arg in args {
+        let (key, text) = arg
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| RunError::Usage(format!("{arg:?} is not key=value")))?;
+        let is_string = schema
+            .parameters
+            .get(key)
+            .and_then(|p| p.kind.as_ref())
+            .is_some_and(|k| k == "string");
+        let value = match serde_json::from_str::<Value>(text) {
+            Ok(v) if !is_string => v,
+            _ => Value::String(text.to_string()),
+        };
+        params.insert(key.to_string(), value);
+    }
+    Ok(params)
+}
+
+/// Starts `action_ref` with `args`, waits up to `wait` for it to complete (printing its
+/// output as it arrives when `follow`), and returns the completed execution.
+pub async fn run(
+    st2: &St2Client,
+    action_ref: &str,
+    args: &[String],
+    follow: bool,
+    wait: Duration,
+    out: &mut (dyn Write + Send),
+) -> Result<Execution, RunError> {
+    let action = ActionRef::parse(action_ref).map_err(|e| RunError::Usage(e.to_string()))?;
+    let schema = st2.action_parameters(&action.to_string()).await?;
+    let parameters = parse_parameters(&schema, args)?;
+    let problems = check_parameters(&schema, &parameters);
+    if !problems.is_empty() {
+        return Err(RunError::Parameters {
+            action: action.to_string(),
+            problems: problems.iter().map(|p| format!("  {p}")).collect(),
+        });
+    }
+    let mut request = ExecutionRequest::new(action.to_string());
+    request.parameters = parameters;
+    let created = st2.executions().create(&request).await?;
+    let _ = writeln!(out, "execution {} ({})", created.id, action);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut printed = 0;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let execution = st2.executions().get(&created.id).send().await?;
+        if follow {
+            let text = st2
+                .executions()
+                .output(&created.id, OutputType::All)
+                .await?;
+            if let Some(new) = text.get(printed..) {
+                let _ = out.write_all(new.as_bytes());
+                printed = text.len();
+            }
+        }
+        if execution.status.as_ref().is_some_and(|s| s.is_terminal()) {
+            return Ok(execution);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RunError::StillRunning {
+                id: execution.id,
+                status: execution
+                    .status
+                    .map_or_else(|| "unknown".into(), |s| s.to_string()),
+                waited: wait,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}

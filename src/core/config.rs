@@ -1,0 +1,144 @@
+//! What the core needs to be told: the tenants that may dispatch, and how dispatches wait.
+
+use serde::Deserialize;
+use st2_basics::FieldError;
+use st2_client::Secret;
+
+/// One Portarium tenant allowed to dispatch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The `tenantId` Portarium sends.
+    pub id: String,
+    /// Bearer token this tenant's caller sends (literal, `env:NAME` or `file:PATH`).
+    pub api_token: Secret,
+    /// st2 credentials for this tenant instead of `st2`'s (same URLs).
+    #[serde(default)]
+    pub st2: Option<TenantSt2>,
+    /// st2 actions this tenant may run (`core.*`, `linux.check_loadavg`); unset allows all.
+    #[serde(default)]
+    pub allowed_actions: Option<Vec<String>>,
+}
+
+/// A tenant's own st2 credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSt2 {
+    /// API key for this tenant.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// User for token auth, instead of `api_key`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// That user's password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// Dispatch wait settings. Portarium's callers abort at 10 s by default, so the default
+/// wait answers inside that budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Wait for a terminal status this long unless the request asks otherwise.
+    #[serde(default = "default_wait")]
+    pub default_wait_ms: u64,
+    /// Longest wait a request may ask for (`?waitMs=`).
+    #[serde(default = "default_max_wait")]
+    pub max_wait_ms: u64,
+    /// Largest request body accepted.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Cancel the st2 execution when a synchronous wait runs out, instead of leaving it
+    /// running for a retry to attach to.
+    #[serde(default)]
+    pub cancel_on_deadline: bool,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            default_wait_ms: default_wait(),
+            max_wait_ms: default_max_wait(),
+            max_body_bytes: default_max_body(),
+            cancel_on_deadline: false,
+        }
+    }
+}
+
+fn default_wait() -> u64 {
+    8_000
+}
+fn default_max_wait() -> u64 {
+    300_000
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+
+/// Adds a [`FieldError`] (under `tenants[i].`) for every broken rule of the tenant list.
+pub fn validate_tenants(tenants: &[TenantConfig], errors: &mut Vec<FieldError>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, t) in tenants.iter().enumerate() {
+        let field = |name: &str| format!("tenants[{i}].{name}");
+        if t.id.trim().is_empty() {
+            errors.push(FieldError {
+                field: field("id"),
+                reason: "must not be empty".into(),
+            });
+        } else if !seen.insert(t.id.as_str()) {
+            errors.push(FieldError {
+                field: field("id"),
+                reason: format!("{} is listed twice", t.id),
+            });
+        }
+        for (j, p) in t.allowed_actions.iter().flatten().enumerate() {
+            if let Some(reason) = crate::core::governance::tenants::AllowedActions::check_pattern(p)
+            {
+                errors.push(FieldError {
+                    field: field(&format!("allowed_actions[{j}]")),
+                    reason: reason.into(),
+                });
+            }
+        }
+        if let Some(own) = &t.st2 {
+            let reason = match (&own.api_key, &own.username, &own.password) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => None,
+                (None, None, _) => Some("give api_key, or username and password"),
+                (Some(_), _, _) => Some("api_key and username are both set; choose one"),
+                (None, Some(_), None) => Some("password is required with username"),
+            };
+            if let Some(reason) = reason {
+                errors.push(FieldError {
+                    field: field("st2"),
+                    reason: reason.into(),
+                });
+            }
+        }
+    }
+}
+
+impl DispatchConfig {
+    /// Adds a [`FieldError`] (under `dispatch.`) for every broken rule.
+    pub fn validate(&self, errors: &mut Vec<FieldError>) {
+        let d = self;
+        if d.default_wait_ms == 0 || d.default_wait_ms > d.max_wait_ms {
+            errors.push(FieldError {
+                field: "dispatch.default_wait_ms".into(),
+                reason: format!(
+                    "{} must be between 1 and dispatch.max_wait_ms ({})",
+                    d.default_wait_ms, d.max_wait_ms
+                ),
+            });
+        }
+        if d.max_body_bytes < 1024 {
+            errors.push(FieldError {
+                field: "dispatch.max_body_bytes".into(),
+                reason: format!(
+                    "{} is below 1024; Portarium requests would not fit",
+                    d.max_body_bytes
+                ),
+            });
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Translation between Portarium's dispatch contract and st2 executions.
+//!
+//! One dispatch: check the flowRef and payload before st2 is called, find an execution st2
+//! already holds for the same idempotency key (so retries and restarts never start a second
+//! one), otherwise create it, then follow it to a completed status within a deadline.
+
+mod follow;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::core::governance::packs::PackGate;
+use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use st2_client::models::JsonObject;
+use st2_client::stream::ExecutionWatcher;
+use st2_client::{
+    CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, SortOrder, St2Client, St2Error,
+};
+use validate::{ActionRef, check_parameters};
+
+/// Context key under which our ids ride on every st2 execution.
+pub const CONTEXT_KEY: &str = "portarium";
+/// Creates tried before a dispatch gives up on st2, and the pauses between them.
+const CREATE_ATTEMPTS: u32 = 8;
+const CREATE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const CREATE_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How many executions for one key a replica reads when checking for a duplicate.
+const CONVERGE_LOOKAHEAD: u32 = 10;
+
+/// Runs Portarium dispatches on one st2 cluster.
+#[derive(Clone)]
+pub struct Dispatcher {
+    st2: St2Client,
+    flights: Flights,
+    cancel_on_deadline: bool,
+    watcher: Option<ExecutionWatcher>,
+    gate: Option<Arc<PackGate>>,
+}
+
+/// One lock per dispatch key in flight on this replica, so two concurrent requests with the
+/// same key cannot both miss each other's execution and start two.
+#[derive(Clone, Default)]
+struct Flights(Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>);
+
+/// Above this many keys, locks nobody holds any more are swept from the map.
+const FLIGHTS_SWEEP_AT: usize = 1024;
+
+impl Flights {
+    async fn enter(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().expect("flight map lock poisoned");
+            if map.len() >= FLIGHTS_SWEEP_AT {
+                map.retain(|_, w| w.strong_count() > 0);
+            }
+            match map.get(key).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(key.to_string(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher using `st2` for every call; it polls executions to follow them.
+    pub fn new(st2: St2Client) -> Self {
+        Self {
+            st2,
+            flights: Flights::default(),
+            cancel_on_deadline: false,
+            watcher: None,
+            gate: None,
+        }
+    }
+
+    /// Cancels an execution whose synchronous wait ran out instead of leaving it running.
+    pub fn cancel_on_deadline(mut self, cancel: bool) -> Self {
+        self.cancel_on_deadline = cancel;
+        self
+    }
+
+    /// Follows executions through `watcher` (st2's event stream) instead of polling each.
+    pub fn with_watcher(mut self, watcher: ExecutionWatcher) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
+    /// The stream watcher, when executions are followed through st2's event stream.
+    pub fn watcher(&self) -> Option<&ExecutionWatcher> {
+        self.watcher.as_ref()
+    }
+
+    /// This dispatcher refusing, before st2 is asked to run anything, actions whose pack the
+    /// reviewed-packs `gate` does not approve.
+    pub fn with_gate(self, gate: Arc<PackGate>) -> Self {
+        Self {
+            gate: Some(gate),
+            ..self
+        }
+    }
+
+    /// The flowRef as an action ref, once the pack gate (if any) lets its pack run.
+    pub async fn admit(&self, flow_ref: &str) -> Result<ActionRef, DispatchResult> {
+        let action = ActionRef::parse(flow_ref.trim())
+            .map_err(|e| DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()))?;
+        if let Some(gate) = &self.gate {
+            gate.check(&self.st2, &action.pack)
+                .await
+                .map_err(|refusal| refusal.to_result())?;
+        }
+        Ok(action)
+    }
+
+    /// The st2 client this dispatcher uses (with its tenant's credentials).
+    pub fn st2(&self) -> &St2Client {
+        &self.st2
+    }
+
+    /// Dispatches `req` and waits up to `wait` for the execution to complete. When the wait
+    /// runs out, the execution keeps running (unless configured to cancel) and the answer is
+    /// `Timeout` naming it; the same request again attaches to it instead of starting another.
+    pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
+        let deadline = Instant::now() + wait;
+        let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(refusal)) => return refusal,
+            Err(_) => {
+                return DispatchResult::err(
+                    ErrorKind::Timeout,
+                    format!(
+                        "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
+                        wait.as_millis()
+                    ),
+                );
+            }
+        };
+        let id = execution.id.clone();
+        let result = self.follow(execution, &action, deadline).await;
+        if self.cancel_on_deadline && result.error_kind() == Some(ErrorKind::Timeout) {
+            return self.cancel_after_deadline(&id, result).await;
+        }
+        result
+    }
+
+    /// Starts `req`'s execution, or finds the one st2 already holds for its key, without
+    /// waiting for it to complete.
+    pub async fn submit(
+        &self,
+        req: &DispatchRequest,
+    ) -> Result<(Execution, ActionRef), DispatchResult> {
+        let action = self.admit(&req.flow_ref).await?;
+        let key = dispatch_key(req);
+        let _flight = self.flights.enter(&key).await;
+        // Both are reads, so they go out together: one round trip less per dispatch.
+        let (found, checked) = tokio::join!(
+            self.existing(&action, &key),
+            self.checked_parameters(req, &action)
+        );
+        let execution = match found {
+            // A retry attaches to what st2 holds, whatever its payload says now.
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                checked?;
+                let created = self.start(req, &action, &key).await?;
+                self.converge(created, &action, &key).await
+            }
+            Err(e) => return Err(from_st2(&e, &action)),
+        };
+        Ok((execution, action))
+    }
+
+    /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
+    /// action, the payload against its schema — and starts nothing.
+    pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
+        let action = match self.admit(&req.flow_ref).await {
+            Ok(a) => a,
+            Err(refused) => return refused,
+        };
+        match self.checked_parameters(req, &action).await {
+            Ok(()) => DispatchResult::Ok {
+                output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
+            },
+            Err(failure) => failure,
+        }
+    }
+
+    /// Reads the action's schema from st2 and checks the payload against it.
+    async fn checked_parameters(
+        &self,
+        req: &DispatchRequest,
+        action: &ActionRef,
+    ) -> Result<(), DispatchResult> {
+        let schema = self
+            .st2
+            .action_parameters(&action.to_string())
+            .await
+            .map_err(|e| from_st2(&e, action))?;
+        let problems = check_parameters(&schema, &req.payload);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Err(DispatchResult::err(
+            ErrorKind::RemoteError,
+            format!(
+                "payload does not fit {action}'s parameters: {}",
+                list.join("; ")
+            ),
+        ))
+    }
+
+    /// Up to `limit` executions st2 holds for this key, oldest first, without their results.
+    async fn held_for(
+        &self,
+        action: &ActionRef,
+        key: &str,
+        limit: u32,
+    ) -> Result<Vec<Execution>, St2Error> {
+        let page = self
+            .st2
+            .executions()
+            .list()
+            .action(&action.to_string())
+            .filter(&format!("context.{CONTEXT_KEY}.dispatch_key"), key)
+            .exclude(&["result"])
+            .sort(SortOrder::OldestFirst)
+            .limit(limit)
+            .send()
+            .await?;
+        Ok(page.items)
+    }
+
+    /// The execution st2 already holds for this key, if any, read whole: the oldest, which
+    /// is the one [`Dispatcher::converge`] keeps when replicas raced.
+    async fn existing(&self, action: &ActionRef, key: &str) -> Result<Option<Execution>, St2Error> {
+        // The list leaves results out (they can be large); the one found is read in full.
+        match self.held_for(action, key, 1).await?.into_iter().next() {
+            Some(found) => self.st2.executions().get(&found.id).send().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn start(
+        &self,
+        req: &DispatchRequest,
+        action: &ActionRef,
+        key: &str,
+    ) -> Result<Execution, DispatchResult> {
+        let mut request = ExecutionRequest::new(action.to_string());
+        request.parameters = req.payload.clone();
+        request
+            .context
+            .insert(CONTEXT_KEY.into(), context(req, key));
+        request.trace_tag = Some(key.to_string());
+        let mut pause = CREATE_RETRY_FIRST;
+        for attempt in 1..=CREATE_ATTEMPTS {
+            let err = match self.st2.executions().create(&request).await {
+                Ok(created) => return Ok(created),
+                Err(e) => e,
+            };
+            // A dropped connection, a timeout or a 5xx leaves it unknown whether st2 created
+            // the execution; only st2 can tell, so look before trying again.
+            // A 429 is st2 declining before doing anything: the caller's retry policy owns it.
+            let ambiguous = matches!(
+                err,
+                St2Error::Connect { .. } | St2Error::Timeout { .. } | St2Error::Server { .. }
+            );
+            if !ambiguous || attempt == CREATE_ATTEMPTS {
+                return Err(from_st2(&err, action));
+            }
+            tracing::warn!(%err, attempt, "creating the st2 execution failed; checking whether it exists");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(CREATE_RETRY_MAX);
+            match self.existing(action, key).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => return Err(from_st2(&e, action)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Closes the race between replicas: two that missed each other's execution both created
+    /// one. Each looks again after creating; the oldest execution for the key (by st2's
+    /// `start_timestamp`, then id) wins everywhere, and a replica holding a younger one
+    /// cancels it — normally before st2 has scheduled it — and follows the winner instead.
+    async fn converge(&self, created: Execution, action: &ActionRef, key: &str) -> Execution {
+        // Without the list the created execution is the only one known: keep it.
+        let Ok(held) = self.held_for(action, key, CONVERGE_LOOKAHEAD).await else {
+            return created;
+        };
+        let winner = held
+            .into_iter()
+            .min_by(|a, b| (a.start_timestamp, &a.id).cmp(&(b.start_timestamp, &b.id)));
+        let Some(winner) = winner.filter(|w| w.id != created.id) else {
+            return created;
+        };
+        tracing::warn!(
+            duplicate = %created.id,
+            kept = %winner.id,
+            "another replica started the same dispatch; canceling the younger execution"
+        );
+        let _ = self.st2.executions().cancel(&created.id).await;
+        match self.st2.executions().get(&winner.id).send().await {
+            Ok(full) => full,
+            Err(_) => winner,
+        }
+    }
+
+    /// Cancels the execution a wait gave up on, and says so in the `Timeout` answer.
+    async fn cancel_after_deadline(&self, id: &str, timed_out: DispatchResult) -> DispatchResult {
+        let DispatchResult::Err { message, .. } = &timed_out else {
+            return timed_out;
+        };
+        let note = match self.st2.executions().cancel(id).await {
+            Ok(CancelOutcome::Canceled(_)) => format!(
+                "st2 execution {id} did not complete in time and was canceled (dispatch.cancel_on_deadline)"
+            ),
+            // It completed meanwhile (or st2 itself timed it out): the first answer stands.
+            Ok(CancelOutcome::AlreadyCompleted { .. }) => return timed_out,
+            Err(e) => format!("{message}; canceling it failed: {e}"),
+        };
+        DispatchResult::err(ErrorKind::Timeout, note)
+    }
+}
+
+/// The key st2 is searched by: the idempotency key, or tenant + run + action. Percent-encoded,
+/// because st2's `filter=` splits on spaces.
+pub fn dispatch_key(req: &DispatchRequest) -> String {
+    let raw = match &req.idempotency_key {
+        Some(k) if !k.trim().is_empty() => format!("idem:{}:{k}", req.tenant_id),
+        _ => format!("run:{}:{}:{}", req.tenant_id, req.run_id, req.action_id),
+    };
+    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
+fn context(req: &DispatchRequest, key: &str) -> Value {
+    let mut c = json!({
+        "tenant_id": req.tenant_id,
+        "run_id": req.run_id,
+        "action_id": req.action_id,
+        "correlation_id": req.correlation_id,
+        "dispatch_key": key,
+    });
+    if let Some(k) = &req.idempotency_key {
+        c["idempotency_key"] = json!(k);
+    }
+    if let Some(t) = &req.trace {
+        c["traceparent"] = json!(t.traceparent);
+        if let Some(state) = &t.tracestate {
+            c["tracestate"] = json!(state);
+        }
+    }
+    c
+}
+
+/// The Portarium result of a completed execution.
+pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
+    // The dispatch span (opened by whoever observes dispatches) names the execution it ended with.
+    let span = tracing::Span::current();
+    span.record("st2.execution.id", execution.id.as_str());
+    span.record("st2.execution.status", status.as_str());
+    let result = execution
+        .result
+        .clone()
+        .unwrap_or(Value::Object(JsonObject::new()));
+    if *status == ExecutionStatus::Succeeded {
+        return DispatchResult::Ok {
+            output: json!({"executionId": execution.id, "status": status, "result": result}),
+        };
+    }
+    let kind = match status {
+        ExecutionStatus::Timeout => ErrorKind::Timeout,
+        _ => ErrorKind::RemoteError,
+    };
+    DispatchResult::err(
+        kind,
+        format!(
+            "st2 execution {} {status}: {}",
+            execution.id,
+            failure_text(&result)
+        ),
+    )
+}
+
+/// st2's own words for a failure: stderr, an error, or a message, whichever the runner gave.
+fn failure_text(result: &Value) -> String {
+    ["stderr", "error", "message", "stdout"]
+        .iter()
+        .filter_map(|k| result.get(*k))
+        .find_map(|v| match v {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::String(_) | Value::Null => None,
+            other => Some(other.to_string()),
+        })
+        .unwrap_or_else(|| "no error text from st2".into())
+}
+
+/// The one place st2 failures become Portarium error kinds.
+pub fn kind_of(err: &St2Error) -> ErrorKind {
+    match err {
+        St2Error::Unauthorized { .. } | St2Error::Forbidden { .. } => ErrorKind::Unauthorized,
+        St2Error::RateLimited { .. } => ErrorKind::RateLimited,
+        St2Error::NotFound { .. } => ErrorKind::FlowNotFound,
+        St2Error::BadRequest { faultstring, .. } if faultstring.ends_with("cannot be found.") => {
+            ErrorKind::FlowNotFound
+        }
+        St2Error::Timeout { .. } => ErrorKind::Timeout,
+        _ => ErrorKind::RemoteError,
+    }
+}
+
+/// A dispatch failure for `err` met while handling `action`.
+pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
+    let kind = kind_of(err);
+    let message = match kind {
+        ErrorKind::FlowNotFound => format!("st2 has no action {action}: {err}"),
+        _ => err.to_string(),
+    };
+    DispatchResult::err(kind, message)
+}

@@ -1,0 +1,387 @@
+//! The append-only, tamper-evident audit log of dispatch decisions and outcomes.
+//!
+//! One JSON line per dispatch, shaped as Portarium's `EvidenceEntryV1` (plus a `dispatch`
+//! member with our specifics): `hashSha256` is SHA-256 over the RFC 8785 canonical JSON of the
+//! record without `hashSha256`, and `previousHash` is the hash of the line before, so a
+//! changed, removed or reordered record breaks the chain at a point [`verify`] names.
+//! Records hold references (ids, refs, verdicts), never payloads or results.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::canonical::sha256_hex;
+use crate::core::portarium::{DispatchRequest, DispatchResult};
+
+/// The `actor.adapterId` every record names.
+pub const ADAPTER_ID: &str = "portarium-st2";
+
+/// `governance.audit` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSONL file; created if missing, appended to (the chain continues) if present.
+    pub path: PathBuf,
+    /// When records reach the disk.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+}
+
+/// When an appended record is forced to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every record: a record answered for survives a crash.
+    #[default]
+    Always,
+    /// Leave it to the OS; faster, loses the last records on a crash (the chain stays valid).
+    Never,
+}
+
+/// Why the audit log could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Reading or writing the file failed.
+    #[error(
+        "audit log {path}: {reason}; check the path (governance.audit.path) and its permissions"
+    )]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error, as text.
+        reason: String,
+    },
+    /// The existing file does not verify, so appending would extend a broken chain.
+    #[error(
+        "audit log {path} does not verify ({brk}); run `portarium-st2 audit verify {path}`, keep the file as evidence and start a new one"
+    )]
+    Broken {
+        /// The file.
+        path: String,
+        /// Where the chain breaks.
+        brk: ChainBreak,
+    },
+}
+
+/// The first place a chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {record} (line {line}): {reason}")]
+pub struct ChainBreak {
+    /// 1-based position among the records.
+    pub record: usize,
+    /// 1-based line in the file.
+    pub line: usize,
+    /// What does not hold.
+    pub reason: String,
+}
+
+/// What a verified log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Number of records.
+    pub records: usize,
+    /// Hash of the last record (keep it elsewhere to detect a truncated tail).
+    pub head_hash: Option<String>,
+}
+
+/// One dispatch decision and outcome, before it is chained.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    /// The request as the tenant sent it (only ids and the flowRef are recorded).
+    pub request: &'a DispatchRequest,
+    /// The tenant the bearer token belongs to.
+    pub tenant: &'a str,
+    /// `None` when allowed; the reason when refused before st2 was asked to run anything.
+    pub refused: Option<&'a str>,
+    /// What the caller was answered.
+    pub result: &'a DispatchResult,
+    /// Whether it was a dry run (nothing started).
+    pub dry_run: bool,
+}
+
+struct Chain {
+    file: File,
+    sequence: u64,
+    last_hash: Option<String>,
+}
+
+/// The open log; cheap to share (`Arc`), appends are serialised.
+pub struct AuditLog {
+    path: PathBuf,
+    fsync: FsyncPolicy,
+    chain: Arc<Mutex<Chain>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log and continues its chain; refuses a file that does not verify.
+    pub fn open(config: &AuditConfig) -> Result<Self, AuditError> {
+        let path = &config.path;
+        let io = |e: std::io::Error| AuditError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let head = if path.exists() {
+            verify(path).map_err(|e| match e {
+                VerifyError::Io(e) => io(e),
+                VerifyError::Broken(brk) => AuditError::Broken {
+                    path: path.display().to_string(),
+                    brk,
+                },
+            })?
+        } else {
+            ChainHead {
+                records: 0,
+                head_hash: None,
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Self {
+            path: path.clone(),
+            fsync: config.fsync,
+            chain: Arc::new(Mutex::new(Chain {
+                file,
+                sequence: head.records as u64,
+                last_hash: head.head_hash,
+            })),
+        })
+    }
+
+    /// Appends one record for `decision` and returns its hash.
+    pub async fn record(&self, decision: &Decision<'_>) -> Result<String, AuditError> {
+        let body = record_body(decision);
+        let chain = self.chain.clone();
+        let fsync = self.fsync;
+        let path = self.path.display().to_string();
+        tokio::task::spawn_blocking(move || append(&chain, body, fsync))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .map_err(|e| AuditError::Io {
+                path,
+                reason: e.to_string(),
+            })
+    }
+}
+
+fn append(chain: &Mutex<Chain>, mut body: Value, fsync: FsyncPolicy) -> std::io::Result<String> {
+    let mut chain = chain
+        .lock()
+        .map_err(|_| std::io::Error::other("audit lock poisoned"))?;
+    let sequence = chain.sequence + 1;
+    body["evidenceId"] = json!(format!(
+        "st2-dispatch-{sequence}-{:016x}",
+        fastrand::u64(..)
+    ));
+    body["dispatch"]["sequence"] = json!(sequence);
+    if let Some(prev) = &chain.last_hash {
+        body["previousHash"] = json!(prev);
+    }
+    let hash = sha256_hex(&body).map_err(std::io::Error::other)?;
+    body["hashSha256"] = json!(hash);
+    let mut line = serde_json::to_string(&body).map_err(std::io::Error::other)?;
+    line.push('\n');
+    chain.file.write_all(line.as_bytes())?;
+    if fsync == FsyncPolicy::Always {
+        chain.file.sync_data()?;
+    }
+    chain.sequence = sequence;
+    chain.last_hash = Some(hash.clone());
+    Ok(hash)
+}
+
+/// The record for `d` without its chain fields (evidenceId, sequence, hashes).
+fn record_body(d: &Decision<'_>) -> Value {
+    let req = d.request;
+    let (outcome, execution) = match d.result {
+        DispatchResult::Ok { output } => (
+            "succeeded".to_string(),
+            output.get("executionId").cloned().unwrap_or(Value::Null),
+        ),
+        DispatchResult::Err { kind, .. } => (kind.to_string(), Value::Null),
+    };
+    let verdict = if d.refused.is_some() {
+        "refused"
+    } else {
+        "allowed"
+    };
+    let summary = match d.refused {
+        Some(reason) => format!("dispatch of {} refused: {reason}", req.flow_ref),
+        None if d.dry_run => format!("dry run of {} checked: {outcome}", req.flow_ref),
+        None => format!("dispatch of {} allowed: {outcome}", req.flow_ref),
+    };
+    let pack = req.flow_ref.trim().split_once('.').map(|(p, _)| p);
+    json!({
+        "schemaVersion": 1,
+        "workspaceId": d.tenant,
+        "correlationId": req.correlation_id,
+        "occurredAtIso": now_iso(),
+        "category": if d.refused.is_some() { "PolicyViolation" } else { "Action" },
+        "summary": summary,
+        "actor": {"kind": "Adapter", "adapterId": ADAPTER_ID},
+        "links": {"runId": req.run_id},
+        "dispatch": {
+            "tenantId": req.tenant_id,
+            "actionId": req.action_id,
+            "action": req.flow_ref,
+            "pack": pack,
+            "verdict": verdict,
+            "reason": d.refused,
+            "outcome": outcome,
+            "st2ExecutionId": execution,
+            "dryRun": d.dry_run,
+        },
+    })
+}
+
+fn now_iso() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Why [`verify`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The chain does not hold.
+    #[error("{0}")]
+    Broken(ChainBreak),
+}
+
+/// Checks every record's hash and link, and that sequence numbers run 1, 2, 3…; names the
+/// first record where that fails.
+pub fn verify(path: &Path) -> Result<ChainHead, VerifyError> {
+    let reader = BufReader::new(File::open(path)?);
+    let mut previous: Option<String> = None;
+    let mut records = 0usize;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        records += 1;
+        let brk = |reason: String| {
+            VerifyError::Broken(ChainBreak {
+                record: records,
+                line: i + 1,
+                reason,
+            })
+        };
+        let mut record: Value =
+            serde_json::from_str(&line).map_err(|e| brk(format!("not JSON: {e}")))?;
+        let Some(obj) = record.as_object_mut() else {
+            return Err(brk("not a JSON object".into()));
+        };
+        let stored = match obj.remove("hashSha256") {
+            Some(Value::String(h)) => h,
+            _ => return Err(brk("no hashSha256".into())),
+        };
+        obj.remove("signatureBase64");
+        let computed = sha256_hex(&record).map_err(|e| brk(e.to_string()))?;
+        if computed != stored {
+            return Err(brk(format!(
+                "content changed: hashSha256 is {stored} but the record hashes to {computed}"
+            )));
+        }
+        let linked = record.get("previousHash").and_then(Value::as_str);
+        if linked != previous.as_deref() {
+            return Err(brk(format!(
+                "chain broken: previousHash is {} but the record before hashes to {} (a record was removed, inserted or moved)",
+                linked.unwrap_or("absent"),
+                previous
+                    .as_deref()
+                    .unwrap_or("nothing (this should be the first record)")
+            )));
+        }
+        let sequence = record["dispatch"]["sequence"].as_u64();
+        if sequence != Some(records as u64) {
+            return Err(brk(format!(
+                "sequence is {sequence:?}, expected {records} (records were removed before it)"
+            )));
+        }
+        previous = Some(stored);
+    }
+    Ok(ChainHead {
+        records,
+        head_hash: previous,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::portarium::ErrorKind;
+
+    fn request() -> DispatchRequest {
+        serde_json::from_value(json!({
+            "actionId": "a1", "tenantId": "t1", "runId": "r1", "correlationId": "c1",
+            "flowRef": "core.echo", "payload": {"message": "not recorded"}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_chain_continue_after_reopen_and_hold_no_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            path: dir.path().join("audit.jsonl"),
+            fsync: FsyncPolicy::Always,
+        };
+        let req = request();
+        let ok = DispatchResult::Ok {
+            output: json!({"executionId": "e1", "result": {"stdout": "not recorded"}}),
+        };
+        let refused = DispatchResult::err(ErrorKind::FlowNotFound, "pack core refused");
+        let first = AuditLog::open(&config).unwrap();
+        let h1 = first
+            .record(&Decision {
+                request: &req,
+                tenant: "t1",
+                refused: None,
+                result: &ok,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        drop(first);
+        let again = AuditLog::open(&config).unwrap();
+        again
+            .record(&Decision {
+                request: &req,
+                tenant: "t1",
+                refused: Some("pack core refused"),
+                result: &refused,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        let head = verify(&config.path).unwrap();
+        assert_eq!(head.records, 2);
+        let text = std::fs::read_to_string(&config.path).unwrap();
+        assert!(!text.contains("not recorded"), "{text}");
+        let second: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(second["previousHash"], json!(h1));
+        assert_eq!(second["dispatch"]["verdict"], "refused");
+        assert_eq!(second["category"], "PolicyViolation");
+        let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["dispatch"]["st2ExecutionId"], "e1");
+        assert!(first.get("previousHash").is_none());
+    }
+}

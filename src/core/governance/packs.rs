@@ -1,0 +1,618 @@
+//! The reviewed-packs policy and the gate every dispatch passes before st2 is asked to run
+//! anything.
+//!
+//! st2 records no license for a pack, so the license is the one the review recorded; the
+//! installed version comes from the cluster (`GET /api/v1/packs/{ref}`), read at most once
+//! per cache period.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::core::portarium::{DispatchResult, ErrorKind};
+use st2_client::{St2Client, St2Error};
+
+/// Licenses allowed in production when the policy names none: permissive SPDX identifiers,
+/// as Portarium's runtime licensing audit asks (GPL/AGPL and unknown are blocked).
+pub const PERMISSIVE_LICENSES: [&str; 9] = [
+    "Apache-2.0",
+    "MIT",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "ISC",
+    "0BSD",
+    "Zlib",
+    "PSF-2.0",
+    "Unlicense",
+];
+
+/// A version as packs write it: dotted numbers, then an optional pre-release tail
+/// (`3.10dev`, `1.2.0-rc1`), which sorts before the same numbers without one.
+#[derive(Debug, Clone)]
+pub struct Version {
+    numbers: Vec<u64>,
+    pre: Option<String>,
+}
+
+impl Version {
+    /// Parses `1`, `1.2`, `1.2.3`, `3.10dev`, `1.0.0-rc.1`; `None` when it has no leading number.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim().trim_start_matches('v');
+        let end = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (head, tail) = text.split_at(end);
+        let head = head.trim_end_matches('.');
+        if head.is_empty() {
+            return None;
+        }
+        let numbers = head
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        let tail = tail.trim_start_matches(['-', '+', '.']);
+        Some(Self {
+            numbers,
+            pre: (!tail.is_empty()).then(|| tail.to_string()),
+        })
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let len = self.numbers.len().max(other.numbers.len());
+        let at = |v: &Version, i: usize| v.numbers.get(i).copied().unwrap_or(0);
+        (0..len)
+            .map(|i| at(self, i).cmp(&at(other, i)))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| match (&self.pre, &other.pre) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(a), Some(b)) => a.cmp(b),
+            })
+    }
+}
+
+// `1.2` and `1.2.0` are the same version, so equality follows the ordering.
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Version {}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// An allowed version range: comparators joined by commas, all of which must hold
+/// (`>=1.2, <2`, `=3.10dev`, `1.4.0`, `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRange {
+    text: String,
+    bounds: Vec<(Ordering, bool, Version)>,
+}
+
+impl VersionRange {
+    /// Parses a range; the error says which part is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut bounds = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            if part == "*" {
+                continue;
+            }
+            // (ordering the version must have against the bound, whether equal also passes)
+            let (op, rest) = [
+                (">=", (Ordering::Greater, true)),
+                ("<=", (Ordering::Less, true)),
+                (">", (Ordering::Greater, false)),
+                ("<", (Ordering::Less, false)),
+                ("==", (Ordering::Equal, true)),
+                ("=", (Ordering::Equal, true)),
+            ]
+            .into_iter()
+            .find_map(|(p, op)| part.strip_prefix(p).map(|rest| (op, rest)))
+            .unwrap_or(((Ordering::Equal, true), part));
+            let version = Version::parse(rest).ok_or_else(|| {
+                format!("{part:?} is not a comparator like >=1.2 or <2 followed by a version")
+            })?;
+            bounds.push((op.0, op.1, version));
+        }
+        Ok(Self {
+            text: text.trim().to_string(),
+            bounds,
+        })
+    }
+
+    /// Whether `version` satisfies every comparator.
+    pub fn contains(&self, version: &Version) -> bool {
+        self.bounds.iter().all(|(want, or_equal, bound)| {
+            let got = version.cmp(bound);
+            got == *want || (*or_equal && got == Ordering::Equal)
+        })
+    }
+}
+
+impl fmt::Display for VersionRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One reviewed pack.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PackReview {
+    /// The pack ref, e.g. `linux`.
+    #[serde(rename = "ref")]
+    pub pack: String,
+    /// Installed versions the review covers, e.g. `>=1.2, <2`.
+    pub versions: VersionRange,
+    /// The SPDX license identifier the reviewer found.
+    pub license: String,
+    /// Who reviewed it.
+    pub reviewer: String,
+    /// When (`YYYY-MM-DD`).
+    pub reviewed_at: String,
+    /// `sha256:<hex>` of the reviewed pack archive, for the deployment pipeline to compare.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// The reviewed-packs policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PacksPolicy {
+    /// SPDX identifiers allowed; unset means [`PERMISSIVE_LICENSES`].
+    #[serde(default)]
+    pub allowed_licenses: Option<Vec<String>>,
+    /// Every pack whose actions may run.
+    #[serde(default)]
+    pub packs: Vec<PackReview>,
+}
+
+/// Why a policy file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read packs policy {path}: {reason}; check the path (governance.packs_policy)")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error, as text.
+        reason: String,
+    },
+    /// The file breaks the policy's format or rules; every problem is listed.
+    #[error("packs policy {path} is invalid:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: String,
+        /// One line per problem, each starting with the field path.
+        problems: Vec<String>,
+    },
+}
+
+impl PacksPolicy {
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_yaml(&text).map_err(|problems| PolicyError::Invalid {
+            path: path.display().to_string(),
+            problems,
+        })
+    }
+
+    /// Parses and checks policy YAML; every problem is returned with its field path.
+    pub fn from_yaml(text: &str) -> Result<Self, Vec<String>> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let policy: Self = serde_path_to_error::deserialize(de)
+            .map_err(|e| vec![format!("{}: {}", e.path(), e.inner())])?;
+        let problems = policy.problems();
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.packs.iter().enumerate() {
+            let at = |f: &str| format!("packs[{i}].{f}");
+            if p.pack.is_empty()
+                || !p
+                    .pack
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                out.push(format!(
+                    "{}: {:?} is not an st2 pack ref (a-z, 0-9, _)",
+                    at("ref"),
+                    p.pack
+                ));
+            } else if !seen.insert(&p.pack) {
+                out.push(format!("{}: {} is reviewed twice", at("ref"), p.pack));
+            }
+            if !is_spdx_id(&p.license) {
+                out.push(format!(
+                    "{}: {:?} is not an SPDX identifier such as Apache-2.0",
+                    at("license"),
+                    p.license
+                ));
+            }
+            if p.reviewer.trim().is_empty() {
+                out.push(format!("{}: name who reviewed the pack", at("reviewer")));
+            }
+            if time::Date::parse(
+                &p.reviewed_at,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .is_err()
+            {
+                out.push(format!(
+                    "{}: {:?} is not a date YYYY-MM-DD",
+                    at("reviewedAt"),
+                    p.reviewed_at
+                ));
+            }
+            if let Some(d) = &p.digest {
+                let hex = d.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    out.push(format!("{}: write sha256:<64 hex digits>", at("digest")));
+                }
+            }
+        }
+        if let Some(allowed) = &self.allowed_licenses {
+            for (i, l) in allowed.iter().enumerate() {
+                if !is_spdx_id(l) {
+                    out.push(format!(
+                        "allowedLicenses[{i}]: {l:?} is not an SPDX identifier"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The review of `pack`, if there is one.
+    pub fn review(&self, pack: &str) -> Option<&PackReview> {
+        self.packs.iter().find(|p| p.pack == pack)
+    }
+
+    /// The review of `pack` when one exists and its license is allowed; the verdict otherwise.
+    /// Needs nothing from st2.
+    pub fn usable_review(&self, pack: &str) -> Result<&PackReview, Verdict> {
+        let review = self.review(pack).ok_or(Verdict::Unreviewed)?;
+        if self.license_allowed(&review.license) {
+            Ok(review)
+        } else {
+            Err(Verdict::LicenseNotAllowed(review.license.clone()))
+        }
+    }
+
+    /// Whether `license` may run in production under this policy.
+    pub fn license_allowed(&self, license: &str) -> bool {
+        match &self.allowed_licenses {
+            Some(list) => list.iter().any(|l| l == license),
+            None => PERMISSIVE_LICENSES.contains(&license),
+        }
+    }
+
+    /// The verdict for `pack` given its installed version (`None`: not installed).
+    pub fn verdict(&self, pack: &str, installed: Option<&str>) -> Verdict {
+        let review = match self.usable_review(pack) {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
+        let Some(installed) = installed else {
+            return Verdict::NotInstalled;
+        };
+        match Version::parse(installed) {
+            Some(v) if review.versions.contains(&v) => Verdict::Approved,
+            _ => Verdict::VersionDrift {
+                installed: installed.to_string(),
+                range: review.versions.to_string(),
+            },
+        }
+    }
+}
+
+/// SPDX license ids (and `WITH`/`OR`/`AND` expressions of them) use letters, digits, `.-+`.
+fn is_spdx_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.split(' ').all(|w| {
+            !w.is_empty()
+                && w.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'(' | b')')
+                })
+        })
+}
+
+/// What the policy says about one pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Reviewed, license allowed, installed version in range.
+    Approved,
+    /// No review recorded.
+    Unreviewed,
+    /// The installed version is outside the reviewed range.
+    VersionDrift {
+        /// What st2 reports.
+        installed: String,
+        /// What the review covers.
+        range: String,
+    },
+    /// The reviewed license is not allowed in production.
+    LicenseNotAllowed(String),
+    /// Reviewed, but st2 does not have it installed.
+    NotInstalled,
+}
+
+impl Verdict {
+    /// Short label used by `packs audit` and the audit log.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Unreviewed => "unreviewed",
+            Self::VersionDrift { .. } => "version drift",
+            Self::LicenseNotAllowed(_) => "license not allowed",
+            Self::NotInstalled => "not installed",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Approved => f.write_str("approved"),
+            Self::Unreviewed => f.write_str(
+                "unreviewed: no review recorded in the packs policy; review it (docs/governance.md) before use",
+            ),
+            Self::VersionDrift { installed, range } => write!(
+                f,
+                "version drift: st2 has {installed} installed but the review covers {range}; review the new version or reinstall a reviewed one"
+            ),
+            Self::LicenseNotAllowed(license) => write!(
+                f,
+                "license not allowed: {license} is not in the production license allow-list (GPL, AGPL and unknown licenses need legal approval)"
+            ),
+            Self::NotInstalled => f.write_str("not installed on the st2 cluster"),
+        }
+    }
+}
+
+/// A dispatch the gate refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GateRefusal {
+    /// The policy says no.
+    #[error("pack {pack} refused: {verdict}")]
+    Policy {
+        /// The pack.
+        pack: String,
+        /// Why.
+        verdict: Verdict,
+    },
+    /// st2 could not tell which version is installed; the gate fails closed.
+    #[error(
+        "pack {pack} refused: its installed version could not be read from st2 ({source}); retry when st2 answers"
+    )]
+    Lookup {
+        /// The pack.
+        pack: String,
+        /// st2's failure.
+        source: St2Error,
+    },
+}
+
+impl GateRefusal {
+    /// The Portarium answer. A policy refusal is `FlowNotFound`: the flowRef names nothing the
+    /// governed catalogue offers, and Portarium does not retry it; a failed lookup is
+    /// `RemoteError`, which a retry may cure. The contract has no policy-denied kind.
+    pub fn to_result(&self) -> DispatchResult {
+        let kind = match self {
+            Self::Policy { .. } => ErrorKind::FlowNotFound,
+            Self::Lookup { .. } => ErrorKind::RemoteError,
+        };
+        DispatchResult::err(kind, self.to_string())
+    }
+}
+
+/// The reviewed-packs gate: decides from the policy first and asks st2 only for the
+/// installed version of a pack the policy would otherwise approve.
+#[derive(Debug)]
+pub struct PackGate {
+    policy: PacksPolicy,
+    ttl: Duration,
+    versions: Mutex<HashMap<String, (Instant, Option<String>)>>,
+}
+
+impl PackGate {
+    /// A gate for `policy`, reading a pack's installed version at most once per `ttl`.
+    pub fn new(policy: PacksPolicy, ttl: Duration) -> Self {
+        Self {
+            policy,
+            ttl,
+            versions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The policy this gate enforces.
+    pub fn policy(&self) -> &PacksPolicy {
+        &self.policy
+    }
+
+    /// `Ok` when actions of `pack` may run on the cluster `st2` talks to.
+    pub async fn check(&self, st2: &St2Client, pack: &str) -> Result<(), GateRefusal> {
+        let refuse = |verdict| GateRefusal::Policy {
+            pack: pack.to_string(),
+            verdict,
+        };
+        // Decide what needs no st2 call first, so an unreviewed pack costs st2 nothing.
+        self.policy.usable_review(pack).map_err(refuse)?;
+        let installed =
+            self.installed_version(st2, pack)
+                .await
+                .map_err(|source| GateRefusal::Lookup {
+                    pack: pack.to_string(),
+                    source,
+                })?;
+        match self.policy.verdict(pack, installed.as_deref()) {
+            Verdict::Approved => Ok(()),
+            v => Err(refuse(v)),
+        }
+    }
+
+    async fn installed_version(
+        &self,
+        st2: &St2Client,
+        pack: &str,
+    ) -> Result<Option<String>, St2Error> {
+        if let Some((at, v)) = self.versions.lock().expect("cache lock").get(pack)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(v.clone());
+        }
+        let version = match st2.packs().get(pack).await {
+            Ok(p) => Some(p.version.unwrap_or_default()),
+            Err(St2Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        self.versions
+            .lock()
+            .expect("cache lock")
+            .insert(pack.to_string(), (Instant::now(), version.clone()));
+        Ok(version)
+    }
+}
+
+/// One line of `packs audit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLine {
+    /// The pack ref.
+    pub pack: String,
+    /// Installed version (`None` for a reviewed pack st2 does not have).
+    pub installed: Option<String>,
+    /// The policy's verdict.
+    pub verdict: Verdict,
+}
+
+/// The verdict on every pack installed on the cluster, plus reviewed packs it lacks.
+pub async fn audit_cluster(
+    st2: &St2Client,
+    policy: &PacksPolicy,
+) -> Result<Vec<AuditLine>, St2Error> {
+    // 50 pages of 100: far beyond any cluster's pack count, yet a bound.
+    let installed = st2.packs().list().limit(100).all(50).await?.items;
+    let mut lines: Vec<AuditLine> = installed
+        .iter()
+        .map(|p| AuditLine {
+            pack: p.r#ref.clone(),
+            installed: p.version.clone(),
+            verdict: policy.verdict(&p.r#ref, Some(p.version.as_deref().unwrap_or(""))),
+        })
+        .collect();
+    for review in &policy.packs {
+        if !installed.iter().any(|p| p.r#ref == review.pack) {
+            lines.push(AuditLine {
+                pack: review.pack.clone(),
+                installed: None,
+                verdict: policy.verdict(&review.pack, None),
+            });
+        }
+    }
+    lines.sort_by(|a, b| a.pack.cmp(&b.pack));
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> Version {
+        Version::parse(text).unwrap()
+    }
+
+    #[test]
+    fn versions_compare_numerically_with_prereleases_first() {
+        assert!(v("1.10") > v("1.9"));
+        assert!(v("1.2") == v("1.2.0"));
+        assert!(v("3.10dev") < v("3.10"));
+        assert!(v("3.10dev") > v("3.9.9"));
+        assert!(v("v2.0.0-rc1") < v("2.0.0"));
+        assert!(Version::parse("dev").is_none());
+    }
+
+    #[test]
+    fn ranges_hold_every_comparator() {
+        let r = VersionRange::parse(">=1.2, <2").unwrap();
+        assert!(r.contains(&v("1.2")) && r.contains(&v("1.9.9")));
+        assert!(!r.contains(&v("2.0")) && !r.contains(&v("1.1.9")));
+        assert!(VersionRange::parse("1.4.0").unwrap().contains(&v("1.4")));
+        assert!(!VersionRange::parse("=1.4.0").unwrap().contains(&v("1.4.1")));
+        assert!(VersionRange::parse("*").unwrap().contains(&v("0.0.1")));
+        let err = VersionRange::parse(">=1.2, <two").unwrap_err();
+        assert!(err.contains("<two"), "{err}");
+    }
+
+    #[test]
+    fn policy_problems_name_the_field() {
+        let err = PacksPolicy::from_yaml(
+            "packs:\n  - {ref: Bad-Pack, versions: '>=1', license: 'GPL 3!', reviewer: ' ', reviewedAt: 2026-13-01, digest: md5:x}\n",
+        )
+        .unwrap_err();
+        let text = err.join("\n");
+        for want in [
+            "packs[0].ref:",
+            "packs[0].license:",
+            "packs[0].reviewer:",
+            "packs[0].reviewedAt:",
+            "packs[0].digest:",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        let err = PacksPolicy::from_yaml("packs:\n  - {ref: a, versions: '>=x'}\n").unwrap_err();
+        assert!(err[0].starts_with("packs[0].versions:"), "{err:?}");
+    }
+
+    #[test]
+    fn verdicts_follow_review_license_and_version() {
+        let policy = PacksPolicy::from_yaml(
+            "packs:\n\
+             - {ref: linux, versions: '>=1.2, <2', license: Apache-2.0, reviewer: ann, reviewedAt: 2026-11-01}\n\
+             - {ref: gplpack, versions: '*', license: GPL-3.0-only, reviewer: ann, reviewedAt: 2026-11-01}\n",
+        )
+        .unwrap();
+        assert_eq!(policy.verdict("linux", Some("1.4.0")), Verdict::Approved);
+        assert_eq!(policy.verdict("nope", Some("1.0")), Verdict::Unreviewed);
+        assert_eq!(policy.verdict("linux", None), Verdict::NotInstalled);
+        assert!(matches!(
+            policy.verdict("linux", Some("2.0.0")),
+            Verdict::VersionDrift { .. }
+        ));
+        assert_eq!(
+            policy.verdict("gplpack", Some("1")),
+            Verdict::LicenseNotAllowed("GPL-3.0-only".into())
+        );
+    }
+}
