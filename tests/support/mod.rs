@@ -1,8 +1,7 @@
-//! Shared test helpers: reading st2's recorded responses and comparing JSON shapes.
+//! Shared test helpers: a NATS server, and reading st2's recorded responses.
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod nats;
-pub mod openapi;
 
 use std::path::PathBuf;
 
@@ -63,62 +62,4 @@ pub fn capture(name: &str) -> Capture {
 /// Reads a file under the reference folder as text.
 pub fn reference_text(rel: &str) -> String {
     std::fs::read_to_string(reference().join(rel)).unwrap()
-}
-
-/// Differences in shape between `want` (st2's) and `got` (ours): keys present on one side
-/// only, and values of different JSON types, each with its JSON path. Paths listed in
-/// `free` (e.g. `.result`) are data-dependent and not descended into.
-pub fn shape_diff(want: &Value, got: &Value, free: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    walk(want, got, String::new(), free, &mut out);
-    out
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn walk(want: &Value, got: &Value, path: String, free: &[&str], out: &mut Vec<String>) {
-    let shown = if path.is_empty() {
-        ".".to_string()
-    } else {
-        path.clone()
-    };
-    if free.contains(&shown.as_str()) {
-        return;
-    }
-    match (want, got) {
-        (Value::Object(w), Value::Object(g)) => {
-            for (k, wv) in w {
-                let p = format!("{path}.{k}");
-                match g.get(k) {
-                    Some(gv) => walk(wv, gv, p, free, out),
-                    None if free.contains(&p.as_str()) => {}
-                    None => out.push(format!("{p}: st2 sends it, we do not")),
-                }
-            }
-            for k in g.keys().filter(|k| !w.contains_key(*k)) {
-                let p = format!("{path}.{k}");
-                if !free.contains(&p.as_str()) {
-                    out.push(format!("{p}: we send it, st2 does not"));
-                }
-            }
-        }
-        (Value::Array(w), Value::Array(g)) => {
-            if let (Some(w0), Some(g0)) = (w.first(), g.first()) {
-                walk(w0, g0, format!("{path}[]"), free, out);
-            }
-        }
-        (w, g) if kind(w) != kind(g) => {
-            out.push(format!("{shown}: st2 has {}, we have {}", kind(w), kind(g)))
-        }
-        _ => {}
-    }
 }

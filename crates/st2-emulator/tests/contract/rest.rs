@@ -767,8 +767,8 @@ async fn executions_list_newest_first_matches_capture() {
     }
     let h = Harness::start_with_step(STEP).await;
     let mut c = Check::new("GET executions?limit=2");
-    finished_workflow(&h).await;
-    replay(
+    let id = finished_workflow(&h).await;
+    let reply = replay(
         &h,
         &mut c,
         "executions-list.http",
@@ -776,6 +776,15 @@ async fn executions_list_newest_first_matches_capture() {
         Some(&children_rules()),
     )
     .await;
+    // Newest first: the two listed are the workflow's last tasks, not the workflow itself.
+    children_point_at(&mut c, "list", &reply.json(), &id);
+    // The count is of everything stored, not of the page: the workflow and its three tasks.
+    c.that(reply.header("x-total-count") == Some("4"), || {
+        format!(
+            "X-Total-Count {:?}, expected 4",
+            reply.header("x-total-count")
+        )
+    });
     c.finish();
 }
 

@@ -527,3 +527,68 @@ async fn output_stream_sends_every_chunk_then_eof_like_capture() {
     }
     c.finish();
 }
+
+#[tokio::test]
+async fn output_stream_of_a_finished_execution_replays_every_chunk_then_eof() {
+    if reference::missing() {
+        return;
+    }
+    let file = "stream-execution-output-endpoint.sse";
+    let h = Harness::start_with_step(Duration::from_millis(20)).await;
+    let mut c = Check::new("output stream opened after the execution ended");
+    let id = h
+        .run(r#"{"action":"examples.output","parameters":{"lines":3,"interval_ms":20}}"#)
+        .await;
+    h.wait_for(&id, "succeeded").await;
+    let mut reader = open(&h, &mut c, file, Some(&id)).await;
+    let items = reader.until(WAIT, |_| false).await;
+    c.that(items.first() != Some(&Item::KeepAlive), || {
+        "st2's output stream sends no keep-alive".into()
+    });
+    let eof = Item::Event {
+        name: "EOF".into(),
+        data: "''".into(),
+    };
+    c.that(items.last() == Some(&eof), || {
+        format!("the stream must end with st2's EOF frame: {items:?}")
+    });
+    c.that(items.len() == 4, || {
+        format!("three output chunks, then EOF: {items:?}")
+    });
+    let st2 = recorded(file);
+    for (i, (name, data)) in events(&items).iter().enumerate() {
+        c.that(name == "st2.execution.output__create", || {
+            format!("chunk {i} is {name}")
+        });
+        c.shape(&format!("chunk {i}"), &st2[0].1, data, &Rules::default());
+        c.that(data["execution_id"] == id.as_str(), || {
+            format!(
+                "chunk {i}: execution_id {} is not {id}",
+                data["execution_id"]
+            )
+        });
+        let line = format!("line {}\n", i + 1);
+        c.that(data["data"] == line.as_str(), || {
+            format!("chunk {i}: data {} is not {line:?}", data["data"])
+        });
+    }
+    c.finish();
+}
+
+#[tokio::test]
+async fn idle_stream_repeats_the_bare_newline_every_heartbeat() {
+    let h = Harness::start(EmulatorOptions {
+        heartbeat: Duration::from_millis(200),
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let (_, mut reader) = h.open_stream("/stream/v1/stream").await;
+    for n in 0..3 {
+        let item = reader.next(Duration::from_secs(3)).await.map(|(i, _)| i);
+        assert_eq!(
+            item,
+            Some(Item::KeepAlive),
+            "keep-alive {n} is one bare newline"
+        );
+    }
+}
