@@ -16,6 +16,8 @@ mod cases;
 mod check;
 #[path = "contract/client.rs"]
 mod client;
+#[path = "common/fixture.rs"]
+mod fixture;
 #[path = "contract/harness.rs"]
 mod harness;
 #[path = "contract/openapi.rs"]

@@ -188,6 +188,27 @@ fn histories(events: &[(String, Value)], fold: bool) -> Vec<(String, Vec<String>
     out
 }
 
+/// One action run seen by st2 and by the emulator: as many events of each name, the same
+/// sequence per entity, payloads shaped like st2's, and liveaction results as JSON strings.
+fn same_run_as_st2(c: &mut Check, file: &str, st2: &[(String, Value)], emu: &[(String, Value)]) {
+    c.that(counts(emu) == counts(st2), || {
+        format!(
+            "event counts differ: st2 {:?}, emulator {:?}",
+            counts(st2),
+            counts(emu)
+        )
+    });
+    c.that(histories(emu, false) == histories(st2, false), || {
+        format!(
+            "per-entity event sequences differ:\n  st2      {:?}\n  emulator {:?}",
+            histories(st2, false),
+            histories(emu, false)
+        )
+    });
+    compare_payloads(c, file, st2, emu, &|r| r);
+    liveaction_results(c, file, emu);
+}
+
 async fn read_until_execution(reader: &mut StreamReader, id: &str, status: &str) -> Vec<Item> {
     let id = id.to_string();
     let status = status.to_string();
@@ -255,22 +276,7 @@ async fn stream_of_one_core_local_run_matches_capture() {
         .await;
     let emu = events(&read_until_execution(&mut reader, &id, "succeeded").await);
     let st2 = recorded(file);
-    c.that(counts(&emu) == counts(&st2), || {
-        format!(
-            "event counts differ: st2 {:?}, emulator {:?}",
-            counts(&st2),
-            counts(&emu)
-        )
-    });
-    c.that(histories(&emu, false) == histories(&st2, false), || {
-        format!(
-            "per-entity event sequences differ:\n  st2      {:?}\n  emulator {:?}",
-            histories(&st2, false),
-            histories(&emu, false)
-        )
-    });
-    compare_payloads(&mut c, file, &st2, &emu, &|r| r);
-    liveaction_results(&mut c, file, &emu);
+    same_run_as_st2(&mut c, file, &st2, &emu);
     c.finish();
 }
 
@@ -305,22 +311,7 @@ async fn stream_filtered_by_action_ref_matches_capture() {
             )
         },
     );
-    c.that(counts(&emu) == counts(&st2), || {
-        format!(
-            "event counts differ: st2 {:?}, emulator {:?}",
-            counts(&st2),
-            counts(&emu)
-        )
-    });
-    c.that(histories(&emu, false) == histories(&st2, false), || {
-        format!(
-            "per-entity event sequences differ:\n  st2      {:?}\n  emulator {:?}",
-            histories(&st2, false),
-            histories(&emu, false)
-        )
-    });
-    compare_payloads(&mut c, file, &st2, &emu, &|r| r);
-    liveaction_results(&mut c, file, &emu);
+    same_run_as_st2(&mut c, file, &st2, &emu);
     c.finish();
 }
 
