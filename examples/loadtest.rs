@@ -11,6 +11,10 @@
 //! Every target is on 127.0.0.1: an in-process st2 emulator unless `--st2-url` names one
 //! already running (so other clients can be measured against the very same emulator).
 
+// The reference folder is found the way the tests find it.
+#[path = "../tests/support/reference.rs"]
+mod reference;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -429,11 +433,14 @@ async fn memory(args: MemoryArgs) {
 
 /// st2's own execution events for one `core.local` run (the recorded capture), as templates.
 fn captured_execution_events() -> Vec<(String, Value)> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/st2/captures/stream-core-local.sse"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let path = reference::reference_dir().join("captures/stream-core-local.sse");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read st2's recorded stream {}: {e}; set {} to the st2 reference folder",
+            path.display(),
+            reference::DIR_VAR
+        )
+    });
     text.split("\n\n")
         .filter_map(|frame| {
             let event = frame.lines().find_map(|l| l.strip_prefix("event: "))?;

@@ -13,7 +13,7 @@ use st2_client::models::{
     Action, ActionParameters, Execution, ExecutionStatus, Fault, LiveAction, OutputChunk, Pack,
     Token, TraceComponent,
 };
-use support::{Capture, capture, reference, reference_text};
+use support::{Capture, capture, missing, reference_dir, reference_text};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -280,7 +280,10 @@ fn file_names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn every_recorded_st2_answer_decodes_with_its_model() {
-    let dir = reference().join("captures");
+    if missing() {
+        return;
+    }
+    let dir = reference_dir().join("captures");
     let mut decoded: BTreeMap<&str, usize> = BTreeMap::new();
     let mut unclaimed = Vec::new();
     for name in file_names(&dir) {
@@ -339,6 +342,9 @@ fn every_recorded_st2_answer_decodes_with_its_model() {
 
 #[test]
 fn recorded_errors_keep_st2s_exact_words() {
+    if missing() {
+        return;
+    }
     for (name, status, words) in [
         (
             "api-no-token.http",
@@ -376,6 +382,9 @@ fn recorded_errors_keep_st2s_exact_words() {
 
 #[test]
 fn official_client_fixtures_decode() {
+    if missing() {
+        return;
+    }
     for name in [
         "execution.json",
         "execution_unicode.json",
@@ -391,6 +400,9 @@ fn official_client_fixtures_decode() {
 
 #[test]
 fn st2_test_fixtures_for_descendants_and_traces_decode() {
+    if missing() {
+        return;
+    }
     let base = "st2tests/st2tests/fixtures";
     let mut parents = BTreeMap::new();
     for name in ["root_execution", "child1_level1", "child1_level2"] {
@@ -433,7 +445,10 @@ fn st2_test_fixtures_for_descendants_and_traces_decode() {
 
 #[test]
 fn recorded_stream_events_decode() {
-    let dir = reference().join("captures");
+    if missing() {
+        return;
+    }
+    let dir = reference_dir().join("captures");
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for name in file_names(&dir).into_iter().filter(|n| n.ends_with(".sse")) {
         let text = std::fs::read_to_string(dir.join(&name)).unwrap();
@@ -496,6 +511,9 @@ fn recorded_stream_events_decode() {
 
 #[test]
 fn every_st2_status_round_trips_and_the_sets_are_st2s() {
+    if missing() {
+        return;
+    }
     // st2's spec renders LIVEACTION_STATUSES (st2common/constants/action.py) as an enum.
     let spec = reference_text("st2common/st2common/openapi.yaml");
     let line = spec

@@ -1,16 +1,56 @@
-//! Shared test helpers: reading st2's recorded responses and comparing JSON shapes.
+//! Shared test helpers: a NATS server, and reading st2's recorded responses.
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod nats;
-pub mod openapi;
+pub mod reference;
 
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-/// `shared/reference/st2`, beside the project.
-pub fn reference() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/st2")
+use reference::DIR_VAR;
+pub use reference::reference_dir;
+
+/// Set to `1` to fail, not skip, when the reference folder is absent (CI sets it).
+const REQUIRED_VAR: &str = "ST2_REFERENCE_REQUIRED";
+
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// True when the calling test must return early because the reference data is absent; panics
+/// instead when `ST2_REFERENCE_REQUIRED=1`.
+pub fn missing() -> bool {
+    let dir = reference_dir();
+    if dir.is_dir() {
+        return false;
+    }
+    assert!(
+        std::env::var(REQUIRED_VAR).as_deref() != Ok("1"),
+        "st2 reference data not found at {} and {REQUIRED_VAR}=1: set {DIR_VAR} to the folder \
+         holding st2common/ and captures/",
+        dir.display()
+    );
+    if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
+        report_at_exit();
+    }
+    true
+}
+
+// libtest captures what tests print and only the process knows when the last test is done, so
+// the one skip line is written by an exit handler: after the summary, visible without
+// `--nocapture`, with the final count.
+unsafe extern "C" {
+    safe fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+fn report_at_exit() {
+    extern "C" fn report() {
+        eprintln!(
+            "st2 reference data not found at {} (set {DIR_VAR}): {} tests that read it skipped",
+            reference_dir().display(),
+            SKIPPED.load(Ordering::SeqCst)
+        );
+    }
+    atexit(report);
 }
 
 /// A recorded `.http` answer: status, headers (lower-cased names) and body.
@@ -37,7 +77,7 @@ impl Capture {
 
 /// Reads `captures/<name>`.
 pub fn capture(name: &str) -> Capture {
-    let path = reference().join("captures").join(name);
+    let path = reference_dir().join("captures").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -62,63 +102,6 @@ pub fn capture(name: &str) -> Capture {
 
 /// Reads a file under the reference folder as text.
 pub fn reference_text(rel: &str) -> String {
-    std::fs::read_to_string(reference().join(rel)).unwrap()
-}
-
-/// Differences in shape between `want` (st2's) and `got` (ours): keys present on one side
-/// only, and values of different JSON types, each with its JSON path. Paths listed in
-/// `free` (e.g. `.result`) are data-dependent and not descended into.
-pub fn shape_diff(want: &Value, got: &Value, free: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    walk(want, got, String::new(), free, &mut out);
-    out
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn walk(want: &Value, got: &Value, path: String, free: &[&str], out: &mut Vec<String>) {
-    let shown = if path.is_empty() {
-        ".".to_string()
-    } else {
-        path.clone()
-    };
-    if free.contains(&shown.as_str()) {
-        return;
-    }
-    match (want, got) {
-        (Value::Object(w), Value::Object(g)) => {
-            for (k, wv) in w {
-                let p = format!("{path}.{k}");
-                match g.get(k) {
-                    Some(gv) => walk(wv, gv, p, free, out),
-                    None if free.contains(&p.as_str()) => {}
-                    None => out.push(format!("{p}: st2 sends it, we do not")),
-                }
-            }
-            for k in g.keys().filter(|k| !w.contains_key(*k)) {
-                let p = format!("{path}.{k}");
-                if !free.contains(&p.as_str()) {
-                    out.push(format!("{p}: we send it, st2 does not"));
-                }
-            }
-        }
-        (Value::Array(w), Value::Array(g)) => {
-            if let (Some(w0), Some(g0)) = (w.first(), g.first()) {
-                walk(w0, g0, format!("{path}[]"), free, out);
-            }
-        }
-        (w, g) if kind(w) != kind(g) => {
-            out.push(format!("{shown}: st2 has {}, we have {}", kind(w), kind(g)))
-        }
-        _ => {}
-    }
+    let path = reference_dir().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1,4 +1,4 @@
-//! Reading the real st2 responses recorded in `shared/reference/st2/captures`.
+//! Reading the real st2 responses recorded in `captures/` of the reference folder.
 //!
 //! `*.http` files hold a status line, CRLF headers, a blank line and the body; `*.sse` files hold
 //! raw stream bytes, sometimes preceded by the same HTTP head; `*.json` / `*.txt` / `*.raw` are bare
@@ -8,9 +8,11 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// Where the recorded st2 responses live (relative to this crate, inside the shared workspace).
+use crate::reference::reference_dir;
+
+/// Where the recorded st2 responses live.
 pub fn captures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/st2/captures")
+    reference_dir().join("captures")
 }
 
 /// Why a capture file could not be read or decoded.
@@ -18,7 +20,7 @@ pub fn captures_dir() -> PathBuf {
 pub enum CaptureError {
     /// The file is missing or unreadable.
     #[error(
-        "cannot read capture {file}: {source}; check that shared/reference/st2/captures is present"
+        "cannot read capture {file}: {source}; check that captures/ is in the folder ST2_REFERENCE_DIR names"
     )]
     Read {
         /// File name.

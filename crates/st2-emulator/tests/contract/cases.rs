@@ -102,6 +102,12 @@ const NO_INQUIRIES: &str = "inquiries (core.ask, /api/v1/inquiries) are not emul
 const NO_DATASTORE: &str = "the key-value datastore (/api/v1/keys) is not emulated yet";
 const NO_RULES: &str =
     "rules, rule enforcements and trigger types arrive with the rules-engine issue";
+const NOT_YET_TRACE_TAGS: &str = "recorded for st2's trace-tag lookups after this table was written; not \
+     replayed yet (traces_by_tag_list_the_execution_with_st2_trace_fields checks the trace fields)";
+const NOT_YET_TIMESTAMP_FILTER: &str = "recorded for the precision st2 accepts in timestamp_gt after this \
+     table was written; not replayed yet";
+const NOT_YET_TRIGGERS: &str = "recorded for firing trigger types and webhooks from outside after this \
+     table was written; not replayed yet";
 const NO_METRICS: &str =
     "statsd metrics are UDP datagrams, not an HTTP answer; the telemetry work tests them";
 
@@ -392,6 +398,11 @@ pub const CASES: &[Case] = &[
         ),
         "rest::execution_post_without_required_parameter_answers_400_like_capture",
     ),
+    skipped(
+        "execution-post-same-trace-tag-again.http",
+        NOT_YET_TRACE_TAGS,
+    ),
+    skipped("execution-post-with-trace-tag.http", NOT_YET_TRACE_TAGS),
     covered(
         "execution-post-orquesta-sequential.json",
         req(
@@ -480,6 +491,18 @@ pub const CASES: &[Case] = &[
         ),
         "rest::executions_list_with_include_attributes_matches_capture",
     ),
+    skipped(
+        "executions-list-timestamp-gt-1-digit.http",
+        NOT_YET_TIMESTAMP_FILTER,
+    ),
+    skipped(
+        "executions-list-timestamp-gt-3-digits.http",
+        NOT_YET_TIMESTAMP_FILTER,
+    ),
+    skipped(
+        "executions-list-timestamp-gt-7-digits.http",
+        NOT_YET_TIMESTAMP_FILTER,
+    ),
     covered(
         "executions-list-with-apikey.http",
         req(
@@ -510,6 +533,7 @@ pub const CASES: &[Case] = &[
         "rest::packs_list_matches_capture",
     ),
     skipped("rule-create.http", NO_RULES),
+    skipped("rule-create-custom-webhook.http", NOT_YET_TRIGGERS),
     skipped("ruleenforcements-list.http", NO_RULES),
     skipped("rules-list.http", NO_RULES),
     covered(
@@ -572,13 +596,24 @@ pub const CASES: &[Case] = &[
         ),
         "stream::stream_of_output_events_matches_capture",
     ),
+    skipped("triggerinstances-custom-webhook.http", NOT_YET_TRIGGERS),
+    skipped("triggerinstances-portarium-event.http", NOT_YET_TRIGGERS),
+    skipped("triggertype-create.http", NOT_YET_TRIGGERS),
+    skipped("triggertype-delete.http", NOT_YET_TRIGGERS),
     skipped("triggertypes-list.http", NO_RULES),
+    skipped("traces-list-by-tag.http", NOT_YET_TRACE_TAGS),
+    skipped("traces-list-by-tag-none.http", NOT_YET_TRACE_TAGS),
+    skipped("traces-list-by-tag-two.http", NOT_YET_TRACE_TAGS),
     // The recorded call is the custom hook `rusttest` that rule-create.http registered; the 202 +
     // echoed-body contract is checked on the system hook instead.
     skipped(
         "webhook-post.http",
         "custom webhook `rusttest` needs the rule from rule-create.http (rules-engine issue); webhook_st2_post_answers_202_and_echoes_the_body_like_capture checks the same 202 contract on /webhooks/st2",
     ),
+    skipped("webhook-custom-registered.http", NOT_YET_TRIGGERS),
+    skipped("webhook-custom-unregistered.http", NOT_YET_TRIGGERS),
+    skipped("webhook-st2-registered-trigger.http", NOT_YET_TRIGGERS),
+    skipped("webhook-st2-unknown-trigger.http", NOT_YET_TRIGGERS),
     skipped("README.md", "describes the captures; not a response"),
 ];
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 use st2_emulator::{Emulator, EmulatorOptions};
 
 use crate::cases::{Auth, Request};
+use crate::fixture::started;
 use crate::sse::{self, Item};
 
 /// Upper bound for any single wait in these tests.
@@ -65,13 +66,7 @@ impl Harness {
     /// Start an emulator with these options and log in as `st2admin`.
     pub async fn start(options: EmulatorOptions) -> Harness {
         let api_key = options.api_key.clone();
-        let emulator = Emulator::start(options)
-            .await
-            .expect("emulator starts on 127.0.0.1:0");
-        let http = reqwest::Client::builder()
-            .timeout(WAIT)
-            .build()
-            .expect("reqwest client");
+        let (emulator, http) = started(options, WAIT).await;
         let mut harness = Harness {
             emulator,
             http,

@@ -16,10 +16,11 @@ use std::sync::{Mutex, OnceLock};
 use regex::Regex;
 use serde_json::Value;
 
+use crate::reference::reference_dir;
+
 /// Where st2's rendered spec lives.
 fn spec_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/reference/st2/st2common/st2common/openapi.yaml")
+    reference_dir().join("st2common/st2common/openapi.yaml")
 }
 
 /// Why st2's spec declares nothing for a response.

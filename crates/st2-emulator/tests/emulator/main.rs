@@ -1,5 +1,7 @@
 //! The emulator over real HTTP (one test binary): REST behaviour, SSE streams, fault switches.
 
+#[path = "../common/fixture.rs"]
+mod fixture;
 mod http_api;
 mod rules;
 mod st2client_compat;

@@ -8,6 +8,8 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use st2_emulator::{Emulator, EmulatorOptions};
 
+use crate::fixture::started;
+
 pub const KEY: &str = "emulator-api-key";
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -25,11 +27,7 @@ pub async fn start() -> Harness {
 }
 
 pub async fn start_with(options: EmulatorOptions) -> Harness {
-    let emu = Emulator::start(options).await.expect("emulator starts");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
+    let (emu, http) = started(options, Duration::from_secs(20)).await;
     Harness { emu, http }
 }
 
