@@ -1,4 +1,6 @@
-//! `POST /v1/dispatch`: Portarium's dispatch input in, its result object out.
+//! `POST /v1/dispatch` and the Activepieces executor's `POST /api/v1/flows/{flowRef}/run`:
+//! Portarium's dispatch input in, its result out; and [`DispatchState`], the tenants every
+//! route serves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,54 +8,25 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
+use st2_client::stream::ExecutionWatcher;
+use st2_client::{St2Client, St2Config, St2Error};
 
+use super::answer::{Contract, Failure};
+use super::auth::{AuthedTenant, bearer};
 use crate::core::config::{DispatchConfig, TenantConfig};
 use crate::core::dispatch::Dispatcher;
 use crate::core::governance::Governance;
-use crate::core::governance::audit::{AuditLog, Decision};
-use crate::core::governance::redact::{RedactionPolicy, scrub_text};
 use crate::core::governance::tenants::AllowedActions;
-use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
-use st2_client::St2Config;
-use st2_client::secret::Secret;
-use st2_client::stream::ExecutionWatcher;
-use st2_client::{St2Client, St2Error};
+use crate::core::portarium::{DispatchRequest, TraceContext};
+use crate::core::{self as core_layer, Dispatched, Mode, Tenant};
 
-/// One tenant: the token its caller sends, the dispatcher holding its st2 credentials, and
-/// the governance applied to its dispatches.
-#[derive(Clone)]
-pub(crate) struct Tenant {
-    pub(crate) id: String,
-    token: Secret,
-    pub(crate) dispatcher: Dispatcher,
-    allowed: AllowedActions,
-    audit: Option<Arc<AuditLog>>,
-    redaction: RedactionPolicy,
-}
-
-impl Tenant {
-    /// Whether this tenant may start `action`: its `allowed_actions`, then the pack gate.
-    pub(crate) async fn may_run(&self, action: &str) -> Result<(), DispatchResult> {
-        if !self.allowed.permits(action) {
-            return Err(DispatchResult::err(
-                ErrorKind::Unauthorized,
-                format!(
-                    "tenant {} may not run {action}: it is not in the tenant's allowed_actions",
-                    self.id
-                ),
-            ));
-        }
-        self.dispatcher.admit(action).await.map(drop)
-    }
-}
-
-/// What the dispatch route needs, shared by every request.
+/// The tenants every route serves, and how long dispatches wait.
 #[derive(Clone)]
 pub struct DispatchState {
-    tenants: Arc<Vec<Tenant>>,
+    tenants: Arc<Vec<Arc<Tenant>>>,
     settings: DispatchConfig,
 }
 
@@ -95,17 +68,16 @@ impl DispatchState {
             };
             let dispatcher =
                 Dispatcher::new(client).cancel_on_deadline(settings.cancel_on_deadline);
-            tenants.push(Tenant {
-                id: t.id.clone(),
-                token: t.api_token.clone(),
-                dispatcher: match watcher {
-                    Some(w) => dispatcher.with_watcher(w),
-                    None => dispatcher,
-                },
-                allowed: AllowedActions::new(t.allowed_actions.clone()),
-                audit: None,
-                redaction: RedactionPolicy::default(),
-            });
+            let dispatcher = match watcher {
+                Some(w) => dispatcher.with_watcher(w),
+                None => dispatcher,
+            };
+            tenants.push(Arc::new(Tenant::new(
+                t.id.clone(),
+                t.api_token.clone(),
+                dispatcher,
+                AllowedActions::new(t.allowed_actions.clone()),
+            )));
         }
         Ok(Self {
             tenants: Arc::new(tenants),
@@ -118,15 +90,7 @@ impl DispatchState {
         let tenants = self
             .tenants
             .iter()
-            .map(|t| {
-                let mut t = t.clone();
-                if let Some(gate) = &governance.gate {
-                    t.dispatcher = t.dispatcher.with_gate(gate.clone());
-                }
-                t.audit = governance.audit.clone();
-                t.redaction = governance.redaction.clone();
-                t
-            })
+            .map(|t| Arc::new((**t).clone().governed(governance)))
             .collect();
         Self {
             tenants: Arc::new(tenants),
@@ -139,25 +103,11 @@ impl DispatchState {
         self.tenants.len()
     }
 
-    /// The tenant named by the request's bearer token, or the 401 answer.
-    pub(crate) fn authorize(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<&Tenant, (StatusCode, DispatchResult)> {
-        self.authenticate_headers(headers).ok_or_else(|| {
-            with_status(DispatchResult::err(
-                ErrorKind::Unauthorized,
-                "missing or unknown bearer token; send Authorization: Bearer <the tenant's api_token>",
-            ))
-        })
-    }
-
     /// Default and longest dispatch waits.
     pub(crate) fn settings(&self) -> &DispatchConfig {
         &self.settings
     }
 
-    /// The tenant with this id (for events that arrive without a token, e.g. over NATS).
     /// Every distinct stream watcher the tenants' dispatchers follow executions through.
     pub fn watchers(&self) -> Vec<ExecutionWatcher> {
         let mut all: Vec<ExecutionWatcher> = Vec::new();
@@ -169,37 +119,22 @@ impl DispatchState {
         all
     }
 
+    /// The tenant with this id (for events that arrive without a token, e.g. over NATS).
     pub(crate) fn tenant(&self, id: &str) -> Option<&Tenant> {
-        self.tenants.iter().find(|t| t.id == id)
+        self.tenants.iter().find(|t| t.id == id).map(|t| &**t)
     }
 
-    /// The tenant named by the request's bearer token.
-    pub(crate) fn authenticate_headers(&self, headers: &HeaderMap) -> Option<&Tenant> {
-        bearer(headers).and_then(|token| self.authenticate(token))
-    }
-
-    /// The tenant whose token `presented` is, comparing every token in constant time.
-    fn authenticate(&self, presented: &str) -> Option<&Tenant> {
+    /// The tenant whose bearer token the request carries; every token is compared, each in
+    /// constant time, so the answer's timing says nothing about which tenant came close.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Option<Arc<Tenant>> {
+        let presented = bearer(headers)?;
         let mut found = None;
         for t in self.tenants.iter() {
-            if constant_time_eq(t.token.expose().as_bytes(), presented.as_bytes()) {
-                found = Some(t);
+            if t.token_matches(presented) {
+                found = Some(t.clone());
             }
         }
         found
-    }
-}
-
-/// Middleware on every API route: a request without a known tenant's bearer token is
-/// answered 401 before its body or path is looked at.
-pub async fn require_bearer(
-    State(state): State<DispatchState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match state.authorize(request.headers()) {
-        Ok(_) => next.run(request).await,
-        Err((status, refusal)) => (status, Json(refusal)).into_response(),
     }
 }
 
@@ -214,16 +149,28 @@ pub struct DispatchQuery {
 /// Handles `POST /v1/dispatch`; the HTTP status follows the result's error kind.
 pub async fn dispatch(
     State(state): State<DispatchState>,
+    tenant: AuthedTenant,
     headers: HeaderMap,
     Query(query): Query<DispatchQuery>,
     body: Result<Json<DispatchRequest>, JsonRejection>,
-) -> (StatusCode, Json<DispatchResult>) {
+) -> Response {
     let wait = query
         .wait_ms
         .unwrap_or(state.settings.default_wait_ms)
         .min(state.settings.max_wait_ms);
-    let (status, result) = accept(&state, &headers, body, wait).await;
-    (status, Json(result))
+    let outcome = match body {
+        Ok(Json(req)) => {
+            run(
+                &tenant,
+                req,
+                &headers,
+                Mode::Wait(Duration::from_millis(wait)),
+            )
+            .await
+        }
+        Err(rejection) => Err(Failure::body(&rejection)),
+    };
+    Contract::Native.answer(outcome)
 }
 
 /// Handles `POST /api/v1/flows/{flowRef}/run`, the Activepieces executor's call: its headers
@@ -233,112 +180,50 @@ pub async fn dispatch(
 /// `dispatch.max_wait_ms` and lets the caller's abort decide; a retry re-attaches.
 pub async fn activepieces_run(
     State(state): State<DispatchState>,
+    tenant: AuthedTenant,
     Path(flow_ref): Path<String>,
     headers: HeaderMap,
     body: Result<Json<DispatchRequest>, JsonRejection>,
 ) -> Response {
-    if let Ok(Json(req)) = &body {
-        let mismatch = [
-            ("tenantId", req.tenant_id.as_str()),
-            ("runId", req.run_id.as_str()),
-            ("correlationId", req.correlation_id.as_str()),
-        ]
-        .into_iter()
-        .find(|(name, want)| {
-            // Every copy must agree: a duplicate with another value is as wrong as a mismatch.
-            let mut values = headers.get_all(*name).iter().peekable();
-            values.peek().is_none() || values.any(|v| v.to_str().ok() != Some(*want))
-        })
-        .map(|(name, _)| format!("header {name} is missing or differs from the body"))
-        .or_else(|| {
-            (req.flow_ref.trim() != flow_ref.trim())
-                .then(|| "the flowRef in the path differs from the body's".to_string())
-        });
-        if let Some(reason) = mismatch {
-            let result =
-                DispatchResult::err(ErrorKind::RemoteError, format!("request refused: {reason}"));
-            return (StatusCode::BAD_REQUEST, Json(result)).into_response();
-        }
-    }
-    match accept(&state, &headers, body, state.settings.max_wait_ms).await {
-        (_, DispatchResult::Ok { output }) => (StatusCode::OK, Json(output)).into_response(),
-        (status, failure) => (status, Json(failure)).into_response(),
-    }
-}
-
-/// Authenticates the caller, checks the body, and runs the dispatch for its tenant; the
-/// status is the error kind's, or the body rejection's (400, 413, 415, 422).
-async fn accept(
-    state: &DispatchState,
-    headers: &HeaderMap,
-    body: Result<Json<DispatchRequest>, JsonRejection>,
-    wait_ms: u64,
-) -> (StatusCode, DispatchResult) {
-    let tenant = match state.authorize(headers) {
-        Ok(t) => t,
-        Err(refusal) => return refusal,
+    let req = match body {
+        Ok(Json(req)) => req,
+        Err(rejection) => return Contract::Activepieces.answer(Err(Failure::body(&rejection))),
     };
-    match body {
-        Ok(Json(req)) => execute(tenant, req, headers, wait_ms, false).await,
-        Err(rejection) => refuse_body(&rejection),
-    }
+    let mismatch = [
+        ("tenantId", req.tenant_id.as_str()),
+        ("runId", req.run_id.as_str()),
+        ("correlationId", req.correlation_id.as_str()),
+    ]
+    .into_iter()
+    .find(|(name, want)| {
+        // Every copy must agree: a duplicate with another value is as wrong as a mismatch.
+        let mut values = headers.get_all(*name).iter().peekable();
+        values.peek().is_none() || values.any(|v| v.to_str().ok() != Some(*want))
+    })
+    .map(|(name, _)| format!("header {name} is missing or differs from the body"))
+    .or_else(|| {
+        (req.flow_ref.trim() != flow_ref.trim())
+            .then(|| "the flowRef in the path differs from the body's".to_string())
+    });
+    let outcome = match mismatch {
+        Some(reason) => Err(Failure::bad_request(format!("request refused: {reason}"))),
+        None => {
+            let wait = Duration::from_millis(state.settings.max_wait_ms);
+            run(&tenant, req, &headers, Mode::Wait(wait)).await
+        }
+    };
+    Contract::Activepieces.answer(outcome)
 }
 
-/// The answer to a body that is not the JSON a route takes.
-pub(crate) fn refuse_body(rejection: &JsonRejection) -> (StatusCode, DispatchResult) {
-    let result = DispatchResult::err(
-        ErrorKind::RemoteError,
-        format!("request body refused: {}", rejection.body_text()),
-    );
-    (rejection.status(), result)
-}
-
-/// Runs `req` for `tenant` (or only checks it, for a dry run). Every decision and outcome
-/// goes to the audit log, and no error message carries a value the redaction policy holds
-/// secret.
-pub(crate) async fn execute(
+/// Runs `req` for `tenant` through the core, inside its dispatch span. The request is first
+/// completed from the headers every route honours: `Idempotency-Key` stands in for a missing
+/// key, `traceparent`/`tracestate` for a trace context the body did not carry.
+pub(crate) async fn run(
     tenant: &Tenant,
     mut req: DispatchRequest,
     headers: &HeaderMap,
-    wait_ms: u64,
-    dry_run: bool,
-) -> (StatusCode, DispatchResult) {
-    if let Err(refusal) = admit(tenant, &mut req, headers).await {
-        return with_status(conclude(tenant, &req, true, refusal, dry_run).await);
-    }
-    let run = async {
-        if dry_run {
-            tenant.dispatcher.dry_run(&req).await
-        } else {
-            tenant
-                .dispatcher
-                .dispatch(&req, Duration::from_millis(wait_ms))
-                .await
-        }
-    };
-    let result = crate::telemetry::observe_dispatch(&req, dry_run, run).await;
-    with_status(conclude(tenant, &req, false, result, dry_run).await)
-}
-
-/// The checks every route makes before st2 is asked to run anything — the body's tenant is
-/// the token's, the tenant may run the action, the pack gate lets its pack run — and the
-/// request completed from the headers every route honours: `Idempotency-Key` stands in for a
-/// missing key, `traceparent`/`tracestate` for a trace context the body did not carry.
-pub(crate) async fn admit(
-    tenant: &Tenant,
-    req: &mut DispatchRequest,
-    headers: &HeaderMap,
-) -> Result<(), DispatchResult> {
-    if req.tenant_id != tenant.id {
-        return Err(DispatchResult::err(
-            ErrorKind::Unauthorized,
-            format!(
-                "the bearer token does not belong to tenant {}",
-                req.tenant_id
-            ),
-        ));
-    }
-    tenant.may_run(req.flow_ref.trim()).await?;
+    mode: Mode,
+) -> Result<Dispatched, Failure> {
     if req.idempotency_key.is_none() {
         req.idempotency_key = headers
             .get("idempotency-key")
@@ -348,79 +233,15 @@ pub(crate) async fn admit(
     if req.trace.is_none() {
         req.trace = trace_context(headers);
     }
-    Ok(())
-}
-
-/// The answer to `req` as the caller gets it: secret values scrubbed from any error message,
-/// and the decision (`refused` before st2 was asked to run anything, or not) and its outcome
-/// written to the audit log.
-pub(crate) async fn conclude(
-    tenant: &Tenant,
-    req: &DispatchRequest,
-    refused: bool,
-    mut result: DispatchResult,
-    dry_run: bool,
-) -> DispatchResult {
-    if let DispatchResult::Err { message, .. } = &mut result {
-        let mut policy = tenant.redaction.clone();
-        // A refusal never reached st2 and quotes no payload; only st2's words need the schema.
-        if !refused
-            && !req.payload.is_empty()
-            && let Ok(schema) = tenant
-                .dispatcher
-                .st2()
-                .action_parameters(req.flow_ref.trim())
-                .await
-        {
-            policy = policy.with_secret_parameters(&schema);
-        }
-        *message = scrub_text(message, &policy.secret_values(&req.payload));
-    }
-    if let Some(log) = &tenant.audit {
-        let reason = match &result {
-            DispatchResult::Err { message, .. } if refused => Some(message.as_str()),
-            _ => None,
-        };
-        let decision = Decision {
-            request: req,
-            tenant: &tenant.id,
-            refused: reason,
-            result: &result,
-            dry_run,
-        };
-        if let Err(e) = log.record(&decision).await {
-            tracing::error!("{e}");
-        }
-    }
-    result
-}
-
-/// Pairs a result with the HTTP status its error kind maps to (200 for success).
-pub(crate) fn with_status(result: DispatchResult) -> (StatusCode, DispatchResult) {
-    let status = match result.error_kind() {
-        None => StatusCode::OK,
-        Some(kind) => StatusCode::from_u16(kind.http_status()).expect("valid status"),
-    };
-    (status, result)
+    let observed = req.clone();
+    let dispatch = core_layer::dispatch(tenant, req, mode);
+    crate::telemetry::observe_dispatch(&observed, mode, dispatch)
+        .await
+        .map_err(Failure::from)
 }
 
 /// The W3C trace context in the request's `traceparent`/`tracestate` headers, if well formed.
 pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     TraceContext::parse(text("traceparent")?, text("tracestate"))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Equality whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
-    diff == 0
 }

@@ -4,12 +4,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
 use super::DispatchState;
+use super::answer::Contract;
+use super::auth::{AuthedTenant, Guard, require_bearer};
 use crate::events::Inbound;
 use crate::events::inbound::{InboundError, Outcome};
 
@@ -43,11 +45,17 @@ impl EventsState {
 }
 
 /// The `/v1/events` route, with its body limit; merge it into [`super::router`]'s router.
+/// The caller is authenticated before its body is read.
 pub fn router(state: EventsState) -> Router {
     let limit = state.inbound.max_body_bytes();
+    let guard = Guard {
+        tenants: state.dispatch.clone(),
+        contract: Contract::Events,
+    };
     Router::new()
         .route("/v1/events", post(receive))
         .layer(DefaultBodyLimit::max(limit))
+        .route_layer(axum::middleware::from_fn_with_state(guard, require_bearer))
         .with_state(state)
 }
 
@@ -58,15 +66,9 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 /// Handles `POST /v1/events`: 202 when fired, 200 for a redelivery, 4xx naming the problem.
 async fn receive(
     State(state): State<EventsState>,
-    headers: HeaderMap,
+    tenant: AuthedTenant,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(tenant) = state.dispatch.authenticate_headers(&headers) else {
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or unknown bearer token; send Authorization: Bearer <the tenant's api_token>"}),
-        );
-    };
     let body = match body {
         Ok(b) => b,
         Err(e) => {

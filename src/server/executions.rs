@@ -2,43 +2,38 @@
 //! the caller's tenant: an execution another tenant started answers exactly like a missing one.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-use super::dispatch::{DispatchState, Tenant};
-use crate::core::dispatch::CONTEXT_KEY;
-use crate::core::portarium::{DispatchResult, ErrorKind};
 use st2_client::models::{JsonObject, rfc3339};
 use st2_client::{CancelOutcome, Execution, RerunRequest, St2Error};
 
-type Answer = (StatusCode, Json<Value>);
+use super::answer::{Contract, Failure};
+use super::auth::AuthedTenant;
+use crate::core::dispatch::{CONTEXT_KEY, kind_of};
+use crate::core::portarium::ErrorKind;
+use crate::core::{DispatchError, Tenant};
+
+type Answer = Response;
 
 /// Handles `GET /v1/executions/{id}`.
-pub async fn get(
-    State(state): State<DispatchState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Answer {
-    match owned(&state, &headers, &id).await {
-        Ok((_, execution)) => (StatusCode::OK, Json(summary(&execution))),
+pub async fn get(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
+    match owned(&tenant, &id).await {
+        Ok(execution) => ok(StatusCode::OK, &execution),
         Err(answer) => answer,
     }
 }
 
 /// Handles `POST /v1/executions/{id}/cancel`; cancelling a completed execution is 409.
-pub async fn cancel(
-    State(state): State<DispatchState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Answer {
-    let tenant = match owned(&state, &headers, &id).await {
-        Ok((tenant, _)) => tenant,
-        Err(answer) => return answer,
-    };
+pub async fn cancel(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
+    if let Err(answer) = owned(&tenant, &id).await {
+        return answer;
+    }
     match tenant.dispatcher.st2().executions().cancel(&id).await {
-        Ok(CancelOutcome::Canceled(e)) => (StatusCode::OK, Json(summary(&e))),
+        Ok(CancelOutcome::Canceled(e)) => ok(StatusCode::OK, &e),
         Ok(CancelOutcome::AlreadyCompleted { faultstring }) => {
             failure(StatusCode::CONFLICT, ErrorKind::RemoteError, faultstring)
         }
@@ -47,28 +42,19 @@ pub async fn cancel(
 }
 
 /// Handles `POST /v1/executions/{id}/pause` (workflows only, as in st2).
-pub async fn pause(
-    State(state): State<DispatchState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Answer {
-    control(&state, &headers, &id, true).await
+pub async fn pause(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
+    control(&tenant, &id, true).await
 }
 
 /// Handles `POST /v1/executions/{id}/resume`.
-pub async fn resume(
-    State(state): State<DispatchState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Answer {
-    control(&state, &headers, &id, false).await
+pub async fn resume(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
+    control(&tenant, &id, false).await
 }
 
-async fn control(state: &DispatchState, headers: &HeaderMap, id: &str, pause: bool) -> Answer {
-    let tenant = match owned(state, headers, id).await {
-        Ok((tenant, _)) => tenant,
-        Err(answer) => return answer,
-    };
+async fn control(tenant: &Tenant, id: &str, pause: bool) -> Answer {
+    if let Err(answer) = owned(tenant, id).await {
+        return answer;
+    }
     let executions = tenant.dispatcher.st2().executions();
     let result = if pause {
         executions.pause(id).await
@@ -76,24 +62,13 @@ async fn control(state: &DispatchState, headers: &HeaderMap, id: &str, pause: bo
         executions.resume(id).await
     };
     match result {
-        Ok(e) => (StatusCode::OK, Json(summary(&e))),
+        Ok(e) => ok(StatusCode::OK, &e),
         Err(e) => st2_failure(&e),
     }
 }
 
-/// The caller's tenant and the execution, if that tenant started it.
-pub(super) async fn owned<'a>(
-    state: &'a DispatchState,
-    headers: &HeaderMap,
-    id: &str,
-) -> Result<(&'a Tenant, Execution), Answer> {
-    let Some(tenant) = state.authenticate_headers(headers) else {
-        return Err(failure(
-            StatusCode::UNAUTHORIZED,
-            ErrorKind::Unauthorized,
-            "missing or unknown bearer token".into(),
-        ));
-    };
+/// The execution, if the caller's tenant started it (or re-ran one it started).
+pub(super) async fn owned(tenant: &Tenant, id: &str) -> Result<Execution, Answer> {
     let not_found = || {
         failure(
             StatusCode::NOT_FOUND,
@@ -112,7 +87,7 @@ pub(super) async fn owned<'a>(
     let mut current = execution.clone();
     for _ in 0..MAX_RERUN_HOPS {
         if current.context_at(&format!("{CONTEXT_KEY}.tenant_id")) == Some(&json!(tenant.id)) {
-            return Ok((tenant, execution));
+            return Ok(execution);
         }
         let Some(previous) = current.context_at("re-run.ref").and_then(Value::as_str) else {
             break;
@@ -146,23 +121,32 @@ pub struct RerunBody {
 
 /// Handles `POST /v1/executions/{id}/rerun`: st2 re-runs it (secrets intact) as a new
 /// execution, answered with 201.
-pub async fn rerun(
-    State(state): State<DispatchState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Option<Json<RerunBody>>,
-) -> Answer {
-    let (tenant, original) = match owned(&state, &headers, &id).await {
+pub async fn rerun(tenant: AuthedTenant, Path(id): Path<String>, body: Bytes) -> Answer {
+    // No body, or an empty one, re-runs with the original parameters.
+    let body: RerunBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RerunBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                let failure = Failure::bad_request(format!(
+                    "request body refused: {e}; send {{\"parameters\": {{...}}}} or nothing"
+                ));
+                return Contract::Native.refuse(failure, None);
+            }
+        }
+    };
+    let original = match owned(&tenant, &id).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
     // A re-run starts the action again, so it passes the same gates a dispatch does.
     let action = original.action_ref().unwrap_or_default().to_string();
     if let Err(refusal) = tenant.may_run(&action).await {
-        return refused(refusal);
+        return Contract::Native.refuse(refusal.into(), None);
     }
     let request = RerunRequest {
-        parameters: body.map(|Json(b)| b.parameters).unwrap_or_default(),
+        parameters: body.parameters,
         ..RerunRequest::default()
     };
     match tenant
@@ -172,7 +156,7 @@ pub async fn rerun(
         .rerun(&id, &request)
         .await
     {
-        Ok(e) => (StatusCode::CREATED, Json(summary(&e))),
+        Ok(e) => ok(StatusCode::CREATED, &e),
         Err(e) => st2_failure(&e),
     }
 }
@@ -191,9 +175,18 @@ fn summary(e: &Execution) -> Value {
     })
 }
 
+/// A success: the execution's summary.
+fn ok(status: StatusCode, e: &Execution) -> Answer {
+    (status, Json(summary(e))).into_response()
+}
+
 fn failure(status: StatusCode, kind: ErrorKind, message: String) -> Answer {
-    let body = serde_json::to_value(DispatchResult::err(kind, message)).expect("serializable");
-    (status, Json(body))
+    let error = DispatchError {
+        kind,
+        message,
+        refused: false,
+    };
+    Contract::Native.refuse(Failure { status, error }, None)
 }
 
 /// st2's refusal of a request (wrong runner, wrong state) is the caller's 400, with st2's words;
@@ -206,17 +199,10 @@ fn st2_failure(e: &St2Error) -> Answer {
             faultstring.clone(),
         );
     }
-    refused(DispatchResult::err(
-        crate::core::dispatch::kind_of(e),
-        e.to_string(),
-    ))
-}
-
-/// A failed result with the HTTP status its error kind maps to, as every dispatch route answers.
-fn refused(result: DispatchResult) -> Answer {
-    let (status, result) = super::dispatch::with_status(result);
-    (
-        status,
-        Json(serde_json::to_value(result).expect("serializable")),
-    )
+    let error = DispatchError {
+        kind: kind_of(e),
+        message: e.to_string(),
+        refused: false,
+    };
+    Contract::Native.refuse(error.into(), None)
 }

@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,9 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::dispatch::{DispatchState, Tenant, admit, conclude, refuse_body, with_status};
-use crate::core::dispatch::{CONTEXT_KEY, Dispatcher, outcome};
+use super::answer::{Contract, Failure};
+use super::auth::AuthedTenant;
+use super::dispatch::run;
+use crate::core::dispatch::{CONTEXT_KEY, Dispatcher, kind_of, outcome};
 use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::core::{DispatchError, Dispatched, Mode, Tenant};
 use st2_client::models::{JsonObject, OutputType};
 use st2_client::{Execution, ExecutionStatus, SortOrder, St2Error};
 
@@ -84,63 +87,46 @@ const LOOKUP_LIMIT: u32 = 20;
 /// Handles `POST /v1/invoke`: 202 while st2 runs it, 200 when it has already completed (a
 /// retry of a finished invocation), the error kind's status when refused.
 pub async fn invoke(
-    State(state): State<DispatchState>,
+    tenant: AuthedTenant,
     headers: HeaderMap,
     body: Result<Json<InvocationRequest>, JsonRejection>,
 ) -> Response {
-    let tenant = match state.authorize(&headers) {
-        Ok(t) => t,
-        Err((status, result)) => return refusal(status, None, &result),
-    };
     let body = match body {
         Ok(Json(b)) => b,
-        Err(rejection) => {
-            let (status, result) = refuse_body(&rejection);
-            return refusal(status, None, &result);
-        }
+        Err(rejection) => return Contract::Machine.refuse(Failure::body(&rejection), None),
     };
     let invocation_id = body.invocation_id.clone();
     let req = match translate(body, &headers) {
         Ok(req) => req,
         Err(message) => {
-            let result = DispatchResult::err(ErrorKind::RemoteError, message);
-            return refusal(StatusCode::BAD_REQUEST, Some(&invocation_id), &result);
+            return Contract::Machine.refuse(Failure::bad_request(message), Some(&invocation_id));
         }
     };
-    let mut req = req;
-    if let Err(refused) = admit(tenant, &mut req, &headers).await {
-        let (status, result) = with_status(conclude(tenant, &req, true, refused, false).await);
-        return refusal(status, Some(&invocation_id), &result);
-    }
-    match tenant.dispatcher.submit(&req).await {
-        Ok((execution, _)) => {
+    match run(&tenant, req, &headers, Mode::Start).await {
+        Ok(Dispatched {
+            execution: Some(execution),
+            ..
+        }) => {
             let answer = describe(&invocation_id, &execution, &headers);
-            // The audit log records what the invocation started; its outcome is st2's.
-            let accepted = DispatchResult::Ok {
-                output: json!({"executionId": execution.id, "status": answer.status}),
-            };
-            conclude(tenant, &req, false, accepted, false).await;
             let status = match answer.status {
                 InvocationStatus::Accepted | InvocationStatus::Running => StatusCode::ACCEPTED,
                 _ => StatusCode::OK,
             };
             (status, Json(answer)).into_response()
         }
-        Err(result) => {
-            let (status, result) = with_status(conclude(tenant, &req, false, result, false).await);
-            refusal(status, Some(&invocation_id), &result)
-        }
+        Ok(_) => unreachable!("a start always names its execution"),
+        Err(failure) => Contract::Machine.refuse(failure, Some(&invocation_id)),
     }
 }
 
 /// Handles `GET /v1/invoke/{invocationId}/status`.
 pub async fn status(
-    State(state): State<DispatchState>,
+    tenant: AuthedTenant,
     headers: HeaderMap,
     Path(invocation_id): Path<String>,
 ) -> Response {
-    match located(&state, &headers, &invocation_id).await {
-        Ok((tenant, found)) => {
+    match located(&tenant, &invocation_id).await {
+        Ok(found) => {
             // The lookup leaves results out; a completed one is read whole for its output.
             let execution = if found
                 .status
@@ -169,13 +155,9 @@ pub async fn status(
 
 /// Handles `GET /v1/invoke/{invocationId}/stream`: one progress event per status change and
 /// per new piece of output, then a last event with the completed status, then the end.
-pub async fn stream(
-    State(state): State<DispatchState>,
-    headers: HeaderMap,
-    Path(invocation_id): Path<String>,
-) -> Response {
-    match located(&state, &headers, &invocation_id).await {
-        Ok((tenant, execution)) => {
+pub async fn stream(tenant: AuthedTenant, Path(invocation_id): Path<String>) -> Response {
+    match located(&tenant, &invocation_id).await {
+        Ok(execution) => {
             let progress = Progress {
                 dispatcher: tenant.dispatcher.clone(),
                 invocation_id,
@@ -305,22 +287,15 @@ fn status_url(headers: &HeaderMap, invocation_id: &str) -> Option<String> {
     Some(format!("{scheme}://{host}/v1/invoke/{id}/status"))
 }
 
-/// The caller's tenant and the execution its invocation started; an invocation of another
-/// tenant answers exactly like a missing one.
-async fn located<'s>(
-    state: &'s DispatchState,
-    headers: &HeaderMap,
-    invocation_id: &str,
-) -> Result<(&'s Tenant, Execution), Response> {
-    let tenant = state
-        .authorize(headers)
-        .map_err(|(status, result)| refusal(status, None, &result))?;
+/// The execution the caller's invocation started; an invocation of another tenant answers
+/// exactly like a missing one.
+async fn located(tenant: &Tenant, invocation_id: &str) -> Result<Execution, Response> {
     let not_found = || {
-        let result = DispatchResult::err(
+        let failure = Failure::from(DispatchError::refused(
             ErrorKind::FlowNotFound,
             format!("no invocation {invocation_id} for this tenant"),
-        );
-        refusal(StatusCode::NOT_FOUND, Some(invocation_id), &result)
+        ));
+        refusal(failure, Some(invocation_id))
     };
     if invocation_id.is_empty() || invocation_id.chars().any(char::is_whitespace) {
         return Err(not_found());
@@ -346,32 +321,29 @@ async fn located<'s>(
                 .and_then(Value::as_str)
                 == Some(tenant.id.as_str())
         })
-        .map(|e| (tenant, e))
         .ok_or_else(not_found)
 }
 
-/// A refusal in the invocation answer's shape, with the status chosen for its error kind.
-fn refusal(status: StatusCode, invocation_id: Option<&str>, result: &DispatchResult) -> Response {
-    let (kind, message) = match result {
-        DispatchResult::Err { kind, message } => (Some(*kind), message.clone()),
-        DispatchResult::Ok { .. } => (None, String::new()),
-    };
+/// A refusal in the invocation answer's shape (`MachineInvocationResponseV1` with status
+/// `failed`), the machine interface's one response mapping for failures.
+pub(super) fn refusal(failure: Failure, invocation_id: Option<&str>) -> Response {
     let body = json!({
         "schemaVersion": 1,
         "invocationId": invocation_id,
         "status": InvocationStatus::Failed,
-        "error": message,
-        "errorKind": kind,
+        "error": failure.error.message,
+        "errorKind": failure.error.kind,
     });
-    (status, Json(body)).into_response()
+    (failure.status, Json(body)).into_response()
 }
 
 fn st2_refusal(invocation_id: &str, err: &St2Error) -> Response {
-    let (status, result) = with_status(DispatchResult::err(
-        crate::core::dispatch::kind_of(err),
-        err.to_string(),
-    ));
-    refusal(status, Some(invocation_id), &result)
+    let failure = Failure::from(DispatchError {
+        kind: kind_of(err),
+        message: err.to_string(),
+        refused: false,
+    });
+    refusal(failure, Some(invocation_id))
 }
 
 /// `MachineInvocationProgressEventV1`.

@@ -1,16 +1,21 @@
 //! `POST /tools/invoke`: the OpenClaw gateway bridge, the execution path wired in Portarium
 //! today. The tool name is the st2 action ref, optionally prefixed `<machineId>/`.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
-
-use super::dispatch::{DispatchState, execute, refuse_body};
-use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, TraceContext};
 use st2_client::models::JsonObject;
+
+use super::answer::{Contract, Failure};
+use super::auth::AuthedTenant;
+use super::dispatch::{DispatchState, run};
+use crate::core::Mode;
+use crate::core::portarium::{DispatchRequest, TraceContext};
 
 /// The bridge's request body.
 #[derive(Debug, Deserialize)]
@@ -52,45 +57,37 @@ pub struct InvokeMetadata {
 /// same execution), and success answers with the output itself, which the bridge reads.
 pub async fn invoke(
     State(state): State<DispatchState>,
+    tenant: AuthedTenant,
     headers: HeaderMap,
     body: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Response {
-    let (status, result) = match state.authorize(&headers) {
-        Err(refusal) => refusal,
-        Ok(tenant) => match body {
-            Err(rejection) => refuse_body(&rejection),
-            Ok(Json(body)) => {
-                let flow_ref = body
-                    .tool_name
-                    .split_once('/')
-                    .map_or(body.tool_name.as_str(), |(_, tool)| tool)
-                    .to_string();
-                let dry_run = body.dry_run || body.metadata.dry_run;
-                let req = DispatchRequest {
-                    action_id: body.metadata.action_id,
-                    idempotency_key: body.metadata.idempotency_key,
-                    tenant_id: body.metadata.tenant_id,
-                    run_id: body.metadata.run_id,
-                    correlation_id: body.metadata.correlation_id,
-                    flow_ref,
-                    payload: body.parameters,
-                    trace: body.metadata.traceparent.as_deref().and_then(|tp| {
-                        TraceContext::parse(tp, body.metadata.tracestate.as_deref())
-                    }),
-                };
-                let wait = state.settings().default_wait_ms;
-                execute(tenant, req, &headers, wait, dry_run).await
-            }
-        },
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejection) => return Contract::OpenClaw.answer(Err(Failure::body(&rejection))),
     };
-    match result {
-        DispatchResult::Ok { output } => (StatusCode::OK, Json(output)).into_response(),
-        failure @ DispatchResult::Err {
-            kind: ErrorKind::RemoteError,
-            ..
-        } if status.is_server_error() => {
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(failure)).into_response()
-        }
-        failure => (status, Json(failure)).into_response(),
-    }
+    let flow_ref = body
+        .tool_name
+        .split_once('/')
+        .map_or(body.tool_name.as_str(), |(_, tool)| tool)
+        .to_string();
+    let mode = if body.dry_run || body.metadata.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Wait(Duration::from_millis(state.settings().default_wait_ms))
+    };
+    let req = DispatchRequest {
+        action_id: body.metadata.action_id,
+        idempotency_key: body.metadata.idempotency_key,
+        tenant_id: body.metadata.tenant_id,
+        run_id: body.metadata.run_id,
+        correlation_id: body.metadata.correlation_id,
+        flow_ref,
+        payload: body.parameters,
+        trace: body
+            .metadata
+            .traceparent
+            .as_deref()
+            .and_then(|tp| TraceContext::parse(tp, body.metadata.tracestate.as_deref())),
+    };
+    Contract::OpenClaw.answer(run(&tenant, req, &headers, mode).await)
 }

@@ -9,13 +9,13 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::auth::AuthedTenant;
 use super::dispatch::DispatchState;
 use super::executions::owned;
 use st2_client::stream::OutputStream;
@@ -26,13 +26,13 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Handles `GET /v1/executions/{id}/output`.
 pub async fn output(
     State(state): State<DispatchState>,
-    headers: HeaderMap,
+    tenant: AuthedTenant,
     Path(id): Path<String>,
 ) -> Response {
-    let dispatcher = match owned(&state, &headers, &id).await {
-        Ok((tenant, _)) => tenant.dispatcher.clone(),
-        Err(answer) => return answer.into_response(),
-    };
+    if let Err(answer) = owned(&tenant, &id).await {
+        return answer;
+    }
+    let dispatcher = tenant.dispatcher.clone();
     let chunks = match dispatcher.watcher() {
         Some(w) => w.output(&id),
         None => OutputStream::new(dispatcher.st2().clone(), None, &id),

@@ -21,7 +21,8 @@ use tracing::field::Empty;
 
 use st2_client::stream::{ExecutionWatcher, StatsHandle};
 
-use crate::core::portarium::{DispatchRequest, DispatchResult, TraceContext};
+use crate::core::portarium::{DispatchRequest, ErrorKind, TraceContext};
+use crate::core::{DispatchError, Dispatched, Mode};
 
 /// What an instrument is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -464,56 +465,64 @@ impl Drop for InFlight {
     }
 }
 
-/// Runs one dispatch (or dry run) inside its span, continuing the caller's trace, and
-/// records Portarium's action metrics. Tenant and correlation ids are not span attributes:
-/// `tenant.id` rides along only to be moved onto the resource by the span exporter.
+/// Runs one dispatch inside its span, continuing the caller's trace, and records Portarium's
+/// action metrics for the dispatches that wait for an outcome (a dry run or a start has
+/// none). Tenant and correlation ids are not span attributes: `tenant.id` rides along only to
+/// be moved onto the resource by the span exporter.
 pub async fn observe_dispatch(
     req: &DispatchRequest,
-    dry_run: bool,
-    run: impl Future<Output = DispatchResult>,
-) -> DispatchResult {
+    mode: Mode,
+    run: impl Future<Output = Result<Dispatched, DispatchError>>,
+) -> Result<Dispatched, DispatchError> {
     let (pack, operation) = pack_and_operation(req);
-    let span = if dry_run {
-        tracing::info_span!("workflow.action.validate", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, tenant.id = %req.tenant_id)
-    } else {
-        tracing::info_span!("workflow.action.execute", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, st2.execution.id = Empty, st2.execution.status = Empty, tenant.id = %req.tenant_id)
+    let span = match mode {
+        Mode::DryRun => {
+            tracing::info_span!("workflow.action.validate", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, tenant.id = %req.tenant_id)
+        }
+        Mode::Start => {
+            tracing::info_span!("workflow.action.start", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, st2.execution.id = Empty, st2.execution.status = Empty, tenant.id = %req.tenant_id)
+        }
+        Mode::Wait(_) => {
+            tracing::info_span!("workflow.action.execute", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, st2.execution.id = Empty, st2.execution.status = Empty, tenant.id = %req.tenant_id)
+        }
     };
     if let Some(trace) = &req.trace {
         continue_trace(&span, trace);
     }
+    let waits = matches!(mode, Mode::Wait(_));
     let labels: Labels = vec![("action.operation", operation), ("pack.id", pack)];
-    let _in_flight = (!dry_run).then(InFlight::enter);
+    let _in_flight = waits.then(InFlight::enter);
     let started = Instant::now();
     let result = run.instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if result.error_kind() != Some(crate::core::portarium::ErrorKind::FlowNotFound) {
+    if result.as_ref().err().map(|e| e.kind) != Some(ErrorKind::FlowNotFound) {
         learn_ref(req.flow_ref.trim());
     }
     match &result {
-        DispatchResult::Ok { output } => {
+        Ok(done) => {
             span.record("action.outcome", "succeeded");
-            if let Some(id) = output.get("executionId").and_then(|v| v.as_str()) {
+            if let Some(id) = done.output.get("executionId").and_then(|v| v.as_str()) {
                 span.record("st2.execution.id", id);
             }
-            if let Some(status) = output.get("status").and_then(|v| v.as_str()) {
+            if let Some(status) = done.output.get("status").and_then(|v| v.as_str()) {
                 span.record("st2.execution.status", status);
             }
         }
-        DispatchResult::Err { kind, .. } => {
+        Err(e) => {
             span.record("action.outcome", "exception");
-            span.record("errorKind", kind.to_string());
+            span.record("errorKind", e.kind.to_string());
             span.record("otel.status_code", "ERROR");
         }
     }
-    if !dry_run {
+    if waits {
         let outcome = match &result {
-            DispatchResult::Ok { .. } => {
+            Ok(_) => {
                 metrics().add(M_SUCCEEDED, labels.clone(), 1.0);
                 "succeeded"
             }
-            DispatchResult::Err { kind, .. } => {
+            Err(e) => {
                 let mut failed = labels.clone();
-                failed.push(("errorKind", kind.to_string()));
+                failed.push(("errorKind", e.kind.to_string()));
                 metrics().add(M_FAILED, failed, 1.0);
                 "exception"
             }
