@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# portarium-st2 (and st2-emulator, for the compose file's emulator profile).
+# portarium-st2, built without the st2 emulator (--no-default-features), as the default image;
+# st2-emulator, for the compose file's emulator profile, as a separate image:
 #   docker build -t portarium-st2:dev .
+#   docker build --target emulator -t portarium-st2-emulator:dev .
 # Runs `portarium-st2 serve`; mount a config and point PORTARIUM_ST2_CONFIG at it
 # (docker-compose.st2.yml does both). The config must set `listen: 0.0.0.0:8787`: the
 # default, 127.0.0.1, is unreachable from outside the container, and the HEALTHCHECK
@@ -16,9 +18,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --locked --release \
-        -p portarium-st2 -p st2-emulator --bin portarium-st2 --bin st2-emulator \
+        -p portarium-st2 --no-default-features --bin portarium-st2 \
+    && cargo build --locked --release -p st2-emulator --bin st2-emulator \
     && mkdir -p /out \
     && cp target/release/portarium-st2 target/release/st2-emulator /out/
+
+# The emulator's own image (a build target; the default image below has no emulator).
+FROM debian:bookworm-slim AS emulator
+RUN groupadd --system --gid 10001 portarium \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin portarium
+COPY --from=build /out/st2-emulator /usr/local/bin/
+USER 10001:10001
+EXPOSE 9101
+CMD ["st2-emulator", "--listen=0.0.0.0:9101"]
 
 FROM debian:bookworm-slim
 # ca-certificates: the st2 client verifies TLS against the system roots.
@@ -27,7 +39,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 portarium \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin portarium
-COPY --from=build /out/portarium-st2 /out/st2-emulator /usr/local/bin/
+COPY --from=build /out/portarium-st2 /usr/local/bin/
 USER 10001:10001
 EXPOSE 8787
 # No curl in the image: bash opens the socket itself and asks /healthz (the process

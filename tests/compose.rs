@@ -1004,12 +1004,37 @@ fn dockerfile_builds_locked_release_binaries_and_runs_them_as_non_root() {
             "cargo build lacks {needed}: {cargo}"
         );
     }
-    let args: Vec<String> = cargo.split_whitespace().map(String::from).collect();
-    let bins: BTreeSet<String> = args
-        .windows(2)
-        .filter(|w| w[0] == "--bin")
-        .map(|w| w[1].clone())
+    // The adapter is built without the emulator; the emulator is a binary (and image) apart.
+    let builds: Vec<&str> = cargo
+        .split("&&")
+        .filter(|c| c.contains("cargo build"))
         .collect();
+    let bin_of = |command: &str| -> String {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        args.windows(2)
+            .find(|w| w[0] == "--bin")
+            .map(|w| w[1].to_string())
+            .expect("each cargo build names its binary")
+    };
+    let adapter_build = builds
+        .iter()
+        .find(|c| bin_of(c) == "portarium-st2")
+        .expect("the adapter is built");
+    assert!(
+        adapter_build.contains("--no-default-features"),
+        "the adapter image must not link the emulator: {adapter_build}"
+    );
+    let bins: BTreeSet<String> = BTreeSet::from(["portarium-st2".to_string()]);
+    let emulator_stage = stages
+        .iter()
+        .find(|st| st[0].1.split_whitespace().last() == Some("emulator"))
+        .expect("an `emulator` build target");
+    assert!(
+        emulator_stage
+            .iter()
+            .any(|(kw, a)| kw == "COPY" && a.contains("/out/st2-emulator")),
+        "the emulator target holds st2-emulator"
+    );
 
     let runtime_from = &runtime[0].1;
     assert!(

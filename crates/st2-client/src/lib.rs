@@ -6,22 +6,8 @@
 //! fails with an [`St2Error`] that keeps st2's `faultstring`. The API areas ([`api`]) hang
 //! off the client; [`models`] holds what st2 sends; [`stream`] follows executions live.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use st2_client::{ExecutionRequest, St2Client, St2Config, Secret};
-//! use st2_client::stream::ExecutionWatcher;
-//!
-//! let config = St2Config::with_api_key("https://st2.example.com".parse()?, Secret::resolve("env:ST2_API_KEY")?);
-//! let client = St2Client::from_config(&config)?;
-//! let watcher = ExecutionWatcher::start(client.clone(), config.stream.clone());
-//! let mut request = ExecutionRequest::new("core.local");
-//! request.parameters.insert("cmd".into(), "date".into());
-//! let created = client.executions().create(&request).await?;
-//! let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-//! let done = watcher.wait_for(&created, deadline).await?;
-//! println!("{} {:?}", done.id, done.status);
-//! # Ok(()) }
-//! ```
+//! The README's example runs an action and follows it.
+#![doc = include_str!("../README.md")]
 
 pub mod api;
 mod auth;
