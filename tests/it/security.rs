@@ -11,6 +11,8 @@ use std::time::Duration;
 use portarium_st2::config::Config;
 use portarium_st2::server::{self, DispatchState, Readiness};
 use serde_json::{Value, json};
+
+use crate::support::tls_file;
 use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions};
 
@@ -56,12 +58,6 @@ async fn adapter_with(st2_url: &str, server_yaml: &str) -> String {
             format!("https://{addr}")
         }
     }
-}
-
-fn tls_file(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support/tls")
-        .join(name)
 }
 
 /// An HTTPS client trusting the test CA, presenting `identity` (cert and key files) if given.
@@ -241,12 +237,11 @@ async fn untrusted_tls() -> (String, Arc<AtomicUsize>) {
     use tokio_rustls::rustls::ServerConfig;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
-    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+    let certs = CertificateDer::pem_file_iter(tls_file("server.pem"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
     let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -349,28 +344,16 @@ fn serve(config: &std::path::Path) -> Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_parameter_never_appears_in_logs_errors_or_the_audit_log() {
     // The built-in catalogue plus an action whose failure quotes its parameters on stderr.
-    let mut catalogue: serde_norway::Value = serde_norway::from_str(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("crates/st2-emulator/src/catalogue.yaml"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let leaky: serde_norway::Value = serde_norway::from_str(
-        "{pack: examples, name: login, runner_type: local-shell-cmd,
-          parameters: {user: {type: string, required: true}, pin: {type: string, secret: true},
-                       ssn: {type: string}},
-          behaviour: {kind: shell, stderr: 'login {{user}} pin {{pin}} ssn {{ssn}} refused', return_code: 1}}",
-    )
-    .unwrap();
-    catalogue["actions"].as_sequence_mut().unwrap().push(leaky);
+    let catalogue = crate::support::catalogue_with(
+        "actions:
+          - {pack: examples, name: login, runner_type: local-shell-cmd,
+             parameters: {user: {type: string, required: true}, pin: {type: string, secret: true},
+                          ssn: {type: string}},
+             behaviour: {kind: shell, stderr: 'login {{user}} pin {{pin}} ssn {{ssn}} refused', return_code: 1}}",
+    );
     let emu = Emulator::start(EmulatorOptions {
         api_key: KEY.into(),
-        catalogue: st2_emulator::Catalogue::from_yaml(
-            &serde_norway::to_string(&catalogue).unwrap(),
-        )
-        .unwrap(),
+        catalogue,
         ..Default::default()
     })
     .await
