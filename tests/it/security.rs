@@ -9,55 +9,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portarium_st2::config::Config;
-use portarium_st2::server::{self, DispatchState, Readiness};
 use serde_json::{Value, json};
 
 use crate::support::tls_file;
-use st2_client::St2Client;
+use portarium_st2::app::App;
 use st2_emulator::{Emulator, EmulatorOptions};
+
+use crate::support::stack::Stack;
 
 const KEY: &str = "sec-key";
 
-/// The adapter in-process against `st2_url`; its base URL.
-async fn adapter(st2_url: &str) -> String {
-    adapter_with(st2_url, "").await
-}
-
-/// The same with `server_yaml` (a `server:` section) added; `https://` when it sets TLS.
-async fn adapter_with(st2_url: &str, server_yaml: &str) -> String {
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nst2: {{base_url: '{st2_url}', api_key: {KEY}, retry: {{max_retries: 0}}}}\n\
-         tenants:\n  - {{id: t1, api_token: right-token}}\n{server_yaml}"
-    );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let client = St2Client::from_config(&config.st2).unwrap();
-    let probe = client.clone();
-    let readiness = Readiness::new(
-        Arc::new(move || {
-            let c = probe.clone();
-            Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
-        }),
-        Duration::from_secs(2),
-        Duration::ZERO,
-    );
-    let dispatch =
-        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    match &config.server.tls {
-        None => {
-            tokio::spawn(server::serve(listener, router, std::future::pending()));
-            format!("http://{addr}")
-        }
-        Some(tls) => {
-            let acceptor = tls.acceptor().unwrap();
-            let serving =
-                server::tls::serve_tls(listener, router, acceptor, std::future::pending());
-            tokio::spawn(serving);
-            format!("https://{addr}")
-        }
-    }
+/// The emulator and the adapter before it, tenant t1 calling with `right-token`; `yaml` adds
+/// top-level sections.
+async fn stack(yaml: &str) -> Stack {
+    Stack::builder()
+        .st2("retry: {max_retries: 0}")
+        .tenant("t1", "right-token")
+        .yaml(yaml)
+        .start()
+        .await
 }
 
 /// An HTTPS client trusting the test CA, presenting `identity` (cert and key files) if given.
@@ -74,19 +44,14 @@ fn https_client(identity: Option<(&str, &str)>) -> reqwest::Client {
 
 #[tokio::test]
 async fn mutual_tls_admits_only_clients_the_configured_ca_signed() {
-    let emu = Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
     let server_yaml = format!(
         "server: {{tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}}}\n",
         tls_file("server.pem").display(),
         tls_file("server.key").display(),
         tls_file("client-ca.pem").display()
     );
-    let base = adapter_with(&emu.base_url(), &server_yaml).await;
+    let s = stack(&server_yaml).await;
+    let base = &s.base;
     let trusted = https_client(Some(("client.pem", "client.key")));
     let resp = trusted.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
@@ -161,13 +126,8 @@ fn dispatch_body(flow_ref: &str, payload: Value) -> Value {
 
 #[tokio::test]
 async fn no_or_wrong_token_is_401_on_every_authenticated_route() {
-    let emu = Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let base = adapter(&emu.base_url()).await;
+    let s = stack("").await;
+    let base = &s.base;
     let http = reqwest::Client::new();
     let routes = [
         ("POST", "/v1/dispatch"),
@@ -209,7 +169,8 @@ async fn no_or_wrong_token_is_401_on_every_authenticated_route() {
         }
     }
     // The stream watcher's own connection is the adapter's, not a caller's.
-    let reached: Vec<_> = emu
+    let reached: Vec<_> = s
+        .emu
         .request_log()
         .into_iter()
         .filter(|r| !r.path.starts_with("/stream/"))
@@ -264,7 +225,14 @@ async fn untrusted_tls() -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn an_untrusted_st2_certificate_fails_dispatch_and_readiness() {
     let (url, completed) = untrusted_tls().await;
-    let base = adapter(&url).await;
+    // st2 here is a TLS stand-in, not the emulator the stack starts.
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nst2: {{base_url: '{url}', api_key: k, retry: {{max_retries: 0}}}}\n\
+         tenants:\n  - {{id: t1, api_token: right-token}}\n"
+    );
+    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
+    let app = App::build(&config, Duration::ZERO).await.unwrap();
+    let base = app.serve_in_background(config.listen).await.unwrap();
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{base}/v1/dispatch"))

@@ -2,6 +2,7 @@
 
 pub mod nats;
 pub mod reference;
+pub mod stack;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
