@@ -12,7 +12,7 @@
 //! already running (so other clients can be measured against the very same emulator).
 
 // The reference folder is found the way the tests find it.
-#[path = "../tests/support/reference.rs"]
+#[path = "../tests/it/support/reference.rs"]
 mod reference;
 
 use std::path::PathBuf;

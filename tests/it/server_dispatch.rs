@@ -3,43 +3,26 @@
 
 use std::time::Duration;
 
-use portarium_st2::app::App;
+use crate::support::stack::{KEY, Stack};
 use portarium_st2::config::Config;
 use serde_json::{Value, json};
 use st2_client::St2Client;
-use st2_emulator::{Emulator, EmulatorOptions};
 
-const KEY: &str = "server-key";
-
-struct Stack {
-    emu: Emulator,
-    base: String,
-    http: reqwest::Client,
-}
-
-/// An emulator and the adapter in front of it; `extra_yaml` adds entries to `tenants`.
-async fn stack(extra_yaml: &str) -> Stack {
-    let emu = Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}}}\n\
-         tenants:\n  - {{id: tenant-a, api_token: token-a}}\n  - {{id: tenant-b, api_token: token-b, st2: {{api_key: not-a-key}}}}\n\
-         {extra_yaml}dispatch: {{max_body_bytes: 4096}}\n",
-        emu.base_url()
+/// An emulator and the adapter in front of it: tenant-a may dispatch, tenant-b's own st2 key
+/// is wrong; `tenant_c` adds a third tenant that may dispatch.
+async fn stack(tenant_c: bool) -> Stack {
+    let mut builder = Stack::builder().tenant("tenant-a", "token-a").tenant_with(
+        "tenant-b",
+        "token-b",
+        "st2: {api_key: not-a-key}",
     );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    // No readiness caching, so each probe reflects st2 now.
-    let app = App::build(&config, Duration::ZERO).await.unwrap();
-    let base = app.serve_in_background(config.listen).await.unwrap();
-    Stack {
-        emu,
-        base,
-        http: reqwest::Client::new(),
+    if tenant_c {
+        builder = builder.tenant("tenant-c", "token-c");
     }
+    builder
+        .yaml("dispatch: {max_body_bytes: 4096}")
+        .start()
+        .await
 }
 
 fn body(tenant: &str, flow_ref: &str, payload: Value) -> Value {
@@ -49,42 +32,11 @@ fn body(tenant: &str, flow_ref: &str, payload: Value) -> Value {
     })
 }
 
-impl Stack {
-    async fn post(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}/v1/dispatch", self.base))
-            .json(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    /// Requests made for callers; the stream watchers' own connections are not counted.
-    fn st2_requests(&self) -> usize {
-        self.emu
-            .request_log()
-            .iter()
-            .filter(|r| !r.path.starts_with("/stream/"))
-            .count()
-    }
-
-    fn creates(&self) -> usize {
-        self.emu
-            .request_log()
-            .iter()
-            .filter(|r| r.method == "POST" && r.path == "/api/v1/executions")
-            .count()
-    }
-}
-
 #[tokio::test]
 async fn a_tenant_dispatches_and_gets_portariums_result() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let (status, result) = s
-        .post(
+        .dispatch(
             Some("token-a"),
             &body("tenant-a", "core.echo", json!({"message": "hello"})),
         )
@@ -94,14 +46,14 @@ async fn a_tenant_dispatches_and_gets_portariums_result() {
     assert_eq!(result["output"]["result"]["stdout"], "hello");
 
     let (status, result) = s
-        .post(Some("token-a"), &body("tenant-a", "core.nope", json!({})))
+        .dispatch(Some("token-a"), &body("tenant-a", "core.nope", json!({})))
         .await;
     assert_eq!(
         (status, result["errorKind"].as_str()),
         (404, Some("FlowNotFound"))
     );
     let (status, result) = s
-        .post(
+        .dispatch(
             Some("token-a"),
             &body("tenant-a", "examples.fail", json!({})),
         )
@@ -114,10 +66,10 @@ async fn a_tenant_dispatches_and_gets_portariums_result() {
 
 #[tokio::test]
 async fn tokens_must_match_the_tenant_and_nothing_reaches_st2_otherwise() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let b = body("tenant-a", "core.noop", json!({}));
     for token in [None, Some("wrong"), Some("token-b")] {
-        let (status, result) = s.post(token, &b).await;
+        let (status, result) = s.dispatch(token, &b).await;
         assert_eq!(status, 401, "{token:?}: {result}");
         assert_eq!(result["errorKind"], "Unauthorized");
     }
@@ -126,10 +78,10 @@ async fn tokens_must_match_the_tenant_and_nothing_reaches_st2_otherwise() {
 
 #[tokio::test]
 async fn each_tenant_uses_its_own_st2_credentials() {
-    let s = stack("").await;
+    let s = stack(false).await;
     // tenant-b's own st2 key is wrong: its dispatch fails where tenant-a's succeeds.
     let (status, result) = s
-        .post(Some("token-b"), &body("tenant-b", "core.noop", json!({})))
+        .dispatch(Some("token-b"), &body("tenant-b", "core.noop", json!({})))
         .await;
     assert_eq!(
         (status, result["errorKind"].as_str()),
@@ -137,14 +89,14 @@ async fn each_tenant_uses_its_own_st2_credentials() {
         "{result}"
     );
     let (status, _) = s
-        .post(Some("token-a"), &body("tenant-a", "core.noop", json!({})))
+        .dispatch(Some("token-a"), &body("tenant-a", "core.noop", json!({})))
         .await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test]
 async fn bad_bodies_get_a_clear_4xx_and_no_st2_call() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let url = format!("{}/v1/dispatch", s.base);
     let send = |body: String| {
         s.http
@@ -189,7 +141,7 @@ async fn bad_bodies_get_a_clear_4xx_and_no_st2_call() {
 
 #[tokio::test]
 async fn idempotency_key_header_and_wait_limit_are_honoured() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let b = body("tenant-a", "core.local", json!({"cmd": "sleep 1"}));
     let send = || {
         s.http
@@ -218,7 +170,7 @@ async fn idempotency_key_header_and_wait_limit_are_honoured() {
 
 #[tokio::test]
 async fn health_and_readiness_follow_st2() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let get = |path: &str| s.http.get(format!("{}{path}", s.base)).send();
     assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
     assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
@@ -254,7 +206,7 @@ fn activepieces(s: &Stack, flow_ref: &str, payload: Value, token: &str) -> reqwe
 
 #[tokio::test]
 async fn the_activepieces_route_answers_as_that_executor_reads_it() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let resp = activepieces(
         &s,
         "core.echo",
@@ -294,7 +246,7 @@ async fn the_activepieces_route_answers_as_that_executor_reads_it() {
 
 #[tokio::test]
 async fn the_activepieces_route_refuses_ids_that_disagree_with_the_body() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let before = s.st2_requests();
     let resp = activepieces(&s, "core.noop", json!({}), "token-a")
         .header("runId", "another-run")
@@ -342,7 +294,7 @@ impl Stack {
 #[tokio::test]
 async fn executions_are_visible_and_controllable_only_by_their_tenant() {
     // tenant-c shares st2 credentials with tenant-a, so only the adapter's scoping separates them.
-    let s = stack("  - {id: tenant-c, api_token: token-c}\n").await;
+    let s = stack(true).await;
     let b = body("tenant-a", "core.local", json!({"cmd": "sleep 30"}));
     let (status, timeout) = s
         .http
@@ -418,7 +370,7 @@ async fn executions_are_visible_and_controllable_only_by_their_tenant() {
 
 #[tokio::test]
 async fn workflows_pause_and_resume_through_the_adapter() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let (status, r) = s
         .http
         .post(format!("{}/v1/dispatch?waitMs=100", s.base))
@@ -468,7 +420,7 @@ async fn workflows_pause_and_resume_through_the_adapter() {
     assert_eq!(status, 200, "{e}");
     // The retry of the original dispatch now waits for the resumed workflow to finish.
     let (status, done) = s
-        .post(
+        .dispatch(
             Some("token-a"),
             &body("tenant-a", "examples.orquesta-sequential", json!({})),
         )
@@ -505,7 +457,7 @@ fn openclaw(
 
 #[tokio::test]
 async fn the_openclaw_bridge_can_dispatch_to_st2_unmodified() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let resp = openclaw(
         &s,
         "machine-1/core.echo",
@@ -561,7 +513,7 @@ async fn the_openclaw_bridge_can_dispatch_to_st2_unmodified() {
 
 #[tokio::test]
 async fn openclaw_dry_runs_check_everything_and_start_nothing() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let resp = openclaw(&s, "core.local", json!({"cmd": "uptime"}), true, "d-1")
         .send()
         .await
@@ -593,9 +545,9 @@ async fn openclaw_dry_runs_check_everything_and_start_nothing() {
 
 #[tokio::test]
 async fn a_rerun_belongs_to_the_tenant_of_the_original() {
-    let s = stack("  - {id: tenant-c, api_token: token-c}\n").await;
+    let s = stack(true).await;
     let (status, first) = s
-        .post(
+        .dispatch(
             Some("token-a"),
             &body("tenant-a", "core.echo", json!({"message": "one"})),
         )
@@ -654,7 +606,7 @@ async fn a_rerun_belongs_to_the_tenant_of_the_original() {
 
 #[tokio::test]
 async fn every_route_in_openapi_json_is_served() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let resp = s
         .http
         .get(format!("{}/openapi.json", s.base))
@@ -730,7 +682,7 @@ impl Stack {
 
 #[tokio::test]
 async fn machine_invocations_answer_at_once_and_complete_behind_their_status_url() {
-    let s = stack("  - {id: tenant-c, api_token: token-c}\n").await;
+    let s = stack(true).await;
     let body = invocation(
         "inv-1",
         "tenant-a",
@@ -798,7 +750,7 @@ async fn machine_invocations_answer_at_once_and_complete_behind_their_status_url
 
 #[tokio::test]
 async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothing() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let cases = [
         (
             "token-a",
@@ -869,7 +821,7 @@ async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothi
 
 #[tokio::test]
 async fn machine_invocation_progress_streams_status_and_output_until_it_completes() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let body = invocation(
         "inv-s",
         "tenant-a",
@@ -948,7 +900,7 @@ async fn st2_context(s: &Stack, output: &Value) -> Value {
 
 #[tokio::test]
 async fn every_route_hands_the_callers_trace_context_to_st2() {
-    let s = stack("").await;
+    let s = stack(false).await;
     let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let resp = s
         .http

@@ -2,8 +2,6 @@
 //! events over a real nats-server) firing st2 rules, and lifecycle events from real execution
 //! snapshots in any order.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -434,7 +432,7 @@ fn events_config_is_checked_naming_the_field_and_takes_env_overrides() {
 #[tokio::test]
 async fn events_from_portarium_jetstream_fire_rules_once() {
     let s = stack().await;
-    let mut server = support::nats::NatsServer::on_port(support::nats::free_port());
+    let mut server = crate::support::nats::NatsServer::on_port(crate::support::nats::free_port());
     server.start();
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);

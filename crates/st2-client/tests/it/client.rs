@@ -15,6 +15,8 @@ use st2_client::{
 };
 use st2_emulator::{Emulator, EmulatorOptions};
 
+use crate::support::tls_file;
+
 const KEY: &str = "test-api-key";
 const USER: &str = "st2admin";
 const PASSWORD: &str = "Ch@ngeMe";
@@ -1211,14 +1213,6 @@ fn a_ca_file_that_is_not_pem_is_a_setup_error() {
     let err = St2Client::from_config(&cfg).err().expect("refused");
     assert!(matches!(err, St2Error::Setup(_)), "{err}");
     assert!(err.to_string().contains("ca.pem"), "{err}");
-}
-
-/// Test-only certificates (made for these tests with openssl): a private CA, and a server
-/// certificate for 127.0.0.1 it signed.
-fn tls_file(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support/tls")
-        .join(name)
 }
 
 /// An HTTPS server on 127.0.0.1 presenting the test server certificate and answering every

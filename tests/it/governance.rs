@@ -4,15 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Arc;
-use std::time::Duration;
 
-use portarium_st2::config::Config;
-use portarium_st2::core::governance::{Governance, manifest};
-use portarium_st2::server::{self, DispatchState, Readiness};
+use portarium_st2::core::governance::manifest;
 use serde_json::{Value, json};
-use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions, RequestRecord};
+
+use crate::support::stack::Stack;
 
 const KEY: &str = "gov-key";
 const BIN: &str = env!("CARGO_BIN_EXE_portarium-st2");
@@ -25,65 +22,39 @@ fn policy(core_versions: &str, core_license: &str) -> String {
     )
 }
 
-/// The emulator, and the adapter before it governed by `governance` (YAML flow mapping).
+/// The emulator, and the adapter before it governed by the packs policy `policy_yaml`, with
+/// its audit log in `dir`; `tenant_extra` adds entries to tenant t1's flow mapping.
 struct Governed {
-    emu: Emulator,
-    base: String,
+    stack: Stack,
     dir: tempfile::TempDir,
 }
 
 async fn governed(policy_yaml: &str, tenant_extra: &str) -> Governed {
-    let emu = Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let policy_path = dir.path().join("packs.yaml");
     std::fs::write(&policy_path, policy_yaml).unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}}}\n\
-         tenants:\n  - {{id: t1, api_token: tok1{tenant_extra}}}\n\
-         governance: {{packs_policy: '{}', audit: {{path: '{}'}}}}\n",
-        emu.base_url(),
-        policy_path.display(),
-        dir.path().join("audit.jsonl").display()
-    );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let client = St2Client::from_config(&config.st2).unwrap();
-    let governance = Governance::from_config(&config.governance).unwrap();
-    let dispatch = DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client)
-        .unwrap()
-        .with_governance(&governance);
-    let readiness = Readiness::new(
-        Arc::new(|| Box::pin(async { Ok(()) })),
-        Duration::from_secs(1),
-        Duration::ZERO,
-    );
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    tokio::spawn(server::serve(listener, router, std::future::pending()));
-    Governed { emu, base, dir }
+    let stack = Stack::builder()
+        .tenant_with("t1", "tok1", tenant_extra)
+        .yaml(&format!(
+            "governance: {{packs_policy: '{}', audit: {{path: '{}'}}}}",
+            policy_path.display(),
+            dir.path().join("audit.jsonl").display()
+        ))
+        .start()
+        .await;
+    Governed { stack, dir }
 }
 
 impl Governed {
     async fn dispatch(&self, flow_ref: &str, payload: Value) -> (u16, Value) {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/v1/dispatch", self.base))
-            .bearer_auth("tok1")
-            .json(&json!({"actionId": "a1", "tenantId": "t1", "runId": "r1",
-                "correlationId": "c1", "flowRef": flow_ref, "payload": payload}))
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
+        let body = json!({"actionId": "a1", "tenantId": "t1", "runId": "r1",
+            "correlationId": "c1", "flowRef": flow_ref, "payload": payload});
+        self.stack.dispatch(Some("tok1"), &body).await
     }
 
     /// st2 requests the dispatch made; the stream watcher's own connection is not one.
     fn requests(&self) -> Vec<RequestRecord> {
-        let mut log = self.emu.request_log();
+        let mut log = self.stack.emu.request_log();
         log.retain(|r| !r.path.starts_with("/stream/"));
         log
     }
@@ -179,7 +150,7 @@ async fn an_approved_pack_runs_and_its_version_is_read_once_per_cache_period() {
 async fn a_tenant_runs_only_its_allowed_actions() {
     let g = governed(
         &policy("*", "Apache-2.0"),
-        ", allowed_actions: ['core.e*', 'core.noop']",
+        "allowed_actions: ['core.e*', 'core.noop']",
     )
     .await;
     let (status, _) = g.dispatch("core.echo", json!({"message": "hi"})).await;

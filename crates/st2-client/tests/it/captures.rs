@@ -1,11 +1,10 @@
 //! Every st2 object recorded from a real st2 decodes with the client's models: the decoded
 //! fields hold the recorded values, and re-encoding gives back what st2 sent (nothing lost).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::{Capture, capture, missing, reference_dir, reference_text};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -13,7 +12,6 @@ use st2_client::models::{
     Action, ActionParameters, Execution, ExecutionStatus, Fault, LiveAction, OutputChunk, Pack,
     Token, Trace, TraceComponent,
 };
-use support::{Capture, capture, missing, reference_dir, reference_text};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

@@ -160,12 +160,34 @@ fn sum_point(
     Some((p.clone(), m.unit.clone()))
 }
 
-const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+/// `core.local`, `core.echo` and `examples.fail` again, in a pack no other test dispatches to.
+const METERED: &str = "
+packs:
+  - {ref: metered, description: Metered copies., version: 3.10dev, author: tests, email: t@example.com}
+actions:
+  - {pack: metered, name: local, runner_type: local-shell-cmd,
+     parameters: {cmd: {type: string, required: true}}, behaviour: {kind: shell}}
+  - {pack: metered, name: echo, runner_type: local-shell-cmd,
+     parameters: {message: {type: string, required: true}}, behaviour: {kind: shell, stdout: '{{message}}'}}
+  - {pack: metered, name: fail, runner_type: local-shell-cmd,
+     behaviour: {kind: shell, stderr: boom, return_code: 1}}
+";
+
+// A trace no other module sends, so this test finds its own spans.
+const TRACE_ID: &str = "5eed7e1e5eed7e1e5eed7e1e5eed7e1e";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
-    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    // The adapter's own metrics and the span layer are process-wide and other modules of this
+    // test binary dispatch too: this test's actions are in a pack of its own, and its spans are
+    // told apart by their trace.
+    let emu = Emulator::start(EmulatorOptions {
+        catalogue: crate::support::catalogue_with(METERED),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let (receiver, collector) = Receiver::start().await;
     let yaml = format!(
         "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: emulator-api-key}}\n\
@@ -199,9 +221,9 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
     ));
     let http = reqwest::Client::new();
     let runs = [
-        ("core.local", json!({"cmd": "echo hi"}), 3),
-        ("core.echo", json!({"message": "hi"}), 2),
-        ("examples.fail", json!({}), 1),
+        ("metered.local", json!({"cmd": "echo hi"}), 3),
+        ("metered.echo", json!({"message": "hi"}), 2),
+        ("metered.fail", json!({}), 1),
     ];
     let mut n = 0;
     for (flow_ref, payload, times) in &runs {
@@ -218,7 +240,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
                 .send()
                 .await
                 .unwrap();
-            let expected = if *flow_ref == "examples.fail" {
+            let expected = if *flow_ref == "metered.fail" {
                 502
             } else {
                 200
@@ -234,7 +256,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
             &m,
             "st2.action.executions",
             "st2.action.ref",
-            "examples.fail",
+            "metered.fail",
         )
         .is_some();
         if seen {
@@ -290,7 +312,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         &metrics,
         "st2.action.executions",
         "st2.action.ref",
-        "core.local",
+        "metered.local",
     )
     .unwrap();
     assert_eq!(p.start_time_unix_nano, (start_gauge * 1e9) as u64);
@@ -331,12 +353,12 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         &own,
         "portarium.action.succeeded",
         "action.operation",
-        "core.local",
+        "metered.local",
     )
     .unwrap();
     assert_eq!(
         (number(&p), attr(&p.attributes, "pack.id").as_deref()),
-        (3.0, Some("core"))
+        (3.0, Some("metered"))
     );
     let page = http
         .get(format!("{base}/metrics"))
@@ -346,7 +368,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("portarium_action_failed_total{action_operation=\"examples.fail\",errorKind=\"RemoteError\",pack_id=\"examples\"} 1"), "{page}");
+    assert!(page.contains("portarium_action_failed_total{action_operation=\"metered.fail\",errorKind=\"RemoteError\",pack_id=\"metered\"} 1"), "{page}");
     assert!(
         page.contains("portarium_action_duration_ms_bucket{"),
         "{page}"
@@ -370,11 +392,10 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
                 })
             })
         })
-        .filter(|(_, s)| s.name == "workflow.action.execute")
+        .filter(|(_, s)| s.name == "workflow.action.execute" && hex(&s.trace_id) == TRACE_ID)
         .collect();
     assert_eq!(spans.len(), n, "one span per dispatch");
     for (res, span) in &spans {
-        assert_eq!(hex(&span.trace_id), TRACE_ID);
         assert_eq!(hex(&span.parent_span_id), PARENT_ID);
         assert_eq!(attr(&res.attributes, "tenant.id").as_deref(), Some("acme"));
         for kv in &span.attributes {
@@ -387,7 +408,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         let op = attr(&span.attributes, "action.operation").unwrap();
         let execution = attr(&span.attributes, "st2.execution.id").unwrap();
         assert_eq!(execution.len(), 24, "{execution}");
-        if op == "examples.fail" {
+        if op == "metered.fail" {
             assert_eq!(
                 attr(&span.attributes, "errorKind").as_deref(),
                 Some("RemoteError")
@@ -409,7 +430,10 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
                 attr(&span.attributes, "st2.execution.status").as_deref(),
                 Some("succeeded")
             );
-            assert_eq!(attr(&span.attributes, "pack.id").as_deref(), Some("core"));
+            assert_eq!(
+                attr(&span.attributes, "pack.id").as_deref(),
+                Some("metered")
+            );
         }
     }
 }

@@ -1,7 +1,6 @@
-//! Shared test helpers: a NATS server, and reading st2's recorded responses.
-#![allow(dead_code)] // each test binary uses its own subset
+//! Shared test helpers: the st2 reference data (recorded answers, st2's sources) and the test
+//! certificates.
 
-pub mod nats;
 pub mod reference;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +50,15 @@ fn report_at_exit() {
         );
     }
     atexit(report);
+}
+
+/// Test-only certificates (made for these tests with openssl): a private CA, a server
+/// certificate for 127.0.0.1 it signed, a client CA and client, and a rogue pair. The adapter's tests
+/// read them here too: this crate stands alone, the adapter depends on it.
+pub fn tls_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/support/tls")
+        .join(name)
 }
 
 /// A recorded `.http` answer: status, headers (lower-cased names) and body.

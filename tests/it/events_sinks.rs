@@ -2,11 +2,10 @@
 //! for a while, and a real nats-server (JetStream) that is down, comes up, dies and restarts.
 //! Every event must arrive exactly once, in order.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::nats::{NatsServer, free_port};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -14,7 +13,6 @@ use portarium_st2::events::CloudEvent;
 use portarium_st2::events::config::{DeliveryConfig, HttpSinkConfig, NatsSinkConfig};
 use portarium_st2::events::sink::{SinkHandle, http, nats};
 use serde_json::json;
-use support::nats::{NatsServer, free_port};
 
 fn events(n: usize) -> Vec<CloudEvent> {
     (0..n)

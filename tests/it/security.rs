@@ -9,59 +9,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portarium_st2::config::Config;
-use portarium_st2::server::{self, DispatchState, Readiness};
 use serde_json::{Value, json};
-use st2_client::St2Client;
+
+use crate::support::tls_file;
+use portarium_st2::app::App;
 use st2_emulator::{Emulator, EmulatorOptions};
+
+use crate::support::stack::Stack;
 
 const KEY: &str = "sec-key";
 
-/// The adapter in-process against `st2_url`; its base URL.
-async fn adapter(st2_url: &str) -> String {
-    adapter_with(st2_url, "").await
-}
-
-/// The same with `server_yaml` (a `server:` section) added; `https://` when it sets TLS.
-async fn adapter_with(st2_url: &str, server_yaml: &str) -> String {
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nst2: {{base_url: '{st2_url}', api_key: {KEY}, retry: {{max_retries: 0}}}}\n\
-         tenants:\n  - {{id: t1, api_token: right-token}}\n{server_yaml}"
-    );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let client = St2Client::from_config(&config.st2).unwrap();
-    let probe = client.clone();
-    let readiness = Readiness::new(
-        Arc::new(move || {
-            let c = probe.clone();
-            Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
-        }),
-        Duration::from_secs(2),
-        Duration::ZERO,
-    );
-    let dispatch =
-        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    match &config.server.tls {
-        None => {
-            tokio::spawn(server::serve(listener, router, std::future::pending()));
-            format!("http://{addr}")
-        }
-        Some(tls) => {
-            let acceptor = tls.acceptor().unwrap();
-            let serving =
-                server::tls::serve_tls(listener, router, acceptor, std::future::pending());
-            tokio::spawn(serving);
-            format!("https://{addr}")
-        }
-    }
-}
-
-fn tls_file(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support/tls")
-        .join(name)
+/// The emulator and the adapter before it, tenant t1 calling with `right-token`; `yaml` adds
+/// top-level sections.
+async fn stack(yaml: &str) -> Stack {
+    Stack::builder()
+        .st2("retry: {max_retries: 0}")
+        .tenant("t1", "right-token")
+        .yaml(yaml)
+        .start()
+        .await
 }
 
 /// An HTTPS client trusting the test CA, presenting `identity` (cert and key files) if given.
@@ -78,19 +44,14 @@ fn https_client(identity: Option<(&str, &str)>) -> reqwest::Client {
 
 #[tokio::test]
 async fn mutual_tls_admits_only_clients_the_configured_ca_signed() {
-    let emu = Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
     let server_yaml = format!(
         "server: {{tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}}}\n",
         tls_file("server.pem").display(),
         tls_file("server.key").display(),
         tls_file("client-ca.pem").display()
     );
-    let base = adapter_with(&emu.base_url(), &server_yaml).await;
+    let s = stack(&server_yaml).await;
+    let base = &s.base;
     let trusted = https_client(Some(("client.pem", "client.key")));
     let resp = trusted.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
@@ -165,13 +126,8 @@ fn dispatch_body(flow_ref: &str, payload: Value) -> Value {
 
 #[tokio::test]
 async fn no_or_wrong_token_is_401_on_every_authenticated_route() {
-    let emu = Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let base = adapter(&emu.base_url()).await;
+    let s = stack("").await;
+    let base = &s.base;
     let http = reqwest::Client::new();
     let routes = [
         ("POST", "/v1/dispatch"),
@@ -213,7 +169,8 @@ async fn no_or_wrong_token_is_401_on_every_authenticated_route() {
         }
     }
     // The stream watcher's own connection is the adapter's, not a caller's.
-    let reached: Vec<_> = emu
+    let reached: Vec<_> = s
+        .emu
         .request_log()
         .into_iter()
         .filter(|r| !r.path.starts_with("/stream/"))
@@ -241,12 +198,11 @@ async fn untrusted_tls() -> (String, Arc<AtomicUsize>) {
     use tokio_rustls::rustls::ServerConfig;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls");
-    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+    let certs = CertificateDer::pem_file_iter(tls_file("server.pem"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
     let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -269,7 +225,14 @@ async fn untrusted_tls() -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn an_untrusted_st2_certificate_fails_dispatch_and_readiness() {
     let (url, completed) = untrusted_tls().await;
-    let base = adapter(&url).await;
+    // st2 here is a TLS stand-in, not the emulator the stack starts.
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nst2: {{base_url: '{url}', api_key: k, retry: {{max_retries: 0}}}}\n\
+         tenants:\n  - {{id: t1, api_token: right-token}}\n"
+    );
+    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
+    let app = App::build(&config, Duration::ZERO).await.unwrap();
+    let base = app.serve_in_background(config.listen).await.unwrap();
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{base}/v1/dispatch"))
@@ -349,28 +312,16 @@ fn serve(config: &std::path::Path) -> Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_parameter_never_appears_in_logs_errors_or_the_audit_log() {
     // The built-in catalogue plus an action whose failure quotes its parameters on stderr.
-    let mut catalogue: serde_norway::Value = serde_norway::from_str(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("crates/st2-emulator/src/catalogue.yaml"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let leaky: serde_norway::Value = serde_norway::from_str(
-        "{pack: examples, name: login, runner_type: local-shell-cmd,
-          parameters: {user: {type: string, required: true}, pin: {type: string, secret: true},
-                       ssn: {type: string}},
-          behaviour: {kind: shell, stderr: 'login {{user}} pin {{pin}} ssn {{ssn}} refused', return_code: 1}}",
-    )
-    .unwrap();
-    catalogue["actions"].as_sequence_mut().unwrap().push(leaky);
+    let catalogue = crate::support::catalogue_with(
+        "actions:
+          - {pack: examples, name: login, runner_type: local-shell-cmd,
+             parameters: {user: {type: string, required: true}, pin: {type: string, secret: true},
+                          ssn: {type: string}},
+             behaviour: {kind: shell, stderr: 'login {{user}} pin {{pin}} ssn {{ssn}} refused', return_code: 1}}",
+    );
     let emu = Emulator::start(EmulatorOptions {
         api_key: KEY.into(),
-        catalogue: st2_emulator::Catalogue::from_yaml(
-            &serde_norway::to_string(&catalogue).unwrap(),
-        )
-        .unwrap(),
+        catalogue,
         ..Default::default()
     })
     .await

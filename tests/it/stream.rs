@@ -1,8 +1,6 @@
 //! Following executions through st2's event stream, against st2's recorded framings and the
 //! emulator over real HTTP/SSE: parsing, cuts, silence, dispatch without polling, live output.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +26,7 @@ const KEY: &str = "stream-key";
 
 /// The raw bytes st2 wrote on the stream: the capture minus its HTTP head, if it has one.
 fn capture_body(name: &str) -> Vec<u8> {
-    let raw = std::fs::read(support::reference_dir().join("captures").join(name)).unwrap();
+    let raw = std::fs::read(crate::support::reference_dir().join("captures").join(name)).unwrap();
     if raw.starts_with(b"HTTP/") {
         let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
         raw[at + 4..].to_vec()
@@ -62,7 +60,7 @@ const STREAM_CAPTURES: [&str; 6] = [
 
 #[test]
 fn every_capture_parses_the_same_however_it_is_split() {
-    if support::missing() {
+    if crate::support::missing() {
         return;
     }
     for name in STREAM_CAPTURES {
@@ -133,7 +131,7 @@ fn every_capture_parses_the_same_however_it_is_split() {
 
 #[test]
 fn the_idle_capture_is_only_keep_alives() {
-    if support::missing() {
+    if crate::support::missing() {
         return;
     }
     let idle = capture_body("stream-idle-30s-heartbeat.raw");

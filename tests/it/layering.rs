@@ -94,7 +94,7 @@ fn module_edges() -> BTreeMap<(String, String), String> {
         }
         assert!(
             LAYERS.contains(&top.as_str()),
-            "src/{} is in top-level module `{top}`, which has no layer: add it to LAYERS in tests/layering.rs and to docs/architecture.md",
+            "src/{} is in top-level module `{top}`, which has no layer: add it to LAYERS in tests/it/layering.rs and to docs/architecture.md",
             rel.display()
         );
         let text = std::fs::read_to_string(&file).unwrap();
@@ -151,8 +151,7 @@ fn no_two_modules_form_a_cycle() {
 fn the_st2_crates_depend_on_nothing_of_the_adapter() {
     for (krate, forbidden) in STANDALONE {
         let manifest = std::fs::read_to_string(root().join(krate).join("Cargo.toml")).unwrap();
-        for line in manifest.lines() {
-            let name = line.split(['=', ' ', '.']).next().unwrap_or("");
+        for name in build_and_runtime_dependencies(&manifest) {
             assert!(
                 !forbidden.contains(&name),
                 "{krate}/Cargo.toml depends on {name}: it must stand alone"
@@ -172,6 +171,47 @@ fn the_st2_crates_depend_on_nothing_of_the_adapter() {
             }
         }
     }
+}
+
+/// The names a manifest's `[dependencies]` and `[build-dependencies]` sections (plain or per
+/// target) declare, in the `name = ...` and `[dependencies.name]` forms. Dev-dependencies are
+/// left out: a crate's tests may use the emulator without the crate itself depending on it.
+fn build_and_runtime_dependencies(manifest: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    // Inside a `[dependencies]`-like section, whose keys are dependency names.
+    let mut listing = false;
+    for line in manifest.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_end_matches(']');
+            let counted = header
+                .rsplit_once("dependencies")
+                .filter(|(before, _)| !before.ends_with("dev-"));
+            // `[dependencies.name]`: one dependency, its keys are its settings.
+            let one = counted.and_then(|(_, after)| after.strip_prefix('.'));
+            names.extend(one);
+            listing = counted.is_some_and(|(_, after)| after.is_empty());
+            continue;
+        }
+        let name = line.split(['=', ' ', '.']).next().unwrap_or("");
+        if listing && !name.is_empty() && !name.starts_with('#') {
+            names.push(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn the_manifest_check_reads_only_build_and_runtime_dependencies() {
+    let manifest = "[package]\nname = \"portarium-st2\"\n\
+                    [dependencies]\nst2-basics = { path = \"../st2-basics\" }\ntokio.workspace = true\n\
+                    [target.'cfg(unix)'.dependencies]\nlibc = \"0.2\"\n\
+                    [build-dependencies.cc]\nversion = \"1\"\n\
+                    [dev-dependencies]\nst2-emulator = { path = \"../st2-emulator\" }\n\
+                    [dev-dependencies.regex]\nversion = \"1\"\n";
+    assert_eq!(
+        build_and_runtime_dependencies(manifest),
+        ["st2-basics", "tokio", "libc", "cc"]
+    );
 }
 
 #[test]

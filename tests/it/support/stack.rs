@@ -1,0 +1,152 @@
+//! `Stack`: the st2 emulator and the whole adapter in front of it, built by `App::build` as
+//! `serve` builds it. Most adapter tests start exactly this; the builder takes what differs.
+
+use std::time::Duration;
+
+use portarium_st2::app::App;
+use portarium_st2::config::Config;
+use serde_json::Value;
+use st2_emulator::{Emulator, EmulatorOptions};
+
+/// The st2 API key the emulator accepts and the adapter's `st2` section uses.
+pub const KEY: &str = "stack-key";
+
+/// What to start; [`Stack::builder`].
+#[derive(Default)]
+pub struct StackBuilder {
+    st2: String,
+    tenants: Vec<(String, String, String)>,
+    yaml: String,
+}
+
+/// A running emulator and adapter; the test runtime's end stops them.
+pub struct Stack {
+    pub emu: Emulator,
+    /// The adapter's base URL: `http://ADDR`, or `https://ADDR` when `server.tls` is set.
+    pub base: String,
+    pub http: reqwest::Client,
+    // Held for its event sinks, which end when it is dropped.
+    _app: App,
+}
+
+impl StackBuilder {
+    /// More entries of the `st2` flow mapping, e.g. `retry: {max_retries: 0}`.
+    pub fn st2(mut self, entries: &str) -> Self {
+        self.st2 = format!(", {entries}");
+        self
+    }
+
+    /// A tenant calling with `token`.
+    pub fn tenant(self, id: &str, token: &str) -> Self {
+        self.tenant_with(id, token, "")
+    }
+
+    /// A tenant with more entries of its flow mapping, e.g. `allowed_actions: [core.echo]`.
+    pub fn tenant_with(mut self, id: &str, token: &str, entries: &str) -> Self {
+        let entries = if entries.is_empty() {
+            String::new()
+        } else {
+            format!(", {entries}")
+        };
+        self.tenants.push((id.into(), token.into(), entries));
+        self
+    }
+
+    /// Top-level configuration sections in YAML.
+    pub fn yaml(mut self, fragment: &str) -> Self {
+        self.yaml.push_str(fragment);
+        if !fragment.ends_with('\n') {
+            self.yaml.push('\n');
+        }
+        self
+    }
+
+    pub async fn start(self) -> Stack {
+        let emu = Emulator::start(EmulatorOptions {
+            api_key: KEY.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut yaml = format!(
+            "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}{}}}\n",
+            emu.base_url(),
+            self.st2
+        );
+        if !self.tenants.is_empty() {
+            yaml.push_str("tenants:\n");
+        }
+        for (id, token, entries) in &self.tenants {
+            yaml.push_str(&format!("  - {{id: {id}, api_token: {token}{entries}}}\n"));
+        }
+        yaml.push_str(&self.yaml);
+        let config = Config::from_yaml(&yaml, "test", std::iter::empty())
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        // No readiness caching, so each probe reflects st2 now.
+        let app = App::build(&config, Duration::ZERO).await.unwrap();
+        let base = serve(&app, &config).await;
+        Stack {
+            emu,
+            base,
+            http: reqwest::Client::new(),
+            _app: app,
+        }
+    }
+}
+
+/// Serves the adapter the way `serve` does: TLS when the configuration asks for it.
+async fn serve(app: &App, config: &Config) -> String {
+    let Some(tls) = &config.server.tls else {
+        return app.serve_in_background(config.listen).await.unwrap();
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(portarium_st2::server::tls::serve_tls(
+        listener,
+        app.router.clone(),
+        tls.acceptor().unwrap(),
+        std::future::pending(),
+    ));
+    base
+}
+
+impl Stack {
+    pub fn builder() -> StackBuilder {
+        StackBuilder::default()
+    }
+
+    /// POSTs `body` to the adapter's `path` with `token` (none: no Authorization header);
+    /// the status and the JSON answer (`null` when the body is not JSON).
+    pub async fn post(&self, token: Option<&str>, path: &str, body: &Value) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /v1/dispatch`.
+    pub async fn dispatch(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.post(token, "/v1/dispatch", body).await
+    }
+
+    /// Requests made for callers; the stream watchers' own connections are not counted.
+    pub fn st2_requests(&self) -> usize {
+        self.emu
+            .request_log()
+            .iter()
+            .filter(|r| !r.path.starts_with("/stream/"))
+            .count()
+    }
+
+    /// Executions the adapter asked st2 to create.
+    pub fn creates(&self) -> usize {
+        self.emu
+            .request_log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/api/v1/executions")
+            .count()
+    }
+}
