@@ -4,16 +4,20 @@
 //! - [`parse`]: an incremental parser for st2's SSE framing.
 //! - `consumer`: the connection loop (silence detection, capped backoff with jitter,
 //!   reconciliation after every reconnect).
-//! - [`ExecutionWatcher`]: waits for terminal statuses, fans out every snapshot observed, and
-//!   follows one execution's output.
+//! - `poll`: the one poll loop that reads followed executions while the stream is down or
+//!   disabled.
+//! - [`ExecutionWatcher`]: follows executions ([`Follow`]: statuses and output in execution
+//!   order), waits for terminal statuses, and fans out every snapshot observed.
 
 mod consumer;
+mod follow;
 mod hub;
 mod output;
 pub mod parse;
+mod poll;
 
+pub use follow::{ExecutionEvent, Follow, MAX_FOLLOW, OUTPUT_DRAIN};
 pub use hub::{ConnectionState, ExecutionWatcher, StatsHandle, StreamStats, WaitError};
-pub use output::OutputStream;
 pub use parse::{ParseError, SseEvent, SseParser};
 
 use std::time::Duration;
@@ -25,7 +29,8 @@ use st2_basics::{BackoffConfig, FieldError, duration};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
-    /// Follow executions through the stream; off, every execution is polled.
+    /// Follow executions through the stream; off, the watcher's poll loop reads every
+    /// followed execution each `fallback_poll`.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     /// A connection that sends nothing (not even st2's keep-alive, every 25 s by default)
@@ -39,7 +44,8 @@ pub struct StreamConfig {
     /// Pauses between reconnect attempts.
     #[serde(default = "default_backoff")]
     pub backoff: BackoffConfig,
-    /// While the stream is down, each waited-on execution is read this often instead.
+    /// While the stream is down (or disabled), the poll loop reads each followed execution
+    /// this often instead.
     #[serde(
         default = "default_fallback_poll",
         alias = "fallback_poll_ms",
