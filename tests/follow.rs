@@ -2,12 +2,11 @@
 //! order, output read incrementally (also behind `/v1/invoke/{id}/stream`), one poll loop for
 //! every follow while the stream is down, and `Gone`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use portarium_st2::app::App;
 use portarium_st2::config::Config;
-use portarium_st2::server::{self, DispatchState, Readiness};
 use serde_json::{Value, json};
 use st2_client::secret::Secret;
 use st2_client::stream::{ExecutionEvent, ExecutionWatcher, StreamConfig, WaitError};
@@ -17,21 +16,17 @@ use tokio::time::Instant;
 
 const KEY: &str = "follow-key";
 
-async fn emulator() -> Emulator {
-    Emulator::start(EmulatorOptions {
+/// The emulator (keep-alives well inside the watchers' 1 s silence bound), and a client.
+async fn emulator() -> (Emulator, St2Client) {
+    let options = EmulatorOptions {
         api_key: KEY.into(),
         heartbeat: Duration::from_millis(200),
         ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn client(emu: &Emulator) -> St2Client {
-    let mut cfg = St2Config::with_api_key(emu.base_url().parse().unwrap(), Secret::from_value(KEY));
-    cfg.retry.backoff.initial = Duration::from_millis(10);
-    cfg.retry.backoff.max = Duration::from_millis(50);
-    St2Client::from_config(&cfg).unwrap()
+    };
+    let emu = Emulator::start(options).await.unwrap();
+    let cfg = St2Config::with_api_key(emu.base_url().parse().unwrap(), Secret::from_value(KEY));
+    let st2 = St2Client::from_config(&cfg).unwrap();
+    (emu, st2)
 }
 
 fn stream_config(enabled: bool, fallback_poll: Duration) -> StreamConfig {
@@ -101,22 +96,22 @@ fn assert_execution_order(events: &[String], lines: usize) {
 
 #[tokio::test]
 async fn statuses_and_output_come_in_execution_order_through_the_stream() {
-    let emu = emulator().await;
-    let w = ExecutionWatcher::start(client(&emu), stream_config(true, Duration::from_secs(60)));
+    let (_emu, st2) = emulator().await;
+    let w = ExecutionWatcher::start(st2.clone(), stream_config(true, Duration::from_secs(60)));
     assert!(w.connected(Instant::now() + Duration::from_secs(5)).await);
-    let e = start_output_action(&client(&emu), 4, 120).await;
+    let e = start_output_action(&st2.clone(), 4, 120).await;
     let events = names(&all_events(&w, &e.id, Duration::from_secs(10)).await);
     assert_execution_order(&events, 4);
 }
 
 #[tokio::test]
 async fn statuses_and_output_come_in_execution_order_through_the_poll_loop() {
-    let emu = emulator().await;
+    let (emu, st2) = emulator().await;
     let w = ExecutionWatcher::start(
-        client(&emu),
+        st2.clone(),
         stream_config(false, Duration::from_millis(100)),
     );
-    let e = start_output_action(&client(&emu), 4, 250).await;
+    let e = start_output_action(&st2.clone(), 4, 250).await;
     let events = names(&all_events(&w, &e.id, Duration::from_secs(10)).await);
     assert_execution_order(&events, 4);
     assert_eq!(
@@ -128,8 +123,7 @@ async fn statuses_and_output_come_in_execution_order_through_the_poll_loop() {
 
 #[tokio::test]
 async fn a_follow_of_a_finished_execution_replays_its_output_then_its_end() {
-    let emu = emulator().await;
-    let st2 = client(&emu);
+    let (_emu, st2) = emulator().await;
     let w = ExecutionWatcher::start(st2.clone(), stream_config(true, Duration::from_secs(60)));
     let e = start_output_action(&st2, 4, 10).await;
     w.wait_for(&e, Instant::now() + Duration::from_secs(10))
@@ -150,10 +144,10 @@ async fn a_follow_of_a_finished_execution_replays_its_output_then_its_end() {
 
 #[tokio::test]
 async fn an_unknown_execution_is_gone_and_its_wait_says_so() {
-    let emu = emulator().await;
+    let (_emu, st2) = emulator().await;
     for enabled in [true, false] {
         let w = ExecutionWatcher::start(
-            client(&emu),
+            st2.clone(),
             stream_config(enabled, Duration::from_millis(100)),
         );
         let id = "000000000000000000000000";
@@ -186,10 +180,9 @@ fn reads_of(emu: &Emulator, id: &str) -> usize {
 
 #[tokio::test]
 async fn with_the_stream_down_one_poll_loop_reads_each_followed_execution_once_per_interval() {
-    let emu = emulator().await;
+    let (emu, st2) = emulator().await;
     emu.faults()
         .fail_next_on("GET", "/stream/v1/stream", 503, 10_000);
-    let st2 = client(&emu);
     let interval = Duration::from_millis(200);
     let w = ExecutionWatcher::start(st2.clone(), stream_config(true, interval));
     let e = start_output_action(&st2, 8, 250).await;
@@ -226,7 +219,7 @@ async fn with_the_stream_down_one_poll_loop_reads_each_followed_execution_once_p
     assert_eq!(w.stats().connects, 0);
 }
 
-/// The adapter on a loopback port, with the `st2.stream` section `stream`.
+/// The adapter (its whole app) on a loopback port, with the `st2.stream` section `stream`.
 async fn adapter(emu: &Emulator, stream: &str) -> String {
     let yaml = format!(
         "listen: 127.0.0.1:0\nst2: {{base_url: '{}', api_key: {KEY}, stream: {stream}}}\n\
@@ -234,24 +227,13 @@ async fn adapter(emu: &Emulator, stream: &str) -> String {
         emu.base_url()
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let st2 = St2Client::from_config(&config.st2).unwrap();
-    let readiness = Readiness::new(
-        Arc::new(|| Box::pin(async { Ok(()) })),
-        Duration::from_secs(1),
-        Duration::ZERO,
-    );
-    let dispatch =
-        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &st2).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    tokio::spawn(server::serve(listener, router, std::future::pending()));
-    base
+    let app = App::build(&config, Duration::ZERO).await.unwrap();
+    app.serve_in_background(config.listen).await.unwrap()
 }
 
 #[tokio::test]
 async fn the_invoke_stream_reads_output_incrementally_and_never_rereads_the_execution() {
-    let emu = emulator().await;
+    let (emu, _) = emulator().await;
     let base = adapter(&emu, "{enabled: true, silence_timeout: 1s}").await;
     let http = reqwest::Client::new();
     let body = json!({

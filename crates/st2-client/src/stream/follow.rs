@@ -93,24 +93,25 @@ impl Follow {
             known: known.cloned(),
             output,
         };
-        let events = futures_util::stream::unfold(Step::Start(start), |step| async move {
-            let mut following = match step {
-                Step::Start(start) => Box::new(start.begin()),
-                Step::Following(f) => f,
-                Step::Ended => return None,
-            };
-            match following.next().await {
-                Some(event) => {
-                    let next = if following.ended {
-                        Step::Ended
-                    } else {
-                        Step::Following(following)
-                    };
-                    Some((event, next))
+        let events =
+            futures_util::stream::unfold(Step::Start(Box::new(start)), |step| async move {
+                let mut following = match step {
+                    Step::Start(start) => Box::new(start.begin()),
+                    Step::Following(f) => f,
+                    Step::Ended => return None,
+                };
+                match following.next().await {
+                    Some(event) => {
+                        let next = if following.ended {
+                            Step::Ended
+                        } else {
+                            Step::Following(following)
+                        };
+                        Some((event, next))
+                    }
+                    None => None,
                 }
-                None => None,
-            }
-        });
+            });
         Self {
             id: id.to_string(),
             events: Box::pin(events),
@@ -155,7 +156,7 @@ impl Follow {
 
 /// The unfold's state: not started yet, following, or done.
 enum Step {
-    Start(Start),
+    Start(Box<Start>),
     Following(Box<Following>),
     Ended,
 }
@@ -216,12 +217,7 @@ impl Following {
                     _ => std::future::pending().await,
                 }
             };
-            let drain = async {
-                match drain_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let drain = super::sleep_until(drain_until);
             let seen = &mut self.registration.seen;
             // Statuses first: one that arrived with a chunk was st2's earlier change.
             let step = tokio::select! {
@@ -263,7 +259,7 @@ impl Following {
     fn is_news(&self, status: &ExecutionStatus) -> bool {
         match &self.shown {
             None => true,
-            Some(shown) => shown != status && !(running(shown) && !running(status)),
+            Some(shown) => shown != status && (running(status) || !running(shown)),
         }
     }
 

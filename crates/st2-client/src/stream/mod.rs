@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use st2_basics::{BackoffConfig, FieldError, duration};
+use tokio::time::Instant;
 
 /// `st2.stream`: following executions through st2's event stream.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,5 +117,13 @@ impl StreamConfig {
                 format!("{} is outside 16..=1000000", self.capacity),
             );
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no `at` (a `select!` branch that is off).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

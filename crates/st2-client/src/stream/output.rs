@@ -135,12 +135,7 @@ async fn read(
     let mut position: u64 = 0;
     let mut grace_until: Option<Instant> = (*ended).then(|| Instant::now() + EOF_GRACE);
     loop {
-        let grace = async {
-            match grace_until {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let grace = super::sleep_until(grace_until);
         let chunk = tokio::select! {
             chunk = response.chunk() => chunk,
             _ = end_seen.as_mut(), if !*ended => {

@@ -30,12 +30,7 @@ pub(super) async fn run(
                 None => return,
             },
         };
-        let round = async {
-            match next_round {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let round = super::sleep_until(next_round);
         let all = tokio::select! {
             _ = wake.notified() => false,
             _ = round => true,
