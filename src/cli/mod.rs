@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::config::{self, Config, LogFormat};
 use crate::server;
 use clap::{Args, Parser, Subcommand};
+use st2_client::stream::ExecutionWatcher;
 use st2_client::{St2Client, St2Error};
 
 /// Exit code for bad input: a config or argument that cannot be used.
@@ -439,8 +440,10 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let mut stdout = std::io::stdout();
     let wait = Duration::from_secs(args.wait_secs);
+    let watcher = ExecutionWatcher::start(client.clone(), config.st2.stream.clone());
     match run(
         &client,
+        &watcher,
         &args.action,
         &args.params,
         args.follow,
@@ -475,7 +478,7 @@ async fn run(args: RunArgs) -> ExitCode {
                     EXIT_USAGE
                 }
                 RunError::StillRunning { .. } => 3,
-                RunError::St2(_) => 4,
+                RunError::St2(_) | RunError::Gone { .. } | RunError::Following(_) => 4,
             })
         }
     }

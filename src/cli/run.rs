@@ -1,12 +1,14 @@
 //! `portarium-st2 run`: run one st2 action from a terminal, like `st2 run`.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::core::dispatch::validate::{ActionRef, check_parameters};
-use st2_client::models::{ActionParameters, JsonObject, OutputType};
+use st2_client::models::{ActionParameters, JsonObject, OutputChunk};
+use st2_client::stream::{ExecutionWatcher, WaitError};
 use st2_client::{Execution, ExecutionRequest, St2Client, St2Error};
 
 /// Why `run` could not start or follow the action.
@@ -26,6 +28,15 @@ pub enum RunError {
     /// st2 refused or failed.
     #[error(transparent)]
     St2(#[from] St2Error),
+    /// st2 lost the execution while it was followed (404).
+    #[error("execution {id} disappeared while it was followed")]
+    Gone {
+        /// The execution id.
+        id: String,
+    },
+    /// Reading the execution failed for a reason following will not cure.
+    #[error(transparent)]
+    Following(Arc<St2Error>),
     /// The action did not complete within the wait; it keeps running in st2.
     #[error("execution {id} is still {status} after {} s; it keeps running in st2", waited.as_secs())]
     StillRunning {
@@ -64,10 +75,11 @@ pub fn parse_parameters(
     Ok(params)
 }
 
-/// Starts `action_ref` with `args`, waits up to `wait` for it to complete (printing its
-/// output as it arrives when `follow`), and returns the completed execution.
+/// Starts `action_ref` with `args`, follows it through `watcher` for up to `wait` (printing
+/// its output as it arrives when `follow`), and returns the completed execution.
 pub async fn run(
     st2: &St2Client,
+    watcher: &ExecutionWatcher,
     action_ref: &str,
     args: &[String],
     follow: bool,
@@ -89,33 +101,26 @@ pub async fn run(
     let created = st2.executions().create(&request).await?;
     let _ = writeln!(out, "execution {} ({})", created.id, action);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut printed = 0;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let execution = st2.executions().get(&created.id).send().await?;
-        if follow {
-            let text = st2
-                .executions()
-                .output(&created.id, OutputType::All)
-                .await?;
-            if let Some(new) = text.get(printed..) {
-                let _ = out.write_all(new.as_bytes());
-                printed = text.len();
-            }
-        }
-        if execution.status.as_ref().is_some_and(|s| s.is_terminal()) {
-            return Ok(execution);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(RunError::StillRunning {
-                id: execution.id,
-                status: execution
-                    .status
-                    .map_or_else(|| "unknown".into(), |s| s.to_string()),
-                waited: wait,
-            });
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
+    let done = if follow {
+        let print = |chunk: OutputChunk| {
+            let _ = out.write_all(chunk.data.as_bytes());
+        };
+        watcher
+            .follow(&created.id)
+            .until_terminal(deadline, print)
+            .await
+    } else {
+        watcher.wait_for(&created, deadline).await
+    };
+    done.map_err(|e| match e {
+        WaitError::Deadline { id, last_status } => RunError::StillRunning {
+            id,
+            status: last_status
+                .or(created.status)
+                .map_or_else(|| "unknown".into(), |s| s.to_string()),
+            waited: wait,
+        },
+        WaitError::Gone { id } => RunError::Gone { id },
+        WaitError::St2 { source, .. } => RunError::Following(source),
+    })
 }

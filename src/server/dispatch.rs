@@ -31,9 +31,8 @@ pub struct DispatchState {
 }
 
 impl DispatchState {
-    /// Builds one st2 client per distinct credential — the shared one, plus each tenant's
-    /// own — and, with `st2.stream.enabled`, one stream watcher per client (needs a Tokio
-    /// runtime).
+    /// Builds one st2 client and one execution watcher per distinct credential — the shared
+    /// one, plus each tenant's own (needs a Tokio runtime).
     pub fn new(
         st2: &St2Config,
         tenant_configs: &[TenantConfig],
@@ -41,18 +40,14 @@ impl DispatchState {
         shared: &St2Client,
     ) -> Result<Self, St2Error> {
         let mut tenants = Vec::new();
-        // One stream connection per credential: tenants on the shared one share its watcher.
-        let stream = &st2.stream;
-        let watch = |client: &St2Client| {
-            stream
-                .enabled
-                .then(|| ExecutionWatcher::start(client.clone(), stream.clone()))
-        };
-        let shared_watcher = if tenant_configs.iter().any(|t| t.st2.is_none()) {
-            watch(shared)
-        } else {
-            None
-        };
+        // One watcher per credential (one stream connection, or with the stream off one poll
+        // loop): tenants on the shared credential share its watcher.
+        let watch =
+            |client: &St2Client| ExecutionWatcher::start(client.clone(), st2.stream.clone());
+        let shared_watcher = tenant_configs
+            .iter()
+            .any(|t| t.st2.is_none())
+            .then(|| watch(shared));
         for t in tenant_configs {
             let (client, watcher) = match &t.st2 {
                 Some(own) => {
@@ -64,14 +59,16 @@ impl DispatchState {
                     let watcher = watch(&client);
                     (client, watcher)
                 }
-                None => (shared.clone(), shared_watcher.clone()),
+                None => (
+                    shared.clone(),
+                    shared_watcher
+                        .clone()
+                        .expect("made when a tenant uses the shared credential"),
+                ),
             };
-            let dispatcher =
-                Dispatcher::new(client).cancel_on_deadline(settings.cancel_on_deadline);
-            let dispatcher = match watcher {
-                Some(w) => dispatcher.with_watcher(w),
-                None => dispatcher,
-            };
+            let dispatcher = Dispatcher::new(client)
+                .with_watcher(watcher)
+                .cancel_on_deadline(settings.cancel_on_deadline);
             tenants.push(Arc::new(Tenant::new(
                 t.id.clone(),
                 t.api_token.clone(),
@@ -111,7 +108,7 @@ impl DispatchState {
     /// Every distinct stream watcher the tenants' dispatchers follow executions through.
     pub fn watchers(&self) -> Vec<ExecutionWatcher> {
         let mut all: Vec<ExecutionWatcher> = Vec::new();
-        for w in self.tenants.iter().filter_map(|t| t.dispatcher.watcher()) {
+        for w in self.tenants.iter().map(|t| t.dispatcher.watcher()) {
             if !all.iter().any(|seen| seen.same_as(w)) {
                 all.push(w.clone());
             }

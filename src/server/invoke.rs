@@ -3,7 +3,6 @@
 //! `GET /v1/invoke/{invocationId}/status` reads it, and `GET /v1/invoke/{invocationId}/stream`
 //! sends `MachineInvocationProgressEventV1` events as SSE until it completes.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -21,10 +20,11 @@ use tokio::time::Instant;
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
 use super::dispatch::run;
-use crate::core::dispatch::{CONTEXT_KEY, Dispatcher, kind_of, outcome};
+use crate::core::dispatch::{CONTEXT_KEY, kind_of, outcome};
 use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::core::{DispatchError, Dispatched, Mode, Tenant};
-use st2_client::models::{JsonObject, OutputType};
+use st2_client::models::JsonObject;
+use st2_client::stream::{ExecutionEvent, Follow};
 use st2_client::{Execution, ExecutionStatus, SortOrder, St2Error};
 
 /// `MachineInvocationRequestV1`, as Portarium writes it.
@@ -78,9 +78,6 @@ impl InvocationStatus {
 
 /// Longest the progress stream stays open; the execution itself is not affected.
 const STREAM_MAX: Duration = Duration::from_secs(3600);
-/// First and longest pause between two reads of a followed execution.
-const POLL_FIRST: Duration = Duration::from_millis(50);
-const POLL_MAX: Duration = Duration::from_secs(1);
 /// How many executions one invocation id is looked up among.
 const LOOKUP_LIMIT: u32 = 20;
 
@@ -158,18 +155,14 @@ pub async fn status(
 pub async fn stream(tenant: AuthedTenant, Path(invocation_id): Path<String>) -> Response {
     match located(&tenant, &invocation_id).await {
         Ok(execution) => {
+            let follow = tenant.dispatcher.watcher().follow(&execution.id);
             let progress = Progress {
-                dispatcher: tenant.dispatcher.clone(),
                 invocation_id,
                 execution_id: execution.id,
                 status: None,
-                output_seen: 0,
-                pause: Duration::ZERO,
-                until: Instant::now() + STREAM_MAX,
-                queue: VecDeque::new(),
                 done: false,
             };
-            Sse::new(progress.events())
+            Sse::new(progress.events(follow, Instant::now() + STREAM_MAX))
                 .keep_alive(KeepAlive::default())
                 .into_response()
         }
@@ -361,115 +354,112 @@ struct ProgressEvent<'a> {
     diagnostics: Option<String>,
 }
 
-/// Follows one execution for the progress stream.
+/// Maps one execution's follow to progress events.
 struct Progress {
-    dispatcher: Dispatcher,
     invocation_id: String,
     execution_id: String,
     status: Option<ExecutionStatus>,
-    output_seen: usize,
-    pause: Duration,
-    until: Instant,
-    queue: VecDeque<Event>,
     done: bool,
 }
 
 impl Progress {
-    fn events(self) -> impl Stream<Item = Result<Event, Infallible>> {
-        futures_util::stream::unfold(self, |mut p| async move {
-            loop {
-                if let Some(event) = p.queue.pop_front() {
-                    return Some((Ok(event), p));
+    /// One progress event per status and per output chunk until the execution completes,
+    /// or a closing note at `until`.
+    fn events(
+        self,
+        follow: Follow,
+        until: Instant,
+    ) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures_util::stream::unfold((self, follow), move |(mut p, mut follow)| async move {
+            while !p.done {
+                let event = match tokio::time::timeout_at(until, follow.next()).await {
+                    Ok(Some(event)) => p.progress(event),
+                    Ok(None) | Err(_) => Some(p.closed()),
+                };
+                if let Some(event) = event {
+                    return Some((Ok(event), (p, follow)));
                 }
-                if p.done {
-                    return None;
-                }
-                p.step().await;
             }
+            None
         })
     }
 
-    /// One read of the execution and its output, queueing an event for whatever changed.
-    async fn step(&mut self) {
-        if Instant::now() >= self.until {
-            let current = self
-                .status
-                .as_ref()
-                .map_or(InvocationStatus::Accepted, InvocationStatus::of);
-            let note = "progress stream closed after its longest duration; the execution continues — read statusUrl";
-            self.push(
-                current,
-                Some("stream-closed".into()),
-                None,
-                Some(note.into()),
-            );
-            self.done = true;
-            return;
-        }
-        tokio::time::sleep(self.pause).await;
-        self.pause = (self.pause * 2).clamp(POLL_FIRST, POLL_MAX);
-        let st2 = self.dispatcher.st2();
-        let execution = match st2.executions().get(&self.execution_id).send().await {
-            Ok(e) => e,
-            // A transient failure is no news about the execution: read again later.
-            Err(e) if e.is_transient() => return,
-            Err(e) => {
-                self.push(
-                    InvocationStatus::Failed,
-                    Some("st2-error".into()),
-                    None,
-                    Some(e.to_string()),
-                );
-                self.done = true;
-                return;
-            }
-        };
-        let status = execution
-            .status
-            .clone()
-            .unwrap_or(ExecutionStatus::Requested);
-        if let Ok(text) = st2
-            .executions()
-            .output(&self.execution_id, OutputType::All)
-            .await
-        {
-            // st2 appends output in time order, so what is new is the text past what was sent.
-            if let Some(new) = text.get(self.output_seen..).filter(|t| !t.is_empty()) {
-                self.output_seen = text.len();
-                let new = new.to_string();
-                self.push(
+    fn progress(&mut self, event: ExecutionEvent) -> Option<Event> {
+        match event {
+            ExecutionEvent::Status(execution) => {
+                let status = execution.status.clone()?;
+                let terminal = status.is_terminal();
+                let diagnostics = terminal.then(|| match outcome(&execution, &status) {
+                    DispatchResult::Ok { .. } => {
+                        format!("st2 execution {} succeeded", execution.id)
+                    }
+                    DispatchResult::Err { message, .. } => message,
+                });
+                let ratio = if terminal { 1.0 } else { 0.0 };
+                self.done = terminal;
+                self.status = Some(status.clone());
+                Some(self.event(
                     InvocationStatus::of(&status),
+                    Some(status.to_string()),
+                    Some(ratio),
+                    diagnostics,
+                ))
+            }
+            // Output means it runs, even when no running status was seen (it had ended).
+            ExecutionEvent::Output(chunk) => Some(
+                self.event(
+                    self.status
+                        .as_ref()
+                        .map_or(InvocationStatus::Running, InvocationStatus::of),
                     Some("output".into()),
                     None,
-                    Some(new),
+                    Some(chunk.data),
+                ),
+            ),
+            ExecutionEvent::Gone => {
+                let note = format!(
+                    "st2 execution {} disappeared while it was followed",
+                    self.execution_id
                 );
+                Some(self.failed(note))
             }
-        }
-        if self.status.as_ref() != Some(&status) {
-            let terminal = status.is_terminal();
-            let diagnostics = terminal.then(|| match outcome(&execution, &status) {
-                DispatchResult::Ok { .. } => format!("st2 execution {} succeeded", execution.id),
-                DispatchResult::Err { message, .. } => message,
-            });
-            let ratio = if terminal { 1.0 } else { 0.0 };
-            self.push(
-                InvocationStatus::of(&status),
-                Some(status.to_string()),
-                Some(ratio),
-                diagnostics,
-            );
-            self.done = terminal;
-            self.status = Some(status);
+            ExecutionEvent::Failed(e) => Some(self.failed(e.to_string())),
         }
     }
 
-    fn push(
-        &mut self,
+    fn failed(&mut self, diagnostics: String) -> Event {
+        self.done = true;
+        self.event(
+            InvocationStatus::Failed,
+            Some("st2-error".into()),
+            None,
+            Some(diagnostics),
+        )
+    }
+
+    /// The last event when the stream closes before the execution completes.
+    fn closed(&mut self) -> Event {
+        self.done = true;
+        let current = self
+            .status
+            .as_ref()
+            .map_or(InvocationStatus::Accepted, InvocationStatus::of);
+        let note = "progress stream closed after its longest duration; the execution continues — read statusUrl";
+        self.event(
+            current,
+            Some("stream-closed".into()),
+            None,
+            Some(note.into()),
+        )
+    }
+
+    fn event(
+        &self,
         status: InvocationStatus,
         step: Option<String>,
         progress_ratio: Option<f64>,
         diagnostics: Option<String>,
-    ) {
+    ) -> Event {
         let event = ProgressEvent {
             schema_version: 1,
             invocation_id: &self.invocation_id,
@@ -479,7 +469,6 @@ impl Progress {
             diagnostics,
         };
         let data = serde_json::to_string(&event).expect("a progress event serializes");
-        self.queue
-            .push_back(Event::default().event("progress").data(data));
+        Event::default().event("progress").data(data)
     }
 }

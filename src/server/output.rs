@@ -6,6 +6,7 @@
 //! (then `end` carries a status that is not terminal).
 
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 use super::auth::AuthedTenant;
 use super::dispatch::DispatchState;
 use super::executions::owned;
-use st2_client::stream::OutputStream;
+use st2_client::stream::ExecutionEvent;
 
 /// Comment lines sent while the execution is quiet, so proxies keep the response open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -33,24 +34,30 @@ pub async fn output(
         return answer;
     }
     let dispatcher = tenant.dispatcher.clone();
-    let chunks = match dispatcher.watcher() {
-        Some(w) => w.output(&id),
-        None => OutputStream::new(dispatcher.st2().clone(), None, &id),
-    };
     let until = Instant::now() + Duration::from_millis(state.settings().max_wait_ms);
-    let lines = chunks
+    // Statuses are not sent as events: the last one seen goes into `end`.
+    let status = Arc::new(Mutex::new(None));
+    let seen = status.clone();
+    let lines = dispatcher
+        .watcher()
+        .follow(&id)
         .take_until(tokio::time::sleep_until(until))
-        .map(|chunk| Ok(sse_event("output", &chunk)));
+        .filter_map(move |event| {
+            let line = match event {
+                ExecutionEvent::Output(chunk) => Some(Ok(sse_event("output", &chunk))),
+                ExecutionEvent::Status(e) => {
+                    *seen.lock().unwrap_or_else(PoisonError::into_inner) = e.status.clone();
+                    None
+                }
+                ExecutionEvent::Gone | ExecutionEvent::Failed(_) => None,
+            };
+            std::future::ready(line)
+        });
     let end = futures_util::stream::once(async move {
-        let status = dispatcher
-            .st2()
-            .executions()
-            .get(&id)
-            .include(&["id", "status"])
-            .send()
-            .await
-            .ok()
-            .and_then(|e| e.status);
+        let status = status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         Ok::<_, Infallible>(sse_event(
             "end",
             &json!({"executionId": id, "status": status}),

@@ -10,6 +10,7 @@ mod dispatch;
 mod events;
 mod events_sinks;
 mod fault_injection;
+mod follow;
 mod fuzz_regressions;
 mod governance;
 mod layering;

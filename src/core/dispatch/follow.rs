@@ -1,7 +1,5 @@
-//! Following one st2 execution until it completes or the caller's deadline passes: through
-//! the stream watcher when there is one, by polling otherwise.
-
-use std::time::Duration;
+//! Following one st2 execution until it completes or the caller's deadline passes, through
+//! the dispatcher's watcher (st2's event stream, or its poll loop).
 
 use tokio::time::Instant;
 
@@ -9,26 +7,19 @@ use super::validate::ActionRef;
 use super::{Dispatcher, from_st2, outcome};
 use crate::core::portarium::{DispatchResult, ErrorKind};
 use st2_client::stream::WaitError;
-use st2_client::{Execution, ExecutionStatus, St2Error};
-
-/// First and longest pause between two status reads while polling an execution.
-const POLL_FIRST: Duration = Duration::from_millis(25);
-const POLL_MAX: Duration = Duration::from_millis(500);
+use st2_client::{Execution, ExecutionStatus};
 
 impl Dispatcher {
-    /// Waits for `execution` to reach a completed status; at `deadline` it answers `Timeout`
-    /// naming the execution, which keeps running. With a watcher the wait costs no st2 read
-    /// while the stream is up (the watcher itself reads while it is down).
+    /// Waits for the first terminal event of `execution`; at `deadline` it answers `Timeout`
+    /// naming the execution, which keeps running. The wait costs no st2 read while the
+    /// stream is up (the watcher's poll loop reads while it is down or disabled).
     pub(super) async fn follow(
         &self,
         execution: Execution,
         action: &ActionRef,
         deadline: Instant,
     ) -> DispatchResult {
-        let Some(watcher) = &self.watcher else {
-            return self.poll(execution, action, deadline).await;
-        };
-        match watcher.wait_for(&execution, deadline).await {
+        match self.watcher.wait_for(&execution, deadline).await {
             Ok(done) => match done.status.clone() {
                 Some(status) => outcome(&done, &status),
                 None => still_running(&done.id, None),
@@ -38,38 +29,6 @@ impl Dispatcher {
             }
             Err(WaitError::Gone { id }) => disappeared(&id),
             Err(WaitError::St2 { source, .. }) => from_st2(&source, action),
-        }
-    }
-
-    /// Reads the execution with growing pauses until it completes.
-    async fn poll(
-        &self,
-        mut execution: Execution,
-        action: &ActionRef,
-        deadline: Instant,
-    ) -> DispatchResult {
-        let mut pause = POLL_FIRST;
-        loop {
-            if let Some(status) = execution
-                .status
-                .clone()
-                .filter(ExecutionStatus::is_terminal)
-            {
-                return outcome(&execution, &status);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return still_running(&execution.id, execution.status.as_ref());
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(POLL_MAX);
-            match self.st2.executions().get(&execution.id).send().await {
-                Ok(fresh) => execution = fresh,
-                // A transient read failure is not the execution's outcome: keep following.
-                Err(e) if e.is_transient() => {}
-                Err(St2Error::NotFound { .. }) => return disappeared(&execution.id),
-                Err(e) => return from_st2(&e, action),
-            }
         }
     }
 }

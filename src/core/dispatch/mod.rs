@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::core::governance::packs::PackGate;
 use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use st2_client::models::JsonObject;
-use st2_client::stream::ExecutionWatcher;
+use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_client::{
     CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, SortOrder, St2Client, St2Error,
 };
@@ -31,6 +31,9 @@ const CREATE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const CREATE_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How many executions for one key a replica reads when checking for a duplicate.
 const CONVERGE_LOOKAHEAD: u32 = 10;
+/// How often a dispatcher without a stream watcher reads the executions it follows: the
+/// longest pause of the per-dispatch polling it replaces.
+const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs Portarium dispatches on one st2 cluster.
 #[derive(Clone)]
@@ -38,7 +41,7 @@ pub struct Dispatcher {
     st2: St2Client,
     flights: Flights,
     cancel_on_deadline: bool,
-    watcher: Option<ExecutionWatcher>,
+    watcher: ExecutionWatcher,
     gate: Option<Arc<PackGate>>,
 }
 
@@ -71,13 +74,19 @@ impl Flights {
 }
 
 impl Dispatcher {
-    /// A dispatcher using `st2` for every call; it polls executions to follow them.
+    /// A dispatcher using `st2` for every call; it follows executions through a watcher
+    /// that opens no stream connection and reads them every 500 ms.
     pub fn new(st2: St2Client) -> Self {
+        let polling = StreamConfig {
+            enabled: false,
+            fallback_poll: POLL_EVERY,
+            ..StreamConfig::default()
+        };
         Self {
+            watcher: ExecutionWatcher::start(st2.clone(), polling),
             st2,
             flights: Flights::default(),
             cancel_on_deadline: false,
-            watcher: None,
             gate: None,
         }
     }
@@ -88,15 +97,15 @@ impl Dispatcher {
         self
     }
 
-    /// Follows executions through `watcher` (st2's event stream) instead of polling each.
+    /// Follows executions through `watcher` (st2's event stream, or its poll loop).
     pub fn with_watcher(mut self, watcher: ExecutionWatcher) -> Self {
-        self.watcher = Some(watcher);
+        self.watcher = watcher;
         self
     }
 
-    /// The stream watcher, when executions are followed through st2's event stream.
-    pub fn watcher(&self) -> Option<&ExecutionWatcher> {
-        self.watcher.as_ref()
+    /// The watcher every execution is followed through, streaming or only polling.
+    pub fn watcher(&self) -> &ExecutionWatcher {
+        &self.watcher
     }
 
     /// This dispatcher refusing, before st2 is asked to run anything, actions whose pack the

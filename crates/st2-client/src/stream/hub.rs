@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
 use super::StreamConfig;
-use super::output::OutputStream;
+use super::follow::{Follow, Seen};
 use crate::{Execution, ExecutionStatus, St2Client, St2Error};
 
 /// How many snapshots `updates()` buffers per receiver before a slow one starts losing the
@@ -43,8 +43,8 @@ pub enum WaitError {
     St2 {
         /// The execution waited on.
         id: String,
-        /// st2's error.
-        source: St2Error,
+        /// st2's error (shared by every follower of the execution).
+        source: Arc<St2Error>,
     },
 }
 
@@ -55,10 +55,12 @@ pub enum ConnectionState {
     Connecting,
     /// Open and reconciled: status changes arrive as events.
     Connected,
-    /// Lost; waiting out the backoff before the next attempt. Waits poll meanwhile.
+    /// Lost; waiting out the backoff before the next attempt. The poll loop reads meanwhile.
     Backoff,
     /// The watcher was shut down.
     Stopped,
+    /// `st2.stream.enabled` is false: no connection is opened; the poll loop reads.
+    Disabled,
 }
 
 impl ConnectionState {
@@ -69,6 +71,7 @@ impl ConnectionState {
             Self::Connected => "connected",
             Self::Backoff => "backoff",
             Self::Stopped => "stopped",
+            Self::Disabled => "disabled",
         }
     }
 }
@@ -94,7 +97,8 @@ pub struct StreamStats {
     pub reconciliations: u64,
     /// Executions read over REST by reconciliations.
     pub reconciled_executions: u64,
-    /// Single-execution reads by waits (while the stream was down, or to close a gap).
+    /// Single-execution reads by the poll loop (while the stream is down or disabled, or to
+    /// close the gap at the start of a follow).
     pub wait_reads: u64,
 }
 
@@ -114,14 +118,6 @@ impl Counters {
     pub fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
     }
-}
-
-/// What a wait sees for one execution.
-#[derive(Debug, Clone)]
-enum Seen {
-    Nothing,
-    Snapshot(Arc<Execution>),
-    Gone,
 }
 
 /// A map that forgets its oldest keys beyond `cap`.
@@ -166,17 +162,27 @@ impl<V> Bounded<V> {
     }
 }
 
+/// The followers of one execution: what they have seen, and how many there are.
+struct Entry {
+    seen: watch::Sender<Seen>,
+    followers: usize,
+}
+
 struct State {
-    waiting: HashMap<String, watch::Sender<Seen>>,
+    following: HashMap<String, Entry>,
     finished: Bounded<Arc<Execution>>,
-    in_flight: Bounded<()>,
+    /// The latest snapshot of every execution seen non-terminal.
+    in_flight: Bounded<Arc<Execution>>,
+    /// Executions the poll loop reads at once, whatever the stream's state: new follows
+    /// that the stream cannot be known to cover.
+    urgent: HashSet<String>,
     /// Latest st2 time up to which every change is known (event timestamps, connect times).
     known_through: Option<OffsetDateTime>,
     /// st2's clock when the current connection opened (its `Date`), once reconciled.
     connection_opened: Option<OffsetDateTime>,
 }
 
-/// Shared by the watcher handles, the consumer task and output followers.
+/// Shared by the watcher handles, the consumer task, the poll loop and follows.
 pub(super) struct Hub {
     pub client: St2Client,
     pub cfg: StreamConfig,
@@ -184,6 +190,10 @@ pub(super) struct Hub {
     updates: broadcast::Sender<Arc<Execution>>,
     state: Mutex<State>,
     conn: watch::Sender<ConnectionState>,
+    /// Wakes the poll loop for urgent reads.
+    wake: Arc<Notify>,
+    /// Set once the poll loop runs; it starts with the first follow, inside a runtime.
+    poller: std::sync::OnceLock<()>,
 }
 
 impl Hub {
@@ -218,25 +228,30 @@ impl Hub {
         }
     }
 
-    /// Takes in one snapshot from any source: fans it out, remembers it, wakes its waiters.
+    /// Takes in one snapshot from any source: fans it out, remembers it, wakes its followers.
     pub fn observe(&self, execution: Execution) {
         let execution = Arc::new(execution);
-        // Nobody listening is normal; the snapshot still feeds waits.
+        // Nobody listening is normal; the snapshot still feeds follows.
         let _ = self.updates.send(execution.clone());
         let mut st = self.lock();
         let id = execution.id.as_str();
         if execution.is_terminal() {
             st.in_flight.remove(id);
             st.finished.insert(id, execution.clone());
-            if let Some(tx) = st.waiting.remove(id) {
-                tx.send_replace(Seen::Snapshot(execution));
-            }
-        } else if !st.finished.map.contains_key(id) {
+        } else if st.finished.map.contains_key(id) {
             // A late non-terminal snapshot never replaces a terminal one: terminal is final.
-            st.in_flight.insert(id, ());
-            if let Some(tx) = st.waiting.get(id) {
-                tx.send_replace(Seen::Snapshot(execution));
-            }
+            return;
+        } else {
+            st.in_flight.insert(id, execution.clone());
+        }
+        if let Some(entry) = st.following.get(id) {
+            entry.seen.send_if_modified(|seen| {
+                let news = !seen.is_final();
+                if news {
+                    *seen = Seen::Snapshot(execution);
+                }
+                news
+            });
         }
     }
 
@@ -253,10 +268,19 @@ impl Hub {
 
     /// st2 answered 404 for `id`.
     pub fn gone(&self, id: &str) {
+        self.settle(id, Seen::Gone);
+    }
+
+    /// Reading `id` failed for a reason reading again will not cure.
+    fn failed(&self, id: &str, error: St2Error) {
+        self.settle(id, Seen::Failed(Arc::new(error)));
+    }
+
+    fn settle(&self, id: &str, seen: Seen) {
         let mut st = self.lock();
         st.in_flight.remove(id);
-        if let Some(tx) = st.waiting.remove(id) {
-            tx.send_replace(Seen::Gone);
+        if let Some(entry) = st.following.get(id) {
+            entry.seen.send_replace(seen);
         }
     }
 
@@ -275,7 +299,7 @@ impl Hub {
 
     /// The reconciliation after a connection opened at st2 time `opened` (its `Date`)
     /// succeeded. Without a `Date`, our own clock stands in for the next reconciliation's
-    /// start (the margin covers modest skew) but never vouches for a wait.
+    /// start (the margin covers modest skew) but never vouches for a follow.
     pub fn reconciled(&self, opened: Option<OffsetDateTime>) {
         let mut st = self.lock();
         let o = opened.unwrap_or_else(OffsetDateTime::now_utc);
@@ -283,146 +307,132 @@ impl Hub {
         st.connection_opened = opened;
     }
 
-    /// Every execution a reconciliation must re-read: in flight, or waited on.
+    /// Every execution a reconciliation must re-read: in flight, or followed and unsettled.
     pub fn unsettled(&self) -> Vec<String> {
         let st = self.lock();
         let mut ids: HashSet<&String> = st.in_flight.map.keys().collect();
-        ids.extend(st.waiting.keys());
+        ids.extend(followed(&st));
         ids.into_iter().cloned().collect()
     }
 
-    /// The terminal snapshot of `id`, if it was seen recently.
-    pub fn finished(&self, id: &str) -> Option<Arc<Execution>> {
-        self.lock().finished.map.get(id).cloned()
+    /// Every followed execution without a final answer yet: what the poll loop reads.
+    pub fn polled(&self) -> Vec<String> {
+        followed(&self.lock()).cloned().collect()
+    }
+
+    /// The executions new follows asked to be read, emptied.
+    pub fn take_urgent(&self) -> Vec<String> {
+        self.lock().urgent.drain().collect()
     }
 
     /// Reads `id` over REST and takes the answer in.
-    async fn read(&self, id: &str) -> Result<(), WaitError> {
+    pub async fn read(&self, id: &str) {
         Counters::bump(&self.counters.wait_reads, 1);
         match self.client.executions().get(id).send().await {
             Ok(e) => self.observe(e),
             Err(St2Error::NotFound { .. }) => self.gone(id),
             // A transient failure costs one interval; the next read or event settles it.
             Err(e) if e.is_transient() => {
-                tracing::debug!(execution = id, error = %e, "read while waiting failed; trying again");
+                tracing::debug!(execution = id, error = %e, "reading a followed execution failed; trying again");
             }
-            Err(source) => {
-                return Err(WaitError::St2 {
-                    id: id.to_string(),
-                    source,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether events for `known` are certain to reach this watcher: it started after the
-    /// open connection did (st2's `Date` has whole seconds, hence the one-second margin), or
-    /// the stream already carried it.
-    fn covered(&self, id: &str, known: Option<&Execution>) -> bool {
-        let st = self.lock();
-        if st.in_flight.map.contains_key(id) {
-            return true;
-        }
-        match (st.connection_opened, known.and_then(|e| e.start_timestamp)) {
-            (Some(opened), Some(started)) => started > opened + Duration::from_secs(1),
-            _ => false,
+            Err(e) => self.failed(id, e),
         }
     }
 
-    fn fallback_interval(&self) -> Duration {
-        // Jittered so that many waits on one outage do not read st2 in step.
-        let base = self.cfg.fallback_poll;
-        base / 2 + base.mul_f64(fastrand::f64() * 0.5)
-    }
-
-    /// The wait behind [`ExecutionWatcher::wait_terminal`] and [`ExecutionWatcher::wait_for`].
-    async fn wait(
-        self: &Arc<Self>,
-        id: &str,
-        known: Option<&Execution>,
-        deadline: Instant,
-    ) -> Result<Execution, WaitError> {
-        if let Some(e) = known.filter(|e| e.is_terminal()) {
-            return Ok(e.clone());
-        }
-        let mut rx = {
-            let mut st = self.lock();
-            if let Some(done) = st.finished.map.get(id) {
-                return Ok((**done).clone());
-            }
-            st.waiting
-                .entry(id.to_string())
-                .or_insert_with(|| watch::channel(Seen::Nothing).0)
-                .subscribe()
+    /// Whether events for `id` are certain to reach this watcher: the open connection is
+    /// reconciled and the stream already carried it, or it started after the connection
+    /// opened (st2's `Date` has whole seconds, hence the one-second margin).
+    fn covered(&self, st: &State, id: &str, known: Option<&Execution>) -> bool {
+        let Some(opened) = st.connection_opened else {
+            return false;
         };
-        let _unregister = Unregister { hub: self, id };
-        let mut last_status = known.and_then(|e| e.status.clone());
-        let mut conn = self.conn.subscribe();
-        let up = *conn.borrow_and_update() == ConnectionState::Connected;
-        // Registered first, then read: a change after the read arrives as an event (or is
-        // read again while the stream is down), one before it is in the read.
-        let mut read_at = (!up || !self.covered(id, known)).then(Instant::now);
-        loop {
-            match &*rx.borrow_and_update() {
-                Seen::Snapshot(e) if e.is_terminal() => return Ok((**e).clone()),
-                Seen::Snapshot(e) => last_status = e.status.clone().or(last_status),
-                Seen::Gone => return Err(WaitError::Gone { id: id.to_string() }),
-                Seen::Nothing => {}
+        if self.state() != ConnectionState::Connected {
+            return false;
+        }
+        st.in_flight.map.contains_key(id)
+            || known
+                .and_then(|e| e.start_timestamp)
+                .is_some_and(|started| started > opened + Duration::from_secs(1))
+    }
+
+    /// Adds a follower of `id`, seeded with the newest snapshot known (the watcher's own, or
+    /// `known`). Unless the stream is certain to carry its changes, the poll loop reads it
+    /// at once: registered first, then read, so no change falls between the two.
+    pub fn register(self: &Arc<Self>, id: &str, known: Option<&Execution>) -> Registration {
+        self.poller.get_or_init(|| {
+            tokio::spawn(super::poll::run(
+                Arc::downgrade(self),
+                self.wake.clone(),
+                self.conn.subscribe(),
+            ));
+        });
+        let mut st = self.lock();
+        let newest = st
+            .finished
+            .map
+            .get(id)
+            .or_else(|| st.in_flight.map.get(id))
+            .cloned()
+            .or_else(|| known.map(|e| Arc::new(e.clone())));
+        let covered = self.covered(&st, id, known);
+        let entry = st.following.entry(id.to_string()).or_insert_with(|| Entry {
+            seen: watch::channel(Seen::Nothing).0,
+            followers: 0,
+        });
+        entry.followers += 1;
+        entry.seen.send_if_modified(|seen| match (&*seen, newest) {
+            // A failure is not remembered for followers that come later: they try again.
+            (Seen::Nothing | Seen::Failed(_), Some(e)) => {
+                *seen = Seen::Snapshot(e);
+                true
             }
-            let read_timer = async {
-                match read_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        // Our entry was replaced after a terminal snapshot we did not see.
-                        if let Some(done) = self.finished(id) {
-                            return Ok((*done).clone());
-                        }
-                        read_at = Some(Instant::now());
-                    }
-                }
-                _ = conn.changed() => {
-                    let up = *conn.borrow_and_update() == ConnectionState::Connected;
-                    read_at = match (up, read_at) {
-                        (true, _) => None,
-                        (false, Some(at)) => Some(at),
-                        (false, None) => Some(Instant::now() + self.fallback_interval()),
-                    };
-                }
-                _ = read_timer => {
-                    self.read(id).await?;
-                    let up = *conn.borrow() == ConnectionState::Connected;
-                    read_at = (!up).then(|| Instant::now() + self.fallback_interval());
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(WaitError::Deadline { id: id.to_string(), last_status });
-                }
+            (Seen::Failed(_), None) => {
+                *seen = Seen::Nothing;
+                true
             }
+            _ => false,
+        });
+        let mut seen = entry.seen.subscribe();
+        // The first poll of the follow looks at what is already there.
+        seen.mark_changed();
+        let settled = seen.borrow().is_final();
+        if !settled && !covered {
+            st.urgent.insert(id.to_string());
+            self.wake.notify_one();
+        }
+        Registration {
+            hub: self.clone(),
+            id: id.to_string(),
+            seen,
         }
     }
 }
 
-/// Drops a wait's registration when the last wait on that id ends.
-struct Unregister<'a> {
-    hub: &'a Hub,
-    id: &'a str,
+/// The followed executions not settled yet.
+fn followed(st: &State) -> impl Iterator<Item = &String> {
+    st.following
+        .iter()
+        .filter(|(_, e)| !e.seen.borrow().is_final())
+        .map(|(id, _)| id)
 }
 
-impl Drop for Unregister<'_> {
+/// One follower of one execution; dropping it removes the entry with the last follower.
+pub(super) struct Registration {
+    hub: Arc<Hub>,
+    id: String,
+    /// What the follower has seen.
+    pub seen: watch::Receiver<Seen>,
+}
+
+impl Drop for Registration {
     fn drop(&mut self) {
         let mut st = self.hub.lock();
-        // The receiver of the wait being dropped still counts here.
-        if st
-            .waiting
-            .get(self.id)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
-        {
-            st.waiting.remove(self.id);
+        if let Some(entry) = st.following.get_mut(&self.id) {
+            entry.followers -= 1;
+            if entry.followers == 0 {
+                st.following.remove(&self.id);
+                st.urgent.remove(&self.id);
+            }
         }
     }
 }
@@ -448,7 +458,8 @@ impl StatsHandle {
     }
 }
 
-/// Stops the consumer when the last watcher handle is dropped.
+/// Stops the consumer when the last watcher handle is dropped (the poll loop ends with the
+/// last follow).
 struct Running {
     stop: watch::Sender<bool>,
 }
@@ -459,7 +470,8 @@ impl Drop for Running {
     }
 }
 
-/// Follows st2 executions through one stream connection. Cheap to clone; the connection
+/// Follows st2 executions: through one stream connection when `st2.stream.enabled`, and
+/// through one poll loop while that is down or disabled. Cheap to clone; the connection
 /// closes when the last clone is dropped or [`ExecutionWatcher::shutdown`] is called.
 #[derive(Clone)]
 pub struct ExecutionWatcher {
@@ -473,40 +485,65 @@ impl ExecutionWatcher {
         Arc::ptr_eq(&self.hub, &other.hub)
     }
 
-    /// Spawns the stream consumer for `client`'s credentials. Needs a Tokio runtime.
+    /// Spawns the stream consumer for `client`'s credentials (needs a Tokio runtime), or,
+    /// with `cfg.enabled` false, a watcher that opens no connection and only polls.
     pub fn start(client: St2Client, cfg: StreamConfig) -> Self {
+        let initial = if cfg.enabled {
+            ConnectionState::Connecting
+        } else {
+            ConnectionState::Disabled
+        };
         let hub = Arc::new(Hub {
             client,
             counters: Counters::default(),
             updates: broadcast::channel(UPDATES_BUFFER).0,
             state: Mutex::new(State {
-                waiting: HashMap::new(),
+                following: HashMap::new(),
                 finished: Bounded::new(cfg.capacity),
                 in_flight: Bounded::new(cfg.capacity),
+                urgent: HashSet::new(),
                 known_through: None,
                 connection_opened: None,
             }),
-            conn: watch::channel(ConnectionState::Connecting).0,
+            conn: watch::channel(initial).0,
+            wake: Arc::new(Notify::new()),
+            poller: std::sync::OnceLock::new(),
             cfg,
         });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(super::consumer::run(hub.clone(), stopped));
+        if hub.cfg.enabled {
+            tokio::spawn(super::consumer::run(hub.clone(), stopped));
+        }
         Self {
             hub,
             running: Arc::new(Running { stop }),
         }
     }
 
-    /// Closes the stream connection now (clones stop following too; waits fall back to
-    /// reading their execution every `fallback_poll_ms`).
+    /// Whether this watcher follows st2's event stream (`st2.stream.enabled`), rather than
+    /// only polling.
+    pub fn streams(&self) -> bool {
+        self.hub.cfg.enabled
+    }
+
+    /// Closes the stream connection now (clones stop following it too; follows and waits
+    /// are then served by the poll loop, every `fallback_poll`).
     pub fn shutdown(&self) {
         self.running.stop.send_replace(true);
     }
 
+    /// Execution `id` as events in execution order: its statuses, its output, then its
+    /// terminal status or `Gone`; see [`Follow`] for the order and the bounds.
+    pub fn follow(&self, id: &str) -> Follow {
+        Follow::new(self.hub.clone(), id, None, true)
+    }
+
     /// Resolves with the execution as soon as a terminal status is seen for `id` — from the
-    /// stream, a reconciliation, or a read while the stream is down — or fails at `deadline`.
+    /// stream, a reconciliation, or the poll loop — or fails at `deadline`.
     pub async fn wait_terminal(&self, id: &str, deadline: Instant) -> Result<Execution, WaitError> {
-        self.hub.wait(id, None, deadline).await
+        Follow::new(self.hub.clone(), id, None, false)
+            .until_terminal(deadline, |_| {})
+            .await
     }
 
     /// As [`ExecutionWatcher::wait_terminal`] for an execution the caller just read or
@@ -516,8 +553,11 @@ impl ExecutionWatcher {
         execution: &Execution,
         deadline: Instant,
     ) -> Result<Execution, WaitError> {
-        self.hub
-            .wait(&execution.id, Some(execution), deadline)
+        if execution.is_terminal() {
+            return Ok(execution.clone());
+        }
+        Follow::new(self.hub.clone(), &execution.id, Some(execution), false)
+            .until_terminal(deadline, |_| {})
             .await
     }
 
@@ -527,11 +567,6 @@ impl ExecutionWatcher {
     /// `(id, status)`. A receiver more than 1024 snapshots behind loses the oldest.
     pub fn updates(&self) -> broadcast::Receiver<Arc<Execution>> {
         self.hub.updates.subscribe()
-    }
-
-    /// The output of execution `id`, from its first line, live, ending when it ends.
-    pub fn output(&self, id: &str) -> OutputStream {
-        OutputStream::new(self.hub.client.clone(), Some(self), id)
     }
 
     /// Where the connection is, and the counters since start.

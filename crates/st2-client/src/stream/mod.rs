@@ -4,28 +4,34 @@
 //! - [`parse`]: an incremental parser for st2's SSE framing.
 //! - `consumer`: the connection loop (silence detection, capped backoff with jitter,
 //!   reconciliation after every reconnect).
-//! - [`ExecutionWatcher`]: waits for terminal statuses, fans out every snapshot observed, and
-//!   follows one execution's output.
+//! - `poll`: the one poll loop that reads followed executions while the stream is down or
+//!   disabled.
+//! - [`ExecutionWatcher`]: follows executions ([`Follow`]: statuses and output in execution
+//!   order), waits for terminal statuses, and fans out every snapshot observed.
 
 mod consumer;
+mod follow;
 mod hub;
 mod output;
 pub mod parse;
+mod poll;
 
+pub use follow::{ExecutionEvent, Follow, MAX_FOLLOW, OUTPUT_DRAIN};
 pub use hub::{ConnectionState, ExecutionWatcher, StatsHandle, StreamStats, WaitError};
-pub use output::OutputStream;
 pub use parse::{ParseError, SseEvent, SseParser};
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use st2_basics::{BackoffConfig, FieldError, duration};
+use tokio::time::Instant;
 
 /// `st2.stream`: following executions through st2's event stream.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
-    /// Follow executions through the stream; off, every execution is polled.
+    /// Follow executions through the stream; off, the watcher's poll loop reads every
+    /// followed execution each `fallback_poll`.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     /// A connection that sends nothing (not even st2's keep-alive, every 25 s by default)
@@ -39,7 +45,8 @@ pub struct StreamConfig {
     /// Pauses between reconnect attempts.
     #[serde(default = "default_backoff")]
     pub backoff: BackoffConfig,
-    /// While the stream is down, each waited-on execution is read this often instead.
+    /// While the stream is down (or disabled), the poll loop reads each followed execution
+    /// this often instead.
     #[serde(
         default = "default_fallback_poll",
         alias = "fallback_poll_ms",
@@ -110,5 +117,13 @@ impl StreamConfig {
                 format!("{} is outside 16..=1000000", self.capacity),
             );
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no `at` (a `select!` branch that is off).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

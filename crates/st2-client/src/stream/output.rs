@@ -5,7 +5,7 @@
 //! `EOF` frame once the execution completes (or pauses), so it gives the output complete, in
 //! st2's order, with no race between "already written" and "live". It sends no keep-alives,
 //! so a quiet connection is not a dead one: it is reopened when it breaks, or when the
-//! watcher has seen the execution end and no `EOF` followed. Each reopening replays
+//! follow has seen the execution end and no `EOF` followed. Each reopening replays
 //! everything, so the chunks already delivered are skipped by position.
 
 use std::pin::Pin;
@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use st2_basics::{Backoff, BackoffConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::ExecutionWatcher;
+use super::follow::{MAX_FOLLOW, Seen};
 use super::parse::SseParser;
 use crate::client::ApiRequest;
 use crate::models::OutputChunk;
@@ -33,22 +33,20 @@ const EOF_GRACE: Duration = Duration::from_secs(2);
 const MAX_FAILURES: u32 = 10;
 /// Reconnect backoff bounds.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// Longest a follow lasts, whatever happens (a caller bounds it further).
-const MAX_FOLLOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Live output of one execution; ends when the execution ends (or cannot be followed).
 /// Dropping it closes the st2 connection.
-pub struct OutputStream {
+pub(super) struct OutputStream {
     rx: mpsc::Receiver<OutputChunk>,
     task: JoinHandle<()>,
 }
 
 impl OutputStream {
-    /// Follows `id`'s output with `client`; `watcher`, when given, tells when it ended even
-    /// if st2's `EOF` is lost.
-    pub fn new(client: St2Client, watcher: Option<&ExecutionWatcher>, id: &str) -> Self {
+    /// Follows `id`'s output with `client`; `seen` (the follow's view of the execution)
+    /// tells when it ended even if st2's `EOF` is lost.
+    pub fn new(client: St2Client, seen: watch::Receiver<Seen>, id: &str) -> Self {
         let (tx, rx) = mpsc::channel(BUFFER);
-        let task = tokio::spawn(follow(client, watcher.cloned(), id.to_string(), tx));
+        let task = tokio::spawn(follow(client, seen, id.to_string(), tx));
         Self { rx, task }
     }
 }
@@ -79,16 +77,14 @@ enum Ended {
 
 async fn follow(
     client: St2Client,
-    watcher: Option<ExecutionWatcher>,
+    mut seen: watch::Receiver<Seen>,
     id: String,
     tx: mpsc::Sender<OutputChunk>,
 ) {
     let until = Instant::now() + MAX_FOLLOW;
-    let end_seen = async {
-        match &watcher {
-            Some(w) => drop(w.wait_terminal(&id, until).await),
-            None => std::future::pending().await,
-        }
+    let end_seen = async move {
+        // A closed channel means the follow is over: as good as an end.
+        let _ = seen.wait_for(Seen::is_final).await;
     };
     tokio::pin!(end_seen);
     let mut ended = false;
@@ -139,12 +135,7 @@ async fn read(
     let mut position: u64 = 0;
     let mut grace_until: Option<Instant> = (*ended).then(|| Instant::now() + EOF_GRACE);
     loop {
-        let grace = async {
-            match grace_until {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let grace = super::sleep_until(grace_until);
         let chunk = tokio::select! {
             chunk = response.chunk() => chunk,
             _ = end_seen.as_mut(), if !*ended => {
