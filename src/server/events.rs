@@ -112,36 +112,31 @@ async fn receive(
 /// consumer and runs each through the same checks as `POST /v1/events`, the tenant being the
 /// event's `tenantid` (it must be a configured tenant). An event is acknowledged once st2 took
 /// its trigger or it was refused for good (logged); when st2 fails it is redelivered after
-/// `max_backoff_ms`. Connection failures are retried with capped, jittered backoff, forever:
+/// `backoff.max`. Connection failures are retried with the shared backoff, forever:
 /// the task ends only when aborted.
 pub fn spawn_nats_consumer(
     state: EventsState,
     config: crate::events::config::InboundNatsConfig,
 ) -> tokio::task::JoinHandle<()> {
-    use std::time::Duration;
-    let initial = Duration::from_millis(config.initial_backoff_ms);
-    let max = Duration::from_millis(config.max_backoff_ms);
     tokio::spawn(async move {
-        let mut attempt = 0u32;
+        let mut backoff = st2_basics::Backoff::new(config.backoff.clone());
         loop {
-            match consume(&state, &config, max, &mut attempt).await {
+            match consume(&state, &config, &mut backoff).await {
                 Ok(()) => tracing::warn!("Portarium event stream ended; reconnecting"),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot consume Portarium events from NATS; retrying")
                 }
             }
-            tokio::time::sleep(crate::events::sink::backoff(initial, max, attempt)).await;
-            attempt = attempt.saturating_add(1);
+            backoff.wait().await;
         }
     })
 }
 
-/// One consumer session; `attempt` resets once a message arrives.
+/// One consumer session; `backoff` restarts from `initial` once a message arrives.
 async fn consume(
     state: &EventsState,
     config: &crate::events::config::InboundNatsConfig,
-    redeliver_after: std::time::Duration,
-    attempt: &mut u32,
+    backoff: &mut st2_basics::Backoff,
 ) -> Result<(), String> {
     use async_nats::jetstream::{self, AckKind, consumer};
     use futures_util::StreamExt;
@@ -168,10 +163,10 @@ async fn consume(
     let mut messages = pull.messages().await.map_err(|e| e.to_string())?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
-        *attempt = 0;
+        backoff.reset();
         let ack = match handle(state, &message.payload).await {
             Ok(()) => AckKind::Ack,
-            Err(InboundError::St2 { .. }) => AckKind::Nak(Some(redeliver_after)),
+            Err(InboundError::St2 { .. }) => AckKind::Nak(Some(config.backoff.max)),
             Err(e) => {
                 tracing::warn!(subject = %message.subject, error = %e, "Portarium event refused");
                 AckKind::Term
