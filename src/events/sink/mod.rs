@@ -9,6 +9,8 @@
 
 pub mod http;
 pub mod nats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
