@@ -30,14 +30,17 @@ fn event() -> Arc<CloudEvent> {
     )
 }
 
+/// When each delivery attempt came.
+type Seen = Arc<Mutex<Vec<Instant>>>;
+
 /// A sink answering `script` in turn (then accepting), recording when each attempt came.
 fn scripted(
     script: Vec<Option<Duration>>,
 ) -> (
-    Arc<Mutex<Vec<Instant>>>,
+    Seen,
     impl FnMut(Arc<CloudEvent>) -> std::future::Ready<Result<(), Attempt>> + Send + 'static,
 ) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Seen::default();
     let mut script = VecDeque::from(script);
     let log = seen.clone();
     let deliver = move |_| {
