@@ -71,9 +71,12 @@ impl App {
         }
         let (events_state, consumer) = events::EventsState::start(&config.events, dispatch.clone());
         background.extend(consumer);
-        let router =
-            crate::server::router(readiness, dispatch.clone(), config.dispatch.max_body_bytes)
-                .merge(events::router(events_state));
+        let router = crate::server::router(
+            readiness,
+            dispatch.clone(),
+            crate::server::Limits::new(&config.server, config.dispatch.max_body_bytes),
+        )
+        .merge(events::router(events_state));
         Ok(Self {
             router,
             client,

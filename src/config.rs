@@ -228,6 +228,10 @@ impl Config {
         self.telemetry.validate(&mut errors);
         self.events.validate(&mut errors);
         self.dispatch.validate(&mut errors);
+        self.server.validate_limits(
+            std::time::Duration::from_millis(self.dispatch.max_wait_ms),
+            &mut errors,
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -238,7 +242,11 @@ impl Config {
 
 /// Every field of an earlier version still set in `tree`, each named with its replacement.
 fn renamed_fields(tree: &Value) -> Vec<FieldError> {
-    let sections: [(&str, &[(&str, &str)]); 1] = [("st2", st2_client::config::RENAMED)];
+    let sections: [(&str, &[(&str, &str)]); 3] = [
+        ("st2", st2_client::config::RENAMED),
+        ("telemetry", crate::telemetry::config::RENAMED),
+        ("events", crate::events::config::RENAMED),
+    ];
     let mut found = Vec::new();
     for (section, renamed) in sections {
         for (old, new) in renamed {

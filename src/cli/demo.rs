@@ -64,7 +64,9 @@ pub async fn emulated(
          events:\n  inbound:\n    classes:\n      - {{type: {DEMO_EVENT_CLASS}, trigger: portarium.event}}\n{}",
         policy.display(),
         lifecycle_sink
-            .map(|url| format!("  http: {{url: '{url}', delivery: {{initial_backoff_ms: 20, max_backoff_ms: 200}}}}\n"))
+            .map(|url| format!(
+                "  http: {{url: '{url}', delivery: {{backoff: {{initial: 20ms, max: 200ms}}}}}}\n"
+            ))
             .unwrap_or_default()
     );
     let config = Config::from_yaml(&yaml, "<emulator>", env).map_err(|e| e.to_string())?;

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use st2_basics::FieldError;
+use std::time::Duration;
+
+use st2_basics::{BackoffConfig, FieldError, RetryPolicy};
 use st2_client::secret::Secret;
 
 /// `events:` — everything about Portarium events; all off unless configured.
@@ -27,6 +29,35 @@ pub struct EventsConfig {
     #[serde(default)]
     pub inbound: InboundConfig,
 }
+
+/// Fields of earlier versions that moved, relative to `events.`: `(old path, new path and
+/// form)`. A config still using one is refused with a message naming the new field.
+pub const RENAMED: &[(&str, &str)] = &[
+    (
+        "http.delivery.initial_backoff_ms",
+        "http.delivery.backoff.initial (a duration such as 200ms)",
+    ),
+    (
+        "http.delivery.max_backoff_ms",
+        "http.delivery.backoff.max (a duration such as 30s)",
+    ),
+    (
+        "nats.delivery.initial_backoff_ms",
+        "nats.delivery.backoff.initial (a duration such as 200ms)",
+    ),
+    (
+        "nats.delivery.max_backoff_ms",
+        "nats.delivery.backoff.max (a duration such as 30s)",
+    ),
+    (
+        "inbound.nats.initial_backoff_ms",
+        "inbound.nats.backoff.initial (a duration such as 200ms)",
+    ),
+    (
+        "inbound.nats.max_backoff_ms",
+        "inbound.nats.backoff.max (a duration such as 30s)",
+    ),
+];
 
 /// `events.lifecycle`.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,24 +99,31 @@ pub struct DeliveryConfig {
     /// Events waiting for the sink; when full, the producer waits.
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
-    /// First retry delay; doubles per failed attempt, with jitter.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff_ms: u64,
-    /// Retry delay ceiling (a longer `Retry-After` is honoured up to this).
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff_ms: u64,
+    /// Pauses between attempts (a longer `Retry-After` is honoured up to `backoff.max`).
+    #[serde(default = "default_backoff")]
+    pub backoff: BackoffConfig,
     /// An event still undelivered after this long is dropped, logged and counted.
-    #[serde(default = "default_give_up")]
-    pub give_up_after_ms: u64,
+    #[serde(
+        default = "default_give_up",
+        alias = "give_up_after_ms",
+        with = "st2_basics::duration"
+    )]
+    pub give_up_after: Duration,
+}
+
+impl DeliveryConfig {
+    /// The retry policy of one event: `backoff`, until `give_up_after`.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy::new(self.backoff.clone()).give_up_after(self.give_up_after)
+    }
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             queue_size: default_queue_size(),
-            initial_backoff_ms: default_initial_backoff(),
-            max_backoff_ms: default_max_backoff(),
-            give_up_after_ms: default_give_up(),
+            backoff: default_backoff(),
+            give_up_after: default_give_up(),
         }
     }
 }
@@ -166,12 +204,10 @@ pub struct InboundNatsConfig {
     /// Subjects taken (events of undeclared classes are acknowledged and logged).
     #[serde(default = "default_filter")]
     pub filter_subject: String,
-    /// First reconnect delay; doubles per failure, with jitter.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff_ms: u64,
-    /// Reconnect delay ceiling; also the redelivery delay after st2 refused a trigger.
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff_ms: u64,
+    /// Reconnect pauses; `backoff.max` is also the redelivery delay after st2 refused a
+    /// trigger.
+    #[serde(default = "default_backoff")]
+    pub backoff: BackoffConfig,
 }
 
 impl Default for InboundConfig {
@@ -210,6 +246,25 @@ pub struct EventClass {
 impl EventsConfig {
     /// Adds every problem with this section to `errors`.
     pub fn validate(&self, errors: &mut Vec<FieldError>) {
+        let backoffs = [
+            (
+                "events.http.delivery.backoff",
+                self.http.as_ref().map(|h| &h.delivery.backoff),
+            ),
+            (
+                "events.nats.delivery.backoff",
+                self.nats.as_ref().map(|n| &n.delivery.backoff),
+            ),
+            (
+                "events.inbound.nats.backoff",
+                self.inbound.nats.as_ref().map(|n| &n.backoff),
+            ),
+        ];
+        for (path, backoff) in backoffs {
+            if let Some(b) = backoff {
+                b.validate(path, errors);
+            }
+        }
         let mut bad = |field: String, reason: String| errors.push(FieldError { field, reason });
         let l = &self.lifecycle;
         if !l.governed_packs.is_empty() && l.governed_tenant.is_none() {
@@ -239,15 +294,6 @@ impl EventsConfig {
             if d.queue_size == 0 {
                 bad(format!("{field}.queue_size"), "must be at least 1".into());
             }
-            if d.initial_backoff_ms == 0 || d.initial_backoff_ms > d.max_backoff_ms {
-                bad(
-                    format!("{field}.initial_backoff_ms"),
-                    format!(
-                        "{} must be between 1 and max_backoff_ms ({})",
-                        d.initial_backoff_ms, d.max_backoff_ms
-                    ),
-                );
-            }
         }
         if let Some(h) = &self.http
             && !matches!(h.url.scheme(), "http" | "https")
@@ -273,17 +319,6 @@ impl EventsConfig {
                     format!("{:?} must be a plain subject", n.subject_prefix),
                 );
             }
-        }
-        if let Some(n) = &self.inbound.nats
-            && (n.initial_backoff_ms == 0 || n.initial_backoff_ms > n.max_backoff_ms)
-        {
-            bad(
-                "events.inbound.nats.initial_backoff_ms".into(),
-                format!(
-                    "{} must be between 1 and max_backoff_ms ({})",
-                    n.initial_backoff_ms, n.max_backoff_ms
-                ),
-            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.inbound.classes.iter().enumerate() {
@@ -333,14 +368,11 @@ fn default_max_tracked() -> usize {
 fn default_queue_size() -> usize {
     1024
 }
-fn default_initial_backoff() -> u64 {
-    200
+fn default_backoff() -> BackoffConfig {
+    BackoffConfig::new(Duration::from_millis(200), Duration::from_secs(30))
 }
-fn default_max_backoff() -> u64 {
-    30_000
-}
-fn default_give_up() -> u64 {
-    3_600_000
+fn default_give_up() -> Duration {
+    Duration::from_secs(3_600)
 }
 fn default_request_timeout() -> u64 {
     10_000

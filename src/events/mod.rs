@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod lifecycle;
 pub mod schema;
 pub mod sink;
+pub mod source;
 
 use std::sync::Arc;
 

@@ -12,8 +12,11 @@ use serde_json::json;
 use super::DispatchState;
 use super::answer::Contract;
 use super::auth::{AuthedTenant, Guard, require_bearer};
+use std::sync::Arc;
+
 use crate::events::Inbound;
 use crate::events::inbound::{InboundError, Outcome};
+use crate::events::source::TenantClients;
 
 /// What the route needs: tenants (tokens and st2 clients) and the declared classes.
 #[derive(Clone)]
@@ -39,8 +42,22 @@ impl EventsState {
             .inbound
             .nats
             .clone()
-            .map(|nats| spawn_nats_consumer(state.clone(), nats));
+            .map(|nats| state.spawn_nats_consumer(nats));
         (state, consumer)
+    }
+}
+
+impl EventsState {
+    /// Starts the JetStream source (`events.inbound.nats`) for these tenants; abort the handle
+    /// to stop it.
+    pub fn spawn_nats_consumer(
+        &self,
+        config: crate::events::config::InboundNatsConfig,
+    ) -> tokio::task::JoinHandle<()> {
+        let tenants = self.dispatch.clone();
+        let clients: TenantClients =
+            Arc::new(move |id: &str| tenants.tenant(id).map(|t| t.dispatcher.st2().clone()));
+        crate::events::source::nats::spawn(self.inbound.clone(), clients, config)
     }
 }
 
@@ -57,6 +74,9 @@ pub fn router(state: EventsState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn_with_state(guard, require_bearer))
         .with_state(state)
+        // Its one st2 call (firing the trigger) is bounded by the st2 client's own deadline; the
+        // request span is the same as every other route's.
+        .layer(super::limits::trace_layer())
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
@@ -107,107 +127,5 @@ async fn receive(
             }
             answer(status, body)
         }
-    }
-}
-
-/// Takes Portarium's events from JetStream (`events.inbound.nats`) through a durable pull
-/// consumer and runs each through the same checks as `POST /v1/events`, the tenant being the
-/// event's `tenantid` (it must be a configured tenant). An event is acknowledged once st2 took
-/// its trigger or it was refused for good (logged); when st2 fails it is redelivered after
-/// `max_backoff_ms`. Connection failures are retried with capped, jittered backoff, forever:
-/// the task ends only when aborted.
-pub fn spawn_nats_consumer(
-    state: EventsState,
-    config: crate::events::config::InboundNatsConfig,
-) -> tokio::task::JoinHandle<()> {
-    use std::time::Duration;
-    let initial = Duration::from_millis(config.initial_backoff_ms);
-    let max = Duration::from_millis(config.max_backoff_ms);
-    tokio::spawn(async move {
-        let mut attempt = 0u32;
-        loop {
-            match consume(&state, &config, max, &mut attempt).await {
-                Ok(()) => tracing::warn!("Portarium event stream ended; reconnecting"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot consume Portarium events from NATS; retrying")
-                }
-            }
-            tokio::time::sleep(crate::events::sink::backoff(initial, max, attempt)).await;
-            attempt = attempt.saturating_add(1);
-        }
-    })
-}
-
-/// One consumer session; `attempt` resets once a message arrives.
-async fn consume(
-    state: &EventsState,
-    config: &crate::events::config::InboundNatsConfig,
-    redeliver_after: std::time::Duration,
-    attempt: &mut u32,
-) -> Result<(), String> {
-    use async_nats::jetstream::{self, AckKind, consumer};
-    use futures_util::StreamExt;
-    let client = async_nats::connect(config.url.as_str())
-        .await
-        .map_err(|e| format!("{}: {e}", config.url))?;
-    let js = jetstream::new(client);
-    let stream = js
-        .get_stream(&config.stream)
-        .await
-        .map_err(|e| format!("stream {}: {e}", config.stream))?;
-    let pull: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &config.durable,
-            consumer::pull::Config {
-                durable_name: Some(config.durable.clone()),
-                filter_subject: config.filter_subject.clone(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| format!("consumer {}: {e}", config.durable))?;
-    let mut messages = pull.messages().await.map_err(|e| e.to_string())?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| e.to_string())?;
-        *attempt = 0;
-        let ack = match handle(state, &message.payload).await {
-            Ok(()) => AckKind::Ack,
-            Err(InboundError::St2 { .. }) => AckKind::Nak(Some(redeliver_after)),
-            Err(e) => {
-                tracing::warn!(subject = %message.subject, error = %e, "Portarium event refused");
-                AckKind::Term
-            }
-        };
-        message.ack_with(ack).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-async fn handle(state: &EventsState, payload: &[u8]) -> Result<(), InboundError> {
-    let tenant_id = serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| v["tenantid"].as_str().map(str::to_string))
-        .ok_or_else(|| InboundError::Malformed("no tenantid".into()))?;
-    let Some(tenant) = state.dispatch.tenant(&tenant_id) else {
-        return Err(InboundError::WrongTenant {
-            event: tenant_id,
-            caller: "any configured tenant".into(),
-        });
-    };
-    match state
-        .inbound
-        .accept(&tenant.id, payload, tenant.dispatcher.st2())
-        .await
-    {
-        Ok((event, Outcome::Fired { target })) => {
-            tracing::info!(id = %event.id, %target, "Portarium event fired an st2 trigger");
-            Ok(())
-        }
-        Ok((event, Outcome::Duplicate)) => {
-            tracing::debug!(id = %event.id, "Portarium event redelivered; ignored");
-            Ok(())
-        }
-        Err(e) => Err(e),
     }
 }

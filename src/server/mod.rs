@@ -7,6 +7,7 @@ pub mod events;
 pub mod executions;
 pub mod health;
 pub mod invoke;
+pub mod limits;
 pub mod openclaw;
 pub mod output;
 pub mod tls;
@@ -14,20 +15,35 @@ pub mod tls;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 
 pub use answer::Contract;
 pub use auth::{AuthedTenant, Guard};
 pub use dispatch::DispatchState;
+pub use limits::Limits;
 
 /// The OpenAPI document of every route this server answers (`docs/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub use health::{Probe, Readiness};
 
-/// Builds the router with every route the adapter serves.
-pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usize) -> Router {
+/// Builds the router with every route the adapter serves, under `limits` (a body limit alone
+/// leaves the others at their defaults).
+pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<Limits>) -> Router {
+    let limits = limits.into();
+    let max_wait = std::time::Duration::from_millis(dispatch.settings().max_wait_ms);
+    let deadline = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(limits::timed_out))
+        .timeout(limits.request_timeout(max_wait));
+    // Streams last as long as their execution: exempt from the deadline, capped in number
+    // (one cap shared by every streaming route).
+    let stream_cap = axum::middleware::from_fn_with_state(
+        limits::Streams::new(limits.max_streams),
+        limits::limit_streams,
+    );
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -41,7 +57,8 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
                 )
             }),
         )
-        .with_state(readiness);
+        .with_state(readiness)
+        .route_layer(deadline.clone());
     let native = Router::new()
         .route("/v1/dispatch", post(dispatch::dispatch))
         .route(
@@ -49,16 +66,28 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
             post(dispatch::activepieces_run),
         )
         .route("/v1/executions/{id}", get(executions::get))
-        .route("/v1/executions/{id}/output", get(output::output))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))
         .route("/v1/executions/{id}/resume", post(executions::resume))
-        .route("/v1/executions/{id}/rerun", post(executions::rerun));
-    let openclaw = Router::new().route("/tools/invoke", post(openclaw::invoke));
+        .route("/v1/executions/{id}/rerun", post(executions::rerun))
+        .route_layer(deadline.clone())
+        .merge(
+            Router::new()
+                .route("/v1/executions/{id}/output", get(output::output))
+                .route_layer(stream_cap.clone()),
+        );
+    let openclaw = Router::new()
+        .route("/tools/invoke", post(openclaw::invoke))
+        .route_layer(deadline.clone());
     let machine = Router::new()
         .route("/v1/invoke", post(invoke::invoke))
         .route("/v1/invoke/{id}/status", get(invoke::status))
-        .route("/v1/invoke/{id}/stream", get(invoke::stream));
+        .route_layer(deadline)
+        .merge(
+            Router::new()
+                .route("/v1/invoke/{id}/stream", get(invoke::stream))
+                .route_layer(stream_cap),
+        );
     // Each contract's routes sit behind the one authentication layer, which refuses in that
     // contract's shape before any body or path is looked at (outermost: no extractor answers
     // 413 or 422 before the caller is known).
@@ -75,9 +104,9 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, max_body_bytes: usi
     let api = guarded(native, Contract::Native)
         .merge(guarded(openclaw, Contract::OpenClaw))
         .merge(guarded(machine, Contract::Machine))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(dispatch);
-    health.merge(api)
+    health.merge(api).layer(limits::trace_layer())
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.

@@ -23,16 +23,39 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections get this long to finish after shutdown is requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after a failed `accept` (e.g. out of file descriptors), doubled up to the cap.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// Pauses after a failed `accept` (e.g. out of file descriptors): the shared backoff from
+/// 10 ms to 1 s, restarted by the next accepted connection.
+fn accept_backoff() -> st2_basics::Backoff {
+    st2_basics::Backoff::new(st2_basics::BackoffConfig::new(
+        Duration::from_millis(10),
+        Duration::from_secs(1),
+    ))
+}
 
-/// `server` in the config: the adapter's own listener.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `server` in the config: the adapter's own listener and its request limits
+/// (`super::limits`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Serve HTTPS instead of HTTP.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Deadline of a non-streaming request; default `dispatch.max_wait_ms` + 30 s.
+    #[serde(default, with = "st2_basics::duration::option")]
+    pub request_timeout: Option<Duration>,
+    /// Streaming responses open at once; one more gets 503.
+    #[serde(default = "super::limits::default_max_streams")]
+    pub max_streams: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            request_timeout: None,
+            max_streams: super::limits::default_max_streams(),
+        }
+    }
 }
 
 /// Certificate and key of the listener, and the CA client certificates must chain to.
@@ -125,17 +148,17 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
-    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut backoff = accept_backoff();
     tokio::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => { backoff = ACCEPT_BACKOFF.0; tcp }
+                Ok((tcp, _)) => { backoff.reset(); tcp }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; pausing {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    let pause = backoff.next_delay();
+                    tracing::warn!(error = %e, "accept failed; pausing {pause:?}");
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             },

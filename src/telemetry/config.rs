@@ -7,7 +7,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use st2_basics::FieldError;
+use st2_basics::{BackoffConfig, FieldError};
+
+/// Fields of earlier versions that moved, relative to `telemetry.`: `(old path, new path and
+/// form)`. A config still using one is refused with a message naming the new field.
+pub const RENAMED: &[(&str, &str)] = &[
+    (
+        "otlp.initial_backoff_ms",
+        "otlp.backoff.initial (a duration such as 500ms)",
+    ),
+    (
+        "otlp.max_backoff_ms",
+        "otlp.backoff.max (a duration such as 30s)",
+    ),
+];
 
 /// The `telemetry:` section: what to scrape, how to normalize it, where to export.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,12 +86,9 @@ pub struct OtlpConfig {
     /// Attempts per export, first included, for retryable failures.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
-    /// First pause between attempts; doubles up to `max_backoff_ms`.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff_ms: u64,
-    /// Longest pause, including one a `Retry-After` asks for (a longer one gives up).
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff_ms: u64,
+    /// Pauses between attempts; `backoff.max` also caps a `Retry-After` (a longer one gives up).
+    #[serde(default = "default_backoff")]
+    pub backoff: BackoffConfig,
 }
 
 /// OTLP transport.
@@ -119,10 +129,8 @@ pub struct OtlpSettings {
     pub gzip: bool,
     /// Attempts per export.
     pub max_attempts: u32,
-    /// First pause.
-    pub initial_backoff: Duration,
-    /// Longest pause.
-    pub max_backoff: Duration,
+    /// Pauses between attempts.
+    pub backoff: BackoffConfig,
 }
 
 /// A list of URLs, or one string of comma-separated URLs.
@@ -168,11 +176,8 @@ fn default_stale_ttl() -> u64 {
 fn default_attempts() -> u32 {
     5
 }
-fn default_initial_backoff() -> u64 {
-    500
-}
-fn default_max_backoff() -> u64 {
-    30_000
+fn default_backoff() -> BackoffConfig {
+    BackoffConfig::new(Duration::from_millis(500), Duration::from_secs(30))
 }
 
 impl Default for TelemetryConfig {
@@ -202,8 +207,7 @@ impl Default for OtlpConfig {
             timeout_ms: None,
             compression: None,
             max_attempts: default_attempts(),
-            initial_backoff_ms: default_initial_backoff(),
-            max_backoff_ms: default_max_backoff(),
+            backoff: default_backoff(),
         }
     }
 }
@@ -211,6 +215,7 @@ impl Default for OtlpConfig {
 impl TelemetryConfig {
     /// Adds one entry to `errors` per broken rule.
     pub fn validate(&self, errors: &mut Vec<FieldError>) {
+        self.otlp.backoff.validate("telemetry.otlp.backoff", errors);
         let mut bad = |field: &str, reason: String| {
             errors.push(FieldError {
                 field: format!("telemetry.{field}"),
@@ -270,17 +275,6 @@ impl TelemetryConfig {
             bad(
                 "otlp.max_attempts",
                 "must be at least 1 (the first attempt counts)".into(),
-            );
-        }
-        if self.otlp.initial_backoff_ms == 0
-            || self.otlp.initial_backoff_ms > self.otlp.max_backoff_ms
-        {
-            bad(
-                "otlp.initial_backoff_ms",
-                format!(
-                    "must be between 1 and otlp.max_backoff_ms ({})",
-                    self.otlp.max_backoff_ms
-                ),
             );
         }
     }
@@ -418,8 +412,7 @@ impl OtlpConfig {
             timeout: Duration::from_millis(timeout_ms),
             gzip,
             max_attempts: self.max_attempts.max(1),
-            initial_backoff: Duration::from_millis(self.initial_backoff_ms),
-            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            backoff: self.backoff.clone(),
         }))
     }
 }

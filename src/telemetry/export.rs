@@ -2,9 +2,9 @@
 //! [`super::normalize`] goes out over OTLP/HTTP (protobuf) or OTLP/gRPC.
 //!
 //! Only failures the OTLP spec calls retryable are retried — HTTP 429, 502, 503, 504 and
-//! transport errors; gRPC UNAVAILABLE and its kin — with doubling backoff and jitter, or the
-//! server's `Retry-After` when it sends one. A wait longer than the configured ceiling gives
-//! up at once rather than stalling the scrape loop.
+//! transport errors; gRPC UNAVAILABLE and its kin — under the shared [`st2_basics::Retry`]:
+//! the backoff, or the server's `Retry-After` when it sends one. A wait longer than the
+//! configured ceiling gives up at once rather than stalling the scrape loop.
 
 use std::io::Write;
 use std::time::Duration;
@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message;
 use tonic::transport::Channel;
+
+use st2_basics::{GiveUp, RetryPolicy};
 
 use super::config::{OtlpSettings, Protocol};
 
@@ -43,9 +45,9 @@ pub enum ExportError {
         /// The last failure.
         last: String,
     },
-    /// The collector asked for a pause beyond `otlp.max_backoff_ms`.
+    /// The collector asked for a pause beyond `otlp.backoff.max`.
     #[error(
-        "the OTLP collector at {endpoint} asked to wait {wait:?}, longer than telemetry.otlp.max_backoff_ms; this batch is dropped"
+        "the OTLP collector at {endpoint} asked to wait {wait:?}, longer than telemetry.otlp.backoff.max; this batch is dropped"
     )]
     TooLongToWait {
         /// Where.
@@ -135,10 +137,10 @@ impl MetricsExporter {
         request: &ExportMetricsServiceRequest,
     ) -> Result<Exported, ExportError> {
         let endpoint = self.endpoint().to_string();
-        let mut pause = self.settings.initial_backoff;
-        let mut attempt = 0;
+        let mut retry = RetryPolicy::new(self.settings.backoff.clone())
+            .max_attempts(self.settings.max_attempts)
+            .start();
         loop {
-            attempt += 1;
             let outcome = match &self.grpc {
                 Some(client) => self.grpc_once(client.clone(), request.clone()).await,
                 None => self.http_once(request).await,
@@ -152,7 +154,7 @@ impl MetricsExporter {
                         tracing::warn!(rejected_points, %endpoint, "the OTLP collector rejected some points");
                     }
                     return Ok(Exported {
-                        attempts: attempt,
+                        attempts: retry.attempts(),
                         rejected_points,
                     });
                 }
@@ -164,27 +166,21 @@ impl MetricsExporter {
                     detail: failure.detail,
                 });
             }
-            if attempt >= self.settings.max_attempts {
-                return Err(ExportError::GaveUp {
-                    endpoint,
-                    attempts: attempt,
-                    last: failure.detail,
-                });
-            }
-            let wait = match failure.retry_after {
-                Some(asked) if asked > self.settings.max_backoff => {
-                    return Err(ExportError::TooLongToWait {
+            let wait = match retry.after_failure(failure.retry_after) {
+                Ok(wait) => wait,
+                Err(GiveUp::WaitTooLong(wait)) => {
+                    return Err(ExportError::TooLongToWait { endpoint, wait });
+                }
+                Err(_) => {
+                    return Err(ExportError::GaveUp {
                         endpoint,
-                        wait: asked,
+                        attempts: retry.attempts(),
+                        last: failure.detail,
                     });
                 }
-                Some(asked) => asked,
-                // Full jitter keeps several adapters from retrying in step.
-                None => pause.mul_f64(0.5 + fastrand::f64() * 0.5),
             };
-            tracing::debug!(attempt, ?wait, detail = %failure.detail, "OTLP export will be retried");
+            tracing::debug!(attempt = retry.attempts(), ?wait, detail = %failure.detail, "OTLP export will be retried");
             tokio::time::sleep(wait).await;
-            pause = (pause * 2).min(self.settings.max_backoff);
         }
     }
 

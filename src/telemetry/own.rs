@@ -535,7 +535,7 @@ pub async fn observe_dispatch(
 }
 
 /// Makes `span` a child of the caller's remote span.
-fn continue_trace(span: &tracing::Span, trace: &TraceContext) {
+pub fn continue_trace(span: &tracing::Span, trace: &TraceContext) {
     use opentelemetry::trace::{
         SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
     };

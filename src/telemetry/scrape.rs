@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics, metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use st2_basics::BackoffConfig;
 use url::Url;
 
 use super::config::{TelemetryConfig, parse_pairs};
@@ -271,7 +272,7 @@ pub fn adapter_metrics() -> ResourceMetrics {
 }
 
 /// Scrapes every target on its interval and exports, until `shutdown` resolves. A target
-/// that keeps failing is retried with doubling pauses (up to 8 intervals).
+/// that keeps failing is retried after the shared backoff's pauses, from one to 8 intervals.
 pub async fn run(
     config: TelemetryConfig,
     mut targets: Vec<Target>,
@@ -280,6 +281,7 @@ pub async fn run(
 ) {
     let client = client(config.timeout());
     let interval = config.interval();
+    let failing = BackoffConfig::new(interval, interval * 8);
     tokio::pin!(shutdown);
     loop {
         let now = tokio::time::Instant::now();
@@ -289,8 +291,12 @@ pub async fn run(
             if let Some(e) = error {
                 tracing::warn!(failures = t.failures, "{e}");
             }
-            let backoff = interval * 2u32.saturating_pow(t.failures.min(3));
-            t.next_at = now + backoff;
+            // A healthy target keeps its exact interval; only failures are spread out.
+            let pause = match t.failures {
+                0 => interval,
+                n => failing.delay(n),
+            };
+            t.next_at = now + pause;
             batch.push(resource_metrics);
         }
         if let Some(exporter) = &exporter {

@@ -444,10 +444,10 @@ async fn events_from_portarium_jetstream_fire_rules_once() {
     .await
     .unwrap();
     let config: portarium_st2::events::config::InboundNatsConfig = serde_json::from_value(
-        json!({"url": server.url(), "initial_backoff_ms": 20, "max_backoff_ms": 200}),
+        json!({"url": server.url(), "backoff": {"initial": "20ms", "max": "200ms"}}),
     )
     .unwrap();
-    let consumer = portarium_st2::server::events::spawn_nats_consumer(s.state.clone(), config);
+    let consumer = s.state.spawn_nats_consumer(config);
     // Portarium's outbox may publish the same event twice (at least once), plus one of an
     // undeclared class.
     let ev = event("nats-1", "com.portarium.run.RunStarted", json!({}));

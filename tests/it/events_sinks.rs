@@ -31,9 +31,11 @@ fn events(n: usize) -> Vec<CloudEvent> {
 fn fast() -> DeliveryConfig {
     DeliveryConfig {
         queue_size: 4,
-        initial_backoff_ms: 20,
-        max_backoff_ms: 200,
-        give_up_after_ms: 20_000,
+        backoff: st2_basics::BackoffConfig::new(
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+        ),
+        give_up_after: Duration::from_secs(20),
     }
 }
 
@@ -84,7 +86,7 @@ async fn http_sink_that_refuses_then_recovers_gets_every_event_once_in_order() {
     let port = free_port();
     let config: HttpSinkConfig = serde_json::from_value(json!({
         "url": format!("http://127.0.0.1:{port}/events"), "bearer_token": "sink-token",
-        "delivery": {"queue_size": 4, "initial_backoff_ms": 20, "max_backoff_ms": 200}
+        "delivery": {"queue_size": 4, "backoff": {"initial": "20ms", "max": "200ms"}}
     }))
     .unwrap();
     let (sink, worker) = http::start(&config).unwrap();

@@ -119,7 +119,7 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
     // Lifecycle events from the same watcher, to a receiver standing in for Portarium.
     let (sink_url, received) = receiver().await;
     let events: EventsConfig = serde_norway::from_str(&format!(
-        "http: {{url: '{sink_url}', delivery: {{initial_backoff_ms: 10, max_backoff_ms: 200}}}}"
+        "http: {{url: '{sink_url}', delivery: {{backoff: {{initial: 10ms, max: 200ms}}}}}}"
     ))
     .unwrap();
     let (sinks, _workers) = start_sinks(&events).await.unwrap();

@@ -565,8 +565,7 @@ fn settings(endpoint: Url, protocol: Protocol) -> OtlpSettings {
         timeout: Duration::from_secs(2),
         gzip: true,
         max_attempts: 3,
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_secs(5),
+        backoff: st2_basics::BackoffConfig::new(Duration::from_millis(10), Duration::from_secs(5)),
     }
 }
 

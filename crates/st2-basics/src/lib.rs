@@ -1,6 +1,7 @@
 //! What every layer of portarium-st2 shares, and nothing else: a config problem named by its
 //! dotted field path ([`FieldError`]), st2's `Retry-After` reading ([`retry_after`]), durations
-//! written as `250ms` or `10s` ([`duration`]), and the one backoff schedule ([`backoff`]).
+//! written as `250ms` or `10s` ([`duration`]), the one backoff schedule ([`backoff`]) and the
+//! one retry decision built on it ([`retry`]).
 //!
 //! It depends on no other crate of the workspace, so `st2-client` can stand on it alone.
 
@@ -8,7 +9,9 @@ pub mod backoff;
 pub mod duration;
 mod field;
 mod http_headers;
+pub mod retry;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use field::FieldError;
 pub use http_headers::retry_after;
+pub use retry::{GiveUp, Retry, RetryPolicy};

@@ -15,7 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::config::RetryConfig;
-use st2_basics::BackoffConfig;
+use st2_basics::Retry;
 pub(crate) use st2_basics::retry_after;
 
 /// A whole answer from st2.
@@ -102,75 +102,67 @@ fn repeatable(method: &Method) -> bool {
     !matches!(*method, Method::POST | Method::PATCH)
 }
 
-/// Retries repeatable calls after connection failures, timeouts, 429, 502, 503 and 504, with
-/// capped, jittered exponential backoff. A `Retry-After` replaces the backoff; one longer than
-/// the backoff ceiling ends the retries, so the caller sees st2's wait instead of a retry
-/// that st2 asked not to get.
+/// Whether an outcome is worth another attempt: its reason, and st2's `Retry-After` if any.
+fn retryable(result: &Result<Reply, BoxError>) -> Option<(&'static str, Option<Duration>)> {
+    match result {
+        Ok(reply) => {
+            let reason = match reply.status {
+                StatusCode::TOO_MANY_REQUESTS => "429",
+                StatusCode::BAD_GATEWAY => "502",
+                StatusCode::SERVICE_UNAVAILABLE => "503",
+                StatusCode::GATEWAY_TIMEOUT => "504",
+                _ => return None,
+            };
+            Some((reason, reply.retry_after()))
+        }
+        // A refused certificate stays refused; retrying only delays the answer.
+        Err(err) if tls_refusal(err.as_ref()).is_some() => None,
+        Err(err) => {
+            let reason = if err.is::<tower::timeout::error::Elapsed>() {
+                "timeout"
+            } else {
+                let e = err.downcast_ref::<reqwest::Error>()?;
+                if e.is_connect() {
+                    "connect"
+                } else if e.is_timeout() || e.is_request() || e.is_body() {
+                    "connection lost"
+                } else {
+                    return None;
+                }
+            };
+            Some((reason, None))
+        }
+    }
+}
+
+/// Retries repeatable calls after connection failures, timeouts, 429, 502, 503 and 504; the
+/// timing and budget are the shared [`st2_basics::Retry`] decision (a `Retry-After` longer
+/// than the backoff ceiling ends the retries, so the caller sees st2's wait).
 #[derive(Clone, Debug)]
 pub(crate) struct RetryPolicy {
-    remaining: u32,
-    attempt: u32,
-    backoff: BackoffConfig,
+    retry: Retry,
 }
 
 impl RetryPolicy {
-    /// A fresh policy (tower clones it for each request).
+    /// A fresh policy (tower clones it for each request, so each call has its own budget).
     pub fn new(config: &RetryConfig) -> Self {
+        let policy = st2_basics::RetryPolicy::new(config.backoff.clone())
+            .max_attempts(config.max_retries.saturating_add(1));
         Self {
-            remaining: config.max_retries,
-            attempt: 0,
-            backoff: config.backoff.clone(),
+            retry: policy.start(),
         }
-    }
-
-    /// Backoff before the next attempt (the shared schedule of [`BackoffConfig::delay`]).
-    fn backoff(&self) -> Duration {
-        self.backoff.delay(self.attempt)
     }
 
     /// Why and how long to wait before another attempt, or `None` to stop.
-    fn next_wait(&self, result: &Result<Reply, BoxError>) -> Option<(&'static str, Duration)> {
-        if self.remaining == 0 {
-            return None;
-        }
-        match result {
-            Ok(reply) => {
-                let reason = match reply.status {
-                    StatusCode::TOO_MANY_REQUESTS => "429",
-                    StatusCode::BAD_GATEWAY => "502",
-                    StatusCode::SERVICE_UNAVAILABLE => "503",
-                    StatusCode::GATEWAY_TIMEOUT => "504",
-                    _ => return None,
-                };
-                match reply.retry_after() {
-                    Some(asked) if asked > self.backoff.max => None,
-                    Some(asked) => Some((reason, asked)),
-                    None => Some((reason, self.backoff())),
-                }
-            }
-            // A refused certificate stays refused; retrying only delays the answer.
-            Err(err) if tls_refusal(err.as_ref()).is_some() => None,
-            Err(err) => {
-                let reason = if err.is::<tower::timeout::error::Elapsed>() {
-                    "timeout"
-                } else {
-                    let e = err.downcast_ref::<reqwest::Error>()?;
-                    if e.is_connect() {
-                        "connect"
-                    } else if e.is_timeout() || e.is_request() || e.is_body() {
-                        "connection lost"
-                    } else {
-                        return None;
-                    }
-                };
-                Some((reason, self.backoff()))
-            }
-        }
+    fn next_wait(&mut self, result: &Result<Reply, BoxError>) -> Option<(&'static str, Duration)> {
+        let (reason, asked) = retryable(result)?;
+        let wait = self.retry.after_failure(asked).ok()?;
+        Some((reason, wait))
     }
 
     /// Records how many attempts the final outcome took.
     fn stamp(&self, result: &mut Result<Reply, BoxError>) {
-        let attempts = self.attempt + 1;
+        let attempts = self.retry.attempts();
         match result {
             Ok(reply) => reply.attempts = attempts,
             Err(err) if attempts > 1 => {
@@ -194,13 +186,11 @@ impl Policy<Request, Reply, BoxError> for RetryPolicy {
             self.stamp(result);
             return None;
         };
-        self.remaining -= 1;
-        self.attempt += 1;
         tracing::debug!(
             method = %req.method(),
             path = req.url().path(),
             reason,
-            attempt = self.attempt + 1,
+            attempt = self.retry.attempts(),
             wait_ms = wait.as_millis() as u64,
             "retrying st2 call"
         );
@@ -228,7 +218,7 @@ mod tests {
     fn policy(max_retries: u32, initial_backoff_ms: u64, max_backoff_ms: u64) -> RetryPolicy {
         RetryPolicy::new(&RetryConfig {
             max_retries,
-            backoff: BackoffConfig::new(
+            backoff: st2_basics::BackoffConfig::new(
                 Duration::from_millis(initial_backoff_ms),
                 Duration::from_millis(max_backoff_ms),
             ),
@@ -249,36 +239,32 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_is_capped_and_jittered_within_half() {
-        let mut p = policy(10, 100, 1_000);
-        for (attempt, ceiling) in [
-            (0, 100),
-            (1, 200),
-            (2, 400),
-            (3, 800),
-            (4, 1_000),
-            (9, 1_000),
-        ] {
-            p.attempt = attempt;
-            for _ in 0..50 {
-                let b = p.backoff().as_millis() as u64;
-                assert!(
-                    b >= ceiling / 2 && b <= ceiling,
-                    "attempt {attempt}: {b} ms outside {}..={ceiling}",
-                    ceiling / 2
-                );
-            }
+    fn max_retries_bounds_the_attempts_and_the_backoff_is_the_shared_one() {
+        let mut p = policy(3, 100, 1_000);
+        for ceiling in [100, 200, 400] {
+            let (_, wait) = p.next_wait(&reply(503, None)).unwrap();
+            let ms = wait.as_millis() as u64;
+            assert!((ceiling / 2..=ceiling).contains(&ms), "{ms} for {ceiling}");
         }
+        assert_eq!(p.next_wait(&reply(503, None)), None, "budget spent");
+        let mut stamped = reply(503, None);
+        p.stamp(&mut stamped);
+        assert_eq!(stamped.unwrap().attempts, 4);
     }
 
     #[test]
     fn only_overload_and_gateway_statuses_are_retried() {
-        let p = policy(3, 10, 100);
         for status in [429, 502, 503, 504] {
-            assert!(p.next_wait(&reply(status, None)).is_some(), "{status}");
+            assert!(
+                policy(3, 10, 100).next_wait(&reply(status, None)).is_some(),
+                "{status}"
+            );
         }
         for status in [200, 400, 401, 404, 409, 500, 501] {
-            assert!(p.next_wait(&reply(status, None)).is_none(), "{status}");
+            assert!(
+                policy(3, 10, 100).next_wait(&reply(status, None)).is_none(),
+                "{status}"
+            );
         }
         assert!(
             policy(0, 10, 100).next_wait(&reply(503, None)).is_none(),
@@ -288,24 +274,24 @@ mod tests {
 
     #[test]
     fn retry_after_replaces_the_backoff_up_to_the_ceiling() {
-        let p = policy(3, 10, 2_000);
+        let p = || policy(3, 10, 2_000);
         assert_eq!(
-            p.next_wait(&reply(429, Some("1"))),
+            p().next_wait(&reply(429, Some("1"))),
             Some(("429", Duration::from_secs(1)))
         );
         assert_eq!(
-            p.next_wait(&reply(429, Some("3"))),
+            p().next_wait(&reply(429, Some("3"))),
             None,
             "longer than the ceiling"
         );
         let soon = (OffsetDateTime::now_utc() + time::Duration::seconds(1))
             .format(&Rfc2822)
             .unwrap();
-        let (_, wait) = p.next_wait(&reply(503, Some(&soon))).unwrap();
+        let (_, wait) = p().next_wait(&reply(503, Some(&soon))).unwrap();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         // HTTP dates name the zone GMT rather than an offset.
         let http_date = soon.replace("+0000", "GMT");
-        let (_, wait) = p.next_wait(&reply(503, Some(&http_date))).unwrap();
+        let (_, wait) = p().next_wait(&reply(503, Some(&http_date))).unwrap();
         assert!(wait <= Duration::from_secs(1), "{http_date}: {wait:?}");
         assert!(
             reply(503, Some(&http_date))

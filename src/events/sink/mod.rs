@@ -1,18 +1,22 @@
 //! Delivery of lifecycle events to Portarium: a bounded queue per sink, drained in order by
-//! one worker that retries the event at its head with capped, jittered backoff.
+//! one worker that retries the event at its head under the shared [`st2_basics::Retry`].
 //!
 //! One worker per sink keeps delivery ordered (so each execution's events arrive in the
 //! order they happened). When the queue is full the producer waits — back-pressure up to
 //! the st2 stream consumer — and nothing is dropped for lack of room. An event is dropped
 //! only when the sink refuses it for good (a 4xx other than 408/425/429) or stays down
-//! longer than `give_up_after_ms`; both are logged and counted in [`SinkCounts::dropped`].
+//! longer than `give_up_after`; both are logged and counted in [`SinkCounts::dropped`].
 
 pub mod http;
 pub mod nats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use st2_basics::GiveUp;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -117,13 +121,10 @@ where
         tx,
         stats: stats.clone(),
     };
-    let initial = Duration::from_millis(delivery.initial_backoff_ms);
-    let max = Duration::from_millis(delivery.max_backoff_ms);
-    let give_up = Duration::from_millis(delivery.give_up_after_ms);
+    let policy = delivery.retry();
     let worker = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            let first = Instant::now();
-            let mut attempt: u32 = 0;
+            let mut retry = policy.start();
             loop {
                 match deliver(event.clone()).await {
                     Ok(()) => {
@@ -136,14 +137,17 @@ where
                         break;
                     }
                     Err(Attempt::Retry { reason, after }) => {
-                        if first.elapsed() >= give_up {
-                            stats.dropped.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(sink = name, id = %event.id, %reason, "sink unreachable past events.*.delivery.give_up_after_ms; event dropped");
-                            break;
-                        }
-                        let wait =
-                            after.map_or_else(|| backoff(initial, max, attempt), |a| a.min(max));
-                        attempt = attempt.saturating_add(1);
+                        let wait = match retry.after_failure(after) {
+                            Ok(wait) => wait,
+                            // Dropping an event of an ordered queue for a long `Retry-After`
+                            // would lose it for good; come back at the ceiling instead.
+                            Err(GiveUp::WaitTooLong(_)) => retry.max_wait(),
+                            Err(_) => {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(sink = name, id = %event.id, %reason, "sink unreachable past events.*.delivery.give_up_after; event dropped");
+                                break;
+                            }
+                        };
                         stats.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(sink = name, id = %event.id, %reason, wait_ms = wait.as_millis() as u64, "event delivery failed; retrying");
                         tokio::time::sleep(wait).await;
@@ -153,15 +157,6 @@ where
         }
     });
     (handle, worker)
-}
-
-/// initial × 2^attempt, capped, then 50–100 % jitter so sinks that failed together do not
-/// retry together.
-pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    initial
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(max)
-        .mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 /// Every configured sink; an event goes to each of them.

@@ -24,16 +24,14 @@ use crate::events::config::NatsSinkConfig;
 /// Starts the NATS sink's worker. The server need not be up yet: the client keeps
 /// connecting in the background and events wait in the queue.
 pub async fn start(config: &NatsSinkConfig) -> Result<(SinkHandle, JoinHandle<()>), EventsError> {
-    let initial = config.delivery.initial_backoff_ms;
-    let max = config.delivery.max_backoff_ms;
+    let backoff = config.delivery.backoff.clone();
     let client = ConnectOptions::new()
         .retry_on_initial_connect()
         .event_callback(|event| async move {
             tracing::info!(%event, "NATS connection event");
         })
         .reconnect_delay_callback(move |attempts| {
-            let exp = 2u64.saturating_pow(attempts.min(20) as u32);
-            Duration::from_millis(initial.saturating_mul(exp).min(max))
+            backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
         })
         .connect(config.url.as_str())
         .await

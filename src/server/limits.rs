@@ -1,0 +1,166 @@
+//! What every incoming request passes through, as layers on the router rather than in each
+//! handler: a span continuing the caller's W3C trace, a deadline for answers, and a cap on the
+//! streaming responses open at once (`server.request_timeout`, `server.max_streams`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use st2_basics::FieldError;
+use tokio::sync::Semaphore;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::TraceLayer;
+
+use super::tls::ListenerConfig;
+
+/// How long a caller over `server.max_streams` is asked to wait before trying again.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Margin of the default request deadline over the longest dispatch wait, so a dispatch that
+/// waits the full `dispatch.max_wait_ms` still answers `Timeout` itself.
+const WAIT_MARGIN: Duration = Duration::from_secs(30);
+
+/// Default of `server.max_streams`.
+pub(crate) fn default_max_streams() -> usize {
+    256
+}
+
+/// What the router enforces on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// Deadline of a non-streaming request; `None` derives it from `dispatch.max_wait_ms`.
+    pub request_timeout: Option<Duration>,
+    /// Streaming responses open at once.
+    pub max_streams: usize,
+}
+
+impl Limits {
+    /// The limits `server` and `dispatch.max_body_bytes` configure.
+    pub fn new(server: &ListenerConfig, max_body_bytes: usize) -> Self {
+        Self {
+            max_body_bytes,
+            request_timeout: server.request_timeout,
+            max_streams: server.max_streams,
+        }
+    }
+
+    /// The deadline of a non-streaming request, given the longest dispatch wait.
+    pub fn request_timeout(&self, max_wait: Duration) -> Duration {
+        self.request_timeout.unwrap_or(max_wait + WAIT_MARGIN)
+    }
+}
+
+/// A body limit alone, the other limits at their defaults.
+impl From<usize> for Limits {
+    fn from(max_body_bytes: usize) -> Self {
+        Self::new(&ListenerConfig::default(), max_body_bytes)
+    }
+}
+
+impl ListenerConfig {
+    /// Adds a [`FieldError`] per broken rule of the request limits; a deadline must outlast
+    /// the longest dispatch wait, or a patient dispatch would be cut off without its answer.
+    pub fn validate_limits(&self, max_wait: Duration, errors: &mut Vec<FieldError>) {
+        if let Some(timeout) = self.request_timeout
+            && timeout <= max_wait
+        {
+            errors.push(FieldError::new(
+                "server.request_timeout",
+                format!(
+                    "{} must be longer than dispatch.max_wait_ms ({} ms)",
+                    st2_basics::duration::format(timeout),
+                    max_wait.as_millis()
+                ),
+            ));
+        }
+        if self.max_streams == 0 {
+            errors.push(FieldError::new("server.max_streams", "must be at least 1"));
+        }
+    }
+}
+
+/// The trace layer: one span per request, a child of the caller's `traceparent` when it sends
+/// a valid one, so the adapter's spans join Portarium's trace.
+pub fn trace_layer()
+-> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, impl Fn(&Request) -> tracing::Span + Clone>
+{
+    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        let span = tracing::info_span!(
+            "http.request",
+            http.request.method = %request.method(),
+            url.path = request.uri().path(),
+        );
+        if let Some(trace) = super::dispatch::trace_context(request.headers()) {
+            crate::telemetry::own::continue_trace(&span, &trace);
+        }
+        span
+    })
+}
+
+/// The answer to a request that outlived its deadline.
+pub(crate) async fn timed_out(_: tower::BoxError) -> Response {
+    (
+        StatusCode::GATEWAY_TIMEOUT,
+        axum::Json(serde_json::json!({
+            "error": "the request was not answered within server.request_timeout; retry it (a dispatch re-attaches to its execution)"
+        })),
+    )
+        .into_response()
+}
+
+/// Open streaming responses, shared by every streaming route.
+#[derive(Clone, Debug)]
+pub(crate) struct Streams {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Streams {
+    /// Room for `max` streams at once.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+}
+
+/// Admits a streaming request if a slot is free, else answers 503 with `Retry-After`. tower's
+/// concurrency limit does not fit: it queues rather than refuses, and frees its slot when the
+/// headers are sent, while a stream holds its slot until its body ends.
+pub(crate) async fn limit_streams(
+    State(streams): State<Streams>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(slot) = streams.slots.clone().try_acquire_owned() else {
+        let mut busy = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "error": format!(
+                    "too many open streams (server.max_streams = {}); retry after {} s",
+                    streams.max,
+                    STREAM_RETRY_AFTER.as_secs()
+                )
+            })),
+        )
+            .into_response();
+        busy.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(STREAM_RETRY_AFTER.as_secs()),
+        );
+        return busy;
+    };
+    next.run(request).await.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk
+        }))
+    })
+}
