@@ -202,7 +202,10 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
     {
         use tracing_subscriber::prelude::*;
         let layer = portarium_st2::telemetry::spans::layer(telemetry.provider().unwrap());
-        tracing_subscriber::registry().with(layer).init();
+        // The process-wide subscriber, set here alone in the test binary (tracing's own call,
+        // which leaves the `log` bridge to whoever sets it).
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("no other test sets the global subscriber");
     }
     let client = St2Client::from_config(&config.st2).unwrap();
     let readiness = Readiness::new(
