@@ -1,5 +1,6 @@
 //! The `portarium-st2` binary as a user runs it.
 
+use crate::support::SendJson;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,12 +80,8 @@ fn serve_with_the_emulator_dispatches_and_stops_on_sigterm() {
                 "actionId": "a1", "tenantId": "demo", "runId": "r1", "correlationId": "c1",
                 "flowRef": "core.echo", "payload": {"message": "from the binary"}
             }))
-            .send()
+            .send_json()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     });
     assert_eq!(
         result["output"]["result"]["stdout"], "from the binary",

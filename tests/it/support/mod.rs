@@ -31,3 +31,15 @@ pub fn catalogue_with(extra: &str) -> st2_emulator::Catalogue {
     }
     st2_emulator::Catalogue::from_yaml(&serde_norway::to_string(&catalogue).unwrap()).unwrap()
 }
+
+/// Sends a request whose answer the test needs and reads its JSON body: the transport and the
+/// body must not fail, whatever the status.
+pub trait SendJson {
+    fn send_json<T: serde::de::DeserializeOwned>(self) -> impl Future<Output = T>;
+}
+
+impl SendJson for reqwest::RequestBuilder {
+    async fn send_json<T: serde::de::DeserializeOwned>(self) -> T {
+        self.send().await.unwrap().json().await.unwrap()
+    }
+}

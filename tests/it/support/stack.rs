@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::SendJson;
 use axum::Router;
 use portarium_st2::app::App;
 use portarium_st2::config::Config;
@@ -162,12 +163,8 @@ impl Stack {
         self.http
             .get(format!("{}/api/v1/{path}", self.emu.base_url()))
             .header("St2-Api-Key", KEY)
-            .send()
+            .send_json()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// Requests made for callers; the stream watchers' own connections are not counted.
