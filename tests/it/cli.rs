@@ -22,12 +22,7 @@ fn config_check_accepts_a_good_file_and_names_every_bad_field() {
         .env("PST2_CLI_KEY", "k")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = crate::support::succeeded(&out, "config check");
     assert!(
         stdout.contains("st2 api:    http://127.0.0.1:9101/api/v1"),
         "{stdout}"
@@ -165,12 +160,7 @@ fn run_starts_an_action_follows_its_output_and_exits_by_outcome() {
 #[test]
 fn the_demo_runs_every_scenario_to_its_expected_result() {
     let out = Command::new(BIN).arg("demo").output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::support::succeeded(&out, "demo");
     // Each scenario names its flow, the st2 execution (or that none was made) and the
     // Portarium result it ended in.
     for (flow, result) in [

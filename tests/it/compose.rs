@@ -874,12 +874,7 @@ fn config_check(name: &str, service: &Value) -> String {
         .envs(&env)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{name}: config check failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::support::succeeded(&out, &format!("{name}: config check"))
 }
 
 /// Every http(s) or nats URL among the string values of `v`.

@@ -7,8 +7,9 @@ use super::SendJson;
 use axum::Router;
 use portarium_st2::app::App;
 use portarium_st2::config::Config;
-use portarium_st2::server::{Limits, Readiness};
+use portarium_st2::server::{DispatchState, Limits, Readiness};
 use serde_json::Value;
+use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions};
 
 /// The st2 API key the emulator accepts and the adapter's `st2` section uses.
@@ -184,4 +185,21 @@ impl Stack {
             .filter(|r| r.method == "POST" && r.path == "/api/v1/executions")
             .count()
     }
+}
+
+/// Serves only the dispatch routes for `config` on a loopback port, readiness always up; the base
+/// URL. For tests that start their own emulator first (with options, or shared with direct
+/// st2 calls) and need no events, sinks or stream watchers.
+pub async fn serve_dispatch_routes(config: &Config) -> String {
+    let client = St2Client::from_config(&config.st2).unwrap();
+    let readiness = Readiness::new(
+        std::sync::Arc::new(|| Box::pin(async { Ok(()) })),
+        Duration::from_secs(1),
+        Duration::ZERO,
+    );
+    let dispatch =
+        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
+    let limits = Limits::new(&config.server, config.dispatch.max_body_bytes);
+    let router = portarium_st2::server::router(readiness, dispatch, limits);
+    serve(&router, config).await
 }
