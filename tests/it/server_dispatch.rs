@@ -35,29 +35,17 @@ fn body(tenant: &str, flow_ref: &str, payload: Value) -> Value {
 #[tokio::test]
 async fn a_tenant_dispatches_and_gets_portariums_result() {
     let s = stack(false).await;
-    let (status, result) = s
-        .dispatch(
-            Some("token-a"),
-            &body("tenant-a", "core.echo", json!({"message": "hello"})),
-        )
-        .await;
+    let (status, result) = s.dispatch_a("core.echo", json!({"message": "hello"})).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["ok"], true);
     assert_eq!(result["output"]["result"]["stdout"], "hello");
 
-    let (status, result) = s
-        .dispatch(Some("token-a"), &body("tenant-a", "core.nope", json!({})))
-        .await;
+    let (status, result) = s.dispatch_a("core.nope", json!({})).await;
     assert_eq!(
         (status, result["errorKind"].as_str()),
         (404, Some("FlowNotFound"))
     );
-    let (status, result) = s
-        .dispatch(
-            Some("token-a"),
-            &body("tenant-a", "examples.fail", json!({})),
-        )
-        .await;
+    let (status, result) = s.dispatch_a("examples.fail", json!({})).await;
     assert_eq!(
         (status, result["errorKind"].as_str()),
         (502, Some("RemoteError"))
@@ -88,9 +76,7 @@ async fn each_tenant_uses_its_own_st2_credentials() {
         (401, Some("Unauthorized")),
         "{result}"
     );
-    let (status, _) = s
-        .dispatch(Some("token-a"), &body("tenant-a", "core.noop", json!({})))
-        .await;
+    let (status, _) = s.dispatch_a("core.noop", json!({})).await;
     assert_eq!(status, 200);
 }
 
@@ -288,6 +274,12 @@ impl Stack {
             .await
             .unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    /// `POST /v1/dispatch` of `flow_ref` as tenant-a.
+    async fn dispatch_a(&self, flow_ref: &str, payload: Value) -> (u16, Value) {
+        self.dispatch(Some("token-a"), &body("tenant-a", flow_ref, payload))
+            .await
     }
 
     /// `GET /v1/executions/{id}` as `token`.
@@ -498,12 +490,7 @@ async fn openclaw_dry_runs_check_everything_and_start_nothing() {
 #[tokio::test]
 async fn a_rerun_belongs_to_the_tenant_of_the_original() {
     let s = stack(true).await;
-    let (status, first) = s
-        .dispatch(
-            Some("token-a"),
-            &body("tenant-a", "core.echo", json!({"message": "one"})),
-        )
-        .await;
+    let (status, first) = s.dispatch_a("core.echo", json!({"message": "one"})).await;
     assert_eq!(status, 200, "{first}");
     let id = first["output"]["executionId"].as_str().unwrap();
     let resp = s
