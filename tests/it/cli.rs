@@ -1,5 +1,6 @@
 //! The `portarium-st2` binary as a user runs it.
 
+use crate::support::SendJson;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,12 +22,7 @@ fn config_check_accepts_a_good_file_and_names_every_bad_field() {
         .env("PST2_CLI_KEY", "k")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = crate::support::succeeded(&out, "config check");
     assert!(
         stdout.contains("st2 api:    http://127.0.0.1:9101/api/v1"),
         "{stdout}"
@@ -79,12 +75,8 @@ fn serve_with_the_emulator_dispatches_and_stops_on_sigterm() {
                 "actionId": "a1", "tenantId": "demo", "runId": "r1", "correlationId": "c1",
                 "flowRef": "core.echo", "payload": {"message": "from the binary"}
             }))
-            .send()
+            .send_json()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     });
     assert_eq!(
         result["output"]["result"]["stdout"], "from the binary",
@@ -168,12 +160,7 @@ fn run_starts_an_action_follows_its_output_and_exits_by_outcome() {
 #[test]
 fn the_demo_runs_every_scenario_to_its_expected_result() {
     let out = Command::new(BIN).arg("demo").output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::support::succeeded(&out, "demo");
     // Each scenario names its flow, the st2 execution (or that none was made) and the
     // Portarium result it ended in.
     for (flow, result) in [

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::SendJson;
 use serde_json::{Map, Value, json};
 use url::Url;
 
@@ -873,12 +874,7 @@ fn config_check(name: &str, service: &Value) -> String {
         .envs(&env)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{name}: config check failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::support::succeeded(&out, &format!("{name}: config check"))
 }
 
 /// Every http(s) or nats URL among the string values of `v`.
@@ -1219,12 +1215,8 @@ fn the_emulator_profile_serves_a_dispatch_and_passes_both_healthchecks() {
                 "correlationId": "c1", "flowRef": "core.echo",
                 "payload": {"message": "through the compose wiring"}
             }))
-            .send()
+            .send_json()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     });
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(

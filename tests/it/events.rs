@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::SendJson;
 use futures_util::stream;
 use portarium_st2::config::Config;
 use portarium_st2::events::CloudEvent;
@@ -87,12 +88,8 @@ impl Stack {
         self.http
             .get(format!("{}/api/v1/{path}", self.emu.base_url()))
             .header("St2-Api-Key", KEY)
-            .send()
+            .send_json()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// Executions the emulator holds, waiting until the rules engine's have completed.
@@ -109,6 +106,20 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("executions did not complete");
+    }
+
+    /// The one execution st2 holds, once done: a run of rule `rule` that printed `stdout`.
+    async fn the_rule_run(&self, rule: &str, stdout: &str) -> Value {
+        let mut executions = self.executions_done().await;
+        assert_eq!(
+            executions.len(),
+            1,
+            "one rule run, whatever the deliveries: {executions:#?}"
+        );
+        let e = executions.remove(0);
+        assert_eq!(e["context"]["rule"]["name"], rule);
+        assert_eq!(e["result"]["stdout"].as_str().unwrap().trim(), stdout);
+        e
     }
 
     fn webhook_calls(&self) -> usize {
@@ -138,20 +149,14 @@ async fn declared_class_fires_the_rule_once_even_when_delivered_twice() {
         "{body}"
     );
 
-    let executions = s.executions_done().await;
-    assert_eq!(
-        executions.len(),
-        1,
-        "one rule run for two deliveries: {executions:#?}"
-    );
-    let e = &executions[0];
+    let e = s
+        .the_rule_run(
+            "portarium_event_echo",
+            "com.portarium.run.RunStarted ev-1 for tenant-a",
+        )
+        .await;
     assert_eq!(e["action"]["ref"], "core.echo");
     assert_eq!(e["status"], "succeeded");
-    assert_eq!(e["context"]["rule"]["name"], "portarium_event_echo");
-    assert_eq!(
-        e["result"]["stdout"].as_str().unwrap().trim(),
-        "com.portarium.run.RunStarted ev-1 for tenant-a"
-    );
     let instances = s.st2_get("triggerinstances").await;
     assert_eq!(instances.as_array().unwrap().len(), 1);
     assert_eq!(instances[0]["trigger"], "portarium.event");
@@ -172,16 +177,8 @@ async fn a_class_mapped_to_a_custom_webhook_runs_its_rule() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let executions = s.executions_done().await;
-    assert_eq!(executions.len(), 1);
-    assert_eq!(
-        executions[0]["context"]["rule"]["name"],
-        "portarium_webhook_echo"
-    );
-    assert_eq!(
-        executions[0]["result"]["stdout"].as_str().unwrap().trim(),
-        "webhook ev-w"
-    );
+    s.the_rule_run("portarium_webhook_echo", "webhook ev-w")
+        .await;
 }
 
 #[tokio::test]
@@ -267,12 +264,8 @@ async fn snapshots(s: &Stack, action: &str, params: Value) -> Vec<Arc<Execution>
             "correlation_id": "corr-1", "dispatch_key": "k1",
             "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let mut out = vec![Arc::new(created.clone())];
     for _ in 0..500 {
         let e: Execution = s
@@ -283,12 +276,8 @@ async fn snapshots(s: &Stack, action: &str, params: Value) -> Vec<Arc<Execution>
                 created.id
             ))
             .header("St2-Api-Key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .send_json()
+            .await;
         if out.last().is_none_or(|l| l.log.len() != e.log.len()) {
             out.push(Arc::new(e.clone()));
         }
@@ -368,12 +357,8 @@ async fn executions_not_started_by_us_are_ignored_unless_their_pack_is_governed(
         .post(format!("{}/api/v1/executions", s.emu.base_url()))
         .header("St2-Api-Key", KEY)
         .json(&json!({"action": "core.noop"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let (events, tracker) = events_of(vec![Arc::new(created.clone())]).await;
     assert!(events.is_empty());
     assert_eq!(tracker.stats().ignored, 1);

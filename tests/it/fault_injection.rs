@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::SendJson;
 use futures_util::StreamExt;
 use portarium_st2::app::App;
 use portarium_st2::config::Config;
@@ -409,11 +410,7 @@ async fn an_adapter_started_before_st2_becomes_ready_without_a_restart() {
             "actionId": "a", "tenantId": "tenant-f", "runId": "r", "correlationId": "c",
             "flowRef": "core.noop", "payload": {}
         }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     assert_eq!(answer["ok"], true, "{answer}");
 }

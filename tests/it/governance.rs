@@ -330,11 +330,7 @@ fn manifest_check_prints_every_violation_and_fails() {
 
     let repo = Path::new(REPO).join("adapter-manifest.yaml");
     let out = run(&["manifest", "check", repo.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::succeeded(&out, "manifest check");
 }
 
 // ---- packs audit ----
@@ -412,12 +408,8 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     }
     let path = g.audit_path();
     let out = run(&["audit", "verify", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact, 4 record(s)"));
+    let stdout = crate::support::succeeded(&out, "audit verify");
+    assert!(stdout.contains("chain intact, 4 record(s)"), "{stdout}");
     let original: Vec<String> = std::fs::read_to_string(&path)
         .unwrap()
         .lines()

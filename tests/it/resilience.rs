@@ -10,56 +10,24 @@ use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use portarium_st2::config::Config;
-use portarium_st2::server::{self, DispatchState, Limits, Readiness};
+use portarium_st2::server::Limits;
 use serde_json::{Value, json};
-use st2_client::St2Client;
-use st2_emulator::{Emulator, EmulatorOptions};
 
-const KEY: &str = "resilience-key";
+use crate::support::stack::Stack;
+
 const TOKEN: &str = "tenant-token";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 
-/// An adapter serving under `limits` in front of a fresh emulator.
-struct Stack {
-    base: String,
-    emu: Emulator,
-    http: reqwest::Client,
-}
-
+/// An adapter serving under `limits` in front of a fresh emulator; no st2 retries, so a slow st2
+/// is not hidden behind them.
 async fn stack(limits: Limits) -> Stack {
-    let emu = Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let yaml = format!(
-        "st2: {{base_url: '{}', api_key: {KEY}, retry: {{max_retries: 0}}}}\n\
-         tenants:\n  - {{id: t1, api_token: {TOKEN}}}\n",
-        emu.base_url()
-    );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let client = St2Client::from_config(&config.st2).unwrap();
-    let readiness = Readiness::new(
-        Arc::new(|| Box::pin(async { Ok(()) })),
-        Duration::from_secs(1),
-        Duration::ZERO,
-    );
-    let dispatch =
-        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server::serve(
-        listener,
-        server::router(readiness, dispatch, limits),
-        std::future::pending(),
-    ));
-    Stack {
-        base,
-        emu,
-        http: reqwest::Client::new(),
-    }
+    Stack::builder()
+        .st2("retry: {max_retries: 0}")
+        .tenant("t1", TOKEN)
+        .limits(limits)
+        .start()
+        .await
 }
 
 fn limits(request_timeout: Duration, max_streams: usize) -> Limits {
@@ -72,7 +40,7 @@ fn limits(request_timeout: Duration, max_streams: usize) -> Limits {
 
 impl Stack {
     /// Dispatches `cmd` on `core.local`, waiting at most `wait_ms` for st2.
-    async fn dispatch(&self, cmd: &str, wait_ms: u64) -> reqwest::Response {
+    async fn dispatch_cmd(&self, cmd: &str, wait_ms: u64) -> reqwest::Response {
         self.http
             .post(format!("{}/v1/dispatch?waitMs={wait_ms}", self.base))
             .bearer_auth(TOKEN)
@@ -87,16 +55,7 @@ impl Stack {
 
     /// The id of the newest st2 execution, read from the emulator itself.
     async fn newest_execution(&self) -> String {
-        let list: Value = self
-            .http
-            .get(format!("{}/api/v1/executions?limit=1", self.emu.base_url()))
-            .header("St2-Api-Key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = self.st2_get("executions?limit=1").await;
         list[0]["id"].as_str().unwrap().to_string()
     }
 
@@ -114,7 +73,7 @@ impl Stack {
 async fn a_request_past_its_deadline_gets_504_while_a_stream_outlives_it() {
     let s = stack(limits(Duration::from_millis(300), 4)).await;
     let started = Instant::now();
-    let resp = s.dispatch("sleep 2", 10_000).await;
+    let resp = s.dispatch_cmd("sleep 2", 10_000).await;
     assert_eq!(resp.status().as_u16(), 504);
     let body: Value = resp.json().await.unwrap();
     assert!(
@@ -145,7 +104,7 @@ async fn a_request_past_its_deadline_gets_504_while_a_stream_outlives_it() {
 #[tokio::test]
 async fn streams_over_max_streams_get_503_with_retry_after_until_one_ends() {
     let s = stack(limits(Duration::from_secs(60), 1)).await;
-    assert_eq!(s.dispatch("sleep 1", 50).await.status().as_u16(), 504);
+    assert_eq!(s.dispatch_cmd("sleep 1", 50).await.status().as_u16(), 504);
     let id = s.newest_execution().await;
     let first = s.output(&id).await;
     assert_eq!(first.status().as_u16(), 200);

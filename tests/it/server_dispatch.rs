@@ -35,29 +35,17 @@ fn body(tenant: &str, flow_ref: &str, payload: Value) -> Value {
 #[tokio::test]
 async fn a_tenant_dispatches_and_gets_portariums_result() {
     let s = stack(false).await;
-    let (status, result) = s
-        .dispatch(
-            Some("token-a"),
-            &body("tenant-a", "core.echo", json!({"message": "hello"})),
-        )
-        .await;
+    let (status, result) = s.dispatch_a("core.echo", json!({"message": "hello"})).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["ok"], true);
     assert_eq!(result["output"]["result"]["stdout"], "hello");
 
-    let (status, result) = s
-        .dispatch(Some("token-a"), &body("tenant-a", "core.nope", json!({})))
-        .await;
+    let (status, result) = s.dispatch_a("core.nope", json!({})).await;
     assert_eq!(
         (status, result["errorKind"].as_str()),
         (404, Some("FlowNotFound"))
     );
-    let (status, result) = s
-        .dispatch(
-            Some("token-a"),
-            &body("tenant-a", "examples.fail", json!({})),
-        )
-        .await;
+    let (status, result) = s.dispatch_a("examples.fail", json!({})).await;
     assert_eq!(
         (status, result["errorKind"].as_str()),
         (502, Some("RemoteError"))
@@ -88,9 +76,7 @@ async fn each_tenant_uses_its_own_st2_credentials() {
         (401, Some("Unauthorized")),
         "{result}"
     );
-    let (status, _) = s
-        .dispatch(Some("token-a"), &body("tenant-a", "core.noop", json!({})))
-        .await;
+    let (status, _) = s.dispatch_a("core.noop", json!({})).await;
     assert_eq!(status, 200);
 }
 
@@ -289,6 +275,49 @@ impl Stack {
             .unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap())
     }
+
+    /// `POST /v1/dispatch` of `flow_ref` as tenant-a.
+    async fn dispatch_a(&self, flow_ref: &str, payload: Value) -> (u16, Value) {
+        self.dispatch(Some("token-a"), &body("tenant-a", flow_ref, payload))
+            .await
+    }
+
+    /// `GET /v1/executions/{id}` as `token`.
+    async fn execution(&self, id: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, &format!("/v1/executions/{id}"), token)
+            .await
+    }
+
+    /// `POST /v1/executions/{id}/{verb}` as `token`, without a body.
+    async fn control(&self, id: &str, verb: &str, token: &str) -> (u16, Value) {
+        let path = format!("/v1/executions/{id}/{verb}");
+        self.call(reqwest::Method::POST, &path, token).await
+    }
+
+    /// Dispatches `b` as tenant-a waiting only 100 ms, so it times out while st2 runs it; the id
+    /// the 504 names.
+    async fn started(&self, b: &Value) -> String {
+        let (status, timeout) = self
+            .post(Some("token-a"), "/v1/dispatch?waitMs=100", b)
+            .await;
+        assert_eq!(status, 504, "{timeout}");
+        let message = timeout["message"].as_str().unwrap();
+        message.split_whitespace().nth(2).unwrap().to_string()
+    }
+
+    /// Polls execution `id` as its owner until its status is `want`; the execution then.
+    async fn wait_for_status(&self, id: &str, want: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, e) = self.execution(id, "token-a").await;
+            assert_eq!(status, 200, "the owner sees its execution: {e}");
+            if e["status"] == want {
+                return e;
+            }
+            assert!(std::time::Instant::now() < deadline, "never {want}: {e}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -296,71 +325,27 @@ async fn executions_are_visible_and_controllable_only_by_their_tenant() {
     // tenant-c shares st2 credentials with tenant-a, so only the adapter's scoping separates them.
     let s = stack(true).await;
     let b = body("tenant-a", "core.local", json!({"cmd": "sleep 30"}));
-    let (status, timeout) = s
-        .http
-        .post(format!("{}/v1/dispatch?waitMs=100", s.base))
-        .bearer_auth("token-a")
-        .json(&b)
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), r))
-        .unwrap();
-    assert_eq!(status, 504);
-    let message = timeout.json::<Value>().await.unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let id = message.split_whitespace().nth(2).unwrap().to_string();
+    let id = s.started(&b).await;
 
-    let get = reqwest::Method::GET;
-    let post = reqwest::Method::POST;
-    let (status, e) = s
-        .call(get.clone(), &format!("/v1/executions/{id}"), "token-a")
-        .await;
+    let (status, e) = s.execution(&id, "token-a").await;
     assert_eq!(status, 200, "{e}");
     assert_eq!(e["executionId"], id.as_str());
     assert_eq!(e["actionRef"], "core.local");
 
-    for path in [
-        format!("/v1/executions/{id}"),
-        format!("/v1/executions/{id}/cancel"),
-    ] {
-        let method = if path.ends_with("cancel") {
-            post.clone()
-        } else {
-            get.clone()
-        };
-        let (status, foreign) = s.call(method, &path, "token-c").await;
-        assert_eq!(status, 404, "another tenant sees nothing: {foreign}");
-    }
-    let (status, missing) = s
-        .call(
-            get.clone(),
-            "/v1/executions/000000000000000000000000",
-            "token-c",
-        )
-        .await;
+    let (status, foreign) = s.execution(&id, "token-c").await;
+    assert_eq!(status, 404, "another tenant sees nothing: {foreign}");
+    let (status, foreign) = s.control(&id, "cancel", "token-c").await;
+    assert_eq!(status, 404, "another tenant controls nothing: {foreign}");
+    let (status, missing) = s.execution("000000000000000000000000", "token-c").await;
     assert_eq!(status, 404);
     assert_eq!(
         missing["errorKind"], "FlowNotFound",
         "foreign and missing look alike"
     );
 
-    let (status, _) = s
-        .call(
-            post.clone(),
-            &format!("/v1/executions/{id}/pause"),
-            "token-a",
-        )
-        .await;
+    let (status, _) = s.control(&id, "pause", "token-a").await;
     assert_eq!(status, 400, "st2 pauses only workflows");
-    let (status, e) = s
-        .call(
-            post.clone(),
-            &format!("/v1/executions/{id}/cancel"),
-            "token-a",
-        )
-        .await;
+    let (status, e) = s.control(&id, "cancel", "token-a").await;
     assert_eq!(status, 200, "{e}");
     assert!(
         matches!(e["status"].as_str(), Some("canceling" | "canceled")),
@@ -371,60 +356,19 @@ async fn executions_are_visible_and_controllable_only_by_their_tenant() {
 #[tokio::test]
 async fn workflows_pause_and_resume_through_the_adapter() {
     let s = stack(false).await;
-    let (status, r) = s
-        .http
-        .post(format!("{}/v1/dispatch?waitMs=100", s.base))
-        .bearer_auth("token-a")
-        .json(&body("tenant-a", "examples.orquesta-sequential", json!({})))
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), r))
-        .unwrap();
-    assert_eq!(status, 504);
-    let message = r.json::<Value>().await.unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let id = message.split_whitespace().nth(2).unwrap().to_string();
-    let post = reqwest::Method::POST;
-    let (status, e) = s
-        .call(
-            post.clone(),
-            &format!("/v1/executions/{id}/pause"),
-            "token-a",
-        )
-        .await;
+    let workflow = body("tenant-a", "examples.orquesta-sequential", json!({}));
+    let id = s.started(&workflow).await;
+    let (status, e) = s.control(&id, "pause", "token-a").await;
     assert_eq!(status, 200, "{e}");
     assert!(
         matches!(e["status"].as_str(), Some("pausing" | "paused")),
         "{e}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, e) = s
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/executions/{id}"),
-                "token-a",
-            )
-            .await;
-        if e["status"] == "paused" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never paused: {e}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (status, e) = s
-        .call(post, &format!("/v1/executions/{id}/resume"), "token-a")
-        .await;
+    s.wait_for_status(&id, "paused").await;
+    let (status, e) = s.control(&id, "resume", "token-a").await;
     assert_eq!(status, 200, "{e}");
     // The retry of the original dispatch now waits for the resumed workflow to finish.
-    let (status, done) = s
-        .dispatch(
-            Some("token-a"),
-            &body("tenant-a", "examples.orquesta-sequential", json!({})),
-        )
-        .await;
+    let (status, done) = s.dispatch(Some("token-a"), &workflow).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["output"]["executionId"], id.as_str());
 }
@@ -546,12 +490,7 @@ async fn openclaw_dry_runs_check_everything_and_start_nothing() {
 #[tokio::test]
 async fn a_rerun_belongs_to_the_tenant_of_the_original() {
     let s = stack(true).await;
-    let (status, first) = s
-        .dispatch(
-            Some("token-a"),
-            &body("tenant-a", "core.echo", json!({"message": "one"})),
-        )
-        .await;
+    let (status, first) = s.dispatch_a("core.echo", json!({"message": "one"})).await;
     assert_eq!(status, 200, "{first}");
     let id = first["output"]["executionId"].as_str().unwrap();
     let resp = s
@@ -566,41 +505,14 @@ async fn a_rerun_belongs_to_the_tenant_of_the_original() {
     let rerun: Value = resp.json().await.unwrap();
     let new_id = rerun["executionId"].as_str().unwrap().to_string();
     assert_ne!(new_id, id);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let done = loop {
-        let (status, e) = s
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/executions/{new_id}"),
-                "token-a",
-            )
-            .await;
-        assert_eq!(status, 200, "the owner sees the re-run: {e}");
-        if e["status"] == "succeeded" {
-            break e;
-        }
-        assert!(std::time::Instant::now() < deadline, "{e}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done = s.wait_for_status(&new_id, "succeeded").await;
     assert_eq!(
         done["result"]["stdout"], "two",
         "st2 merged the new parameters"
     );
-    let (status, _) = s
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/executions/{new_id}"),
-            "token-c",
-        )
-        .await;
+    let (status, _) = s.execution(&new_id, "token-c").await;
     assert_eq!(status, 404, "another tenant cannot see it");
-    let (status, _) = s
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/executions/{id}/rerun"),
-            "token-c",
-        )
-        .await;
+    let (status, _) = s.control(id, "rerun", "token-c").await;
     assert_eq!(status, 404, "nor re-run the original");
 }
 

@@ -9,7 +9,6 @@ use futures_util::StreamExt;
 use portarium_st2::config::Config;
 use portarium_st2::core::dispatch::Dispatcher;
 use portarium_st2::core::portarium::{DispatchRequest, DispatchResult};
-use portarium_st2::server::{self, DispatchState, Readiness};
 use serde_json::{Value, json};
 use st2_client::St2Config;
 use st2_client::models::OutputChunk;
@@ -454,19 +453,7 @@ async fn adapter(emu: &Emulator, stream: &str) -> String {
         emu.base_url()
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let st2 = St2Client::from_config(&config.st2).unwrap();
-    let readiness = Readiness::new(
-        Arc::new(|| Box::pin(async { Ok(()) })),
-        Duration::from_secs(1),
-        Duration::ZERO,
-    );
-    let dispatch =
-        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &st2).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = server::router(readiness, dispatch, config.dispatch.max_body_bytes);
-    tokio::spawn(server::serve(listener, router, std::future::pending()));
-    base
+    crate::support::stack::serve_dispatch_routes(&config).await
 }
 
 #[tokio::test]

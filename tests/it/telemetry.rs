@@ -23,13 +23,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Metric, NumberDataPoint, metric, number_data_point,
 };
 use portarium_st2::config::Config;
-use portarium_st2::server::{self, DispatchState, Readiness};
 use portarium_st2::telemetry::export::{ExportError, MetricsExporter};
 use portarium_st2::telemetry::scrape::Target;
 use portarium_st2::telemetry::{OtlpSettings, Protocol, Telemetry, TelemetryConfig};
 use prost::Message;
 use serde_json::json;
-use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions};
 use url::Url;
 
@@ -207,21 +205,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
             .expect("no other test sets the global subscriber");
     }
-    let client = St2Client::from_config(&config.st2).unwrap();
-    let readiness = Readiness::new(
-        Arc::new(|| Box::pin(async { Ok(()) })),
-        Duration::from_secs(1),
-        Duration::ZERO,
-    );
-    let dispatch =
-        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server::serve(
-        listener,
-        server::router(readiness, dispatch, 65_536),
-        std::future::pending(),
-    ));
+    let base = crate::support::stack::serve_dispatch_routes(&config).await;
     let http = reqwest::Client::new();
     let runs = [
         ("metered.local", json!({"cmd": "echo hi"}), 3),

@@ -33,12 +33,7 @@ async fn scrape_once_prints_the_normalized_table() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::support::succeeded(&out, "telemetry scrape");
     let header = stdout.lines().nth(1).unwrap();
     assert!(
         header.starts_with("METRIC") && header.contains("ATTRIBUTES"),

@@ -1,8 +1,8 @@
 //! Contract tests for `st2-emulator`: its answers must match a real st2's — the OpenAPI spec st2
 //! ships (`st2common/st2common/openapi.yaml`) and the responses recorded from a real st2 3.10dev
-//! (`captures/`), both in the reference folder `ST2_REFERENCE_DIR` names (see `reference.rs`):
-//! same fields, types, nesting, status codes and headers, and the same SSE byte framing
-//! including keep-alives.
+//! (`captures/`), both in the reference folder `ST2_REFERENCE_DIR` names (see the workspace's
+//! `tests/it/support/reference.rs`, shared by every test binary): same fields, types, nesting,
+//! status codes and headers, and the same SSE byte framing including keep-alives.
 //!
 //! `harness` proves the tools on the captures alone; `rest` and `stream` replay each capture's
 //! request against an in-process emulator. `cases.rs` maps every capture file to its request or
@@ -22,7 +22,7 @@ mod fixture;
 mod harness;
 #[path = "contract/openapi.rs"]
 mod openapi;
-#[path = "contract/reference.rs"]
+#[path = "../../../tests/it/support/reference.rs"]
 mod reference;
 #[path = "contract/rest.rs"]
 mod rest;

@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
+use super::SendJson;
+use axum::Router;
 use portarium_st2::app::App;
 use portarium_st2::config::Config;
+use portarium_st2::server::{DispatchState, Limits, Readiness};
 use serde_json::Value;
+use st2_client::St2Client;
 use st2_emulator::{Emulator, EmulatorOptions};
 
 /// The st2 API key the emulator accepts and the adapter's `st2` section uses.
@@ -17,6 +21,7 @@ pub struct StackBuilder {
     st2: String,
     tenants: Vec<(String, String, String)>,
     yaml: String,
+    limits: Option<Limits>,
 }
 
 /// A running emulator and adapter; the test runtime's end stops them.
@@ -61,6 +66,14 @@ impl StackBuilder {
         self
     }
 
+    /// Serves the dispatch routes under `limits` instead of the configured ones: the
+    /// configuration refuses a request deadline shorter than `dispatch.max_wait_ms`, and the
+    /// tests of the deadline itself need one.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
     pub async fn start(self) -> Stack {
         let emu = Emulator::start(EmulatorOptions {
             api_key: KEY.into(),
@@ -84,7 +97,15 @@ impl StackBuilder {
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         // No readiness caching, so each probe reflects st2 now.
         let app = App::build(&config, Duration::ZERO).await.unwrap();
-        let base = serve(&app, &config).await;
+        let base = match self.limits {
+            None => serve(&app.router, &config).await,
+            Some(limits) => {
+                let readiness =
+                    Readiness::of_st2(&app.client, config.st2.request_timeout, Duration::ZERO);
+                let router = portarium_st2::server::router(readiness, app.dispatch.clone(), limits);
+                serve(&router, &config).await
+            }
+        };
         Stack {
             emu,
             base,
@@ -95,15 +116,21 @@ impl StackBuilder {
 }
 
 /// Serves the adapter the way `serve` does: TLS when the configuration asks for it.
-async fn serve(app: &App, config: &Config) -> String {
-    let Some(tls) = &config.server.tls else {
-        return app.serve_in_background(config.listen).await.unwrap();
-    };
+async fn serve(router: &Router, config: &Config) -> String {
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let base = format!("https://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let Some(tls) = &config.server.tls else {
+        tokio::spawn(portarium_st2::server::serve(
+            listener,
+            router.clone(),
+            std::future::pending(),
+        ));
+        return format!("http://{addr}");
+    };
+    let base = format!("https://{addr}");
     tokio::spawn(portarium_st2::server::tls::serve_tls(
         listener,
-        app.router.clone(),
+        router.clone(),
         tls.acceptor().unwrap(),
         std::future::pending(),
     ));
@@ -132,6 +159,15 @@ impl Stack {
         self.post(token, "/v1/dispatch", body).await
     }
 
+    /// st2's `GET /api/v1/{path}` straight from the emulator, past the adapter.
+    pub async fn st2_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/api/v1/{path}", self.emu.base_url()))
+            .header("St2-Api-Key", KEY)
+            .send_json()
+            .await
+    }
+
     /// Requests made for callers; the stream watchers' own connections are not counted.
     pub fn st2_requests(&self) -> usize {
         self.emu
@@ -149,4 +185,21 @@ impl Stack {
             .filter(|r| r.method == "POST" && r.path == "/api/v1/executions")
             .count()
     }
+}
+
+/// Serves only the dispatch routes for `config` on a loopback port, readiness always up; the base
+/// URL. For tests that start their own emulator first (with options, or shared with direct
+/// st2 calls) and need no events, sinks or stream watchers.
+pub async fn serve_dispatch_routes(config: &Config) -> String {
+    let client = St2Client::from_config(&config.st2).unwrap();
+    let readiness = Readiness::new(
+        std::sync::Arc::new(|| Box::pin(async { Ok(()) })),
+        Duration::from_secs(1),
+        Duration::ZERO,
+    );
+    let dispatch =
+        DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap();
+    let limits = Limits::new(&config.server, config.dispatch.max_body_bytes);
+    let router = portarium_st2::server::router(readiness, dispatch, limits);
+    serve(&router, config).await
 }
