@@ -41,16 +41,18 @@ fn limits(request_timeout: Duration, max_streams: usize) -> Limits {
 impl Stack {
     /// Dispatches `cmd` on `core.local`, waiting at most `wait_ms` for st2.
     async fn dispatch_cmd(&self, cmd: &str, wait_ms: u64) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/dispatch?waitMs={wait_ms}", self.base))
-            .bearer_auth(TOKEN)
-            .json(&json!({
-                "actionId": "a1", "tenantId": "t1", "runId": "r1", "correlationId": "c1",
-                "flowRef": "core.local", "payload": {"cmd": cmd}
-            }))
-            .send()
-            .await
-            .unwrap()
+        self.request(
+            reqwest::Method::POST,
+            &format!("/v1/dispatch?waitMs={wait_ms}"),
+            TOKEN,
+        )
+        .json(&json!({
+            "actionId": "a1", "tenantId": "t1", "runId": "r1", "correlationId": "c1",
+            "flowRef": "core.local", "payload": {"cmd": cmd}
+        }))
+        .send()
+        .await
+        .unwrap()
     }
 
     /// The id of the newest st2 execution, read from the emulator itself.
@@ -60,12 +62,14 @@ impl Stack {
     }
 
     async fn output(&self, id: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/v1/executions/{id}/output", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
+        self.request(
+            reqwest::Method::GET,
+            &format!("/v1/executions/{id}/output"),
+            TOKEN,
+        )
+        .send()
+        .await
+        .unwrap()
     }
 }
 

@@ -130,9 +130,7 @@ async fn idempotency_key_header_and_wait_limit_are_honoured() {
     let s = stack(false).await;
     let b = body("tenant-a", "core.local", json!({"cmd": "sleep 1"}));
     let send = || {
-        s.http
-            .post(format!("{}/v1/dispatch?waitMs=100", s.base))
-            .bearer_auth("token-a")
+        s.request(reqwest::Method::POST, "/v1/dispatch?waitMs=100", "token-a")
             .header("Idempotency-Key", "retry-me")
             .json(&b)
             .send()
@@ -142,9 +140,7 @@ async fn idempotency_key_header_and_wait_limit_are_honoured() {
     let first: Value = first.json().await.unwrap();
     assert_eq!(first["errorKind"], "Timeout");
     let second = s
-        .http
-        .post(format!("{}/v1/dispatch", s.base))
-        .bearer_auth("token-a")
+        .request(reqwest::Method::POST, "/v1/dispatch", "token-a")
         .header("Idempotency-Key", "retry-me")
         .json(&b)
         .send()
@@ -181,13 +177,15 @@ async fn health_and_readiness_follow_st2() {
 
 /// What Portarium's Activepieces executor sends: the body, and the ids again as headers.
 fn activepieces(s: &Stack, flow_ref: &str, payload: Value, token: &str) -> reqwest::RequestBuilder {
-    s.http
-        .post(format!("{}/api/v1/flows/{flow_ref}/run", s.base))
-        .bearer_auth(token)
-        .header("tenantId", "tenant-a")
-        .header("correlationId", "corr-1")
-        .header("runId", "run-1")
-        .json(&body("tenant-a", flow_ref, payload))
+    s.request(
+        reqwest::Method::POST,
+        &format!("/api/v1/flows/{flow_ref}/run"),
+        token,
+    )
+    .header("tenantId", "tenant-a")
+    .header("correlationId", "corr-1")
+    .header("runId", "run-1")
+    .json(&body("tenant-a", flow_ref, payload))
 }
 
 #[tokio::test]
@@ -246,9 +244,11 @@ async fn the_activepieces_route_refuses_ids_that_disagree_with_the_body() {
         "{result}"
     );
     let resp = s
-        .http
-        .post(format!("{}/api/v1/flows/core.echo/run", s.base))
-        .bearer_auth("token-a")
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/flows/core.echo/run",
+            "token-a",
+        )
         .header("tenantId", "tenant-a")
         .header("correlationId", "corr-1")
         .header("runId", "run-1")
@@ -381,9 +381,7 @@ fn openclaw(
     dry_run: bool,
     key: &str,
 ) -> reqwest::RequestBuilder {
-    s.http
-        .post(format!("{}/tools/invoke", s.base))
-        .bearer_auth("token-a")
+    s.request(reqwest::Method::POST, "/tools/invoke", "token-a")
         .header("x-openclaw-session-key", "tenant-a:run-1")
         .header("Idempotency-Key", key)
         .json(&json!({
@@ -440,9 +438,7 @@ async fn the_openclaw_bridge_can_dispatch_to_st2_unmodified() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     let resp = s
-        .http
-        .post(format!("{}/tools/invoke", s.base))
-        .bearer_auth("token-b")
+            .request(reqwest::Method::POST, "/tools/invoke", "token-b")
         .json(&json!({"toolName": "core.noop", "parameters": {}, "dryRun": false,
             "metadata": {"tenantId": "tenant-a", "runId": "r", "actionId": "a", "correlationId": "c"}}))
         .send()
@@ -494,9 +490,11 @@ async fn a_rerun_belongs_to_the_tenant_of_the_original() {
     assert_eq!(status, 200, "{first}");
     let id = first["output"]["executionId"].as_str().unwrap();
     let resp = s
-        .http
-        .post(format!("{}/v1/executions/{id}/rerun", s.base))
-        .bearer_auth("token-a")
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/executions/{id}/rerun"),
+            "token-a",
+        )
         .json(&json!({"parameters": {"message": "two"}}))
         .send()
         .await
@@ -576,9 +574,7 @@ fn invocation(id: &str, workspace: &str, action: &str, input: Value) -> Value {
 impl Stack {
     async fn invoke(&self, token: &str, body: &Value) -> (u16, Value) {
         let resp = self
-            .http
-            .post(format!("{}/v1/invoke", self.base))
-            .bearer_auth(token)
+            .request(reqwest::Method::POST, "/v1/invoke", token)
             .json(body)
             .send()
             .await
@@ -743,9 +739,7 @@ async fn machine_invocation_progress_streams_status_and_output_until_it_complete
     let (status, _) = s.invoke("token-a", &body).await;
     assert_eq!(status, 202);
     let resp = s
-        .http
-        .get(format!("{}/v1/invoke/inv-s/stream", s.base))
-        .bearer_auth("token-a")
+        .request(reqwest::Method::GET, "/v1/invoke/inv-s/stream", "token-a")
         .send()
         .await
         .unwrap();
@@ -815,9 +809,7 @@ async fn every_route_hands_the_callers_trace_context_to_st2() {
     let s = stack(false).await;
     let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let resp = s
-        .http
-        .post(format!("{}/v1/dispatch", s.base))
-        .bearer_auth("token-a")
+        .request(reqwest::Method::POST, "/v1/dispatch", "token-a")
         .header("traceparent", tp)
         .header("tracestate", "congo=t61rcWkgMzE")
         .json(&body("tenant-a", "core.noop", json!({})))
@@ -833,9 +825,7 @@ async fn every_route_hands_the_callers_trace_context_to_st2() {
     let mut b = body("tenant-a", "core.noop", json!({}));
     b["actionId"] = json!("act-2");
     let resp = s
-        .http
-        .post(format!("{}/v1/dispatch", s.base))
-        .bearer_auth("token-a")
+        .request(reqwest::Method::POST, "/v1/dispatch", "token-a")
         .header("traceparent", "garbage")
         .json(&b)
         .send()
@@ -863,9 +853,7 @@ async fn every_route_hands_the_callers_trace_context_to_st2() {
 
     // The machine interface reads the headers.
     let resp = s
-        .http
-        .post(format!("{}/v1/invoke", s.base))
-        .bearer_auth("token-a")
+        .request(reqwest::Method::POST, "/v1/invoke", "token-a")
         .header("traceparent", tp)
         .json(&invocation("inv-t", "tenant-a", "core.noop", json!({})))
         .send()

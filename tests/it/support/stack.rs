@@ -154,6 +154,18 @@ impl Stack {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// A request to the adapter's `path` with `token` as bearer, for the test to finish.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+    }
+
     /// `POST /v1/dispatch`.
     pub async fn dispatch(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
         self.post(token, "/v1/dispatch", body).await
