@@ -52,3 +52,145 @@ fn manifest_check_stops_at_a_yaml_syntax_error_with_exit_2() {
     assert_eq!(stderr.matches("not valid YAML").count(), 1, "{stderr}");
     assert!(stderr.contains("line 2"), "{stderr}");
 }
+
+mod loops {
+    use std::time::Duration;
+
+    use portarium_st2::app::App;
+    use portarium_st2::config::Config;
+    use serde_json::{Value, json};
+    use st2_emulator::{Emulator, EmulatorOptions};
+
+    use crate::support::nats::{NatsServer, free_port};
+
+    const KEY: &str = "loop-key";
+
+    /// The sink and the inbound consumer on one stream and one subject space, with a class
+    /// that fires a rule whose execution (pack `core`, governed) emits that class again.
+    fn yaml(st2: &str, nats: &str, class: &str) -> String {
+        format!(
+            "st2: {{base_url: '{st2}', api_key: {KEY}}}\n\
+             tenants:\n  - {{id: tenant-a, api_token: token-a}}\n\
+             events:\n  lifecycle: {{governed_packs: [core], governed_tenant: tenant-a}}\n\
+             \x20 nats: {{url: '{nats}', stream: PORTARIUM_EVENTS, subject_prefix: portarium.events}}\n\
+             \x20 inbound:\n    classes:\n      - {{type: {class}, trigger: portarium.event}}\n\
+             \x20   nats: {{url: '{nats}', backoff: {{initial: 20ms, max: 200ms}}}}\n"
+        )
+    }
+
+    async fn st2_get(emu: &Emulator, path: &str) -> Vec<Value> {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/{path}", emu.base_url()))
+            .header("St2-Api-Key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn config_check_refuses_an_inbound_class_the_adapter_emits() {
+        let err = Config::from_yaml(
+            &yaml(
+                "http://127.0.0.1:1",
+                "nats://127.0.0.1:1",
+                "com.portarium.run.ActionCompleted",
+            ),
+            "test",
+            std::iter::empty(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("events.inbound.classes[0].type: com.portarium.run.ActionCompleted is a lifecycle event this adapter emits, and here it fires trigger portarium.event"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn own_lifecycle_events_on_a_shared_stream_start_nothing() {
+        let mut server = NatsServer::on_port(free_port());
+        server.start();
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "PORTARIUM_EVENTS".into(),
+            subjects: vec!["portarium.events.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let emu = Emulator::start(EmulatorOptions {
+            api_key: KEY.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // A config the check refuses (above) but that an older adapter accepted: the runtime
+        // defence must hold on its own.
+        let mut config = Config::from_yaml(
+            &yaml(
+                &emu.base_url(),
+                &server.url(),
+                "com.portarium.run.RunStarted",
+            ),
+            "test",
+            std::iter::empty(),
+        )
+        .unwrap();
+        config.events.inbound.classes[0].event_type = "com.portarium.run.ActionCompleted".into();
+        let app = App::build(&config, Duration::ZERO).await.unwrap();
+
+        let created = reqwest::Client::new()
+            .post(format!("{}/api/v1/executions", emu.base_url()))
+            .header("St2-Api-Key", KEY)
+            .json(&json!({"action": "core.echo", "parameters": {"message": "once"}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(created.status().is_success(), "{}", created.status());
+
+        // The lifecycle events land on the stream the consumer reads...
+        let mut stream = js.get_stream("PORTARIUM_EVENTS").await.unwrap();
+        let mut published = 0;
+        for _ in 0..250 {
+            published = stream.info().await.unwrap().state.messages;
+            if published >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            published >= 2,
+            "ActionDispatched and ActionCompleted published"
+        );
+        // ...and the consumer has taken all of them.
+        let mut consumer = js
+            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                "portarium-st2-inbound",
+                "PORTARIUM_EVENTS",
+            )
+            .await
+            .unwrap();
+        for _ in 0..250 {
+            let info = consumer.info().await.unwrap();
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence >= published
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A loop would have fired a trigger and started more executions by now.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(st2_get(&emu, "triggerinstances").await.len(), 0);
+        assert_eq!(st2_get(&emu, "executions").await.len(), 1);
+        assert_eq!(stream.info().await.unwrap().state.messages, published);
+        app.shutdown(Duration::from_millis(500)).await;
+    }
+}
