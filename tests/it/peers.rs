@@ -194,3 +194,82 @@ mod loops {
         app.shutdown(Duration::from_millis(500)).await;
     }
 }
+
+mod counter_reset {
+    use std::time::{Duration, Instant};
+
+    use portarium_st2::config::Config;
+    use portarium_st2::telemetry::Telemetry;
+    use serde_json::json;
+    use st2_emulator::{Emulator, EmulatorOptions};
+
+    use crate::telemetry::{Receiver, st2_metrics, sum_point};
+
+    /// Runs `examples.fail` on the emulator directly, as an operator would in st2.
+    async fn fail_once(emu: &Emulator) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/executions", emu.base_url()))
+            .header("St2-Api-Key", "emulator-api-key")
+            .json(&json!({"action": "examples.fail"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+
+    /// The newest exported `st2.action.executions{examples.fail}`: value and start time.
+    async fn exported(receiver: &Receiver, at_least: f64) -> (f64, u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some((p, _)) = sum_point(
+                &st2_metrics(receiver),
+                "st2.action.executions",
+                "st2.action.ref",
+                "examples.fail",
+            ) {
+                let v = crate::telemetry::number(&p);
+                if v >= at_least {
+                    return (v, p.start_time_unix_nano);
+                }
+            }
+            assert!(Instant::now() < deadline, "no export reached {at_least}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exporter_restart_moves_the_start_time_even_when_the_total_climbs_back() {
+        let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+        let addr = emu.addr();
+        let (receiver, collector) = Receiver::start().await;
+        let yaml = format!(
+            "st2: {{base_url: '{base}', api_key: emulator-api-key}}\n\
+             telemetry:\n  targets: ['{base}/metrics']\n  interval_ms: 1000\n  timeout_ms: 1000\n  \
+             otlp: {{endpoint: '{collector}', protocol: http/protobuf}}\n",
+            base = emu.base_url()
+        );
+        let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
+        let telemetry = Telemetry::start(&config.telemetry).unwrap();
+
+        fail_once(&emu).await;
+        let (_, first_start) = exported(&receiver, 1.0).await;
+        // Killed and started again on the same port: a new process, counting from zero...
+        emu.shutdown().await;
+        let emu = Emulator::start(EmulatorOptions {
+            listen: addr,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // ...and past the old total before the next scrape sees it.
+        fail_once(&emu).await;
+        fail_once(&emu).await;
+        let (value, start) = exported(&receiver, 2.0).await;
+        assert_eq!(value, 2.0);
+        assert!(
+            start > first_start,
+            "the series still starts at {first_start}: consumers take 2 as 1 more"
+        );
+        telemetry.shutdown().await;
+    }
+}
