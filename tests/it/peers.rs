@@ -273,3 +273,76 @@ mod counter_reset {
         telemetry.shutdown().await;
     }
 }
+
+mod tls_early_answers {
+    use crate::support::stack::Stack;
+    use crate::support::tls_file;
+
+    async fn stack() -> Stack {
+        Stack::builder()
+            .tenant("t1", "right-token")
+            .yaml(&format!(
+                "server: {{tls: {{cert_file: '{}', key_file: '{}'}}}}\n",
+                tls_file("server.pem").display(),
+                tls_file("server.key").display()
+            ))
+            .start()
+            .await
+    }
+
+    fn client(http2: bool) -> reqwest::Client {
+        let ca = std::fs::read(tls_file("ca.pem")).unwrap();
+        // A new connection per request, as the defect was seen: an early answer closes the
+        // HTTP/1.1 connection, and a pooled one may be reused as it closes.
+        let builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .pool_max_idle_per_host(0);
+        let builder = if http2 {
+            // h2 chosen by ALPN, as a browser or curl would.
+            builder
+        } else {
+            builder.http1_only()
+        };
+        builder.build().unwrap()
+    }
+
+    /// Every answer arrives whole: none lost to a connection torn down under the client.
+    async fn answers(
+        client: &reqwest::Client,
+        url: &str,
+        token: Option<&str>,
+        size: usize,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            let mut req = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(vec![b' '; size]);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            out.push(match req.send().await {
+                Ok(r) => format!("{:?} {}", r.version(), r.status().as_u16()),
+                Err(e) => format!("{e:?}"),
+            });
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_401_before_the_body_reaches_an_http1_client() {
+        let s = stack().await;
+        let url = format!("{}/v1/dispatch", s.base);
+        let got = answers(&client(false), &url, None, 200 * 1024).await;
+        assert!(got.iter().all(|a| a == "HTTP/1.1 401"), "{got:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_413_before_the_body_reaches_an_http2_client() {
+        let s = stack().await;
+        let url = format!("{}/v1/dispatch", s.base);
+        let got = answers(&client(true), &url, Some("right-token"), 2 * 1024 * 1024).await;
+        assert!(got.iter().all(|a| a == "HTTP/2.0 413"), "{got:?}");
+    }
+}
