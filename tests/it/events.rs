@@ -434,15 +434,7 @@ async fn events_from_portarium_jetstream_fire_rules_once() {
     let s = stack().await;
     let mut server = crate::support::nats::NatsServer::on_port(crate::support::nats::free_port());
     server.start();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "PORTARIUM_EVENTS".into(),
-        subjects: vec!["portarium.events.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = server.portarium_stream().await;
     let config: portarium_st2::events::config::InboundNatsConfig = serde_json::from_value(
         json!({"url": server.url(), "backoff": {"initial": "20ms", "max": "200ms"}}),
     )

@@ -116,14 +116,7 @@ mod loops {
     async fn own_lifecycle_events_on_a_shared_stream_start_nothing() {
         let mut server = NatsServer::on_port(free_port());
         server.start();
-        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "PORTARIUM_EVENTS".into(),
-            subjects: vec!["portarium.events.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let js = server.portarium_stream().await;
         let emu = Emulator::start(EmulatorOptions {
             api_key: KEY.into(),
             ..Default::default()

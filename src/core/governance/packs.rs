@@ -629,22 +629,30 @@ mod tests {
         assert!(err.contains("<two"), "{err}");
     }
 
+    /// Every one of `wants` is in some problem of `err`.
+    fn assert_names(err: &[String], wants: &[&str]) {
+        let text = err.join("\n");
+        for want in wants {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+    }
+
     #[test]
     fn policy_problems_name_the_field() {
         let err = PacksPolicy::from_yaml(
             "packs:\n  - {ref: Bad-Pack, versions: '>=1', license: 'GPL 3!', reviewer: ' ', reviewedAt: 2026-13-01, digest: md5:x}\n",
         )
         .unwrap_err();
-        let text = err.join("\n");
-        for want in [
-            "packs[0].ref:",
-            "packs[0].license:",
-            "packs[0].reviewer:",
-            "packs[0].reviewedAt:",
-            "packs[0].digest:",
-        ] {
-            assert!(text.contains(want), "{want} missing in {text}");
-        }
+        assert_names(
+            &err,
+            &[
+                "packs[0].ref:",
+                "packs[0].license:",
+                "packs[0].reviewer:",
+                "packs[0].reviewedAt:",
+                "packs[0].digest:",
+            ],
+        );
         let err = PacksPolicy::from_yaml("packs:\n  - {ref: a, versions: '>=x'}\n").unwrap_err();
         assert!(err[0].starts_with("packs[0].versions:"), "{err:?}");
     }
@@ -655,16 +663,16 @@ mod tests {
             "allowedLicenses: [MIT, {x: 1}]\npacks:\n  - {ref: a, versions: '>=x'}\n  - {ref: b}\n  - {ref: c, versions: '*', license: MIT, reviewer: r, reviewedAt: 2026-01-01, extra: 1}\nowner: me\n",
         )
         .unwrap_err();
-        let text = err.join("\n");
-        for want in [
-            "allowedLicenses[1]:",
-            "packs[0].versions:",
-            "packs[1]: missing field",
-            "packs[2].extra: unknown field",
-            "owner: unknown field",
-        ] {
-            assert!(text.contains(want), "{want} missing in {text}");
-        }
+        assert_names(
+            &err,
+            &[
+                "allowedLicenses[1]:",
+                "packs[0].versions:",
+                "packs[1]: missing field",
+                "packs[2].extra: unknown field",
+                "owner: unknown field",
+            ],
+        );
         let err = PacksPolicy::from_yaml("packs: [\n").unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
     }
