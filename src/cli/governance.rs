@@ -64,7 +64,11 @@ pub fn manifest(command: ManifestCommand) -> ExitCode {
             println!("{}: valid ({})", file.display(), families.join(", "));
             ExitCode::SUCCESS
         }
-        Err(violations) => {
+        Err(manifest::ManifestError::Unusable(v)) => {
+            eprintln!("{v}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(manifest::ManifestError::Invalid(violations)) => {
             for v in &violations {
                 eprintln!("{v}");
             }

@@ -155,7 +155,7 @@ pub struct NatsSinkConfig {
     /// Server, e.g. `nats://127.0.0.1:4222`.
     pub url: String,
     /// JetStream stream holding the subjects; created when missing.
-    #[serde(default = "default_stream")]
+    #[serde(default = "default_sink_stream")]
     pub stream: String,
     /// Subject prefix; the event type without `com.portarium.` follows it.
     #[serde(default = "default_subject_prefix")]
@@ -352,6 +352,25 @@ impl EventsConfig {
             {
                 bad(field("schema"), e);
             }
+            if (self.http.is_some() || self.nats.is_some())
+                && super::lifecycle::Transition::ALL
+                    .iter()
+                    .any(|t| t.event_type() == c.event_type)
+            {
+                let target = c.trigger.as_deref().map_or_else(
+                    || format!("webhook {}", c.webhook.as_deref().unwrap_or_default()),
+                    |t| format!("trigger {t}"),
+                );
+                bad(
+                    field("type"),
+                    format!(
+                        "{} is a lifecycle event this adapter emits, and here it fires {target}: \
+                         an execution that trigger starts would emit it again, a loop; \
+                         declare only Portarium's own event classes",
+                        c.event_type
+                    ),
+                );
+            }
         }
     }
 }
@@ -380,8 +399,13 @@ fn default_request_timeout() -> u64 {
 fn default_stream() -> String {
     "PORTARIUM_EVENTS".into()
 }
+fn default_sink_stream() -> String {
+    "PORTARIUM_LIFECYCLE".into()
+}
+// Apart from the inbound default (`portarium.events.>` on PORTARIUM_EVENTS), so the inbound
+// consumer never sees what the sink publishes.
 fn default_subject_prefix() -> String {
-    "portarium.events".into()
+    "portarium.lifecycle".into()
 }
 fn default_ack_timeout() -> u64 {
     5_000

@@ -59,6 +59,16 @@ pub enum InboundError {
         /// Each violation, with its path.
         problems: Vec<String>,
     },
+    /// The event is one this adapter published (its `source`); taking it back could loop.
+    #[error(
+        "event {id} has this adapter's own source {source_name:?}; lifecycle events are not taken back in (docs/events.md)"
+    )]
+    OwnEvent {
+        /// Event id.
+        id: String,
+        /// `events.lifecycle.source`.
+        source_name: String,
+    },
     /// st2 refused or could not take the trigger.
     #[error("st2 did not accept the trigger for event {id}: {source}")]
     St2 {
@@ -108,13 +118,15 @@ impl Seen {
 #[derive(Clone)]
 pub struct Inbound {
     config: Arc<InboundConfig>,
+    own_source: Arc<str>,
     classes: Arc<HashMap<String, EventClass>>,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl Inbound {
-    /// Built from `events.inbound` (already validated).
-    pub fn new(config: &InboundConfig) -> Self {
+    /// Built from `events.inbound` (already validated); events from `own_source` (the
+    /// lifecycle events' source) are refused.
+    pub fn new(config: &InboundConfig, own_source: &str) -> Self {
         let classes = config
             .classes
             .iter()
@@ -128,6 +140,7 @@ impl Inbound {
                 max: config.dedupe_max_ids,
             })),
             config: Arc::new(config.clone()),
+            own_source: own_source.into(),
             classes: Arc::new(classes),
         }
     }
@@ -153,6 +166,12 @@ impl Inbound {
         let event: CloudEvent =
             serde_json::from_slice(body).map_err(|e| InboundError::Malformed(e.to_string()))?;
         event.validate()?;
+        if event.source == *self.own_source {
+            return Err(InboundError::OwnEvent {
+                id: event.id,
+                source_name: event.source,
+            });
+        }
         if event.tenantid != tenant {
             return Err(InboundError::WrongTenant {
                 event: event.tenantid,

@@ -41,6 +41,17 @@ pub enum Transition {
 }
 
 impl Transition {
+    /// Every transition.
+    pub const ALL: [Self; 7] = [
+        Self::Started,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Canceled,
+        Self::Paused,
+        Self::Resumed,
+    ];
+
     /// The transition entering `status` means, if any.
     fn of(status: &ExecutionStatus) -> Option<Self> {
         Some(match status {

@@ -36,7 +36,7 @@ impl EventsState {
     ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
         let state = Self {
             dispatch,
-            inbound: Inbound::new(&config.inbound),
+            inbound: Inbound::new(&config.inbound, &config.lifecycle.source),
         };
         let consumer = config
             .inbound
@@ -115,9 +115,9 @@ async fn receive(
             let status = match &e {
                 InboundError::Malformed(_) | InboundError::Invalid(_) => StatusCode::BAD_REQUEST,
                 InboundError::WrongTenant { .. } => StatusCode::FORBIDDEN,
-                InboundError::Undeclared { .. } | InboundError::Schema { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                InboundError::Undeclared { .. }
+                | InboundError::Schema { .. }
+                | InboundError::OwnEvent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 InboundError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 InboundError::St2 { .. } => StatusCode::BAD_GATEWAY,
             };

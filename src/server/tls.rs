@@ -4,7 +4,9 @@
 //! bearer token still names the tenant on every request.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -23,6 +26,8 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections get this long to finish after shutdown is requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closed connection keeps reading (and dropping) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
 /// Pauses after a failed `accept` (e.g. out of file descriptors): the shared backoff from
 /// 10 ms to 1 s, restarted by the next accepted connection.
 fn accept_backoff() -> st2_basics::Backoff {
@@ -174,15 +179,23 @@ pub async fn serve_tls(
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake refused"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            let tls = Arc::new(Mutex::new(tls));
+            {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(Lent(tls.clone())), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
                 }
+            }
+            // An upgraded connection (WebSocket) still holds its stream and closes it itself.
+            if let Ok(tls) = Arc::try_unwrap(tls) {
+                close(tls.into_inner().unwrap_or_else(PoisonError::into_inner)).await;
             }
         });
     }
@@ -192,4 +205,58 @@ pub async fn serve_tls(
     })
     .await;
     Ok(())
+}
+
+type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// The TLS stream lent to hyper, so the connection task gets it back to close it well.
+struct Lent(Arc<Mutex<Tls>>);
+
+impl Lent {
+    fn with<R>(&self, f: impl FnOnce(Pin<&mut Tls>) -> R) -> R {
+        let mut tls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(Pin::new(&mut *tls))
+    }
+}
+
+impl AsyncRead for Lent {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.with(|tls| tls.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Lent {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.with(|tls| tls.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.with(|tls| tls.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.with(|tls| tls.poll_shutdown(cx))
+    }
+}
+
+/// Ends a connection so that an answer sent before the request body was read (401, 413)
+/// still reaches the client: TLS close_notify, then the body's unread rest is read and dropped
+/// for up to [`LINGER`]. Closing a socket with unread data resets the connection, and the
+/// reset can overtake the answer in the client's receive buffer.
+async fn close(mut tls: Tls) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = tls.shutdown().await;
+        let mut sink = [0u8; 16 * 1024];
+        while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

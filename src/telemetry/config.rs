@@ -378,7 +378,15 @@ impl OtlpConfig {
             };
         };
         let mut headers: Vec<(String, String)> = match var("OTEL_EXPORTER_OTLP_HEADERS") {
-            Some((_, v)) if self.headers.is_empty() => parse_pairs(&v),
+            Some((name, v)) if self.headers.is_empty() => {
+                check_pairs(&v).map_err(|reason| SettingsError::Env {
+                    var: name,
+                    // Header values are often credentials.
+                    value: "(not shown)".into(),
+                    reason,
+                })?;
+                parse_pairs(&v)
+            }
             _ => Vec::new(),
         };
         headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -417,6 +425,24 @@ impl OtlpConfig {
     }
 }
 
+/// Why `text` is not a `k1=v1,k2=v2` list of header names and values, naming the entry
+/// (by position: the values may be secrets).
+fn check_pairs(text: &str) -> Result<(), String> {
+    for (i, pair) in text.split(',').enumerate() {
+        let key = pair.split_once('=').map(|(k, _)| k.trim());
+        let valid = key.is_some_and(|k| {
+            !k.is_empty() && axum::http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+        });
+        if !valid {
+            return Err(format!(
+                "entry {} is not name=value; write comma-separated name=value pairs with percent-encoded values",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `k1=v1,k2=v2` with percent-encoded values (the W3C Baggage form `OTEL_*` lists use).
 pub fn parse_pairs(text: &str) -> Vec<(String, String)> {
     text.split(',')
@@ -446,6 +472,28 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_malformed_headers_variable_is_refused_without_echoing_it() {
+        let base = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")];
+        for bad in ["api-key", "api-key=s3cret,oops", "bad name=1"] {
+            let e = OtlpConfig::default()
+                .resolve(env(&[base[0], ("OTEL_EXPORTER_OTLP_HEADERS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("OTEL_EXPORTER_OTLP_HEADERS="), "{e}");
+            assert!(
+                e.contains("is not name=value") && !e.contains("s3cret"),
+                "{e}"
+            );
+        }
+        let ok = [base[0], ("OTEL_EXPORTER_OTLP_HEADERS", "a=1, b=x%3Dy")];
+        let s = OtlpConfig::default().resolve(env(&ok)).unwrap().unwrap();
+        assert_eq!(
+            s.headers,
+            [("a".into(), "1".into()), ("b".into(), "x=y".into())]
+        );
     }
 
     #[test]

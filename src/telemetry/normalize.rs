@@ -162,6 +162,8 @@ pub struct Normalizer {
     states: HashMap<String, State>,
     per_metric: HashMap<String, usize>,
     stats: Stats,
+    /// The source's `process_start_time_seconds` last seen; a later one means it restarted.
+    source_start_ns: Option<u64>,
 }
 
 /// This scrape's series by key, in page order (a repeated series: the last one wins).
@@ -213,6 +215,7 @@ impl Normalizer {
             states: HashMap::new(),
             per_metric: HashMap::new(),
             stats: Stats::default(),
+            source_start_ns: None,
         }
     }
 
@@ -247,6 +250,15 @@ impl Normalizer {
                 _ => None,
             })
             .filter(|&ns| ns <= now_ns);
+        // A restarted source may climb back to or past its old totals before the next scrape,
+        // so a falling total alone misses the reset; a later start time does not.
+        let restarted_ns = match (self.source_start_ns, source_start_ns) {
+            (Some(old), Some(new)) if new > old => Some(new),
+            _ => None,
+        };
+        if source_start_ns.is_some() {
+            self.source_start_ns = source_start_ns;
+        }
         let mut pending = Batch::default();
         let mut admitted = (0, HashMap::new());
         for family in &page.families {
@@ -272,7 +284,8 @@ impl Normalizer {
             };
             if shape != Shape::Gauge {
                 let totals = p.obs.totals();
-                if totals.0 < state.totals.0 || totals.1 < state.totals.1 {
+                let fell = totals.0 < state.totals.0 || totals.1 < state.totals.1;
+                if fell || restarted_ns.is_some_and(|r| state.start_ns < r) {
                     // Somewhere after the last point the source started again from zero.
                     state.start_ns = p
                         .created_ns
@@ -731,6 +744,12 @@ mod tests {
         assert_eq!(p[0].start_time_unix_nano, 50 * SEC);
         let p = sum_points(&run(&mut n, &page(105, 1), 110), "c");
         assert_eq!(p[0].start_time_unix_nano, 105 * SEC);
+        // Back at or above the old total: only the new start time tells.
+        let p = sum_points(&run(&mut n, &page(115, 4), 120), "c");
+        assert_eq!(p[0].start_time_unix_nano, 115 * SEC);
+        let p = sum_points(&run(&mut n, &page(115, 5), 130), "c");
+        assert_eq!(p[0].start_time_unix_nano, 115 * SEC);
+        assert_eq!(n.stats().resets, 2);
     }
 
     #[test]

@@ -108,10 +108,22 @@ pub fn adapter_resource() -> Resource {
         "service.instance.id",
         instance_id().to_string(),
     ));
-    if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.trim().is_empty()) {
+    let env = |name| std::env::var(name).ok();
+    if !service_named(env("OTEL_SERVICE_NAME"), env("OTEL_RESOURCE_ATTRIBUTES")) {
         builder = builder.with_service_name("portarium-st2");
     }
     builder.build()
+}
+
+/// Whether the environment names the service: `OTEL_SERVICE_NAME`, else a `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES` (the SDK's resource detectors read both).
+fn service_named(service_name: Option<String>, resource_attributes: Option<String>) -> bool {
+    service_name.is_some_and(|v| !v.trim().is_empty())
+        || resource_attributes.is_some_and(|a| {
+            super::config::parse_pairs(&a)
+                .iter()
+                .any(|(k, v)| k == "service.name" && !v.trim().is_empty())
+        })
 }
 
 /// This process's `service.instance.id`.
@@ -184,4 +196,21 @@ where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
     tracing_opentelemetry::layer().with_tracer(provider.tracer("portarium-st2"))
+}
+
+#[cfg(test)]
+mod service_name_tests {
+    use super::service_named;
+
+    #[test]
+    fn resource_attributes_name_the_service_when_otel_service_name_is_unset() {
+        let some = |s: &str| Some(s.to_string());
+        assert!(service_named(
+            None,
+            some("team=x,service.name=billing-adapter")
+        ));
+        assert!(service_named(some("a"), None));
+        assert!(!service_named(some(" "), some("team=x")));
+        assert!(!service_named(None, some("service.name=")));
+    }
 }

@@ -410,7 +410,7 @@ fn events_config_is_checked_naming_the_field_and_takes_env_overrides() {
     let nats = config.events.nats.expect("nats sink from env");
     assert_eq!(
         (nats.url.as_str(), nats.stream.as_str()),
-        ("nats://127.0.0.1:4222", "PORTARIUM_EVENTS")
+        ("nats://127.0.0.1:4222", "PORTARIUM_LIFECYCLE")
     );
 }
 
@@ -419,15 +419,7 @@ async fn events_from_portarium_jetstream_fire_rules_once() {
     let s = stack().await;
     let mut server = crate::support::nats::NatsServer::on_port(crate::support::nats::free_port());
     server.start();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "PORTARIUM_EVENTS".into(),
-        subjects: vec!["portarium.events.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = server.portarium_stream().await;
     let config: portarium_st2::events::config::InboundNatsConfig = serde_json::from_value(
         json!({"url": server.url(), "backoff": {"initial": "20ms", "max": "200ms"}}),
     )

@@ -14,6 +14,7 @@ mod follow;
 mod fuzz_regressions;
 mod governance;
 mod layering;
+mod peers;
 mod resilience;
 mod security;
 mod server_dispatch;

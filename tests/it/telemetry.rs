@@ -36,9 +36,9 @@ type Script = Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>;
 
 /// An OTLP/HTTP receiver: decodes metrics and traces; answers from a script first.
 #[derive(Clone, Default)]
-struct Receiver {
-    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
-    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+pub(crate) struct Receiver {
+    pub(crate) metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    pub(crate) traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     script: Script,
     hits: Arc<AtomicUsize>,
 }
@@ -56,7 +56,7 @@ fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Vec<u8> {
 }
 
 impl Receiver {
-    async fn start() -> (Self, Url) {
+    pub(crate) async fn start() -> (Self, Url) {
         let r = Receiver::default();
         let app = Router::new()
             .route("/v1/metrics", post(receive_metrics))
@@ -106,11 +106,11 @@ fn text(kv: &KeyValue) -> String {
     }
 }
 
-fn attr(kvs: &[KeyValue], key: &str) -> Option<String> {
+pub(crate) fn attr(kvs: &[KeyValue], key: &str) -> Option<String> {
     kvs.iter().find(|kv| kv.key == key).map(text)
 }
 
-fn number(p: &NumberDataPoint) -> f64 {
+pub(crate) fn number(p: &NumberDataPoint) -> f64 {
     match p.value {
         Some(number_data_point::Value::AsDouble(v)) => v,
         Some(number_data_point::Value::AsInt(v)) => v as f64,
@@ -119,7 +119,7 @@ fn number(p: &NumberDataPoint) -> f64 {
 }
 
 /// The scraped st2 metrics of the newest export, by name.
-fn st2_metrics(r: &Receiver) -> Vec<Metric> {
+pub(crate) fn st2_metrics(r: &Receiver) -> Vec<Metric> {
     let all = r.metrics.lock().unwrap();
     let Some(last) = all.last() else {
         return Vec::new();
@@ -136,7 +136,7 @@ fn st2_metrics(r: &Receiver) -> Vec<Metric> {
 }
 
 /// The cumulative monotonic sum point of `name` whose attribute `key` is `value`.
-fn sum_point(
+pub(crate) fn sum_point(
     metrics: &[Metric],
     name: &str,
     key: &str,

@@ -136,31 +136,48 @@ pub struct Registration {
     pub st2: St2Extension,
 }
 
-/// Reads and checks a manifest file; `Err` holds every violation.
-pub fn check_file(path: &Path) -> Result<Vec<Registration>, Vec<Violation>> {
+/// Why a manifest cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// The file cannot be read or is not YAML, so no rule could be checked.
+    Unusable(Violation),
+    /// The documents break rules; every violation is listed.
+    Invalid(Vec<Violation>),
+}
+
+/// Reads and checks a manifest file.
+pub fn check_file(path: &Path) -> Result<Vec<Registration>, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Violation {
+        ManifestError::Unusable(Violation {
             path: path.display().to_string(),
             message: format!("cannot read the manifest: {e}"),
-        }]
+        })
     })?;
-    check(&text, path.parent().unwrap_or(Path::new(".")))
+    let docs = documents(&text).map_err(ManifestError::Unusable)?;
+    check_documents(&docs, path.parent().unwrap_or(Path::new("."))).map_err(ManifestError::Invalid)
 }
 
 /// Checks manifest YAML; `base` is where relative file names (`x-st2.packsPolicy`) resolve.
 pub fn check(text: &str, base: &Path) -> Result<Vec<Registration>, Vec<Violation>> {
-    let mut out = Vec::new();
+    check_documents(&documents(text).map_err(|v| vec![v])?, base)
+}
+
+/// The YAML documents of a manifest, or the first syntax error: after one the parser cannot
+/// resynchronise and would yield the same error forever.
+fn documents(text: &str) -> Result<Vec<Value>, Violation> {
     let mut docs = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        match Value::deserialize(doc) {
-            Ok(v) => docs.push(v),
-            Err(e) => out.push(Violation {
-                path: format!("[{i}]"),
-                message: format!("not valid YAML: {e}"),
-            }),
-        }
+        docs.push(Value::deserialize(doc).map_err(|e| Violation {
+            path: format!("[{i}]"),
+            message: format!("not valid YAML: {e}"),
+        })?);
     }
-    if docs.is_empty() && out.is_empty() {
+    Ok(docs)
+}
+
+fn check_documents(docs: &[Value], base: &Path) -> Result<Vec<Registration>, Vec<Violation>> {
+    let mut out = Vec::new();
+    if docs.is_empty() {
         out.push(Violation {
             path: "[0]".into(),
             message: "the manifest has no registration documents".into(),

@@ -224,75 +224,55 @@ impl PacksPolicy {
 
     /// Parses and checks policy YAML; every problem is returned with its field path.
     pub fn from_yaml(text: &str) -> Result<Self, Vec<String>> {
-        let de = serde_norway::Deserializer::from_str(text);
-        let policy: Self = serde_path_to_error::deserialize(de)
-            .map_err(|e| vec![format!("{}: {}", e.path(), e.inner())])?;
-        let problems = policy.problems();
-        if problems.is_empty() {
-            Ok(policy)
-        } else {
-            Err(problems)
-        }
-    }
-
-    fn problems(&self) -> Vec<String> {
+        use serde_norway::Value;
+        let value: Value =
+            serde_norway::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
+        let map = match value {
+            Value::Mapping(m) => m,
+            Value::Null => serde_norway::Mapping::new(),
+            _ => {
+                return Err(vec![
+                    "write a mapping with packs: and allowedLicenses:".into(),
+                ]);
+            }
+        };
+        // Each part is read on its own so that one bad entry does not hide the ones after it.
         let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (i, p) in self.packs.iter().enumerate() {
-            let at = |f: &str| format!("packs[{i}].{f}");
-            if p.pack.is_empty()
-                || !p
-                    .pack
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
-                out.push(format!(
-                    "{}: {:?} is not an st2 pack ref (a-z, 0-9, _)",
-                    at("ref"),
-                    p.pack
-                ));
-            } else if !seen.insert(&p.pack) {
-                out.push(format!("{}: {} is reviewed twice", at("ref"), p.pack));
-            }
-            if !is_spdx_id(&p.license) {
-                out.push(format!(
-                    "{}: {:?} is not an SPDX identifier such as Apache-2.0",
-                    at("license"),
-                    p.license
-                ));
-            }
-            if p.reviewer.trim().is_empty() {
-                out.push(format!("{}: name who reviewed the pack", at("reviewer")));
-            }
-            if time::Date::parse(
-                &p.reviewed_at,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .is_err()
-            {
-                out.push(format!(
-                    "{}: {:?} is not a date YYYY-MM-DD",
-                    at("reviewedAt"),
-                    p.reviewed_at
-                ));
-            }
-            if let Some(d) = &p.digest {
-                let hex = d.strip_prefix("sha256:").unwrap_or("");
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    out.push(format!("{}: write sha256:<64 hex digits>", at("digest")));
-                }
+        let mut allowed_licenses = None;
+        let mut packs = Vec::new();
+        for (key, value) in map {
+            match key.as_str() {
+                Some("allowedLicenses") => match part(value, "allowedLicenses") {
+                    Ok(l) => allowed_licenses = l,
+                    Err(e) => out.push(e),
+                },
+                Some("packs") => match value {
+                    Value::Sequence(items) => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            match part(item, &format!("packs[{i}]")) {
+                                Ok(p) => packs.push((i, p)),
+                                Err(e) => out.push(e),
+                            }
+                        }
+                    }
+                    Value::Null => {}
+                    _ => out.push("packs: write a list of reviewed packs".into()),
+                },
+                _ => out.push(format!(
+                    "{}: unknown field, expected allowedLicenses or packs",
+                    serde_norway::to_string(&key).unwrap_or_default().trim_end()
+                )),
             }
         }
-        if let Some(allowed) = &self.allowed_licenses {
-            for (i, l) in allowed.iter().enumerate() {
-                if !is_spdx_id(l) {
-                    out.push(format!(
-                        "allowedLicenses[{i}]: {l:?} is not an SPDX identifier"
-                    ));
-                }
-            }
+        out.extend(problems(&packs, allowed_licenses.as_deref()));
+        if out.is_empty() {
+            Ok(Self {
+                allowed_licenses,
+                packs: packs.into_iter().map(|(_, p)| p).collect(),
+            })
+        } else {
+            Err(out)
         }
-        out
     }
 
     /// The review of `pack`, if there is one.
@@ -336,6 +316,80 @@ impl PacksPolicy {
             },
         }
     }
+}
+
+/// The rule checks on the entries that parsed, each with its index in the file.
+fn problems(packs: &[(usize, PackReview)], allowed_licenses: Option<&[String]>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in packs {
+        let at = |f: &str| format!("packs[{i}].{f}");
+        if p.pack.is_empty()
+            || !p
+                .pack
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            out.push(format!(
+                "{}: {:?} is not an st2 pack ref (a-z, 0-9, _)",
+                at("ref"),
+                p.pack
+            ));
+        } else if !seen.insert(&p.pack) {
+            out.push(format!("{}: {} is reviewed twice", at("ref"), p.pack));
+        }
+        if !is_spdx_id(&p.license) {
+            out.push(format!(
+                "{}: {:?} is not an SPDX identifier such as Apache-2.0",
+                at("license"),
+                p.license
+            ));
+        }
+        if p.reviewer.trim().is_empty() {
+            out.push(format!("{}: name who reviewed the pack", at("reviewer")));
+        }
+        if time::Date::parse(
+            &p.reviewed_at,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .is_err()
+        {
+            out.push(format!(
+                "{}: {:?} is not a date YYYY-MM-DD",
+                at("reviewedAt"),
+                p.reviewed_at
+            ));
+        }
+        if let Some(d) = &p.digest {
+            let hex = d.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push(format!("{}: write sha256:<64 hex digits>", at("digest")));
+            }
+        }
+    }
+    if let Some(allowed) = allowed_licenses {
+        for (i, l) in allowed.iter().enumerate() {
+            if !is_spdx_id(l) {
+                out.push(format!(
+                    "allowedLicenses[{i}]: {l:?} is not an SPDX identifier"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One part of the policy read into `T`, or its error prefixed with where the part sits.
+fn part<T: serde::de::DeserializeOwned>(value: serde_norway::Value, at: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match inner.as_str() {
+            "." => at.to_string(),
+            p if p.starts_with('[') => format!("{at}{p}"),
+            p => format!("{at}.{p}"),
+        };
+        format!("{path}: {}", e.inner())
+    })
 }
 
 /// SPDX license ids (and `WITH`/`OR`/`AND` expressions of them) use letters, digits, `.-+`.
@@ -575,24 +629,52 @@ mod tests {
         assert!(err.contains("<two"), "{err}");
     }
 
+    /// Every one of `wants` is in some problem of `err`.
+    fn assert_names(err: &[String], wants: &[&str]) {
+        let text = err.join("\n");
+        for want in wants {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+    }
+
     #[test]
     fn policy_problems_name_the_field() {
         let err = PacksPolicy::from_yaml(
             "packs:\n  - {ref: Bad-Pack, versions: '>=1', license: 'GPL 3!', reviewer: ' ', reviewedAt: 2026-13-01, digest: md5:x}\n",
         )
         .unwrap_err();
-        let text = err.join("\n");
-        for want in [
-            "packs[0].ref:",
-            "packs[0].license:",
-            "packs[0].reviewer:",
-            "packs[0].reviewedAt:",
-            "packs[0].digest:",
-        ] {
-            assert!(text.contains(want), "{want} missing in {text}");
-        }
+        assert_names(
+            &err,
+            &[
+                "packs[0].ref:",
+                "packs[0].license:",
+                "packs[0].reviewer:",
+                "packs[0].reviewedAt:",
+                "packs[0].digest:",
+            ],
+        );
         let err = PacksPolicy::from_yaml("packs:\n  - {ref: a, versions: '>=x'}\n").unwrap_err();
         assert!(err[0].starts_with("packs[0].versions:"), "{err:?}");
+    }
+
+    #[test]
+    fn policy_parse_errors_are_all_reported() {
+        let err = PacksPolicy::from_yaml(
+            "allowedLicenses: [MIT, {x: 1}]\npacks:\n  - {ref: a, versions: '>=x'}\n  - {ref: b}\n  - {ref: c, versions: '*', license: MIT, reviewer: r, reviewedAt: 2026-01-01, extra: 1}\nowner: me\n",
+        )
+        .unwrap_err();
+        assert_names(
+            &err,
+            &[
+                "allowedLicenses[1]:",
+                "packs[0].versions:",
+                "packs[1]: missing field",
+                "packs[2].extra: unknown field",
+                "owner: unknown field",
+            ],
+        );
+        let err = PacksPolicy::from_yaml("packs: [\n").unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
     }
 
     #[test]

@@ -69,6 +69,11 @@ async fn consume(
         let ack = match handle(inbound, tenants, &message.payload).await {
             Ok(()) => AckKind::Ack,
             Err(InboundError::St2 { .. }) => AckKind::Nak(Some(config.backoff.max)),
+            // Expected when the sink and this consumer share subjects: skipped without noise.
+            Err(e @ InboundError::OwnEvent { .. }) => {
+                tracing::debug!(subject = %message.subject, error = %e, "own lifecycle event skipped");
+                AckKind::Ack
+            }
             Err(e) => {
                 tracing::warn!(subject = %message.subject, error = %e, "Portarium event refused");
                 AckKind::Term

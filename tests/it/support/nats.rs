@@ -71,6 +71,20 @@ impl NatsServer {
         }
     }
 
+    /// A JetStream context on it, with Portarium's stream (`PORTARIUM_EVENTS`, subjects
+    /// `portarium.events.>`) created.
+    pub async fn portarium_stream(&self) -> async_nats::jetstream::Context {
+        let js = async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "PORTARIUM_EVENTS".into(),
+            subjects: vec!["portarium.events.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        js
+    }
+
     /// Stops it (SIGKILL, like a crash) and waits for the process to end.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
