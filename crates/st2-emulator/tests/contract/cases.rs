@@ -104,8 +104,6 @@ const NO_RULES: &str =
     "rules, rule enforcements and trigger types arrive with the rules-engine issue";
 const NOT_YET_TRACE_TAGS: &str = "recorded for st2's trace-tag lookups after this table was written; not \
      replayed yet (traces_by_tag_list_the_execution_with_st2_trace_fields checks the trace fields)";
-const NOT_YET_TIMESTAMP_FILTER: &str = "recorded for the precision st2 accepts in timestamp_gt after this \
-     table was written; not replayed yet";
 const NOT_YET_TRIGGERS: &str = "recorded for firing trigger types and webhooks from outside after this \
      table was written; not replayed yet";
 const NO_METRICS: &str =
@@ -491,17 +489,38 @@ pub const CASES: &[Case] = &[
         ),
         "rest::executions_list_with_include_attributes_matches_capture",
     ),
-    skipped(
+    covered(
         "executions-list-timestamp-gt-1-digit.http",
-        NOT_YET_TIMESTAMP_FILTER,
+        req(
+            "GET",
+            "/api/v1/executions?timestamp_gt=2026-12-05T23:45:15.8Z&limit=1",
+            None,
+            ApiKey,
+            400,
+        ),
+        "rest::timestamp_filters_take_only_st2s_datetime_format_like_captures",
     ),
-    skipped(
+    covered(
         "executions-list-timestamp-gt-3-digits.http",
-        NOT_YET_TIMESTAMP_FILTER,
+        req(
+            "GET",
+            "/api/v1/executions?timestamp_gt=2026-12-05T23:45:15.800Z&limit=1&include_attributes=id,start_timestamp",
+            None,
+            ApiKey,
+            200,
+        ),
+        "rest::timestamp_filters_take_only_st2s_datetime_format_like_captures",
     ),
-    skipped(
+    covered(
         "executions-list-timestamp-gt-7-digits.http",
-        NOT_YET_TIMESTAMP_FILTER,
+        req(
+            "GET",
+            "/api/v1/executions?timestamp_gt=2026-12-05T23:45:15.8000000Z&limit=1",
+            None,
+            ApiKey,
+            400,
+        ),
+        "rest::timestamp_filters_take_only_st2s_datetime_format_like_captures",
     ),
     covered(
         "executions-list-with-apikey.http",

@@ -1031,6 +1031,45 @@ async fn execution_post_without_required_parameter_answers_400_like_capture() {
     replay_alone(&["execution-post-missing-required-param.http"]).await;
 }
 
+/// st2 takes no fraction or 3 to 6 digits (st2common/util/isotime.py): one and seven digits
+/// are refused with its 400, three are listed (the execution made now started after the
+/// recorded time).
+#[tokio::test]
+async fn timestamp_filters_take_only_st2s_datetime_format_like_captures() {
+    if reference::missing() {
+        return;
+    }
+    let h = Harness::start_with_step(STEP).await;
+    let mut c = Check::new("GET executions?timestamp_gt");
+    let post = replay(
+        &h,
+        &mut c,
+        "execution-post-core-noop.json",
+        None,
+        Some(&same_execution("$")),
+    )
+    .await;
+    let id = id_of(&c, &post);
+    let listed = replay(
+        &h,
+        &mut c,
+        "executions-list-timestamp-gt-3-digits.http",
+        None,
+        Some(&Rules::default()),
+    )
+    .await;
+    c.that(listed.json()[0]["id"] == id.as_str(), || {
+        format!("the execution made now is listed: {}", listed.json())
+    });
+    for file in [
+        "executions-list-timestamp-gt-1-digit.http",
+        "executions-list-timestamp-gt-7-digits.http",
+    ] {
+        replay(&h, &mut c, file, None, Some(&Rules::default())).await;
+    }
+    c.finish();
+}
+
 #[tokio::test]
 async fn execution_post_with_uncastable_parameter_answers_400_like_capture() {
     if reference::missing() {
