@@ -17,6 +17,7 @@ mod layering;
 mod resilience;
 mod security;
 mod server_dispatch;
+mod st2_defects;
 mod stream;
 mod telemetry;
 mod telemetry_cli;
