@@ -1070,6 +1070,32 @@ async fn timestamp_filters_take_only_st2s_datetime_format_like_captures() {
     c.finish();
 }
 
+/// A stock st2 has no `portarium.event`: firing it is refused until the type is created; a
+/// custom hook no rule registered is a 404; the instance's payload is what was posted.
+#[tokio::test]
+async fn trigger_types_and_webhooks_answer_like_captures() {
+    if reference::missing() {
+        return;
+    }
+    let h = Harness::start_with_step(STEP).await;
+    let mut c = Check::new("trigger types and webhooks");
+    let values = Rules::default();
+    let listed = Rules::default()
+        .open("$.payload", "the posted payload")
+        .any_length("$", "one listed");
+    for (file, rules) in [
+        ("webhook-st2-unknown-trigger.http", &values),
+        ("webhook-custom-unregistered.http", &values),
+        ("triggertype-create.http", &values),
+        ("webhook-st2-registered-trigger.http", &values),
+        ("triggerinstances-portarium-event.http", &listed),
+        ("triggertype-delete.http", &values),
+    ] {
+        replay(&h, &mut c, file, None, Some(rules)).await;
+    }
+    c.finish();
+}
+
 #[tokio::test]
 async fn execution_post_with_uncastable_parameter_answers_400_like_capture() {
     if reference::missing() {
