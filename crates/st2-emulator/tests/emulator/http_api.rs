@@ -787,7 +787,10 @@ async fn content_webhooks_and_errors() {
 
     // The `st2` hook fires only trigger types that exist, as on st2.
     let (status, _) = h
-        .post_json("/api/v1/triggertypes", json!({"pack": "mypack", "name": "t"}))
+        .post_json(
+            "/api/v1/triggertypes",
+            json!({"pack": "mypack", "name": "t"}),
+        )
         .await;
     assert_eq!(status, 201);
     let r = h
