@@ -209,3 +209,63 @@ async fn a_refused_catch_up_is_reanchored_and_counted_never_repeated() {
     assert!(third > second, "{third} is not newer than {second}");
     assert_eq!(w.stats().refused_catchups, 2);
 }
+
+/// A config whose inbound class fires `portarium.event` on `emu`.
+fn inbound_config(emu: &Emulator) -> portarium_st2::config::Config {
+    let yaml = format!(
+        "st2: {{base_url: '{}', api_key: {KEY}, stream: {{enabled: false}}}}\n\
+         tenants:\n  - {{id: tenant-a, api_token: token-a}}\n\
+         events:\n  inbound:\n    classes:\n\
+         \x20     - type: com.portarium.run.RunStarted\n        trigger: portarium.event\n",
+        emu.base_url()
+    );
+    portarium_st2::config::Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap()
+}
+
+fn trigger_type_calls(emu: &Emulator, method: &str) -> usize {
+    emu.request_log()
+        .iter()
+        .filter(|r| r.method == method && r.path.starts_with("/api/v1/triggertypes"))
+        .count()
+}
+
+/// Issue 18 B: a stock st2 has no `portarium.event`; the adapter creates it at start, once.
+#[tokio::test]
+async fn the_adapter_registers_its_trigger_types_at_start_once() {
+    let emu = emulator().await;
+    let config = inbound_config(&emu);
+    let app = portarium_st2::app::App::build(&config, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        app.client
+            .trigger_types()
+            .exists("portarium.event")
+            .await
+            .unwrap()
+    );
+    assert_eq!(trigger_type_calls(&emu, "POST"), 1);
+    app.shutdown(Duration::ZERO).await;
+    // A second start finds it and creates nothing.
+    let again = portarium_st2::app::App::build(&config, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(trigger_type_calls(&emu, "POST"), 1);
+    again.shutdown(Duration::ZERO).await;
+}
+
+/// Without the permission to create it, the adapter refuses to start and says what to create.
+#[tokio::test]
+async fn without_the_permission_the_adapter_refuses_to_start_naming_the_trigger_type() {
+    let emu = emulator().await;
+    emu.faults()
+        .fail_next_on("POST", "/api/v1/triggertypes", 403, 1);
+    let refused =
+        portarium_st2::app::App::build(&inbound_config(&emu), Duration::from_secs(1)).await;
+    let message = refused.err().expect("start refused").to_string();
+    assert!(
+        message.contains("no trigger type portarium.event")
+            && message.contains("trigger_type_create"),
+        "{message}"
+    );
+}
