@@ -113,10 +113,16 @@ fn is_connected(w: &ExecutionWatcher) -> bool {
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let polled = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), polled)
+        .await
+        .is_err()
+    {
+        panic!("timed out waiting for {what}");
     }
 }
 
