@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::core::governance::Governance;
+use crate::events::inbound::{TriggerTypeError, register_trigger_types};
 use crate::events::lifecycle::from_broadcast;
 use crate::events::{EventsError, Sinks, spawn_lifecycle, start_sinks};
 use crate::server::{DispatchState, Readiness, events};
@@ -27,6 +28,9 @@ pub enum AppError {
     /// An event sink cannot start.
     #[error("events: {0}")]
     Events(#[from] EventsError),
+    /// A trigger type an inbound event class fires is missing and could not be created.
+    #[error("events.inbound: {0}")]
+    TriggerType(#[from] TriggerTypeError),
 }
 
 /// The adapter, built and running its background work; serve [`App::router`].
@@ -50,6 +54,7 @@ impl App {
         let readiness = Readiness::of_st2(&client, config.st2.request_timeout, readiness_cache);
         let governance = Governance::from_config(&config.governance)
             .map_err(|e| AppError::Governance(e.to_string()))?;
+        register_trigger_types(&client, &config.events.inbound.classes).await?;
         let dispatch = DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client)?
             .with_governance(&governance);
         let (sinks, sink_workers) = start_sinks(&config.events).await?;

@@ -80,6 +80,47 @@ pub enum InboundError {
     },
 }
 
+/// A trigger type an inbound class fires is missing from st2 and could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "st2 has no trigger type {reference} and the adapter could not create it ({source}); create it (`st2 trigger create` or POST /api/v1/triggertypes with pack and name) or give the adapter's st2 user the trigger_type_create permission"
+)]
+pub struct TriggerTypeError {
+    /// The trigger type ref (`pack.name`).
+    pub reference: String,
+    /// Why st2 did not create it.
+    #[source]
+    pub source: St2Error,
+}
+
+/// Makes sure every trigger type an inbound class fires exists in st2, before events arrive:
+/// a stock st2 ships none of them, and its `st2` webhook refuses a type it does not know.
+/// Idempotent: each type is looked up and created only when missing.
+pub async fn register_trigger_types(
+    client: &St2Client,
+    classes: &[EventClass],
+) -> Result<(), TriggerTypeError> {
+    let mut done = std::collections::HashSet::new();
+    for class in classes {
+        let Some(reference) = class.trigger.as_deref() else {
+            continue;
+        };
+        if !done.insert(reference) {
+            continue;
+        }
+        let description = format!("Portarium events of type {}", class.event_type);
+        client
+            .trigger_types()
+            .ensure(reference, &description)
+            .await
+            .map_err(|source| TriggerTypeError {
+                reference: reference.to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// What became of an accepted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -109,6 +109,12 @@ const DEFS: &[Def] = &[
         unit: "{export}",
         help: "OTLP metric exports, by outcome.",
     },
+    Def {
+        name: "portarium.st2.stream.refused_catchups",
+        kind: Instrument::Counter,
+        unit: "{list}",
+        help: "Catch-up lists after a reconnect that st2 refused (re-anchored, never repeated).",
+    },
 ];
 
 const M_SUCCEEDED: usize = 0;
@@ -126,6 +132,7 @@ pub(crate) const M_SERIES: usize = 7;
 pub(crate) const M_DROPPED: usize = 8;
 /// Export outcome counter.
 pub(crate) const M_EXPORTS: usize = 9;
+const M_REFUSED_CATCHUPS: usize = 10;
 
 /// Label sets per metric before new ones fold into the overflow series.
 const MAX_LABEL_SETS: usize = 1_000;
@@ -413,7 +420,7 @@ pub fn learned_refs() -> Vec<String> {
         .clone()
 }
 
-/// The st2 stream watchers whose reconnects `portarium.st2.stream.reconnects` reports.
+/// The st2 stream watchers whose reconnects and refused catch-ups the stream metrics report.
 static STREAMS: Mutex<Vec<StatsHandle>> = Mutex::new(Vec::new());
 
 /// Reports the reconnects of `watchers` from now on (their counters are read at each
@@ -430,12 +437,14 @@ fn collect_streams(registry: &Registry) {
     if streams.is_empty() {
         return;
     }
-    let reconnects: u64 = streams
+    let (reconnects, refused) = streams
         .iter()
         .filter_map(StatsHandle::stats)
-        .map(|s| s.reconnects)
-        .sum();
+        .fold((0, 0), |(r, c), s| {
+            (r + s.reconnects, c + s.refused_catchups)
+        });
     registry.set(M_RECONNECTS, Vec::new(), reconnects as f64);
+    registry.set(M_REFUSED_CATCHUPS, Vec::new(), refused as f64);
 }
 
 /// The pack and operation a dispatch is about, as Portarium's attributes name them.

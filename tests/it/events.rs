@@ -9,6 +9,7 @@ use crate::support::SendJson;
 use futures_util::stream;
 use portarium_st2::config::Config;
 use portarium_st2::events::CloudEvent;
+use portarium_st2::events::inbound::register_trigger_types;
 use portarium_st2::events::lifecycle::{self, LifecycleTracker};
 use portarium_st2::server::DispatchState;
 use portarium_st2::server::events::{EventsState, router};
@@ -44,6 +45,10 @@ async fn stack() -> Stack {
     );
     let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
     let client = St2Client::from_config(&config.st2).unwrap();
+    // What App::build does at start: a stock st2 has no portarium.event.
+    register_trigger_types(&client, &config.events.inbound.classes)
+        .await
+        .unwrap();
     let (state, consumer) = EventsState::start(
         &config.events,
         DispatchState::new(&config.st2, &config.tenants, &config.dispatch, &client).unwrap(),

@@ -15,7 +15,7 @@ const KEY: &str = "gov-key";
 const BIN: &str = env!("CARGO_BIN_EXE_portarium-st2");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A policy reviewing `core` (the emulator reports 3.10dev) with the given range and license.
+/// A policy reviewing `core` (the emulator reports 1.0.1, as st2 does) with the given range and license.
 fn policy(core_versions: &str, core_license: &str) -> String {
     format!(
         "packs:\n  - {{ref: core, versions: '{core_versions}', license: {core_license}, reviewer: ann, reviewedAt: 2026-11-20}}\n"
@@ -81,7 +81,7 @@ fn only_pack_lookups(log: &[RequestRecord]) -> Vec<String> {
 
 #[tokio::test]
 async fn an_unreviewed_pack_is_refused_without_any_st2_request() {
-    let g = governed(&policy(">=3.8, <4", "Apache-2.0"), "").await;
+    let g = governed(&policy(">=1.0, <2", "Apache-2.0"), "").await;
     let (status, result) = g.dispatch("examples.fail", json!({})).await;
     assert_eq!(status, 404, "{result}");
     assert_eq!(result["errorKind"], "FlowNotFound");
@@ -100,12 +100,12 @@ async fn an_unreviewed_pack_is_refused_without_any_st2_request() {
 
 #[tokio::test]
 async fn a_drifted_version_is_refused_after_only_the_version_lookup() {
-    let g = governed(&policy(">=4, <5", "Apache-2.0"), "").await;
+    let g = governed(&policy(">=2, <3", "Apache-2.0"), "").await;
     let (status, result) = g.dispatch("core.echo", json!({"message": "x"})).await;
     assert_eq!(status, 404, "{result}");
     let message = result["message"].as_str().unwrap();
     assert!(
-        message.contains("pack core refused: version drift: st2 has 3.10dev installed but the review covers >=4, <5"),
+        message.contains("pack core refused: version drift: st2 has 1.0.1 installed but the review covers >=2, <3"),
         "{message}"
     );
     let log = g.requests();
@@ -128,7 +128,7 @@ async fn a_disallowed_license_is_refused_without_any_st2_request() {
 
 #[tokio::test]
 async fn an_approved_pack_runs_and_its_version_is_read_once_per_cache_period() {
-    let g = governed(&policy(">=3.8, <4", "Apache-2.0"), "").await;
+    let g = governed(&policy(">=1.0, <2", "Apache-2.0"), "").await;
     for _ in 0..2 {
         let (status, result) = g.dispatch("core.echo", json!({"message": "hi"})).await;
         assert_eq!(status, 200, "{result}");
@@ -378,7 +378,7 @@ async fn packs_audit_lists_every_installed_pack_and_fails_on_a_governed_one() {
             )
         }
     };
-    let (code, stdout) = audit(policy(">=3.8, <4", "Apache-2.0"), false).await;
+    let (code, stdout) = audit(policy(">=1.0, <2", "Apache-2.0"), false).await;
     assert_eq!(code, Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(' ')).collect();
     assert_eq!(lines.len(), 2, "{stdout}");
@@ -388,9 +388,9 @@ async fn packs_audit_lists_every_installed_pack_and_fails_on_a_governed_one() {
     );
     assert!(lines[1].starts_with("examples ") && lines[1].contains("unreviewed"));
 
-    let (code, _) = audit(policy(">=3.8, <4", "Apache-2.0"), true).await;
+    let (code, _) = audit(policy(">=1.0, <2", "Apache-2.0"), true).await;
     assert_eq!(code, Some(1), "--strict fails on the unreviewed pack");
-    let (code, stdout) = audit(policy(">=3.8, <3.9", "Apache-2.0"), false).await;
+    let (code, stdout) = audit(policy(">=1.0, <1.0.1", "Apache-2.0"), false).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("version drift  FAIL"), "{stdout}");
     let (code, stdout) = audit(policy("*", "GPL-2.0-only"), false).await;
@@ -402,7 +402,7 @@ async fn packs_audit_lists_every_installed_pack_and_fails_on_a_governed_one() {
 
 #[tokio::test]
 async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
-    let g = governed(&policy(">=3.8, <4", "Apache-2.0"), "").await;
+    let g = governed(&policy(">=1.0, <2", "Apache-2.0"), "").await;
     for flow in ["core.echo", "examples.fail", "core.echo", "core.noop"] {
         g.dispatch(flow, json!({"message": "m"})).await;
     }

@@ -47,6 +47,8 @@ pub(crate) struct Store {
     pub tokens: HashMap<String, Token>,
     /// Every trigger instance (`TriggerInstanceAPI` form), in creation order.
     pub trigger_instances: Vec<Value>,
+    /// Every trigger type (`TriggerTypeAPI` form): st2's system types, then those created.
+    pub trigger_types: Vec<Value>,
 }
 
 impl Store {
@@ -120,7 +122,10 @@ impl Shared {
             catalogue,
             config,
             faults,
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(Store {
+                trigger_types: crate::api::system_trigger_types(),
+                ..Store::default()
+            }),
             events: broadcast::channel(4096).0,
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(JoinSet::new()),

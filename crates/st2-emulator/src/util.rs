@@ -50,10 +50,11 @@ pub fn token_value() -> String {
 const ISO: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
-/// The current time at st2's (MongoDB's) microsecond precision, so stored and shown times agree.
+/// The current time at the precision MongoDB stores (milliseconds), so stored and shown times
+/// agree and one time in ten ends in a 0, as st2's do (`…15.800000Z`).
 pub fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
         .unwrap_or(t)
 }
 
@@ -381,6 +382,15 @@ mod tests {
         let t = parse_iso("2026-11-25 03:14:17.451+00:00").expect("parses");
         assert_eq!(iso(t), "2026-11-25T03:14:17.451000Z");
         assert!(parse_iso("2026-11-25T03:14:17").is_none());
+        // st2's pattern: no fraction or 3 to 6 digits.
+        assert!(parse_iso("2026-11-25T03:14:17Z").is_some());
+        assert!(parse_iso("2026-11-25T03:14:17.8Z").is_none());
+        assert!(parse_iso("2026-11-25T03:14:17.1234567Z").is_none());
+    }
+
+    #[test]
+    fn now_keeps_milliseconds_like_mongodb() {
+        assert_eq!(now().nanosecond() % 1_000_000, 0);
     }
 
     #[test]

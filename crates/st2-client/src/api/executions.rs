@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::List;
 use crate::client::{ApiRequest, St2Client};
 use crate::error::St2Error;
-use crate::models::{Execution, ExecutionStatus, Fault, JsonObject, Notify, OutputType, rfc3339};
+use crate::models::{Execution, ExecutionStatus, Fault, JsonObject, Notify, OutputType, st2_time};
 
 /// What `DELETE /executions/{id}` did.
 #[derive(Debug, Clone)]
@@ -278,12 +278,12 @@ impl List<'_, Execution> {
 
     /// Only executions started after this time (`timestamp_gt`; st2 then lists oldest first).
     pub fn started_after(self, t: OffsetDateTime) -> Self {
-        self.set("timestamp_gt", rfc3339(t))
+        self.set("timestamp_gt", st2_time(t))
     }
 
     /// Only executions started before this time (`timestamp_lt`; newest first).
     pub fn started_before(self, t: OffsetDateTime) -> Self {
-        self.set("timestamp_lt", rfc3339(t))
+        self.set("timestamp_lt", st2_time(t))
     }
 
     /// Adds a term to st2's advanced filter (`filter=path:value`, terms joined by spaces),

@@ -5,6 +5,7 @@ pub mod actions;
 pub mod executions;
 pub mod packs;
 pub mod traces;
+pub mod triggertypes;
 pub mod webhooks;
 
 use std::marker::PhantomData;

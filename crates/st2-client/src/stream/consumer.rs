@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use super::hub::{ConnectionState, Counters, Hub};
 use super::parse::{SseEvent, SseParser};
 use crate::client::ApiRequest;
-use crate::{Execution, St2Error};
+use crate::models::st2_time;
+use crate::{Execution, Page, St2Error};
 
 /// The events asked for. Execution events are the source of truth (st2-api.md §7.2):
 /// liveaction events repeat them under the liveaction id with `result` as a string, and
@@ -141,14 +142,9 @@ async fn reconcile(hub: &Hub, since: Option<OffsetDateTime>) -> Result<(), St2Er
     Counters::bump(&hub.counters.reconciliations, 1);
     let mut listed = HashSet::new();
     if let Some(since) = since {
-        let page = hub
-            .client
-            .executions()
-            .list()
-            .started_after(since - RECONCILE_MARGIN)
-            .limit(100)
-            .all(RECONCILE_PAGES)
-            .await?;
+        let Some(page) = started_since(hub, since - RECONCILE_MARGIN).await? else {
+            return reread_unsettled(hub, listed).await;
+        };
         if page.has_more() {
             tracing::warn!(
                 total = page.total_count,
@@ -162,6 +158,53 @@ async fn reconcile(hub: &Hub, since: Option<OffsetDateTime>) -> Result<(), St2Er
             hub.observe(e);
         }
     }
+    reread_unsettled(hub, listed).await
+}
+
+/// Executions started after `from`. A time st2 refuses (400) is never sent again unchanged:
+/// the list is asked once more from the whole second before it, and when st2 refuses that too
+/// the list is left out (`None`), so the connection goes on and the next catch-up starts from
+/// its newer open time instead of looping on the same refusal.
+async fn started_since(
+    hub: &Hub,
+    from: OffsetDateTime,
+) -> Result<Option<Page<Execution>>, St2Error> {
+    let list = |t: OffsetDateTime| {
+        hub.client
+            .executions()
+            .list()
+            .started_after(t)
+            .limit(100)
+            .all(RECONCILE_PAGES)
+    };
+    let faultstring = match list(from).await {
+        Err(St2Error::BadRequest { faultstring, .. }) => faultstring,
+        other => return other.map(Some),
+    };
+    Counters::bump(&hub.counters.refused_catchups, 1);
+    let anchor = from - time::Duration::nanoseconds(i64::from(from.nanosecond()));
+    tracing::warn!(
+        from = %st2_time(from),
+        anchor = %st2_time(anchor),
+        reason = %faultstring,
+        "st2 refused the catch-up list after a reconnect; listing again from the whole second"
+    );
+    match list(anchor).await {
+        Err(St2Error::BadRequest { faultstring, .. }) => {
+            Counters::bump(&hub.counters.refused_catchups, 1);
+            tracing::warn!(
+                from = %st2_time(anchor),
+                reason = %faultstring,
+                "st2 refused the catch-up list again; executions started while the stream was down are seen when they next change or are waited on"
+            );
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
+/// Reads again every execution in flight or waited on that `listed` does not hold.
+async fn reread_unsettled(hub: &Hub, listed: HashSet<String>) -> Result<(), St2Error> {
     let ids: Vec<String> = hub
         .unsettled()
         .into_iter()

@@ -97,6 +97,9 @@ pub struct StreamStats {
     pub reconciliations: u64,
     /// Executions read over REST by reconciliations.
     pub reconciled_executions: u64,
+    /// Catch-up lists st2 refused (400, e.g. a datetime outside its format); each is logged
+    /// and asked again from a different time, never repeated unchanged.
+    pub refused_catchups: u64,
     /// Single-execution reads by the poll loop (while the stream is down or disabled, or to
     /// close the gap at the start of a follow).
     pub wait_reads: u64,
@@ -111,6 +114,7 @@ pub(super) struct Counters {
     pub undecodable: AtomicU64,
     pub reconciliations: AtomicU64,
     pub reconciled_executions: AtomicU64,
+    pub refused_catchups: AtomicU64,
     pub wait_reads: AtomicU64,
 }
 
@@ -224,6 +228,7 @@ impl Hub {
             undecodable: get(&c.undecodable),
             reconciliations: get(&c.reconciliations),
             reconciled_executions: get(&c.reconciled_executions),
+            refused_catchups: get(&c.refused_catchups),
             wait_reads: get(&c.wait_reads),
         }
     }

@@ -344,6 +344,20 @@ async fn trigger_instance(
     Ok(json_response(StatusCode::OK, t))
 }
 
+/// A header name as st2 (webob, from the WSGI environ) hands it to rules: `Content-Type`,
+/// `X-Request-Id` (captures/triggerinstances-custom-webhook.http).
+fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 /// `GET /api/v1/webhooks`: the custom hooks rules on `core.st2.webhook` register.
 async fn webhooks(State(sh): State<Arc<Shared>>) -> Response {
     let hooks: Vec<Value> = sh
@@ -393,6 +407,14 @@ async fn webhook(
             .get("payload")
             .cloned()
             .unwrap_or(Value::Object(Map::new()));
+        if !super::triggers::exists(&sh, &trigger) {
+            return Err(ApiError::bad_request(format!(
+                "Trigger payload validation failed and validation is enabled, not dispatching a \
+                 trigger \"{trigger}\" ({}): Trigger type with reference \"{trigger}\" doesn't \
+                 exist in the database",
+                py_repr(&payload)
+            )));
+        }
         sh.dispatch_trigger(&trigger, &payload, trace_tag, |r| {
             r.trigger.trigger_type == trigger
         });
@@ -420,7 +442,7 @@ async fn webhook(
                 continue;
             }
             let v = json!(value.to_str().unwrap_or_default());
-            plain.insert(n.to_string(), v.clone());
+            plain.insert(title_case(n), v.clone());
             lower.insert(n.to_ascii_lowercase(), v);
         }
         let payload = json!({"headers": plain, "headers_lower": lower, "body": body});

@@ -352,7 +352,7 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
             .nonempty(name)
             .map(|v| {
                 parse_iso(v).ok_or_else(|| {
-                    ApiError::bad_request(format!("Unable to parse timestamp \"{v}\"."))
+                    ApiError::bad_request("Datetime value does not match expected format.")
                 })
             })
             .transpose()

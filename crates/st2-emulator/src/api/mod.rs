@@ -7,6 +7,9 @@ mod content;
 mod control;
 mod executions;
 mod stream;
+mod triggers;
+
+pub(crate) use triggers::system_types as system_trigger_types;
 
 use std::sync::Arc;
 
@@ -382,6 +385,7 @@ pub(crate) fn st2_router(sh: Arc<Shared>) -> Router {
         .merge(executions::routes())
         .merge(content::routes())
         .merge(stream::routes())
+        .merge(triggers::routes())
         .route("/auth/v1/tokens/validate", post(auth::validate))
         .route_layer(middleware::from_fn_with_state(sh.clone(), require_auth));
     Router::new()

@@ -104,10 +104,9 @@ const NO_RULES: &str =
     "rules, rule enforcements and trigger types arrive with the rules-engine issue";
 const NOT_YET_TRACE_TAGS: &str = "recorded for st2's trace-tag lookups after this table was written; not \
      replayed yet (traces_by_tag_list_the_execution_with_st2_trace_fields checks the trace fields)";
-const NOT_YET_TIMESTAMP_FILTER: &str = "recorded for the precision st2 accepts in timestamp_gt after this \
-     table was written; not replayed yet";
-const NOT_YET_TRIGGERS: &str = "recorded for firing trigger types and webhooks from outside after this \
-     table was written; not replayed yet";
+const NOT_YET_TRIGGERS: &str = "needs the custom-webhook rule rule-create-custom-webhook.http makes; \
+     rules are read-only in the emulator (its built-in hook portarium/events gets the same \
+     {headers, headers_lower, body} payload, checked by rules::a_custom_webhook_runs_its_rule_...)";
 const NO_METRICS: &str =
     "statsd metrics are UDP datagrams, not an HTTP answer; the telemetry work tests them";
 
@@ -491,17 +490,38 @@ pub const CASES: &[Case] = &[
         ),
         "rest::executions_list_with_include_attributes_matches_capture",
     ),
-    skipped(
+    covered(
         "executions-list-timestamp-gt-1-digit.http",
-        NOT_YET_TIMESTAMP_FILTER,
+        req(
+            "GET",
+            "/api/v1/executions?timestamp_gt=2026-12-05T23:45:15.8Z&limit=1",
+            None,
+            ApiKey,
+            400,
+        ),
+        "rest::timestamp_filters_take_only_st2s_datetime_format_like_captures",
     ),
-    skipped(
+    covered(
         "executions-list-timestamp-gt-3-digits.http",
-        NOT_YET_TIMESTAMP_FILTER,
+        req(
+            "GET",
+            "/api/v1/executions?timestamp_gt=2026-12-05T23:45:15.800Z&limit=1&include_attributes=id,start_timestamp",
+            None,
+            ApiKey,
+            200,
+        ),
+        "rest::timestamp_filters_take_only_st2s_datetime_format_like_captures",
     ),
-    skipped(
+    covered(
         "executions-list-timestamp-gt-7-digits.http",
-        NOT_YET_TIMESTAMP_FILTER,
+        req(
+            "GET",
+            "/api/v1/executions?timestamp_gt=2026-12-05T23:45:15.8000000Z&limit=1",
+            None,
+            ApiKey,
+            400,
+        ),
+        "rest::timestamp_filters_take_only_st2s_datetime_format_like_captures",
     ),
     covered(
         "executions-list-with-apikey.http",
@@ -597,9 +617,41 @@ pub const CASES: &[Case] = &[
         "stream::stream_of_output_events_matches_capture",
     ),
     skipped("triggerinstances-custom-webhook.http", NOT_YET_TRIGGERS),
-    skipped("triggerinstances-portarium-event.http", NOT_YET_TRIGGERS),
-    skipped("triggertype-create.http", NOT_YET_TRIGGERS),
-    skipped("triggertype-delete.http", NOT_YET_TRIGGERS),
+    covered(
+        "triggerinstances-portarium-event.http",
+        req(
+            "GET",
+            "/api/v1/triggerinstances?trigger=portarium.event&limit=1",
+            None,
+            ApiKey,
+            200,
+        ),
+        "rest::trigger_types_and_webhooks_answer_like_captures",
+    ),
+    covered(
+        "triggertype-create.http",
+        req(
+            "POST",
+            "/api/v1/triggertypes",
+            Some(
+                r#"{"pack":"portarium","name":"event","description":"A Portarium event","payload_schema":{"type":"object"}}"#,
+            ),
+            ApiKey,
+            201,
+        ),
+        "rest::trigger_types_and_webhooks_answer_like_captures",
+    ),
+    covered(
+        "triggertype-delete.http",
+        req(
+            "DELETE",
+            "/api/v1/triggertypes/portarium.event",
+            None,
+            ApiKey,
+            204,
+        ),
+        "rest::trigger_types_and_webhooks_answer_like_captures",
+    ),
     skipped("triggertypes-list.http", NO_RULES),
     skipped("traces-list-by-tag.http", NOT_YET_TRACE_TAGS),
     skipped("traces-list-by-tag-none.http", NOT_YET_TRACE_TAGS),
@@ -611,9 +663,45 @@ pub const CASES: &[Case] = &[
         "custom webhook `rusttest` needs the rule from rule-create.http (rules-engine issue); webhook_st2_post_answers_202_and_echoes_the_body_like_capture checks the same 202 contract on /webhooks/st2",
     ),
     skipped("webhook-custom-registered.http", NOT_YET_TRIGGERS),
-    skipped("webhook-custom-unregistered.http", NOT_YET_TRIGGERS),
-    skipped("webhook-st2-registered-trigger.http", NOT_YET_TRIGGERS),
-    skipped("webhook-st2-unknown-trigger.http", NOT_YET_TRIGGERS),
+    covered(
+        "webhook-custom-unregistered.http",
+        req(
+            "POST",
+            "/api/v1/webhooks/portarium/approvals",
+            Some(
+                r#"{"id":"ev-2","type":"com.portarium.approval.ApprovalGranted","tenantid":"t1","data":{"approvalId":"ap-1"}}"#,
+            ),
+            ApiKey,
+            404,
+        ),
+        "rest::trigger_types_and_webhooks_answer_like_captures",
+    ),
+    covered(
+        "webhook-st2-registered-trigger.http",
+        req(
+            "POST",
+            "/api/v1/webhooks/st2",
+            Some(
+                r#"{"trigger":"portarium.event","payload":{"id":"ev-1","type":"com.portarium.run.RunStarted","tenantid":"t1","data":{"runId":"r1"}}}"#,
+            ),
+            ApiKey,
+            202,
+        ),
+        "rest::trigger_types_and_webhooks_answer_like_captures",
+    ),
+    covered(
+        "webhook-st2-unknown-trigger.http",
+        req(
+            "POST",
+            "/api/v1/webhooks/st2",
+            Some(
+                r#"{"trigger":"portarium.event","payload":{"id":"ev-1","type":"com.portarium.run.RunStarted"}}"#,
+            ),
+            ApiKey,
+            400,
+        ),
+        "rest::trigger_types_and_webhooks_answer_like_captures",
+    ),
     skipped("README.md", "describes the captures; not a response"),
 ];
 

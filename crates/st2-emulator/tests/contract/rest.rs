@@ -1031,6 +1031,68 @@ async fn execution_post_without_required_parameter_answers_400_like_capture() {
     replay_alone(&["execution-post-missing-required-param.http"]).await;
 }
 
+/// st2 takes no fraction or 3 to 6 digits (st2common/util/isotime.py): one and seven digits
+/// are refused with its 400, three are listed (the execution made now started after the
+/// recorded time).
+#[tokio::test]
+async fn timestamp_filters_take_only_st2s_datetime_format_like_captures() {
+    if reference::missing() {
+        return;
+    }
+    let h = Harness::start_with_step(STEP).await;
+    let mut c = Check::new("GET executions?timestamp_gt");
+    let noop = Some(r#"{"action":"core.noop"}"#);
+    let id = id_of(
+        &c,
+        &h.send("POST", "/api/v1/executions", noop, Auth::ApiKey)
+            .await,
+    );
+    let listed = replay(
+        &h,
+        &mut c,
+        "executions-list-timestamp-gt-3-digits.http",
+        None,
+        Some(&Rules::default()),
+    )
+    .await;
+    c.that(listed.json()[0]["id"] == id.as_str(), || {
+        format!("the execution made now is listed: {}", listed.json())
+    });
+    for file in [
+        "executions-list-timestamp-gt-1-digit.http",
+        "executions-list-timestamp-gt-7-digits.http",
+    ] {
+        replay(&h, &mut c, file, None, Some(&Rules::default())).await;
+    }
+    c.finish();
+}
+
+/// A stock st2 has no `portarium.event`: firing it is refused until the type is created; a
+/// custom hook no rule registered is a 404; the instance's payload is what was posted.
+#[tokio::test]
+async fn trigger_types_and_webhooks_answer_like_captures() {
+    if reference::missing() {
+        return;
+    }
+    let h = Harness::start_with_step(STEP).await;
+    let mut c = Check::new("trigger types and webhooks");
+    let values = Rules::default();
+    let listed = Rules::default()
+        .open("$.payload", "the posted payload")
+        .any_length("$", "one listed");
+    for (file, rules) in [
+        ("webhook-st2-unknown-trigger.http", &values),
+        ("webhook-custom-unregistered.http", &values),
+        ("triggertype-create.http", &values),
+        ("webhook-st2-registered-trigger.http", &values),
+        ("triggerinstances-portarium-event.http", &listed),
+        ("triggertype-delete.http", &values),
+    ] {
+        replay(&h, &mut c, file, None, Some(rules)).await;
+    }
+    c.finish();
+}
+
 #[tokio::test]
 async fn execution_post_with_uncastable_parameter_answers_400_like_capture() {
     if reference::missing() {

@@ -785,6 +785,14 @@ async fn content_webhooks_and_errors() {
     let (_, v) = h.get_json("/api/v1/packs/core").await;
     assert_eq!(v["uid"], "pack:core");
 
+    // The `st2` hook fires only trigger types that exist, as on st2.
+    let (status, _) = h
+        .post_json(
+            "/api/v1/triggertypes",
+            json!({"pack": "mypack", "name": "t"}),
+        )
+        .await;
+    assert_eq!(status, 201);
     let r = h
         .req(Method::POST, "/api/v1/webhooks/st2")
         .header("St2-Trace-Tag", "wh-1")

@@ -47,6 +47,29 @@ async fn rules_and_trigger_instances_are_served_like_st2() {
     let (_, hooks) = h.get_json("/api/v1/webhooks").await;
     assert_eq!(hooks[0]["parameters"]["url"], "portarium/events");
 
+    // As on a stock st2, the trigger type does not exist until it is created.
+    let fire = json!({"trigger": "portarium.event", "payload": {"specversion": "0.3"}});
+    let (status, v) = h.post_json("/api/v1/webhooks/st2", fire).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["faultstring"].as_str().unwrap().ends_with(
+            "Trigger type with reference \"portarium.event\" doesn't exist in the database"
+        ),
+        "{v}"
+    );
+    let (status, created) = h
+        .post_json(
+            "/api/v1/triggertypes",
+            json!({"pack": "portarium", "name": "event", "payload_schema": {"type": "object"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, created["ref"].as_str()),
+        (201, Some("portarium.event"))
+    );
+    let (status, _) = h.get_json("/api/v1/triggertypes/portarium.event").await;
+    assert_eq!(status, 200);
+
     // Criteria not met: the instance is recorded, no rule runs.
     let (status, _) = h
         .post_json(
@@ -94,7 +117,8 @@ async fn a_custom_webhook_runs_its_rule_with_the_rendered_parameters() {
     let payload = &instances[0]["payload"];
     assert_eq!(instances[0]["trigger"], "core.st2.webhook");
     assert_eq!(payload["body"], json!({"id": "ev-42"}));
-    assert_eq!(payload["headers"]["x-custom"], "yes");
+    assert_eq!(payload["headers"]["X-Custom"], "yes");
+    assert_eq!(payload["headers_lower"]["x-custom"], "yes");
     assert!(
         payload["headers"].get("st2-api-key").is_none(),
         "credentials stripped: {payload}"
