@@ -21,7 +21,7 @@ pub const DEMO_TENANT: &str = "demo";
 pub const DEMO_TOKEN: &str = "demo-token";
 
 /// The reviewed-packs policy of the emulator-backed modes: st2's own `core` and `examples`.
-const DEMO_POLICY: &str = "packs:\n  - {ref: core, versions: '>=3.8', license: Apache-2.0, reviewer: demo, reviewedAt: 2026-11-25}\n  - {ref: examples, versions: '>=3.8', license: Apache-2.0, reviewer: demo, reviewedAt: 2026-11-25}\n";
+const DEMO_POLICY: &str = "packs:\n  - {ref: core, versions: '>=1.0, <2', license: Apache-2.0, reviewer: demo, reviewedAt: 2026-11-25}\n  - {ref: examples, versions: '>=3.8', license: Apache-2.0, reviewer: demo, reviewedAt: 2026-11-25}\n";
 /// The Portarium event class the emulator-backed modes accept, and the st2 trigger it fires
 /// (the emulator's rule `examples.portarium_event_echo` runs `core.echo` on it).
 const DEMO_EVENT_CLASS: &str = "com.portarium.run.RunStarted";
