@@ -10,11 +10,17 @@ use time::macros::format_description;
 
 static OBJECT_ID_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A MongoDB-style ObjectId (24 hex digits: seconds, 5 random bytes, counter), as st2 uses for every id.
+/// The 5 random bytes of this process's ObjectIds: like a MongoDB driver, one value per
+/// process, so ids made by one st2api sort in the order they were made.
+static OBJECT_ID_PROCESS: std::sync::LazyLock<u64> =
+    std::sync::LazyLock::new(|| fastrand::u64(..) & 0xff_ffff_ffff);
+
+/// A MongoDB-style ObjectId (24 hex digits: seconds, 5 per-process random bytes, counter), as
+/// st2 uses for every id.
 pub fn object_id() -> String {
     let secs = OffsetDateTime::now_utc().unix_timestamp() as u32;
     let counter = OBJECT_ID_COUNTER.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
-    let random: u64 = fastrand::u64(..) & 0xff_ffff_ffff;
+    let random = *OBJECT_ID_PROCESS;
     format!("{secs:08x}{random:010x}{counter:06x}")
 }
 
@@ -372,6 +378,7 @@ mod tests {
         let b = object_id();
         assert!(is_object_id(&a) && is_object_id(&b));
         assert_ne!(a, b);
+        assert!(a < b, "ids of one process sort in the order they were made");
         assert!(!is_object_id("notanid"));
     }
 

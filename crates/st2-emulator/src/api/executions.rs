@@ -414,7 +414,17 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
         } else {
             b.start.cmp(&a.start)
         };
-        by_time.then_with(|| a.action_ref.cmp(&b.action_ref))
+        // st2 sorts by start time, then action ref; within the same millisecond MongoDB
+        // returns documents in the order they were written, which their ids follow.
+        by_time
+            .then_with(|| a.action_ref.cmp(&b.action_ref))
+            .then_with(|| {
+                if ascending {
+                    a.id.cmp(&b.id)
+                } else {
+                    b.id.cmp(&a.id)
+                }
+            })
     });
     paginate_with(selected, &params, Some(100), |e| {
         projection.apply(e, mask, None)
