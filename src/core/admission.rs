@@ -195,7 +195,7 @@ async fn conclude(
             tenant: &tenant.id,
             refused,
             result: &result,
-            dry_run: mode == Mode::DryRun,
+            mode,
         };
         if let Err(e) = log.record(&decision).await {
             tracing::error!("{e}");

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::canonical::sha256_hex;
+use crate::core::Mode;
 use crate::core::portarium::{DispatchRequest, DispatchResult};
 
 /// The `actor.adapterId` every record names.
@@ -99,8 +100,8 @@ pub struct Decision<'a> {
     pub refused: Option<&'a str>,
     /// What the caller was answered.
     pub result: &'a DispatchResult,
-    /// Whether it was a dry run (nothing started).
-    pub dry_run: bool,
+    /// What was asked: a start is recorded as `started`, since its outcome comes later.
+    pub mode: Mode,
 }
 
 struct Chain {
@@ -209,7 +210,12 @@ fn record_body(d: &Decision<'_>) -> Value {
     let req = d.request;
     let (outcome, execution) = match d.result {
         DispatchResult::Ok { output } => (
-            "succeeded".to_string(),
+            if d.mode == Mode::Start {
+                "started"
+            } else {
+                "succeeded"
+            }
+            .to_string(),
             output.get("executionId").cloned().unwrap_or(Value::Null),
         ),
         DispatchResult::Err { kind, .. } => (kind.to_string(), Value::Null),
@@ -221,7 +227,7 @@ fn record_body(d: &Decision<'_>) -> Value {
     };
     let summary = match d.refused {
         Some(reason) => format!("dispatch of {} refused: {reason}", req.flow_ref),
-        None if d.dry_run => format!("dry run of {} checked: {outcome}", req.flow_ref),
+        None if d.mode == Mode::DryRun => format!("dry run of {} checked: {outcome}", req.flow_ref),
         None => format!("dispatch of {} allowed: {outcome}", req.flow_ref),
     };
     let pack = req.flow_ref.trim().split_once('.').map(|(p, _)| p);
@@ -243,7 +249,7 @@ fn record_body(d: &Decision<'_>) -> Value {
             "reason": d.refused,
             "outcome": outcome,
             "st2ExecutionId": execution,
-            "dryRun": d.dry_run,
+            "dryRun": d.mode == Mode::DryRun,
         },
     })
 }
@@ -356,7 +362,7 @@ mod tests {
                 tenant: "t1",
                 refused: None,
                 result: &ok,
-                dry_run: false,
+                mode: Mode::Wait(std::time::Duration::ZERO),
             })
             .await
             .unwrap();
@@ -368,7 +374,7 @@ mod tests {
                 tenant: "t1",
                 refused: Some("pack core refused"),
                 result: &refused,
-                dry_run: false,
+                mode: Mode::Wait(std::time::Duration::ZERO),
             })
             .await
             .unwrap();
