@@ -57,3 +57,28 @@ async fn an_async_invocation_is_audited_as_started_not_succeeded() {
         records[0]
     );
 }
+
+#[tokio::test]
+async fn a_token_request_that_cannot_reach_st2auth_says_so_not_that_it_could_act_twice() {
+    let emu = st2_emulator::Emulator::start(st2_emulator::EmulatorOptions::default())
+        .await
+        .unwrap();
+    // A port that refuses: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config: st2_client::St2Config = serde_norway::from_str(&format!(
+        "{{base_url: '{}', auth_url: 'http://{closed}', username: ann, password: pw, \
+         retry: {{max_retries: 2, backoff: {{initial: 10ms, max: 20ms}}}}}}",
+        emu.base_url()
+    ))
+    .unwrap();
+    let client = st2_client::St2Client::from_config(&config).unwrap();
+    let err = client.executions().get("x").send().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("POST /v1/tokens"), "{text}");
+    assert!(text.contains("cannot reach st2"), "{text}");
+    assert!(!text.contains("could act twice"), "{text}");
+    assert!(text.contains("gave up after 3 attempts"), "{text}");
+}
