@@ -82,3 +82,144 @@ async fn a_token_request_that_cannot_reach_st2auth_says_so_not_that_it_could_act
     assert!(!text.contains("could act twice"), "{text}");
     assert!(text.contains("gave up after 3 attempts"), "{text}");
 }
+
+/// A dispatch body for tenant `t1`.
+fn dispatch_body(flow_ref: &str, payload: Value) -> Value {
+    json!({
+        "actionId": "act-1", "tenantId": "t1", "runId": "run-1", "correlationId": "corr-1",
+        "flowRef": flow_ref, "payload": payload
+    })
+}
+
+/// st2's execution `id`, once it has completed.
+async fn completed(s: &Stack, id: &str) -> st2_client::Execution {
+    for _ in 0..500 {
+        let e: st2_client::Execution =
+            serde_json::from_value(s.st2_get(&format!("executions/{id}")).await).unwrap();
+        if e.status.as_ref().is_some_and(|s| s.is_terminal()) {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("execution {id} did not complete");
+}
+
+#[tokio::test]
+async fn a_rerun_carries_the_portarium_context_gets_lifecycle_events_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = audited(&dir).await;
+    let (status, answer) = s
+        .dispatch(
+            Some("tok-1"),
+            &dispatch_body("core.echo", json!({"message": "first"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let original = answer["output"]["executionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = s
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/executions/{original}/rerun"),
+            "tok-1",
+        )
+        .json(&json!({"parameters": {"message": "again"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let rerun: Value = resp.json().await.unwrap();
+    let id = rerun["executionId"].as_str().unwrap();
+    assert_ne!(id, original);
+
+    let e = completed(&s, id).await;
+    assert_eq!(e.parameters["message"], "again");
+    let ctx = &e.context["portarium"];
+    assert_eq!(ctx["tenant_id"], "t1");
+    assert_eq!(ctx["run_id"], "run-1");
+    assert_eq!(ctx["action_id"], "act-1");
+    assert_eq!(ctx["correlation_id"], "corr-1");
+    assert_eq!(ctx["rerun_of"], json!(original));
+    // A new execution, not the original dispatch's retry target.
+    assert!(ctx.get("dispatch_key").is_none(), "{ctx}");
+    assert_eq!(e.context["re-run"]["ref"], json!(original));
+
+    let events =
+        portarium_st2::events::lifecycle::LifecycleTracker::new(Default::default()).observe(&e);
+    let types: Vec<&str> = events.iter().map(|ev| ev.event_type.as_str()).collect();
+    assert!(
+        types.contains(&"com.portarium.run.ActionCompleted"),
+        "{types:?}"
+    );
+    assert!(events.iter().all(|ev| ev.tenantid == "t1"));
+
+    // The original dispatch retried still finds the original.
+    let (_, again) = s
+        .dispatch(
+            Some("tok-1"),
+            &dispatch_body("core.echo", json!({"message": "first"})),
+        )
+        .await;
+    assert_eq!(again["output"]["executionId"], json!(original));
+
+    let records = audit_records(&dir);
+    let record = records
+        .iter()
+        .find(|r| r["dispatch"]["rerunOf"] == json!(original))
+        .unwrap_or_else(|| panic!("no re-run record: {records:?}"));
+    assert_eq!(record["dispatch"]["outcome"], "started");
+    assert_eq!(record["dispatch"]["st2ExecutionId"], json!(id));
+    assert_eq!(record["dispatch"]["overrides"], json!({"message": "again"}));
+    assert_eq!(record["workspaceId"], "t1");
+    assert_eq!(record["correlationId"], "corr-1");
+}
+
+#[tokio::test]
+async fn a_rerun_redacts_secret_overrides_and_refuses_to_send_masked_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = audited(&dir).await;
+    let (status, answer) = s
+        .dispatch(
+            Some("tok-1"),
+            &dispatch_body(
+                "examples.secret",
+                json!({"user": "ann", "password": "pw-SECRET-1"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let original = answer["output"]["executionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rerun = |body: Value| {
+        s.request(
+            reqwest::Method::POST,
+            &format!("/v1/executions/{original}/rerun"),
+            "tok-1",
+        )
+        .json(&body)
+        .send()
+    };
+    // st2 shows the password masked; the mask must not be run as the password.
+    let resp = rerun(json!({})).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let refused: Value = resp.json().await.unwrap();
+    assert_eq!(refused["errorKind"], "RemoteError");
+    assert!(
+        refused["message"].as_str().unwrap().contains("password"),
+        "{refused}"
+    );
+
+    let resp = rerun(json!({"parameters": {"password": "pw-SECRET-2"}}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(!text.contains("pw-SECRET"), "{text}");
+    let records = audit_records(&dir);
+    let last = records.last().unwrap();
+    assert_eq!(last["dispatch"]["overrides"]["password"], "[REDACTED]");
+}

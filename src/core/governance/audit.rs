@@ -102,6 +102,17 @@ pub struct Decision<'a> {
     pub result: &'a DispatchResult,
     /// What was asked: a start is recorded as `started`, since its outcome comes later.
     pub mode: Mode,
+    /// Set for a re-run: what it re-ran and with which overrides.
+    pub rerun: Option<RerunOf<'a>>,
+}
+
+/// The execution a re-run re-ran and the parameters it overrode.
+#[derive(Debug, Clone)]
+pub struct RerunOf<'a> {
+    /// The original execution's id.
+    pub of: &'a str,
+    /// The overriding parameters, secret values already redacted.
+    pub overrides: Value,
 }
 
 struct Chain {
@@ -225,13 +236,17 @@ fn record_body(d: &Decision<'_>) -> Value {
     } else {
         "allowed"
     };
+    let what = match &d.rerun {
+        Some(r) => format!("re-run of {} ({})", r.of, req.flow_ref),
+        None => format!("dispatch of {}", req.flow_ref),
+    };
     let summary = match d.refused {
-        Some(reason) => format!("dispatch of {} refused: {reason}", req.flow_ref),
+        Some(reason) => format!("{what} refused: {reason}"),
         None if d.mode == Mode::DryRun => format!("dry run of {} checked: {outcome}", req.flow_ref),
-        None => format!("dispatch of {} allowed: {outcome}", req.flow_ref),
+        None => format!("{what} allowed: {outcome}"),
     };
     let pack = req.flow_ref.trim().split_once('.').map(|(p, _)| p);
-    json!({
+    let mut body = json!({
         "schemaVersion": 1,
         "workspaceId": d.tenant,
         "correlationId": req.correlation_id,
@@ -251,7 +266,12 @@ fn record_body(d: &Decision<'_>) -> Value {
             "st2ExecutionId": execution,
             "dryRun": d.mode == Mode::DryRun,
         },
-    })
+    });
+    if let Some(r) = &d.rerun {
+        body["dispatch"]["rerunOf"] = json!(r.of);
+        body["dispatch"]["overrides"] = r.overrides.clone();
+    }
+    body
 }
 
 fn now_iso() -> String {
@@ -363,6 +383,7 @@ mod tests {
                 refused: None,
                 result: &ok,
                 mode: Mode::Wait(std::time::Duration::ZERO),
+                rerun: None,
             })
             .await
             .unwrap();
@@ -375,6 +396,7 @@ mod tests {
                 refused: Some("pack core refused"),
                 result: &refused,
                 mode: Mode::Wait(std::time::Duration::ZERO),
+                rerun: None,
             })
             .await
             .unwrap();
