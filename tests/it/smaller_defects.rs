@@ -223,3 +223,52 @@ async fn a_rerun_redacts_secret_overrides_and_refuses_to_send_masked_secrets() {
     let last = records.last().unwrap();
     assert_eq!(last["dispatch"]["overrides"]["password"], "[REDACTED]");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_id() {
+    let emu = st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
+        api_key: super::support::stack::KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nlog: {{format: json}}\nst2: {{base_url: '{}', api_key: {}}}\n\
+             tenants:\n  - {{id: t1, api_token: tok-1}}\n",
+            emu.base_url(),
+            super::support::stack::KEY
+        ),
+    )
+    .unwrap();
+    let served = super::security::serve(&config);
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/v1/dispatch", served.base))
+        .bearer_auth("tok-1")
+        .json(&dispatch_body("examples.fail", json!({})))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    let logs = served.logs.lock().unwrap().clone();
+    let line: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "dispatch failed")
+        .unwrap_or_else(|| panic!("no failed dispatch logged:\n{logs}"));
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["fields"]["errorKind"], "RemoteError", "{line}");
+    let id = line["span"]["st2.execution.id"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !id.is_empty() && answer["message"].as_str().unwrap().contains(id),
+        "{line}\n{answer}"
+    );
+}
