@@ -272,3 +272,113 @@ async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_i
         "{line}\n{answer}"
     );
 }
+
+/// The status and JSON body of `resp`, which must say it is JSON.
+async fn json_answer(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let content_type = resp.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = resp.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{status} {content_type}: {text}"
+    );
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+#[tokio::test]
+async fn every_error_answer_is_json_in_the_routes_shape() {
+    let s = Stack::builder().tenant("t1", "tok-1").start().await;
+    let native = |(status, body): (u16, Value), want: u16| {
+        assert_eq!(status, want, "{body}");
+        assert_eq!(body["ok"], false, "{body}");
+        assert!(body["errorKind"].is_string(), "{body}");
+        assert!(body["message"].is_string(), "{body}");
+    };
+    // A path segment that is not UTF-8 once decoded: axum's Path rejection.
+    let resp = s
+        .request(reqwest::Method::GET, "/v1/executions/%FF", "tok-1")
+        .send()
+        .await
+        .unwrap();
+    native(json_answer(resp).await, 400);
+    // A query the route cannot read: axum's Query rejection.
+    let resp = s
+        .request(reqwest::Method::POST, "/v1/dispatch?waitMs=soon", "tok-1")
+        .json(&dispatch_body("core.echo", json!({"message": "x"})))
+        .send()
+        .await
+        .unwrap();
+    native(json_answer(resp).await, 400);
+    // A malformed re-run body.
+    let resp = s
+        .request(reqwest::Method::POST, "/v1/executions/abc/rerun", "tok-1")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    native(json_answer(resp).await, 400);
+    // Unknown routes and methods.
+    let resp = s
+        .request(reqwest::Method::GET, "/v1/nothing-here", "tok-1")
+        .send()
+        .await
+        .unwrap();
+    native(json_answer(resp).await, 404);
+    let resp = s
+        .request(reqwest::Method::DELETE, "/v1/dispatch", "tok-1")
+        .send()
+        .await
+        .unwrap();
+    native(json_answer(resp).await, 405);
+    // The machine interface answers in its own shape.
+    let resp = s
+        .request(reqwest::Method::GET, "/v1/invoke/%FF/status", "tok-1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_answer(resp).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+}
+
+#[tokio::test]
+async fn the_deadline_and_the_stream_cap_answer_in_the_routes_shape() {
+    use portarium_st2::server::Limits;
+    let s = Stack::builder()
+        .tenant("t1", "tok-1")
+        .limits(Limits {
+            max_body_bytes: 1 << 20,
+            request_timeout: Some(std::time::Duration::from_millis(200)),
+            max_streams: 0,
+        })
+        .start()
+        .await;
+    let resp = s
+        .request(reqwest::Method::POST, "/v1/dispatch?waitMs=5000", "tok-1")
+        .json(&dispatch_body("core.local", json!({"cmd": "sleep 1"})))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_answer(resp).await;
+    assert_eq!(
+        (status, &body["errorKind"]),
+        (504, &json!("Timeout")),
+        "{body}"
+    );
+    assert_eq!(body["ok"], false);
+    let resp = s
+        .request(reqwest::Method::GET, "/v1/invoke/inv-1/stream", "tok-1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_answer(resp).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["error"].to_string().contains("server.max_streams"),
+        "{body}"
+    );
+}
