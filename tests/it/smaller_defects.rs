@@ -382,3 +382,45 @@ async fn the_deadline_and_the_stream_cap_answer_in_the_routes_shape() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follow_exits_quietly_when_its_reader_goes_away() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let emu = st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
+        api_key: "cli-key".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("st2.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "st2: {{base_url: '{}', api_key: cli-key}}\n",
+            emu.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
+        .args(["run", "--config", config.to_str().unwrap(), "--follow"])
+        .args(["examples.output", "lines=20", "interval_ms=20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -3`: read three lines, then close the pipe.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines.next().unwrap().unwrap();
+    }
+    drop(lines);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
