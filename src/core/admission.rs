@@ -214,7 +214,7 @@ const MASKED: &str = "********";
 #[derive(Debug)]
 pub enum Rerun {
     /// st2 created the new execution.
-    Started(Execution),
+    Started(Box<Execution>),
     /// Refused before st2 was asked (allowed actions, pack gate).
     Refused(DispatchError),
     /// The request cannot be made as it stands; the caller must change it.
@@ -284,7 +284,7 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
             .context
             .insert("re-run".into(), json!({"ref": original.id}));
         match tenant.dispatcher.st2().executions().create(&request).await {
-            Ok(created) => Rerun::Started(created),
+            Ok(created) => Rerun::Started(Box::new(created)),
             Err(e) => Rerun::Failed(e),
         }
     };
