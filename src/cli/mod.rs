@@ -438,6 +438,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    use std::io::Write as _;
     let mut stdout = std::io::stdout();
     let wait = Duration::from_secs(args.wait_secs);
     let watcher = ExecutionWatcher::start(client.clone(), config.st2.stream.clone());
@@ -459,7 +460,10 @@ async fn run(args: RunArgs) -> ExitCode {
                 .map(|s| s.to_string())
                 .unwrap_or_default();
             let shown = serde_json::json!({"id": execution.id, "status": status, "result": execution.result});
-            println!(
+            // A reader that went away (`| head`) is not a failure of the action: the exit
+            // code stays the action's, and println!'s panic on a closed pipe is avoided.
+            let _ = writeln!(
+                stdout,
                 "{}",
                 serde_json::to_string_pretty(&shown).unwrap_or_default()
             );

@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use st2_client::Execution;
+use st2_client::models::JsonObject;
+use st2_client::{Execution, ExecutionRequest, St2Error};
 
 use super::Tenant;
-use super::governance::audit::Decision;
-use super::governance::redact::scrub_text;
+use super::dispatch::{CONTEXT_KEY, kind_of};
+use super::governance::audit::{Decision, RerunOf};
+use super::governance::redact::{redact_value, scrub_text};
 use super::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 
 /// What a dispatch is asked to do.
@@ -195,11 +197,134 @@ async fn conclude(
             tenant: &tenant.id,
             refused,
             result: &result,
-            dry_run: mode == Mode::DryRun,
+            mode,
+            rerun: None,
         };
         if let Err(e) = log.record(&decision).await {
             tracing::error!("{e}");
         }
     }
     outcome
+}
+
+/// How st2 shows a secret parameter's value.
+const MASKED: &str = "********";
+
+/// What a re-run came to.
+#[derive(Debug)]
+pub enum Rerun {
+    /// st2 created the new execution.
+    Started(Box<Execution>),
+    /// Refused before st2 was asked (allowed actions, pack gate).
+    Refused(DispatchError),
+    /// The request cannot be made as it stands; the caller must change it.
+    Incomplete(String),
+    /// st2 did not create the execution.
+    Failed(St2Error),
+}
+
+/// Re-runs `original` (which the tenant owns) with `overrides` merged over its parameters.
+///
+/// st2's own re-run (`POST /executions/{id}/re_run`) takes no context and copies none, so its
+/// execution would carry no `context.portarium` and Portarium would never hear of it. The
+/// re-run is therefore created as a new execution of the same action, with the original's
+/// Portarium ids and `re-run.ref` (as st2 writes it) in its context. It gets no dispatch key:
+/// it is a new execution, not a retry of the original's dispatch, so a dispatch retried with
+/// the original's key still finds the original. Audited like a start.
+pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject) -> Rerun {
+    let action = original.action_ref().unwrap_or_default().to_string();
+    let mut parameters = original.parameters.clone();
+    parameters.extend(overrides.clone());
+    // st2 shows secret parameters masked; sending the mask would run with it as the value.
+    let masked: Vec<&str> = parameters
+        .iter()
+        .filter(|(_, v)| v.as_str() == Some(MASKED))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let ids = original.context.get(CONTEXT_KEY);
+    let id = |key: &str| {
+        ids.and_then(|c| c.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let req = DispatchRequest {
+        action_id: id("action_id"),
+        idempotency_key: None,
+        tenant_id: tenant.id.clone(),
+        run_id: id("run_id"),
+        // A re-run of an execution that predates carrying the ids correlates to what it re-ran.
+        correlation_id: Some(id("correlation_id"))
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| original.id.clone()),
+        flow_ref: action.clone(),
+        payload: overrides,
+        trace: None,
+    };
+    let rerun = if let Err(refusal) = tenant.may_run(&action).await {
+        Rerun::Refused(refusal)
+    } else if !masked.is_empty() {
+        Rerun::Incomplete(format!(
+            "re-run of {} needs the secret parameters {} in `parameters`: st2 shows them masked, \
+             and the re-run is a new execution that carries the Portarium context",
+            original.id,
+            masked.join(", ")
+        ))
+    } else {
+        let mut request = ExecutionRequest::new(action);
+        request.parameters = parameters;
+        request.context.insert(
+            CONTEXT_KEY.into(),
+            json!({
+                "tenant_id": req.tenant_id, "run_id": req.run_id, "action_id": req.action_id,
+                "correlation_id": req.correlation_id, "rerun_of": original.id,
+            }),
+        );
+        request
+            .context
+            .insert("re-run".into(), json!({"ref": original.id}));
+        match tenant.dispatcher.st2().executions().create(&request).await {
+            Ok(created) => Rerun::Started(Box::new(created)),
+            Err(e) => Rerun::Failed(e),
+        }
+    };
+    audit_rerun(tenant, &req, &original.id, &rerun).await;
+    rerun
+}
+
+/// Writes a re-run's decision and outcome, its overrides with secret values redacted.
+async fn audit_rerun(tenant: &Tenant, req: &DispatchRequest, of: &str, rerun: &Rerun) {
+    let Some(log) = &tenant.audit else { return };
+    let mut policy = tenant.redaction.clone();
+    if let Ok(schema) = tenant
+        .dispatcher
+        .st2()
+        .action_parameters(&req.flow_ref)
+        .await
+    {
+        policy = policy.with_secret_parameters(&schema);
+    }
+    let overrides = redact_value(&Value::Object(req.payload.clone()), &policy);
+    let result = match rerun {
+        Rerun::Started(e) => DispatchResult::Ok {
+            output: json!({"executionId": e.id}),
+        },
+        Rerun::Refused(e) => DispatchResult::err(e.kind, e.message.clone()),
+        Rerun::Incomplete(m) => DispatchResult::err(ErrorKind::RemoteError, m.clone()),
+        Rerun::Failed(e) => DispatchResult::err(kind_of(e), e.to_string()),
+    };
+    let decision = Decision {
+        request: req,
+        tenant: &tenant.id,
+        refused: match rerun {
+            Rerun::Refused(e) => Some(e.message.as_str()),
+            _ => None,
+        },
+        result: &result,
+        mode: Mode::Start,
+        rerun: Some(RerunOf { of, overrides }),
+    };
+    if let Err(e) = log.record(&decision).await {
+        tracing::error!("{e}");
+    }
 }

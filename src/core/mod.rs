@@ -12,5 +12,5 @@ pub mod governance;
 pub mod portarium;
 mod tenant;
 
-pub use admission::{DispatchError, Dispatched, Mode, dispatch};
+pub use admission::{DispatchError, Dispatched, Mode, Rerun, dispatch, rerun};
 pub use tenant::Tenant;

@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use st2_client::models::{JsonObject, rfc3339};
-use st2_client::{CancelOutcome, Execution, RerunRequest, St2Error};
+use st2_client::{CancelOutcome, Execution, St2Error};
 
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
 use crate::core::dispatch::{CONTEXT_KEY, kind_of};
 use crate::core::portarium::ErrorKind;
-use crate::core::{DispatchError, Tenant};
+use crate::core::{DispatchError, Rerun, Tenant};
 
 type Answer = Response;
 
@@ -114,13 +114,13 @@ const MAX_RERUN_HOPS: usize = 8;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RerunBody {
-    /// Parameters merged over the original ones by st2.
+    /// Parameters merged over the original ones.
     #[serde(default)]
     parameters: JsonObject,
 }
 
-/// Handles `POST /v1/executions/{id}/rerun`: st2 re-runs it (secrets intact) as a new
-/// execution, answered with 201.
+/// Handles `POST /v1/executions/{id}/rerun`: a new execution of the same action carrying the
+/// Portarium context (see [`crate::core::rerun`]), answered with 201.
 pub async fn rerun(tenant: AuthedTenant, Path(id): Path<String>, body: Bytes) -> Answer {
     // No body, or an empty one, re-runs with the original parameters.
     let body: RerunBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -140,24 +140,11 @@ pub async fn rerun(tenant: AuthedTenant, Path(id): Path<String>, body: Bytes) ->
         Ok(found) => found,
         Err(answer) => return answer,
     };
-    // A re-run starts the action again, so it passes the same gates a dispatch does.
-    let action = original.action_ref().unwrap_or_default().to_string();
-    if let Err(refusal) = tenant.may_run(&action).await {
-        return Contract::Native.refuse(refusal.into(), None);
-    }
-    let request = RerunRequest {
-        parameters: body.parameters,
-        ..RerunRequest::default()
-    };
-    match tenant
-        .dispatcher
-        .st2()
-        .executions()
-        .rerun(&id, &request)
-        .await
-    {
-        Ok(e) => ok(StatusCode::CREATED, &e),
-        Err(e) => st2_failure(&e),
+    match crate::core::rerun(&tenant, &original, body.parameters).await {
+        Rerun::Started(e) => ok(StatusCode::CREATED, &e),
+        Rerun::Refused(refusal) => Contract::Native.refuse(refusal.into(), None),
+        Rerun::Incomplete(message) => Contract::Native.refuse(Failure::bad_request(message), None),
+        Rerun::Failed(e) => st2_failure(&e),
     }
 }
 

@@ -9,14 +9,17 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use st2_basics::FieldError;
 use tokio::sync::Semaphore;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
 
+use super::answer::{Contract, Failure};
 use super::tls::ListenerConfig;
+use crate::core::DispatchError;
+use crate::core::portarium::ErrorKind;
 
 /// How long a caller over `server.max_streams` is asked to wait before trying again.
 const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -103,22 +106,85 @@ pub fn trace_layer()
     })
 }
 
-/// The answer to a request that outlived its deadline.
-pub(crate) async fn timed_out(_: tower::BoxError) -> Response {
-    (
+/// The answer to a request that outlived its deadline, in `contract`'s shape.
+pub(crate) fn timed_out(contract: Contract) -> Response {
+    refuse(
+        contract,
         StatusCode::GATEWAY_TIMEOUT,
-        axum::Json(serde_json::json!({
-            "error": "the request was not answered within server.request_timeout; retry it (a dispatch re-attaches to its execution)"
-        })),
+        "the request was not answered within server.request_timeout; retry it (a dispatch re-attaches to its execution)".into(),
     )
-        .into_response()
 }
 
-/// Open streaming responses, shared by every streaming route.
+/// A refusal the router makes itself, in `contract`'s shape, with the error kind of `status`.
+fn refuse(contract: Contract, status: StatusCode, message: String) -> Response {
+    let kind = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorKind::FlowNotFound,
+        StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited,
+        StatusCode::GATEWAY_TIMEOUT => ErrorKind::Timeout,
+        _ => ErrorKind::RemoteError,
+    };
+    let error = DispatchError::refused(kind, message);
+    contract.refuse(Failure { status, error }, None)
+}
+
+/// Largest plain-text error body read to be re-answered as JSON; axum's are one line.
+const PLAIN_ERROR_MAX: usize = 16 * 1024;
+
+/// Re-answers an error that left the route as plain text or with no body (an extractor's
+/// rejection of a path or query, a 405) in the route's JSON shape, keeping its status and words.
+pub(crate) async fn json_errors(
+    State(contract): State<Contract>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/event-stream"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), PLAIN_ERROR_MAX)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_string()
+    } else {
+        text
+    };
+    refuse(contract, status, message)
+}
+
+/// The answer to a path no route serves, in the native JSON shape.
+pub(crate) async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    refuse(
+        Contract::Native,
+        StatusCode::NOT_FOUND,
+        format!("no route {method} {}; see /openapi.json", uri.path()),
+    )
+}
+
+/// The answer to a method a route does not take, in the native JSON shape.
+pub(crate) async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    refuse(
+        Contract::Native,
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}; see /openapi.json", uri.path()),
+    )
+}
+
+/// Open streaming responses, shared by every streaming route; each route refuses in its own
+/// contract's shape.
 #[derive(Clone, Debug)]
 pub(crate) struct Streams {
     slots: Arc<Semaphore>,
     max: usize,
+    contract: Contract,
 }
 
 impl Streams {
@@ -127,6 +193,15 @@ impl Streams {
         Self {
             slots: Arc::new(Semaphore::new(max)),
             max,
+            contract: Contract::Native,
+        }
+    }
+
+    /// The same slots, refused in `contract`'s shape.
+    pub(crate) fn answering(&self, contract: Contract) -> Self {
+        Self {
+            contract,
+            ..self.clone()
         }
     }
 }
@@ -140,17 +215,15 @@ pub(crate) async fn limit_streams(
     next: Next,
 ) -> Response {
     let Ok(slot) = streams.slots.clone().try_acquire_owned() else {
-        let mut busy = (
+        let mut busy = refuse(
+            streams.contract,
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({
-                "error": format!(
-                    "too many open streams (server.max_streams = {}); retry after {} s",
-                    streams.max,
-                    STREAM_RETRY_AFTER.as_secs()
-                )
-            })),
-        )
-            .into_response();
+            format!(
+                "too many open streams (server.max_streams = {}); retry after {} s",
+                streams.max,
+                STREAM_RETRY_AFTER.as_secs()
+            ),
+        );
         busy.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(STREAM_RETRY_AFTER.as_secs()),

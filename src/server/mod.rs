@@ -35,15 +35,20 @@ pub use health::{Probe, Readiness};
 pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<Limits>) -> Router {
     let limits = limits.into();
     let max_wait = std::time::Duration::from_millis(dispatch.settings().max_wait_ms);
-    let deadline = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(limits::timed_out))
-        .timeout(limits.request_timeout(max_wait));
+    let timeout = limits.request_timeout(max_wait);
+    let deadline = |contract: Contract| {
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(
+                move |_: tower::BoxError| async move { limits::timed_out(contract) },
+            ))
+            .timeout(timeout)
+    };
     // Streams last as long as their execution: exempt from the deadline, capped in number
     // (one cap shared by every streaming route).
-    let stream_cap = axum::middleware::from_fn_with_state(
-        limits::Streams::new(limits.max_streams),
-        limits::limit_streams,
-    );
+    let streams = limits::Streams::new(limits.max_streams);
+    let stream_cap = |contract: Contract| {
+        axum::middleware::from_fn_with_state(streams.answering(contract), limits::limit_streams)
+    };
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -58,7 +63,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
             }),
         )
         .with_state(readiness)
-        .route_layer(deadline.clone());
+        .route_layer(deadline(Contract::Native));
     let native = Router::new()
         .route("/v1/dispatch", post(dispatch::dispatch))
         .route(
@@ -70,23 +75,23 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
         .route("/v1/executions/{id}/pause", post(executions::pause))
         .route("/v1/executions/{id}/resume", post(executions::resume))
         .route("/v1/executions/{id}/rerun", post(executions::rerun))
-        .route_layer(deadline.clone())
+        .route_layer(deadline(Contract::Native))
         .merge(
             Router::new()
                 .route("/v1/executions/{id}/output", get(output::output))
-                .route_layer(stream_cap.clone()),
+                .route_layer(stream_cap(Contract::Native)),
         );
     let openclaw = Router::new()
         .route("/tools/invoke", post(openclaw::invoke))
-        .route_layer(deadline.clone());
+        .route_layer(deadline(Contract::OpenClaw));
     let machine = Router::new()
         .route("/v1/invoke", post(invoke::invoke))
         .route("/v1/invoke/{id}/status", get(invoke::status))
-        .route_layer(deadline)
+        .route_layer(deadline(Contract::Machine))
         .merge(
             Router::new()
                 .route("/v1/invoke/{id}/stream", get(invoke::stream))
-                .route_layer(stream_cap),
+                .route_layer(stream_cap(Contract::Machine)),
         );
     // Each contract's routes sit behind the one authentication layer, which refuses in that
     // contract's shape before any body or path is looked at (outermost: no extractor answers
@@ -96,17 +101,26 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
             tenants: dispatch.clone(),
             contract,
         };
-        routes.route_layer(axum::middleware::from_fn_with_state(
-            guard,
-            auth::require_bearer,
-        ))
+        routes
+            .route_layer(axum::middleware::from_fn_with_state(
+                contract,
+                limits::json_errors,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                guard,
+                auth::require_bearer,
+            ))
     };
     let api = guarded(native, Contract::Native)
         .merge(guarded(openclaw, Contract::OpenClaw))
         .merge(guarded(machine, Contract::Machine))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(dispatch);
-    health.merge(api).layer(limits::trace_layer())
+    health
+        .merge(api)
+        .fallback(limits::no_route)
+        .method_not_allowed_fallback(limits::wrong_method)
+        .layer(limits::trace_layer())
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.

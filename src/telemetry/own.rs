@@ -521,6 +521,11 @@ pub async fn observe_dispatch(
             span.record("action.outcome", "exception");
             span.record("errorKind", e.kind.to_string());
             span.record("otel.status_code", "ERROR");
+            // At info, so a failed dispatch shows in the default log; inside the span, so the
+            // line carries the execution id when st2 started one.
+            span.in_scope(|| {
+                tracing::info!(errorKind = %e.kind, error = %e.message, "dispatch failed");
+            });
         }
     }
     if waits {

@@ -18,6 +18,7 @@ mod peers;
 mod resilience;
 mod security;
 mod server_dispatch;
+mod smaller_defects;
 mod st2_defects;
 mod stream;
 mod telemetry;

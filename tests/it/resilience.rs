@@ -81,7 +81,7 @@ async fn a_request_past_its_deadline_gets_504_while_a_stream_outlives_it() {
     assert_eq!(resp.status().as_u16(), 504);
     let body: Value = resp.json().await.unwrap();
     assert!(
-        body["error"]
+        body["message"]
             .as_str()
             .unwrap()
             .contains("server.request_timeout"),
@@ -118,7 +118,7 @@ async fn streams_over_max_streams_get_503_with_retry_after_until_one_ends() {
     assert_eq!(busy.headers()["retry-after"], "5");
     let body: Value = busy.json().await.unwrap();
     assert!(
-        body["error"]
+        body["message"]
             .as_str()
             .unwrap()
             .contains("server.max_streams = 1"),

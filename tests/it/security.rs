@@ -260,10 +260,11 @@ async fn an_untrusted_st2_certificate_fails_dispatch_and_readiness() {
 }
 
 /// `portarium-st2 serve` as a child process; its logs (written to stdout) are collected.
-struct Served {
+/// `portarium-st2 serve` running as a process, its stdout (the logs) collected.
+pub(crate) struct Served {
     child: Child,
-    base: String,
-    logs: Arc<std::sync::Mutex<String>>,
+    pub(crate) base: String,
+    pub(crate) logs: Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Served {
@@ -273,7 +274,8 @@ impl Drop for Served {
     }
 }
 
-fn serve(config: &std::path::Path) -> Served {
+/// Starts `serve` with `config` at trace level and waits until it listens.
+pub(crate) fn serve(config: &std::path::Path) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "trace")

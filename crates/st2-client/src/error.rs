@@ -19,9 +19,21 @@ pub struct Call {
 }
 
 impl Call {
-    /// Whether repeating this call cannot create a second effect in st2 (not POST or PATCH).
+    /// Whether repeating this call cannot create a second effect in st2 that matters.
     pub fn is_idempotent(&self) -> bool {
-        !matches!(self.method, Method::POST | Method::PATCH)
+        repeatable(&self.method, &self.path)
+    }
+}
+
+/// Whether a call can be sent again without risking a second effect that matters. st2's POSTs
+/// create executions, re-runs or trigger instances, so they are not; a token request is the
+/// exception: a second token only expires unused. PUT here only pauses or resumes and DELETE
+/// only cancels, both of which st2 accepts again without change.
+pub(crate) fn repeatable(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::POST => path.ends_with("/tokens"),
+        Method::PATCH => false,
+        _ => true,
     }
 }
 
@@ -352,6 +364,23 @@ mod tests {
             limited.to_string().contains("st2 asks to wait 30 s"),
             "{limited}"
         );
+    }
+
+    #[test]
+    fn a_token_request_that_cannot_reach_st2auth_is_retried_and_says_so() {
+        let token = Call {
+            method: Method::POST,
+            path: "/auth/v1/tokens".into(),
+        };
+        let e = St2Error::Connect {
+            call: token,
+            message: "connection refused".into(),
+            attempts: 3,
+        };
+        let text = e.to_string();
+        assert!(!text.contains("could act twice"), "{text}");
+        assert!(text.contains("gave up after 3 attempts"), "{text}");
+        assert!(e.is_retry_safe());
     }
 
     #[test]

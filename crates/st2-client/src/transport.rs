@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
-use reqwest::{Method, Request, StatusCode};
+use reqwest::{Request, StatusCode};
 use tower::retry::Policy;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::config::RetryConfig;
+use crate::error::repeatable;
 use st2_basics::Retry;
 pub(crate) use st2_basics::retry_after;
 
@@ -93,13 +94,6 @@ pub(crate) fn tls_refusal<'e>(
         };
     }
     None
-}
-
-/// Whether a method can be sent again without risking a second effect. st2's POSTs create
-/// executions, re-runs, trigger instances or tokens; PUT here only pauses or resumes and DELETE
-/// only cancels, both of which st2 accepts again without change.
-fn repeatable(method: &Method) -> bool {
-    !matches!(*method, Method::POST | Method::PATCH)
 }
 
 /// Whether an outcome is worth another attempt: its reason, and st2's `Retry-After` if any.
@@ -199,7 +193,7 @@ impl Policy<Request, Reply, BoxError> for RetryPolicy {
 
     fn clone_request(&mut self, req: &Request) -> Option<Request> {
         // No clone, no retry: tower then hands back the first outcome as it is.
-        if repeatable(req.method()) {
+        if repeatable(req.method(), req.url().path()) {
             req.try_clone()
         } else {
             None
@@ -209,6 +203,7 @@ impl Policy<Request, Reply, BoxError> for RetryPolicy {
 
 #[cfg(test)]
 mod tests {
+    use reqwest::Method;
     use reqwest::header::RETRY_AFTER;
     use time::OffsetDateTime;
     use time::format_description::well_known::Rfc2822;
@@ -303,12 +298,14 @@ mod tests {
     }
 
     #[test]
-    fn only_post_and_patch_are_never_repeated() {
+    fn only_post_and_patch_are_never_repeated_but_token_requests_are() {
         for m in [Method::GET, Method::PUT, Method::DELETE] {
-            assert!(repeatable(&m), "{m}");
+            assert!(repeatable(&m, "/api/v1/executions/1"), "{m}");
         }
         for m in [Method::POST, Method::PATCH] {
-            assert!(!repeatable(&m), "{m}");
+            assert!(!repeatable(&m, "/api/v1/executions"), "{m}");
         }
+        assert!(repeatable(&Method::POST, "/auth/v1/tokens"));
+        assert!(repeatable(&Method::POST, "/tokens"));
     }
 }

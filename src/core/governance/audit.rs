@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::canonical::sha256_hex;
+use crate::core::Mode;
 use crate::core::portarium::{DispatchRequest, DispatchResult};
 
 /// The `actor.adapterId` every record names.
@@ -99,8 +100,19 @@ pub struct Decision<'a> {
     pub refused: Option<&'a str>,
     /// What the caller was answered.
     pub result: &'a DispatchResult,
-    /// Whether it was a dry run (nothing started).
-    pub dry_run: bool,
+    /// What was asked: a start is recorded as `started`, since its outcome comes later.
+    pub mode: Mode,
+    /// Set for a re-run: what it re-ran and with which overrides.
+    pub rerun: Option<RerunOf<'a>>,
+}
+
+/// The execution a re-run re-ran and the parameters it overrode.
+#[derive(Debug, Clone)]
+pub struct RerunOf<'a> {
+    /// The original execution's id.
+    pub of: &'a str,
+    /// The overriding parameters, secret values already redacted.
+    pub overrides: Value,
 }
 
 struct Chain {
@@ -209,7 +221,12 @@ fn record_body(d: &Decision<'_>) -> Value {
     let req = d.request;
     let (outcome, execution) = match d.result {
         DispatchResult::Ok { output } => (
-            "succeeded".to_string(),
+            if d.mode == Mode::Start {
+                "started"
+            } else {
+                "succeeded"
+            }
+            .to_string(),
             output.get("executionId").cloned().unwrap_or(Value::Null),
         ),
         DispatchResult::Err { kind, .. } => (kind.to_string(), Value::Null),
@@ -219,13 +236,17 @@ fn record_body(d: &Decision<'_>) -> Value {
     } else {
         "allowed"
     };
+    let what = match &d.rerun {
+        Some(r) => format!("re-run of {} ({})", r.of, req.flow_ref),
+        None => format!("dispatch of {}", req.flow_ref),
+    };
     let summary = match d.refused {
-        Some(reason) => format!("dispatch of {} refused: {reason}", req.flow_ref),
-        None if d.dry_run => format!("dry run of {} checked: {outcome}", req.flow_ref),
-        None => format!("dispatch of {} allowed: {outcome}", req.flow_ref),
+        Some(reason) => format!("{what} refused: {reason}"),
+        None if d.mode == Mode::DryRun => format!("dry run of {} checked: {outcome}", req.flow_ref),
+        None => format!("{what} allowed: {outcome}"),
     };
     let pack = req.flow_ref.trim().split_once('.').map(|(p, _)| p);
-    json!({
+    let mut body = json!({
         "schemaVersion": 1,
         "workspaceId": d.tenant,
         "correlationId": req.correlation_id,
@@ -243,9 +264,14 @@ fn record_body(d: &Decision<'_>) -> Value {
             "reason": d.refused,
             "outcome": outcome,
             "st2ExecutionId": execution,
-            "dryRun": d.dry_run,
+            "dryRun": d.mode == Mode::DryRun,
         },
-    })
+    });
+    if let Some(r) = &d.rerun {
+        body["dispatch"]["rerunOf"] = json!(r.of);
+        body["dispatch"]["overrides"] = r.overrides.clone();
+    }
+    body
 }
 
 fn now_iso() -> String {
@@ -356,7 +382,8 @@ mod tests {
                 tenant: "t1",
                 refused: None,
                 result: &ok,
-                dry_run: false,
+                mode: Mode::Wait(std::time::Duration::ZERO),
+                rerun: None,
             })
             .await
             .unwrap();
@@ -368,7 +395,8 @@ mod tests {
                 tenant: "t1",
                 refused: Some("pack core refused"),
                 result: &refused,
-                dry_run: false,
+                mode: Mode::Wait(std::time::Duration::ZERO),
+                rerun: None,
             })
             .await
             .unwrap();
