@@ -211,3 +211,39 @@ fn mapped_and_unmapped_exporters_normalize_alike_for_every_key_pattern() {
         }
     }
 }
+
+/// Every key a real st2 sent (`captures/statsd-metric-names.txt`, recorded with no
+/// `[metrics] prefix`) is mapped, and mapped alike when st2 sends it with `prefix = st2`
+/// (`st2.st2.<key>`): a deployment that sets the prefix loses no metric.
+#[test]
+fn real_st2_keys_map_alike_with_and_without_the_st2_prefix() {
+    if crate::support::missing() {
+        return;
+    }
+    let names = std::fs::read_to_string(
+        crate::support::reference_dir().join("captures/statsd-metric-names.txt"),
+    )
+    .unwrap();
+    let file = load();
+    let mut mapped = 0;
+    for line in names.lines().filter(|l| !l.trim().is_empty()) {
+        // `  <count> <key> |<type>`
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(key), Some(kind)) = (fields.next(), fields.next()) else {
+            panic!("unexpected line {line:?}");
+        };
+        let role = match kind {
+            "|c" => Role::Counter,
+            "|ms" => Role::Timer,
+            "|g" => Role::Gauge,
+            other => panic!("{key}: unknown statsd type {other}"),
+        };
+        let plain = apply(&file, key, role);
+        let prefixed_key = format!("st2.st2.{}", key.strip_prefix("st2.").unwrap());
+        let prefixed = apply(&file, &prefixed_key, role);
+        assert!(plain.is_some(), "{key} {kind} is not mapped");
+        assert_eq!(plain, prefixed, "{key} {kind} maps differently with prefix = st2");
+        mapped += 1;
+    }
+    assert!(mapped >= 90, "only {mapped} keys read from the capture");
+}
