@@ -242,7 +242,10 @@ fn real_st2_keys_map_alike_with_and_without_the_st2_prefix() {
         let prefixed_key = format!("st2.st2.{}", key.strip_prefix("st2.").unwrap());
         let prefixed = apply(&file, &prefixed_key, role);
         assert!(plain.is_some(), "{key} {kind} is not mapped");
-        assert_eq!(plain, prefixed, "{key} {kind} maps differently with prefix = st2");
+        assert_eq!(
+            plain, prefixed,
+            "{key} {kind} maps differently with prefix = st2"
+        );
         mapped += 1;
     }
     assert!(mapped >= 90, "only {mapped} keys read from the capture");

@@ -741,6 +741,8 @@ async fn a_failed_renewal_keeps_the_current_token_until_it_expires() {
     let mut cfg = password_config(&emu, PASSWORD);
     cfg.token_ttl = Some(Duration::from_secs(3));
     cfg.token_renew_before = Duration::from_secs(2);
+    // A token request is retried like any safe call; here the renewal fails for good.
+    cfg.retry.max_retries = 0;
     let c = St2Client::from_config(&cfg).unwrap();
     c.ping().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;

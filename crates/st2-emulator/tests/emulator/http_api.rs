@@ -414,6 +414,8 @@ async fn list_filters_sorting_and_pagination() {
             .await
             .1;
         ids.push(e["id"].as_str().expect("id").to_string());
+        // st2 keeps start times to the millisecond (MongoDB): one apart, each is later.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let echo = h.run("core.echo", json!({"message": "m"})).await;
     h.wait_status(echo["id"].as_str().expect("id"), &["succeeded"])
