@@ -424,3 +424,33 @@ async fn run_follow_exits_quietly_when_its_reader_goes_away() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// With st2stream down (the connection cut and every reconnect refused), a 1 s wait still
+/// answers at its deadline: the poll loop's reads never hold the answer past it.
+#[tokio::test]
+async fn a_wait_honours_its_deadline_while_the_stream_is_down() {
+    let s = Stack::builder().tenant("t1", "tok-1").start().await;
+    s.emu
+        .faults()
+        .fail_next_on("GET", "/stream/v1/stream", 503, 10_000);
+    s.emu.faults().cut_streams();
+    let body = json!({
+        "actionId": "a-wait", "tenantId": "t1", "runId": "r-wait", "correlationId": "c-wait",
+        "flowRef": "core.local", "payload": {"cmd": "sleep 3"}
+    });
+    let started = std::time::Instant::now();
+    let resp = s
+        .request(reqwest::Method::POST, "/v1/dispatch?waitMs=1000", "tok-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(resp.status().as_u16(), 504);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["errorKind"], "Timeout", "{answer}");
+    assert!(
+        waited < std::time::Duration::from_millis(1_500),
+        "a 1 s wait answered after {waited:?}"
+    );
+}
