@@ -235,12 +235,33 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
     let action = original.action_ref().unwrap_or_default().to_string();
     let mut parameters = original.parameters.clone();
     parameters.extend(overrides.clone());
-    // st2 shows secret parameters masked; sending the mask would run with it as the value.
-    let masked: Vec<&str> = parameters
-        .iter()
-        .filter(|(_, v)| v.as_str() == Some(MASKED))
-        .map(|(k, _)| k.as_str())
-        .collect();
+    let masked_in = |parameters: &JsonObject| -> Vec<String> {
+        parameters
+            .iter()
+            .filter(|(_, v)| v.as_str() == Some(MASKED))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    // st2 shows secret parameters masked; sending the mask would run with it as the value. An
+    // admin may read them unmasked, which keeps a re-run's secrets as st2's own re-run does.
+    if !masked_in(&parameters).is_empty()
+        && let Ok(unmasked) = tenant
+            .dispatcher
+            .st2()
+            .executions()
+            .get(&original.id)
+            .include(&["parameters"])
+            .show_secrets()
+            .send()
+            .await
+    {
+        for (key, value) in unmasked.parameters {
+            if parameters.get(&key).and_then(Value::as_str) == Some(MASKED) {
+                parameters.insert(key, value);
+            }
+        }
+    }
+    let masked = masked_in(&parameters);
     let ids = original.context.get(CONTEXT_KEY);
     let id = |key: &str| {
         ids.and_then(|c| c.get(key))
@@ -265,8 +286,9 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
         Rerun::Refused(refusal)
     } else if !masked.is_empty() {
         Rerun::Incomplete(format!(
-            "re-run of {} needs the secret parameters {} in `parameters`: st2 shows them masked, \
-             and the re-run is a new execution that carries the Portarium context",
+            "re-run of {} needs the secret parameters {} in `parameters`: st2 shows them masked \
+             to this adapter's st2 user (not an admin), and the re-run is a new execution that \
+             carries the Portarium context",
             original.id,
             masked.join(", ")
         ))

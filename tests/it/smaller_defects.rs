@@ -177,51 +177,75 @@ async fn a_rerun_carries_the_portarium_context_gets_lifecycle_events_and_is_audi
 }
 
 #[tokio::test]
-async fn a_rerun_redacts_secret_overrides_and_refuses_to_send_masked_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = audited(&dir).await;
-    let (status, answer) = s
-        .dispatch(
-            Some("tok-1"),
-            &dispatch_body(
-                "examples.secret",
-                json!({"user": "ann", "password": "pw-SECRET-1"}),
-            ),
-        )
+async fn a_rerun_keeps_its_secrets_and_redacts_overrides_and_never_sends_a_mask() {
+    for hidden in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let builder = Stack::builder().tenant("t1", "tok-1").yaml(&format!(
+            "governance: {{audit: {{path: '{}'}}}}",
+            dir.path().join("audit.jsonl").display()
+        ));
+        let s = if hidden {
+            builder.secrets_hidden()
+        } else {
+            builder
+        }
+        .start()
         .await;
-    assert_eq!(status, 200, "{answer}");
-    let original = answer["output"]["executionId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let rerun = |body: Value| {
-        s.request(
-            reqwest::Method::POST,
-            &format!("/v1/executions/{original}/rerun"),
-            "tok-1",
-        )
-        .json(&body)
-        .send()
-    };
-    // st2 shows the password masked; the mask must not be run as the password.
-    let resp = rerun(json!({})).await.unwrap();
-    assert_eq!(resp.status(), 400);
-    let refused: Value = resp.json().await.unwrap();
-    assert_eq!(refused["errorKind"], "RemoteError");
-    assert!(
-        refused["message"].as_str().unwrap().contains("password"),
-        "{refused}"
-    );
-
-    let resp = rerun(json!({"parameters": {"password": "pw-SECRET-2"}}))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
-    assert!(!text.contains("pw-SECRET"), "{text}");
-    let records = audit_records(&dir);
-    let last = records.last().unwrap();
-    assert_eq!(last["dispatch"]["overrides"]["password"], "[REDACTED]");
+        let (status, answer) = s
+            .dispatch(
+                Some("tok-1"),
+                &dispatch_body(
+                    "examples.secret",
+                    json!({"user": "ann", "password": "pw-SECRET-1"}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let original = answer["output"]["executionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let rerun = |body: Value| {
+            s.request(
+                reqwest::Method::POST,
+                &format!("/v1/executions/{original}/rerun"),
+                "tok-1",
+            )
+            .json(&body)
+            .send()
+        };
+        let resp = rerun(json!({})).await.unwrap();
+        if hidden {
+            // st2 shows the password masked; the mask must never be run as the password.
+            assert_eq!(resp.status(), 400);
+            let refused: Value = resp.json().await.unwrap();
+            assert_eq!(refused["errorKind"], "RemoteError");
+            assert!(
+                refused["message"].as_str().unwrap().contains("password"),
+                "{refused}"
+            );
+        } else {
+            // An admin reads the original's secrets unmasked: the re-run keeps them.
+            assert_eq!(resp.status(), 201);
+            let rerun_id = resp.json::<Value>().await.unwrap()["executionId"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let started = s
+                .st2_get(&format!("executions/{rerun_id}?show_secrets=true"))
+                .await;
+            assert_eq!(started["parameters"]["password"], "pw-SECRET-1");
+        }
+        let resp = rerun(json!({"parameters": {"password": "pw-SECRET-2"}}))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        assert!(!text.contains("pw-SECRET"), "{text}");
+        let records = audit_records(&dir);
+        let last = records.last().unwrap();
+        assert_eq!(last["dispatch"]["overrides"]["password"], "[REDACTED]");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

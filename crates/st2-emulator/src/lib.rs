@@ -60,6 +60,9 @@ pub struct EmulatorOptions {
     pub step: Duration,
     /// SSE keep-alive interval (st2 `[stream] heartbeat`, default 25 s).
     pub heartbeat: Duration,
+    /// Models st2 with RBAC on and a caller that is no admin: `show_secrets` is ignored, so
+    /// secret parameters stay masked (default off: RBAC off, every caller an admin).
+    pub secrets_hidden: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -75,6 +78,7 @@ impl Default for EmulatorOptions {
             token_ttl: Duration::from_secs(86_400),
             step: Duration::from_millis(20),
             heartbeat: Duration::from_secs(25),
+            secrets_hidden: false,
         }
     }
 }
@@ -111,6 +115,7 @@ impl Emulator {
             token_ttl: options.token_ttl,
             step: options.step,
             heartbeat: options.heartbeat,
+            secrets_hidden: options.secrets_hidden,
         };
         let shared = Shared::new(options.catalogue, config, Faults::default());
         let server = Server::start(shared.clone(), options.listen).await?;

@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub step: Duration,
     /// SSE keep-alive interval.
     pub heartbeat: Duration,
+    /// `show_secrets` is ignored (RBAC on, a caller that is no admin).
+    pub secrets_hidden: bool,
 }
 
 /// Everything the emulator keeps in memory.

@@ -22,6 +22,7 @@ pub struct StackBuilder {
     tenants: Vec<(String, String, String)>,
     yaml: String,
     limits: Option<Limits>,
+    secrets_hidden: bool,
 }
 
 /// A running emulator and adapter; the test runtime's end stops them.
@@ -74,9 +75,16 @@ impl StackBuilder {
         self
     }
 
+    /// st2 with RBAC on, its secrets hidden from the adapter's (non-admin) st2 user.
+    pub fn secrets_hidden(mut self) -> Self {
+        self.secrets_hidden = true;
+        self
+    }
+
     pub async fn start(self) -> Stack {
         let emu = Emulator::start(EmulatorOptions {
             api_key: KEY.into(),
+            secrets_hidden: self.secrets_hidden,
             ..Default::default()
         })
         .await

@@ -142,6 +142,7 @@ impl<'a> Executions<'a> {
             include: Vec::new(),
             exclude: Vec::new(),
             max_result_size: None,
+            show_secrets: false,
         }
     }
 
@@ -215,9 +216,17 @@ pub struct GetExecution<'a> {
     include: Vec<String>,
     exclude: Vec<String>,
     max_result_size: Option<u64>,
+    show_secrets: bool,
 }
 
 impl GetExecution<'_> {
+    /// Ask for secret parameters unmasked (`show_secrets`): st2 honours it for admins only,
+    /// and answers everyone else with the masks as usual.
+    pub fn show_secrets(mut self) -> Self {
+        self.show_secrets = true;
+        self
+    }
+
     /// Return only these attributes (st2 always adds a few it needs for masking).
     pub fn include(mut self, attributes: &[&str]) -> Self {
         self.include = attributes.iter().map(|s| s.to_string()).collect();
@@ -247,6 +256,9 @@ impl GetExecution<'_> {
         }
         if let Some(max) = self.max_result_size {
             req = req.query("max_result_size", max.to_string());
+        }
+        if self.show_secrets {
+            req = req.query("show_secrets", "true");
         }
         self.client.send(req).await?.json()
     }

@@ -109,9 +109,9 @@ pub(super) fn find(sh: &Shared, id: &str) -> Result<Execution, ApiError> {
     })
 }
 
-fn mask(params: &Params) -> Result<bool, ApiError> {
-    // RBAC is off, so every caller is an admin and may ask for secrets.
-    Ok(!params.flag("show_secrets")?)
+fn mask(sh: &Shared, params: &Params) -> Result<bool, ApiError> {
+    // With RBAC off every caller is an admin and may ask for secrets; with it on, only admins.
+    Ok(!params.flag("show_secrets")? || sh.config.secrets_hidden)
 }
 
 /// include/exclude handling as st2's controller + router do it.
@@ -340,7 +340,7 @@ fn matches_value(found: &Value, value: &str) -> bool {
 
 async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
     let projection = Projection::from_params(&params, true)?;
-    let mask = mask(&params)?;
+    let mask = mask(&sh, &params)?;
     let ids = params.list("id");
     if ids.len() > 100 {
         return Err(ApiError::bad_request(
@@ -437,7 +437,7 @@ async fn get_one(
     params: Params,
 ) -> Result<Response, ApiError> {
     let projection = Projection::from_params(&params, false)?;
-    let mask = mask(&params)?;
+    let mask = mask(&sh, &params)?;
     let max = params.int("max_result_size")?.filter(|m| *m != 0);
     if let Some(m) = max {
         if m <= 0 {
@@ -583,7 +583,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let mask = mask(&params)?;
+    let mask = mask(&sh, &params)?;
     let req = ExecutionRequest::parse(&parse_body(&body)?)?;
     let header = headers.get("st2-context").and_then(|v| v.to_str().ok());
     let e = schedule(&sh, &caller, req, header)?;
@@ -597,7 +597,7 @@ async fn update(
     params: Params,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let mask = mask(&params)?;
+    let mask = mask(&sh, &params)?;
     let body = parse_body(&body)?;
     let Value::Object(b) = &body else {
         return Err(not_of_type(&body, "'object'"));
@@ -671,7 +671,7 @@ async fn cancel(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let mask = mask(&params)?;
+    let mask = mask(&sh, &params)?;
     let e = find(&sh, &id)?;
     if e.status == Status::Canceled {
         return Ok(json_response(StatusCode::OK, &e.api(mask)));
@@ -713,7 +713,7 @@ async fn re_run(
     params: Params,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let mask = mask(&params)?;
+    let mask = mask(&sh, &params)?;
     let body = parse_body(&body)?;
     let Value::Object(b) = &body else {
         return Err(not_of_type(&body, "'object'"));
@@ -808,7 +808,7 @@ async fn children(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let mask = mask(&params)?;
+    let mask = mask(&sh, &params)?;
     let depth = params.int("depth")?.unwrap_or(-1);
     let root = find(&sh, &id)?;
     let store = sh.store();
