@@ -332,15 +332,24 @@ impl Hub {
 
     /// Reads `id` over REST and takes the answer in.
     pub async fn read(&self, id: &str) {
-        Counters::bump(&self.counters.wait_reads, 1);
-        match self.client.executions().get(id).send().await {
-            Ok(e) => self.observe(e),
-            Err(St2Error::NotFound { .. }) => self.gone(id),
-            // A transient failure costs one interval; the next read or event settles it.
-            Err(e) if e.is_transient() => {
-                tracing::debug!(execution = id, error = %e, "reading a followed execution failed; trying again");
+        // A failure waiting will not cure is confirmed by one more read before it ends the
+        // follows: a token revoked again between the client's re-login and its repeat is
+        // refused once more, and the next read, with a fresh token, goes through.
+        for confirming in [false, true] {
+            Counters::bump(&self.counters.wait_reads, 1);
+            match self.client.executions().get(id).send().await {
+                Ok(e) => return self.observe(e),
+                Err(St2Error::NotFound { .. }) => return self.gone(id),
+                // A transient failure costs one interval; the next read or event settles it.
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(execution = id, error = %e, "reading a followed execution failed; trying again");
+                    return;
+                }
+                Err(e) if confirming => return self.failed(id, e),
+                Err(e) => {
+                    tracing::debug!(execution = id, error = %e, "reading a followed execution was refused; reading it once more");
+                }
             }
-            Err(e) => self.failed(id, e),
         }
     }
 
