@@ -105,15 +105,7 @@ fn run_starts_an_action_follows_its_output_and_exits_by_outcome() {
         ))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("st2.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "st2:\n  base_url: {}\n  api_key: env:PST2_RUN_KEY\n",
-            emu.base_url()
-        ),
-    )
-    .unwrap();
+    let config = crate::support::st2_config_file(dir.path(), &emu, "env:PST2_RUN_KEY");
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
             .arg("run")

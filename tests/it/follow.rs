@@ -11,19 +11,14 @@ use serde_json::{Value, json};
 use st2_client::secret::Secret;
 use st2_client::stream::{ExecutionEvent, ExecutionWatcher, StreamConfig, WaitError};
 use st2_client::{Execution, ExecutionRequest, St2Client, St2Config};
-use st2_emulator::{Emulator, EmulatorOptions, RequestRecord};
+use st2_emulator::{Emulator, RequestRecord};
 use tokio::time::Instant;
 
 const KEY: &str = "follow-key";
 
 /// The emulator (keep-alives well inside the watchers' 1 s silence bound), and a client.
 async fn emulator() -> (Emulator, St2Client) {
-    let options = EmulatorOptions {
-        api_key: KEY.into(),
-        heartbeat: Duration::from_millis(200),
-        ..Default::default()
-    };
-    let emu = Emulator::start(options).await.unwrap();
+    let emu = crate::support::quick_emulator(KEY).await;
     let cfg = St2Config::with_api_key(emu.base_url().parse().unwrap(), Secret::from_value(KEY));
     let st2 = St2Client::from_config(&cfg).unwrap();
     (emu, st2)

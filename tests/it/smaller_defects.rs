@@ -321,42 +321,50 @@ async fn every_error_answer_is_json_in_the_routes_shape() {
         assert!(body["errorKind"].is_string(), "{body}");
         assert!(body["message"].is_string(), "{body}");
     };
-    // A path segment that is not UTF-8 once decoded: axum's Path rejection.
-    let resp = s
-        .request(reqwest::Method::GET, "/v1/executions/%FF", "tok-1")
-        .send()
-        .await
-        .unwrap();
-    native(json_answer(resp).await, 400);
-    // A query the route cannot read: axum's Query rejection.
-    let resp = s
-        .request(reqwest::Method::POST, "/v1/dispatch?waitMs=soon", "tok-1")
-        .json(&dispatch_body("core.echo", json!({"message": "x"})))
-        .send()
-        .await
-        .unwrap();
-    native(json_answer(resp).await, 400);
-    // A malformed re-run body.
-    let resp = s
-        .request(reqwest::Method::POST, "/v1/executions/abc/rerun", "tok-1")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    native(json_answer(resp).await, 400);
-    // Unknown routes and methods.
-    let resp = s
-        .request(reqwest::Method::GET, "/v1/nothing-here", "tok-1")
-        .send()
-        .await
-        .unwrap();
-    native(json_answer(resp).await, 404);
-    let resp = s
-        .request(reqwest::Method::DELETE, "/v1/dispatch", "tok-1")
-        .send()
-        .await
-        .unwrap();
-    native(json_answer(resp).await, 405);
+    use reqwest::Method;
+    let echo = dispatch_body("core.echo", json!({"message": "x"})).to_string();
+    for (method, path, body, want, why) in [
+        (
+            Method::GET,
+            "/v1/executions/%FF",
+            "",
+            400,
+            "a path segment that is not UTF-8 (Path rejection)",
+        ),
+        (
+            Method::POST,
+            "/v1/dispatch?waitMs=soon",
+            echo.as_str(),
+            400,
+            "a query the route cannot read (Query rejection)",
+        ),
+        (
+            Method::POST,
+            "/v1/executions/abc/rerun",
+            "{not json",
+            400,
+            "a malformed re-run body",
+        ),
+        (Method::GET, "/v1/nothing-here", "", 404, "an unknown route"),
+        (
+            Method::DELETE,
+            "/v1/dispatch",
+            "",
+            405,
+            "a method the route does not take",
+        ),
+    ] {
+        let resp = s
+            .request(method, path, "tok-1")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = json_answer(resp).await;
+        assert_eq!(status, want, "{why}: {answer}");
+        native((status, answer), want);
+    }
     // The machine interface answers in its own shape.
     let resp = s
         .request(reqwest::Method::GET, "/v1/invoke/%FF/status", "tok-1")
@@ -418,15 +426,7 @@ async fn run_follow_exits_quietly_when_its_reader_goes_away() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("st2.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "st2: {{base_url: '{}', api_key: cli-key}}\n",
-            emu.base_url()
-        ),
-    )
-    .unwrap();
+    let config = crate::support::st2_config_file(dir.path(), &emu, "cli-key");
     let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
         .args(["run", "--config", config.to_str().unwrap(), "--follow"])
         .args(["examples.output", "lines=20", "interval_ms=20"])

@@ -7,7 +7,7 @@ use std::time::Duration;
 use st2_client::secret::Secret;
 use st2_client::stream::{ConnectionState, ExecutionWatcher, StreamConfig};
 use st2_client::{Execution, ExecutionRequest, St2Client, St2Config};
-use st2_emulator::{Emulator, EmulatorOptions, RequestRecord};
+use st2_emulator::{Emulator, RequestRecord};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -15,13 +15,7 @@ use tokio::time::Instant;
 const KEY: &str = "st2-defects-key";
 
 async fn emulator() -> Emulator {
-    Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        heartbeat: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    crate::support::quick_emulator(KEY).await
 }
 
 fn client(emu: &Emulator) -> St2Client {
@@ -183,7 +177,7 @@ async fn a_refused_catch_up_is_reanchored_and_counted_never_repeated() {
     stream_until_a_time_ending_in_zero(&st2, &w).await;
 
     emu.faults()
-        .fail_next_on("GET", "/api/v1/executions", 400, 2);
+        .fail_next_on("GET", "/api/v1/executions?", 400, 2);
     emu.faults().cut_streams();
     until("the reconnect", || {
         w.stats().connects == 2 && is_connected(&w)

@@ -15,7 +15,7 @@ use st2_client::models::OutputChunk;
 use st2_client::secret::Secret;
 use st2_client::stream::{ExecutionEvent, ExecutionWatcher, SseEvent, SseParser, StreamConfig};
 use st2_client::{Execution, ExecutionRequest, ExecutionStatus, St2Client};
-use st2_emulator::{Emulator, EmulatorOptions};
+use st2_emulator::Emulator;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -155,14 +155,7 @@ fn multi_line_data_joins() {
 // ---------------------------------------------------------------- against the emulator
 
 async fn emulator() -> Emulator {
-    Emulator::start(EmulatorOptions {
-        api_key: KEY.into(),
-        // Keep-alives well inside the watcher's silence bound, as st2's 25 s are inside 60 s.
-        heartbeat: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    crate::support::quick_emulator(KEY).await
 }
 
 fn client(emu: &Emulator) -> St2Client {

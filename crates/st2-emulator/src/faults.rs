@@ -84,7 +84,8 @@ impl Faults {
         self.with(|s| s.fail_next = (count > 0).then_some((status, count)));
     }
 
-    /// The next `count` requests with this method whose path starts with `path_prefix` answer `status`.
+    /// The next `count` requests with this method whose path (query included, so
+    /// `/api/v1/executions?` is the list alone) starts with `path_prefix` answer `status`.
     pub fn fail_next_on(&self, method: &str, path_prefix: &str, status: u16, count: usize) {
         self.with(|s| {
             s.targeted.push(Targeted {

@@ -254,9 +254,13 @@ async fn handle(
         query: parts.uri.query().map(str::to_string),
         status: 0,
     });
-    let (delay, verdict) = shared
-        .faults
-        .decide(parts.method.as_str(), parts.uri.path());
+    let (delay, verdict) = shared.faults.decide(
+        parts.method.as_str(),
+        parts
+            .uri
+            .path_and_query()
+            .map_or(parts.uri.path(), |pq| pq.as_str()),
+    );
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

@@ -55,3 +55,31 @@ pub fn succeeded(out: &std::process::Output, what: &str) -> String {
     );
     stdout
 }
+
+/// An emulator accepting API key `key`, with keep-alives every 200 ms: well inside a test
+/// watcher's silence bound, as st2's 25 s are inside the default 60 s.
+pub async fn quick_emulator(key: &str) -> st2_emulator::Emulator {
+    st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
+        api_key: key.into(),
+        heartbeat: std::time::Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A config file in `dir` whose `st2` section points at `emu` with `api_key` (a literal or a
+/// secret reference such as `env:NAME`), for the binary's commands.
+pub fn st2_config_file(
+    dir: &std::path::Path,
+    emu: &st2_emulator::Emulator,
+    api_key: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("st2.yaml");
+    let yaml = format!(
+        "st2: {{base_url: '{}', api_key: '{api_key}'}}\n",
+        emu.base_url()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
