@@ -18,6 +18,7 @@ mod peers;
 mod resilience;
 mod security;
 mod server_dispatch;
+mod spans;
 mod st2_defects;
 mod stream;
 mod telemetry;
