@@ -14,7 +14,7 @@ use portarium_st2::telemetry::Telemetry;
 use serde_json::json;
 
 use crate::support::stack::Stack;
-use crate::telemetry::{Receiver, attr};
+use crate::telemetry::{Receiver, attr, hex};
 
 const TRACE_ID: &str = "5a115a115a115a115a115a115a115a11";
 
@@ -31,10 +31,6 @@ fn received(receiver: &Receiver) -> Vec<(Resource, Span)> {
         }
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // The span layer is set thread-locally (the global subscriber belongs to the telemetry
