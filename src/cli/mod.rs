@@ -285,6 +285,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Bound before telemetry starts: a start that fails on a taken port must not have
+    // scraped or exported anything (nor logged through the span exporter).
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {} (listen): {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
     let telemetry = match crate::telemetry::Telemetry::start(&config.telemetry) {
         Ok(t) => t,
         Err(e) => {
@@ -308,13 +317,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
             "no tenants configured: POST /v1/dispatch refuses every request (add `tenants` to the config)"
         );
     }
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot listen on {} (listen): {e}", config.listen);
-            return ExitCode::FAILURE;
-        }
-    };
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())

@@ -94,10 +94,12 @@ pub fn trace_layer()
 -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, impl Fn(&Request) -> tracing::Span + Clone>
 {
     TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        // `tenant.id` is filled in by a dispatch (the span exporter drops spans without one).
         let span = tracing::info_span!(
             "http.request",
             http.request.method = %request.method(),
             url.path = request.uri().path(),
+            tenant.id = tracing::field::Empty,
         );
         if let Some(trace) = super::dispatch::trace_context(request.headers()) {
             crate::telemetry::own::continue_trace(&span, &trace);

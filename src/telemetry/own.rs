@@ -484,6 +484,9 @@ pub async fn observe_dispatch(
     run: impl Future<Output = Result<Dispatched, DispatchError>>,
 ) -> Result<Dispatched, DispatchError> {
     let (pack, operation) = pack_and_operation(req);
+    // The request span around the dispatch belongs to the tenant too: without it the root of
+    // the trace would not be exported (spans::TenantSpans).
+    tracing::Span::current().record(super::spans::TENANT_ATTRIBUTE, req.tenant_id.as_str());
     let span = match mode {
         Mode::DryRun => {
             tracing::info_span!("workflow.action.validate", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, tenant.id = %req.tenant_id)

@@ -6,17 +6,29 @@
 //! tenant id must never be a span attribute. The dispatch span carries it only as far as
 //! the exporter, which groups spans by tenant and sends each group under a resource with
 //! `tenant.id`.
+//!
+//! What is exported (docs/telemetry.md, "Span export rules"): only spans and events of the
+//! adapter's own crates at INFO or above, without source locations, and only spans that
+//! belong to a tenant. A child span inherits its parent's tenant when it starts, so a whole
+//! dispatch trace lands under one tenant; background work (stream consumer, reconciliation,
+//! sinks, scrape) belongs to no tenant and is never exported.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use opentelemetry::KeyValue;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{Span as _, SpanId, TraceContextExt as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::config::{OtlpSettings, Protocol};
@@ -50,14 +62,18 @@ impl fmt::Debug for TenantRouter {
 
 impl SpanExporter for TenantRouter {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        let mut groups: HashMap<Option<String>, Vec<SpanData>> = HashMap::new();
+        // `TenantSpans` lets only spans with a tenant through; any other is dropped here too,
+        // since a span without `tenant.id` cannot be routed.
+        let mut groups: HashMap<String, Vec<SpanData>> = HashMap::new();
         for mut span in batch {
             let tenant = span
                 .attributes
                 .iter()
                 .position(|kv| kv.key.as_str() == TENANT_ATTRIBUTE)
                 .map(|i| span.attributes.remove(i).value.to_string());
-            groups.entry(tenant).or_default().push(span);
+            if let Some(tenant) = tenant {
+                groups.entry(tenant).or_default().push(span);
+            }
         }
         let sends: Vec<(Resource, Vec<SpanData>)> = groups
             .into_iter()
@@ -87,17 +103,70 @@ impl SpanExporter for TenantRouter {
     }
 }
 
-/// `base` plus `tenant.id`, when there is a tenant.
-fn with_tenant(base: &Resource, tenant: Option<String>) -> Resource {
-    match tenant {
-        None => base.clone(),
-        Some(t) => Resource::builder_empty()
-            .with_attributes(
-                base.iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
-            .with_attribute(KeyValue::new(TENANT_ATTRIBUTE, t))
-            .build(),
+/// `base` plus `tenant.id`.
+fn with_tenant(base: &Resource, tenant: String) -> Resource {
+    Resource::builder_empty()
+        .with_attributes(
+            base.iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_attribute(KeyValue::new(TENANT_ATTRIBUTE, tenant))
+        .build()
+}
+
+/// Gives each span its parent's tenant when it starts and passes on only spans that have
+/// one. Keyed by span id, not trace id: callers reuse one trace for several tenants.
+#[derive(Debug)]
+struct TenantSpans {
+    inner: BatchSpanProcessor,
+    open: Mutex<HashMap<SpanId, Value>>,
+}
+
+impl SpanProcessor for TenantSpans {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        let own = span.exported_data().and_then(|d| {
+            d.attributes
+                .into_iter()
+                .find(|kv| kv.key.as_str() == TENANT_ATTRIBUTE)
+                .map(|kv| kv.value)
+        });
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let tenant = own.or_else(|| {
+            let parent = open.get(&cx.span().span_context().span_id())?.clone();
+            span.set_attribute(KeyValue::new(TENANT_ATTRIBUTE, parent.clone()));
+            Some(parent)
+        });
+        if let Some(tenant) = tenant {
+            open.insert(span.span_context().span_id(), tenant);
+        }
+        drop(open);
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&span.span_context.span_id());
+        if span
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == TENANT_ATTRIBUTE)
+        {
+            self.inner.on_end(span);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }
 
@@ -186,16 +255,26 @@ pub fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, Spa
     };
     Ok(SdkTracerProvider::builder()
         .with_resource(base)
-        .with_batch_exporter(router)
+        .with_span_processor(TenantSpans {
+            inner: BatchSpanProcessor::builder(router).build(),
+            open: Mutex::default(),
+        })
         .build())
 }
 
-/// The tracing layer sending spans to `provider`.
+/// The tracing layer sending spans to `provider`: the adapter's own spans and events at INFO
+/// or above, without source locations (they name the build machine's paths).
 pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    tracing_opentelemetry::layer().with_tracer(provider.tracer("portarium-st2"))
+    let own = Targets::new()
+        .with_target("portarium_st2", LevelFilter::INFO)
+        .with_target("st2_client", LevelFilter::INFO);
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("portarium-st2"))
+        .with_location(false)
+        .with_filter(own)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod resilience;
 mod security;
 mod server_dispatch;
 mod smaller_defects;
+mod spans;
 mod st2_defects;
 mod stream;
 mod telemetry;

@@ -425,7 +425,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -259,7 +259,8 @@ impl St2Client {
         credential: Option<&Credential>,
     ) -> Result<Answer, St2Error> {
         let (call, request) = self.build(req, credential)?;
-        let span = tracing::debug_span!("st2_call", method = %call.method, path = %call.path);
+        // INFO, so a dispatch's trace shows its st2 calls (the adapter exports INFO spans).
+        let span = tracing::info_span!("st2_call", method = %call.method, path = %call.path);
         let started = Instant::now();
         let outcome = self
             .inner
