@@ -142,10 +142,12 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (yaml, name) = match path {
             Some(p) => (
-                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.to_path_buf(),
-                    source,
-                })?,
+                st2_basics::files::read_text(p, st2_basics::files::MAX_TEXT_FILE).map_err(
+                    |source| ConfigError::Read {
+                        path: p.to_path_buf(),
+                        source,
+                    },
+                )?,
                 p.display().to_string(),
             ),
             None => (String::new(), "<none>".to_string()),

@@ -53,6 +53,29 @@ fn manifest_check_stops_at_a_yaml_syntax_error_with_exit_2() {
     assert!(stderr.contains("line 2"), "{stderr}");
 }
 
+/// A file named where a config, manifest or policy belongs that is a device or a directory is
+/// refused at once, never read without end.
+#[test]
+fn commands_refuse_a_device_or_directory_given_as_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("adapter-manifest.yaml");
+    std::fs::write(
+        &manifest,
+        "schemaVersion: 1\nx-st2: {packsPolicy: /dev/zero}\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["config", "check", "/dev/zero"],
+        vec!["config", "check", dir.path().to_str().unwrap()],
+        vec!["manifest", "check", "/dev/zero"],
+        vec!["manifest", "check", manifest.to_str().unwrap()],
+    ] {
+        let (code, stderr) = run_bounded(&args);
+        assert!(matches!(code, Some(1 | 2)), "{args:?}: {code:?} {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+}
+
 mod loops {
     use std::time::Duration;
 

@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod duration;
 mod field;
+pub mod files;
 mod http_headers;
 pub mod retry;
 

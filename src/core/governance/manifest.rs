@@ -147,12 +147,13 @@ pub enum ManifestError {
 
 /// Reads and checks a manifest file.
 pub fn check_file(path: &Path) -> Result<Vec<Registration>, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ManifestError::Unusable(Violation {
-            path: path.display().to_string(),
-            message: format!("cannot read the manifest: {e}"),
-        })
-    })?;
+    let text =
+        st2_basics::files::read_text(path, st2_basics::files::MAX_TEXT_FILE).map_err(|e| {
+            ManifestError::Unusable(Violation {
+                path: path.display().to_string(),
+                message: format!("cannot read the manifest: {e}"),
+            })
+        })?;
     let docs = documents(&text).map_err(ManifestError::Unusable)?;
     check_documents(&docs, path.parent().unwrap_or(Path::new("."))).map_err(ManifestError::Invalid)
 }

@@ -212,10 +212,13 @@ pub enum PolicyError {
 impl PacksPolicy {
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text =
+            st2_basics::files::read_text(path, st2_basics::files::MAX_TEXT_FILE).map_err(|e| {
+                PolicyError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
         Self::from_yaml(&text).map_err(|problems| PolicyError::Invalid {
             path: path.display().to_string(),
             problems,
