@@ -83,7 +83,7 @@ pub enum InboundError {
 /// A trigger type an inbound class fires is missing from st2 and could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "st2 has no trigger type {reference} and the adapter could not create it ({source}); create it (`st2 trigger create` or POST /api/v1/triggertypes with pack and name) or give the adapter's st2 user the trigger_type_create permission"
+    "st2 has no trigger type {reference} and the adapter could not create it ({source}); create it (`st2 trigger create` or POST /api/v1/triggertypes with pack and name) or let the adapter's st2 user create it (with RBAC on, an admin)"
 )]
 pub struct TriggerTypeError {
     /// The trigger type ref (`pack.name`).

@@ -265,7 +265,7 @@ async fn without_the_permission_the_adapter_refuses_to_start_naming_the_trigger_
     let message = refused.err().expect("start refused").to_string();
     assert!(
         message.contains("no trigger type portarium.event")
-            && message.contains("trigger_type_create"),
+            && message.contains("with RBAC on, an admin"),
         "{message}"
     );
 }

@@ -33,8 +33,8 @@ impl TriggerTypes<'_> {
     }
 
     /// Creates `reference` (`pack.name`) taking any object as payload, unless it exists: a
-    /// 409 (created meanwhile by someone else) counts as done. Needs st2's
-    /// `trigger_type_create` permission when RBAC is on.
+    /// 409 (created meanwhile by someone else) counts as done. st2's RBAC grants no permission
+    /// on trigger types, so with RBAC on creating one takes an admin.
     pub async fn ensure(&self, reference: &str, description: &str) -> Result<(), St2Error> {
         if self.exists(reference).await? {
             return Ok(());
