@@ -344,12 +344,7 @@ async fn packs_audit_lists_every_installed_pack_and_fails_on_a_governed_one() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!("st2: {{base_url: '{}', api_key: {KEY}}}\n", emu.base_url()),
-    )
-    .unwrap();
+    let config = crate::support::st2_config_file(dir.path(), &emu, KEY);
     let audit = |policy_text: String, strict: bool| {
         let policy_file = dir.path().join("p.yaml");
         std::fs::write(&policy_file, policy_text).unwrap();

@@ -129,23 +129,17 @@ async fn bad_bodies_get_a_clear_4xx_and_no_st2_call() {
 async fn idempotency_key_header_and_wait_limit_are_honoured() {
     let s = stack(false).await;
     let b = body("tenant-a", "core.local", json!({"cmd": "sleep 1"}));
-    let send = || {
-        s.request(reqwest::Method::POST, "/v1/dispatch?waitMs=100", "token-a")
+    let send = |path: &str| {
+        s.request(reqwest::Method::POST, path, "token-a")
             .header("Idempotency-Key", "retry-me")
             .json(&b)
             .send()
     };
-    let first = send().await.unwrap();
+    let first = send("/v1/dispatch?waitMs=100").await.unwrap();
     assert_eq!(first.status().as_u16(), 504);
     let first: Value = first.json().await.unwrap();
     assert_eq!(first["errorKind"], "Timeout");
-    let second = s
-        .request(reqwest::Method::POST, "/v1/dispatch", "token-a")
-        .header("Idempotency-Key", "retry-me")
-        .json(&b)
-        .send()
-        .await
-        .unwrap();
+    let second = send("/v1/dispatch").await.unwrap();
     assert_eq!(second.status().as_u16(), 200);
     assert_eq!(s.creates(), 1, "the retry attached to the first execution");
 }
@@ -177,15 +171,26 @@ async fn health_and_readiness_follow_st2() {
 
 /// What Portarium's Activepieces executor sends: the body, and the ids again as headers.
 fn activepieces(s: &Stack, flow_ref: &str, payload: Value, token: &str) -> reqwest::RequestBuilder {
+    activepieces_to(s, flow_ref, flow_ref, payload, token)
+}
+
+/// The same, with the path naming `path_flow` and the body `body_flow`.
+fn activepieces_to(
+    s: &Stack,
+    path_flow: &str,
+    body_flow: &str,
+    payload: Value,
+    token: &str,
+) -> reqwest::RequestBuilder {
     s.request(
         reqwest::Method::POST,
-        &format!("/api/v1/flows/{flow_ref}/run"),
+        &format!("/api/v1/flows/{path_flow}/run"),
         token,
     )
     .header("tenantId", "tenant-a")
     .header("correlationId", "corr-1")
     .header("runId", "run-1")
-    .json(&body("tenant-a", flow_ref, payload))
+    .json(&body("tenant-a", body_flow, payload))
 }
 
 #[tokio::test]
@@ -243,16 +248,7 @@ async fn the_activepieces_route_refuses_ids_that_disagree_with_the_body() {
         result["message"].as_str().unwrap().contains("runId"),
         "{result}"
     );
-    let resp = s
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/flows/core.echo/run",
-            "token-a",
-        )
-        .header("tenantId", "tenant-a")
-        .header("correlationId", "corr-1")
-        .header("runId", "run-1")
-        .json(&body("tenant-a", "core.noop", json!({})))
+    let resp = activepieces_to(&s, "core.echo", "core.noop", json!({}), "token-a")
         .send()
         .await
         .unwrap();
@@ -437,13 +433,8 @@ async fn the_openclaw_bridge_can_dispatch_to_st2_unmodified() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
-    let resp = s
-            .request(reqwest::Method::POST, "/tools/invoke", "token-b")
-        .json(&json!({"toolName": "core.noop", "parameters": {}, "dryRun": false,
-            "metadata": {"tenantId": "tenant-a", "runId": "r", "actionId": "a", "correlationId": "c"}}))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.send_as(reqwest::Method::POST, "/tools/invoke", "token-b", &json!({"toolName": "core.noop", "parameters": {}, "dryRun": false,
+            "metadata": {"tenantId": "tenant-a", "runId": "r", "actionId": "a", "correlationId": "c"}})).await;
     assert_eq!(
         resp.status().as_u16(),
         401,
@@ -490,15 +481,13 @@ async fn a_rerun_belongs_to_the_tenant_of_the_original() {
     assert_eq!(status, 200, "{first}");
     let id = first["output"]["executionId"].as_str().unwrap();
     let resp = s
-        .request(
+        .send_as(
             reqwest::Method::POST,
             &format!("/v1/executions/{id}/rerun"),
             "token-a",
+            &json!({"parameters": {"message": "two"}}),
         )
-        .json(&json!({"parameters": {"message": "two"}}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status().as_u16(), 201);
     let rerun: Value = resp.json().await.unwrap();
     let new_id = rerun["executionId"].as_str().unwrap().to_string();

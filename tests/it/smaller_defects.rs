@@ -37,11 +37,8 @@ async fn an_async_invocation_is_audited_as_started_not_succeeded() {
         "workspaceId": "t1", "runId": "run-1", "action": "examples.fail", "input": {}
     });
     let resp = s
-        .request(reqwest::Method::POST, "/v1/invoke", "tok-1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_as(reqwest::Method::POST, "/v1/invoke", "tok-1", &body)
+        .await;
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
     let records = audit_records(&dir);
     assert_eq!(records.len(), 1, "{records:?}");
@@ -108,27 +105,15 @@ async fn completed(s: &Stack, id: &str) -> st2_client::Execution {
 async fn a_rerun_carries_the_portarium_context_gets_lifecycle_events_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let s = audited(&dir).await;
-    let (status, answer) = s
-        .dispatch(
-            Some("tok-1"),
-            &dispatch_body("core.echo", json!({"message": "first"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    let original = answer["output"]["executionId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let original = dispatched(&s, "core.echo", json!({"message": "first"})).await;
     let resp = s
-        .request(
+        .send_as(
             reqwest::Method::POST,
             &format!("/v1/executions/{original}/rerun"),
             "tok-1",
+            &json!({"parameters": {"message": "again"}}),
         )
-        .json(&json!({"parameters": {"message": "again"}}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status(), 201);
     let rerun: Value = resp.json().await.unwrap();
     let id = rerun["executionId"].as_str().unwrap();
@@ -191,20 +176,8 @@ async fn a_rerun_keeps_its_secrets_and_redacts_overrides_and_never_sends_a_mask(
         }
         .start()
         .await;
-        let (status, answer) = s
-            .dispatch(
-                Some("tok-1"),
-                &dispatch_body(
-                    "examples.secret",
-                    json!({"user": "ann", "password": "pw-SECRET-1"}),
-                ),
-            )
-            .await;
-        assert_eq!(status, 200, "{answer}");
-        let original = answer["output"]["executionId"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let secret = json!({"user": "ann", "password": "pw-SECRET-1"});
+        let original = dispatched(&s, "examples.secret", secret).await;
         let rerun = |body: Value| {
             s.request(
                 reqwest::Method::POST,
@@ -298,6 +271,32 @@ async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_i
 }
 
 /// The status and JSON body of `resp`, which must say it is JSON.
+/// Dispatches `flow_ref` with `payload` as tenant t1 and returns the execution that ran it.
+async fn dispatched(s: &Stack, flow_ref: &str, payload: Value) -> String {
+    let (status, answer) = s
+        .dispatch(Some("tok-1"), &dispatch_body(flow_ref, payload))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["output"]["executionId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `method` on `path` as tenant t1, with a JSON `body` when given: the status and JSON answer.
+async fn answer_of(
+    s: &Stack,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = s.request(method, path, "tok-1");
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    json_answer(req.send().await.unwrap()).await
+}
+
 async fn json_answer(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let content_type = resp.headers()[reqwest::header::CONTENT_TYPE]
@@ -366,12 +365,7 @@ async fn every_error_answer_is_json_in_the_routes_shape() {
         native((status, answer), want);
     }
     // The machine interface answers in its own shape.
-    let resp = s
-        .request(reqwest::Method::GET, "/v1/invoke/%FF/status", "tok-1")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json_answer(resp).await;
+    let (status, body) = answer_of(&s, reqwest::Method::GET, "/v1/invoke/%FF/status", None).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["status"], "failed", "{body}");
 }
@@ -388,25 +382,21 @@ async fn the_deadline_and_the_stream_cap_answer_in_the_routes_shape() {
         })
         .start()
         .await;
-    let resp = s
-        .request(reqwest::Method::POST, "/v1/dispatch?waitMs=5000", "tok-1")
-        .json(&dispatch_body("core.local", json!({"cmd": "sleep 1"})))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json_answer(resp).await;
+    let sleeper = dispatch_body("core.local", json!({"cmd": "sleep 1"}));
+    let (status, body) = answer_of(
+        &s,
+        reqwest::Method::POST,
+        "/v1/dispatch?waitMs=5000",
+        Some(&sleeper),
+    )
+    .await;
     assert_eq!(
         (status, &body["errorKind"]),
         (504, &json!("Timeout")),
         "{body}"
     );
     assert_eq!(body["ok"], false);
-    let resp = s
-        .request(reqwest::Method::GET, "/v1/invoke/inv-1/stream", "tok-1")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json_answer(resp).await;
+    let (status, body) = answer_of(&s, reqwest::Method::GET, "/v1/invoke/inv-1/stream", None).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "failed", "{body}");
     assert!(
@@ -464,11 +454,13 @@ async fn a_wait_honours_its_deadline_while_the_stream_is_down() {
     });
     let started = std::time::Instant::now();
     let resp = s
-        .request(reqwest::Method::POST, "/v1/dispatch?waitMs=1000", "tok-1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            reqwest::Method::POST,
+            "/v1/dispatch?waitMs=1000",
+            "tok-1",
+            &body,
+        )
+        .await;
     let waited = started.elapsed();
     assert_eq!(resp.status().as_u16(), 504);
     let answer: Value = resp.json().await.unwrap();

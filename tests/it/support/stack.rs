@@ -174,6 +174,21 @@ impl Stack {
             .bearer_auth(token)
     }
 
+    /// `method` on the adapter's `path` as `token` with a JSON `body`; the answer, whatever it is.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.request(method, path, token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `POST /v1/dispatch`.
     pub async fn dispatch(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
         self.post(token, "/v1/dispatch", body).await
