@@ -53,8 +53,9 @@ pub struct InvokeMetadata {
 
 /// Handles `POST /tools/invoke`. The bridge retries timeouts, 429 and 5xx, maps 409 to a
 /// policy denial and other 4xx to RemoteError; so a definitive failure answers 422 (no
-/// pointless retries), `Timeout` answers 504 (a retry with the same key keeps waiting for the
-/// same execution), and success answers with the output itself, which the bridge reads.
+/// pointless retries), and success answers with the output itself, which the bridge reads.
+/// The invoker aborts after 10 s and calls that `Timeout`, so this route waits up to
+/// `dispatch.max_wait_ms` and lets that abort decide; the retry with the same key re-attaches.
 pub async fn invoke(
     State(state): State<DispatchState>,
     tenant: AuthedTenant,
@@ -73,7 +74,7 @@ pub async fn invoke(
     let mode = if body.dry_run || body.metadata.dry_run {
         Mode::DryRun
     } else {
-        Mode::Wait(Duration::from_millis(state.settings().default_wait_ms))
+        Mode::Wait(Duration::from_millis(state.settings().max_wait_ms))
     };
     let req = DispatchRequest {
         action_id: body.metadata.action_id,
