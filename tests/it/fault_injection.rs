@@ -74,7 +74,10 @@ fn check_result(i: usize, result: &DispatchResult) {
         }
         ("examples.fail", DispatchResult::Err { kind, message }) => {
             assert_eq!(*kind, ErrorKind::RemoteError, "dispatch {i}: {message}");
-            assert!(message.contains("failed: boom"), "dispatch {i}: {message}");
+            assert!(
+                message.contains("failed: exit code 1; boom"),
+                "dispatch {i}: {message}"
+            );
         }
         (flow, other) => panic!("dispatch {i} of {flow} ended wrongly: {other:?}"),
     }

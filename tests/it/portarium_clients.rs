@@ -120,3 +120,39 @@ async fn machine_refusals_answer_in_the_invocation_response_shape() {
     assert_machine_refusal(status, 400, &body, "RemoteError");
     assert_eq!(s.creates(), 0);
 }
+
+#[tokio::test]
+async fn a_failure_names_the_exit_code_and_the_end_of_stdout_when_stderr_is_empty() {
+    let s = stack("").await;
+    let cmd = "echo one; echo two; echo three; echo four; echo five; echo six; exit 3";
+    let resp = openclaw(&s, "core.local", json!({"cmd": cmd}), false, "rc-1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = answer(resp).await;
+    assert_eq!(
+        (status, body["errorKind"].as_str()),
+        (422, Some("RemoteError"))
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("failed: exit code 3; stdout ends: two\nthree\nfour\nfive\nsix"),
+        "{message}"
+    );
+
+    let resp = openclaw(
+        &s,
+        "core.local",
+        json!({"cmd": "echo out; echo why >&2; exit 4"}),
+        false,
+        "rc-2",
+    )
+    .send()
+    .await
+    .unwrap();
+    let message = answer(resp).await.1["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.ends_with("failed: exit code 4; why"), "{message}");
+}

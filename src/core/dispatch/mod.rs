@@ -401,17 +401,37 @@ pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> Dispat
     )
 }
 
-/// st2's own words for a failure: stderr, an error, or a message, whichever the runner gave.
+/// Lines of stdout a failure quotes when the action wrote nothing to stderr: the end is
+/// where a script says why it gave up.
+const STDOUT_TAIL_LINES: usize = 5;
+
+/// st2's own words for a failure: the exit code when the runner reports one, then stderr, an
+/// error or a message, whichever the runner gave, else the last lines of stdout.
 fn failure_text(result: &Value) -> String {
-    ["stderr", "error", "message", "stdout"]
+    let text = |v: &Value| match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::String(_) | Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    let said = ["stderr", "error", "message"]
         .iter()
         .filter_map(|k| result.get(*k))
-        .find_map(|v| match v {
-            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Value::String(_) | Value::Null => None,
-            other => Some(other.to_string()),
-        })
-        .unwrap_or_else(|| "no error text from st2".into())
+        .find_map(text)
+        .or_else(|| {
+            let out = text(result.get("stdout")?)?;
+            let lines: Vec<&str> = out.lines().collect();
+            let tail = lines[lines.len().saturating_sub(STDOUT_TAIL_LINES)..].join("\n");
+            Some(format!("stdout ends: {tail}"))
+        });
+    let exit = result
+        .get("return_code")
+        .and_then(Value::as_i64)
+        .map(|code| format!("exit code {code}"));
+    match (exit, said) {
+        (Some(exit), Some(said)) => format!("{exit}; {said}"),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => "no error text from st2".into(),
+    }
 }
 
 /// The one place st2 failures become Portarium error kinds.
