@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server_dispatch::{invocation, openclaw};
+use crate::server_dispatch::{activepieces_to, body, invocation, openclaw};
 use crate::support::stack::Stack;
 
 /// Tenant-a (`token-a`) and tenant-b (`token-b`) on the emulator; `yaml` adds config sections.
@@ -155,4 +155,78 @@ async fn a_failure_names_the_exit_code_and_the_end_of_stdout_when_stderr_is_empt
         .unwrap()
         .to_string();
     assert!(message.ends_with("failed: exit code 4; why"), "{message}");
+}
+
+/// One request per route, as each of Portarium's clients sends it, for `flow` with `payload`.
+fn every_route(s: &Stack, flow: &str, payload: Value, key: &str) -> Vec<reqwest::RequestBuilder> {
+    vec![
+        s.request(reqwest::Method::POST, "/v1/dispatch", "token-a")
+            .header("Idempotency-Key", key)
+            .json(&body("tenant-a", flow, payload.clone())),
+        activepieces_to(s, flow, flow, payload.clone(), "token-a").header("Idempotency-Key", key),
+        openclaw(s, flow, payload.clone(), false, key),
+        s.request(reqwest::Method::POST, "/v1/invoke", "token-a")
+            .json(&invocation(key, "tenant-a", flow, payload)),
+    ]
+}
+
+#[tokio::test]
+async fn st2s_retry_after_is_passed_on_with_every_429() {
+    let s = Stack::builder()
+        .st2("retry: {max_retries: 0}")
+        .tenant("tenant-a", "token-a")
+        .start()
+        .await;
+    for (i, request) in every_route(&s, "core.noop", json!({}), "busy-1")
+        .into_iter()
+        .enumerate()
+    {
+        s.emu
+            .faults()
+            .fail_next_on("POST", "/api/v1/executions", 429, 1);
+        let resp = request.send().await.unwrap();
+        let retry_after = resp.headers().get("retry-after").cloned();
+        let (status, body) = answer(resp).await;
+        assert_eq!(status, 429, "route {i}: {body}");
+        assert_eq!(retry_after.unwrap(), "1", "route {i}");
+        let kind = body.get("errorKind").unwrap_or(&Value::Null);
+        assert_eq!(kind, "RateLimited", "route {i}: {body}");
+    }
+    s.emu
+        .faults()
+        .fail_next_on("GET", "/api/v1/executions", 429, 1);
+    let resp = s
+        .request(reqwest::Method::GET, "/v1/invoke/busy-1/status", "token-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn a_payload_that_does_not_fit_is_422_on_every_route_and_starts_nothing() {
+    let s = stack("").await;
+    for (i, request) in every_route(&s, "core.local", json!({"cmd": 5}), "unfit-1")
+        .into_iter()
+        .enumerate()
+    {
+        let (status, body) = answer(request.send().await.unwrap()).await;
+        assert_eq!(status, 422, "route {i}: {body}");
+        assert_eq!(body["errorKind"], "RemoteError", "route {i}: {body}");
+        let text = body.get("message").or(body.get("error")).unwrap();
+        assert!(
+            text.as_str().unwrap().contains("does not fit core.local"),
+            "route {i}: {body}"
+        );
+    }
+    assert_eq!(s.creates(), 0, "st2 was asked to run nothing");
+
+    let (status, body) = s
+        .dispatch(
+            Some("token-a"),
+            &body("tenant-a", "examples.fail", json!({})),
+        )
+        .await;
+    assert_eq!(status, 502, "a failure on st2's side stays 502: {body}");
 }

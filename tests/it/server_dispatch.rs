@@ -680,7 +680,7 @@ async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothi
         (
             "token-a",
             invocation("inv-x", "tenant-a", "core.local", json!({"cmd": 7})),
-            502,
+            422,
             "RemoteError",
         ),
     ];

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::core::governance::packs::PackGate;
-use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
 use st2_client::models::JsonObject;
 use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_client::{
@@ -218,13 +218,17 @@ impl Dispatcher {
             return Ok(());
         }
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        Err(DispatchResult::err(
+        let unfit = DispatchResult::err(
             ErrorKind::RemoteError,
             format!(
                 "payload does not fit {action}'s parameters: {}",
                 list.join("; ")
             ),
-        ))
+        );
+        Err(unfit.with_hint(Hint {
+            unprocessable: true,
+            ..Hint::default()
+        }))
     }
 
     /// Up to `limit` executions st2 holds for this key, oldest first, without their results.
@@ -450,10 +454,21 @@ pub fn kind_of(err: &St2Error) -> ErrorKind {
 
 /// A dispatch failure for `err` met while handling `action`.
 pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
-    let kind = kind_of(err);
-    let message = match kind {
+    let message = match kind_of(err) {
         ErrorKind::FlowNotFound => format!("st2 has no action {action}: {err}"),
         _ => err.to_string(),
     };
-    DispatchResult::err(kind, message)
+    failure_of(err, message)
+}
+
+/// `err` as a failure saying `message`, with st2's `Retry-After` passed on.
+pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchResult {
+    let retry_after = match err {
+        St2Error::RateLimited { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    DispatchResult::err(kind_of(err), message).with_hint(Hint {
+        retry_after,
+        ..Hint::default()
+    })
 }
