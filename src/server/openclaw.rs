@@ -13,7 +13,7 @@ use st2_client::models::JsonObject;
 
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
-use super::dispatch::{DispatchState, run};
+use super::dispatch::{DispatchState, run, without_machine};
 use crate::core::Mode;
 use crate::core::portarium::{DispatchRequest, TraceContext};
 
@@ -66,11 +66,7 @@ pub async fn invoke(
         Ok(Json(body)) => body,
         Err(rejection) => return Contract::OpenClaw.answer(Err(Failure::body(&rejection))),
     };
-    let flow_ref = body
-        .tool_name
-        .split_once('/')
-        .map_or(body.tool_name.as_str(), |(_, tool)| tool)
-        .to_string();
+    let flow_ref = without_machine(&body.tool_name).to_string();
     let mode = if body.dry_run || body.metadata.dry_run {
         Mode::DryRun
     } else {

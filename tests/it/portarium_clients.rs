@@ -230,3 +230,29 @@ async fn a_payload_that_does_not_fit_is_422_on_every_route_and_starts_nothing() 
         .await;
     assert_eq!(status, 502, "a failure on st2's side stays 502: {body}");
 }
+
+#[tokio::test]
+async fn the_activepieces_route_takes_a_machine_prefixed_flow_ref() {
+    let s = stack("").await;
+    let flow = "machine-1/core.echo";
+    for (i, path) in [flow, "machine-1%2Fcore.echo"].into_iter().enumerate() {
+        let message = format!("via machine {i}");
+        let resp = activepieces_to(&s, path, flow, json!({"message": message}), "token-a")
+            .header("Idempotency-Key", format!("m-{i}"))
+            .send()
+            .await
+            .unwrap();
+        let (status, output) = answer(resp).await;
+        assert_eq!(status, 200, "{path}: {output}");
+        assert_eq!(output["result"]["stdout"], message.as_str());
+    }
+    let resp = activepieces_to(&s, flow, "core.echo", json!({"message": "x"}), "token-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        400,
+        "the path must name the body's flowRef"
+    );
+}
