@@ -24,21 +24,15 @@ async fn openclaw_waits_up_to_max_wait_and_its_retry_attaches_to_the_same_execut
     let s = stack("dispatch: {default_wait_ms: 100, max_wait_ms: 1500}").await;
     let long = json!({"cmd": "sleep 30"});
     let started = Instant::now();
-    let resp = openclaw(&s, "core.local", long.clone(), false, "long-1")
-        .send()
-        .await
-        .unwrap();
+    let (status, body) = bridge(&s, "core.local", long.clone(), "long-1").await;
     assert!(
         started.elapsed() >= Duration::from_millis(1500),
         "answered after {:?}, before dispatch.max_wait_ms: the invoker's own abort must decide",
         started.elapsed()
     );
-    assert_eq!(resp.status().as_u16(), 504);
-    let retry = openclaw(&s, "core.local", long, false, "long-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(retry.status().as_u16(), 504);
+    assert_eq!((status, body["errorKind"].as_str()), (504, Some("Timeout")));
+    let (status, _) = bridge(&s, "core.local", long, "long-1").await;
+    assert_eq!(status, 504);
     assert_eq!(
         s.creates(),
         1,
@@ -56,6 +50,25 @@ fn assert_machine_refusal(status: u16, want: u16, body: &Value, kind: &str) {
         body["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{body}"
     );
+}
+
+/// What the OpenClaw bridge sends for `tool` with `parameters` under `key`, answered.
+async fn bridge(s: &Stack, tool: &str, parameters: Value, key: &str) -> (u16, Value) {
+    answer(
+        openclaw(s, tool, parameters, false, key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// `GET path` on the adapter as `token`.
+async fn get(s: &Stack, path: &str, token: &str) -> reqwest::Response {
+    s.request(reqwest::Method::GET, path, token)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn answer(resp: reqwest::Response) -> (u16, Value) {
@@ -77,26 +90,14 @@ async fn machine_refusals_answer_in_the_invocation_response_shape() {
 
     let (status, body) = answer(post("wrong", good.clone()).await.unwrap()).await;
     assert_machine_refusal(status, 401, &body, "Unauthorized");
-    let resp = s
-        .request(reqwest::Method::GET, "/v1/invoke/inv-r/status", "wrong")
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s, "/v1/invoke/inv-r/status", "wrong").await;
     let (status, body) = answer(resp).await;
     assert_machine_refusal(status, 401, &body, "Unauthorized");
 
     let (status, body) = answer(post("token-b", good).await.unwrap()).await;
     assert_machine_refusal(status, 401, &body, "Unauthorized");
 
-    let resp = s
-        .request(
-            reqwest::Method::GET,
-            "/v1/invoke/inv-none/status",
-            "token-a",
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s, "/v1/invoke/inv-none/status", "token-a").await;
     let (status, body) = answer(resp).await;
     assert_machine_refusal(status, 404, &body, "FlowNotFound");
     assert_eq!(body["invocationId"], "inv-none");
@@ -125,11 +126,7 @@ async fn machine_refusals_answer_in_the_invocation_response_shape() {
 async fn a_failure_names_the_exit_code_and_the_end_of_stdout_when_stderr_is_empty() {
     let s = stack("").await;
     let cmd = "echo one; echo two; echo three; echo four; echo five; echo six; exit 3";
-    let resp = openclaw(&s, "core.local", json!({"cmd": cmd}), false, "rc-1")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = answer(resp).await;
+    let (status, body) = bridge(&s, "core.local", json!({"cmd": cmd}), "rc-1").await;
     assert_eq!(
         (status, body["errorKind"].as_str()),
         (422, Some("RemoteError"))
@@ -140,20 +137,9 @@ async fn a_failure_names_the_exit_code_and_the_end_of_stdout_when_stderr_is_empt
         "{message}"
     );
 
-    let resp = openclaw(
-        &s,
-        "core.local",
-        json!({"cmd": "echo out; echo why >&2; exit 4"}),
-        false,
-        "rc-2",
-    )
-    .send()
-    .await
-    .unwrap();
-    let message = answer(resp).await.1["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cmd = json!({"cmd": "echo out; echo why >&2; exit 4"});
+    let (_, body) = bridge(&s, "core.local", cmd, "rc-2").await;
+    let message = body["message"].as_str().unwrap();
     assert!(message.ends_with("failed: exit code 4; why"), "{message}");
 }
 
@@ -195,11 +181,7 @@ async fn st2s_retry_after_is_passed_on_with_every_429() {
     s.emu
         .faults()
         .fail_next_on("GET", "/api/v1/executions", 429, 1);
-    let resp = s
-        .request(reqwest::Method::GET, "/v1/invoke/busy-1/status", "token-a")
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s, "/v1/invoke/busy-1/status", "token-a").await;
     assert_eq!(resp.status().as_u16(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
 }
@@ -246,13 +228,7 @@ async fn the_activepieces_route_takes_a_machine_prefixed_flow_ref() {
         assert_eq!(status, 200, "{path}: {output}");
         assert_eq!(output["result"]["stdout"], message.as_str());
     }
-    let resp = activepieces_to(&s, flow, "core.echo", json!({"message": "x"}), "token-a")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        400,
-        "the path must name the body's flowRef"
-    );
+    let mismatched = activepieces_to(&s, flow, "core.echo", json!({}), "token-a");
+    let (status, body) = answer(mismatched.send().await.unwrap()).await;
+    assert_eq!(status, 400, "the path must name the body's flowRef: {body}");
 }
