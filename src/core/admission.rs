@@ -13,7 +13,7 @@ use super::Tenant;
 use super::dispatch::{CONTEXT_KEY, kind_of};
 use super::governance::audit::{Decision, RerunOf};
 use super::governance::redact::{redact_value, scrub_text};
-use super::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use super::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
 
 /// What a dispatch is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct DispatchError {
     pub message: String,
     /// Refused before st2 was asked to run anything (tenant, allowed actions, pack gate).
     pub refused: bool,
+    /// What the HTTP answer says beyond the kind.
+    pub hint: Hint,
 }
 
 impl DispatchError {
@@ -54,7 +56,13 @@ impl DispatchError {
             kind,
             message: message.into(),
             refused: true,
+            hint: Hint::default(),
         }
+    }
+
+    /// st2's failure of a call made after admission, with its `Retry-After` when it sent one.
+    pub fn from_st2(err: &St2Error) -> Self {
+        Self::from_result(super::dispatch::failure_of(err, err.to_string()))
     }
 
     /// A refusal from an answer already in Portarium's form.
@@ -67,15 +75,21 @@ impl DispatchError {
 
     fn from_result(result: DispatchResult) -> Self {
         match result {
-            DispatchResult::Err { kind, message } => Self {
+            DispatchResult::Err {
+                kind,
+                message,
+                hint,
+            } => Self {
                 kind,
                 message,
                 refused: false,
+                hint,
             },
             DispatchResult::Ok { .. } => Self {
                 kind: ErrorKind::RemoteError,
                 message: "an answer that is not an error was taken for one".into(),
                 refused: false,
+                hint: Hint::default(),
             },
         }
     }
@@ -96,6 +110,7 @@ impl From<Result<Dispatched, DispatchError>> for DispatchResult {
             Err(e) => DispatchResult::Err {
                 kind: e.kind,
                 message: e.message,
+                hint: e.hint,
             },
         }
     }

@@ -1,6 +1,7 @@
 //! Portarium's execution-plane contract (`ActionRunnerPort.dispatchAction`), as we serve it.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Value, json};
@@ -127,7 +128,19 @@ pub enum DispatchResult {
         kind: ErrorKind,
         /// What happened and, where useful, what to do.
         message: String,
+        /// What an HTTP answer says beyond the kind; not part of Portarium's result object.
+        hint: Hint,
     },
+}
+
+/// What an HTTP answer to a failure says beyond its error kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// How long st2 asked callers to wait (its `Retry-After`), passed on to ours.
+    pub retry_after: Option<Duration>,
+    /// The request cannot succeed as sent (a payload that does not fit the action): 422, since
+    /// a 502 would say st2 failed and invite the same request again.
+    pub unprocessable: bool,
 }
 
 impl DispatchResult {
@@ -136,6 +149,19 @@ impl DispatchResult {
         Self::Err {
             kind,
             message: message.into(),
+            hint: Hint::default(),
+        }
+    }
+
+    /// This failure with `hint` for its HTTP answer.
+    pub fn with_hint(self, hint: Hint) -> Self {
+        match self {
+            Self::Err { kind, message, .. } => Self::Err {
+                kind,
+                message,
+                hint,
+            },
+            ok => ok,
         }
     }
 
@@ -152,7 +178,7 @@ impl Serialize for DispatchResult {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Ok { output } => json!({"ok": true, "output": output}),
-            Self::Err { kind, message } => {
+            Self::Err { kind, message, .. } => {
                 json!({"ok": false, "errorKind": kind, "message": message})
             }
         }

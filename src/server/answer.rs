@@ -9,14 +9,19 @@
 //! - [`Contract::Machine`]: `MachineInvocationResponseV1` (see `invoke.rs`).
 //! - [`Contract::Events`]: `{"error": …}` (see `events.rs`).
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::core::portarium::{DispatchResult, ErrorKind};
 use crate::core::{DispatchError, Dispatched};
+
+/// What a 429 or 503 asks callers to wait when st2 named no wait of its own.
+const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
 
 /// A route's wire contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +49,12 @@ pub struct Failure {
 
 impl From<DispatchError> for Failure {
     fn from(error: DispatchError) -> Self {
-        Self {
-            status: status_of(error.kind),
-            error,
-        }
+        let status = if error.hint.unprocessable {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            status_of(error.kind)
+        };
+        Self { status, error }
     }
 }
 
@@ -110,6 +117,30 @@ impl Contract {
     /// The answer to a failure through this contract; `invocation` names the machine
     /// invocation it concerns, when known.
     pub fn refuse(self, failure: Failure, invocation: Option<&str>) -> Response {
+        let retry_after = [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ]
+        .contains(&failure.status)
+        .then(|| {
+            failure
+                .error
+                .hint
+                .retry_after
+                .unwrap_or(RETRY_AFTER_DEFAULT)
+        });
+        let mut response = self.shape(failure, invocation);
+        if let Some(wait) = retry_after {
+            // Whole seconds, rounded up: a zero would invite an immediate retry.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+
+    fn shape(self, failure: Failure, invocation: Option<&str>) -> Response {
         match self {
             Self::Native | Self::Activepieces => {
                 (failure.status, Json(failure.result())).into_response()

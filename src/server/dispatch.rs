@@ -175,17 +175,19 @@ pub async fn dispatch(
 /// output itself, which that executor reads as `output`. It cannot map any status to
 /// `Timeout` — only its own abort (10 s by default) — so this route waits up to
 /// `dispatch.max_wait_ms` and lets the caller's abort decide; a retry re-attaches.
+/// The flowRef may be `<machineId>/pack.action`, in the path as one segment or two.
 pub async fn activepieces_run(
     State(state): State<DispatchState>,
     tenant: AuthedTenant,
-    Path(flow_ref): Path<String>,
+    Path(segments): Path<Vec<String>>,
     headers: HeaderMap,
     body: Result<Json<DispatchRequest>, JsonRejection>,
 ) -> Response {
-    let req = match body {
+    let mut req = match body {
         Ok(Json(req)) => req,
         Err(rejection) => return Contract::Activepieces.answer(Err(Failure::body(&rejection))),
     };
+    let flow_ref = segments.join("/");
     let mismatch = [
         ("tenantId", req.tenant_id.as_str()),
         ("runId", req.run_id.as_str()),
@@ -205,6 +207,7 @@ pub async fn activepieces_run(
     let outcome = match mismatch {
         Some(reason) => Err(Failure::bad_request(format!("request refused: {reason}"))),
         None => {
+            req.flow_ref = without_machine(&req.flow_ref).to_string();
             let wait = Duration::from_millis(state.settings.max_wait_ms);
             run(&tenant, req, &headers, Mode::Wait(wait)).await
         }
@@ -235,6 +238,15 @@ pub(crate) async fn run(
     crate::telemetry::observe_dispatch(&observed, mode, dispatch)
         .await
         .map_err(Failure::from)
+}
+
+/// The action ref of a flowRef or tool name that may carry a `<machineId>/` prefix. The
+/// adapter fronts one st2 cluster and keeps no machine id of its own (Portarium's manifest
+/// registers it), so any prefix names this cluster.
+pub(crate) fn without_machine(flow_ref: &str) -> &str {
+    flow_ref
+        .split_once('/')
+        .map_or(flow_ref, |(_, action)| action)
 }
 
 /// The W3C trace context in the request's `traceparent`/`tracestate` headers, if well formed.

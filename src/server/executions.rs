@@ -13,7 +13,7 @@ use st2_client::{CancelOutcome, Execution, St2Error};
 
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
-use crate::core::dispatch::{CONTEXT_KEY, kind_of};
+use crate::core::dispatch::CONTEXT_KEY;
 use crate::core::portarium::ErrorKind;
 use crate::core::{DispatchError, Rerun, Tenant};
 
@@ -169,9 +169,8 @@ fn ok(status: StatusCode, e: &Execution) -> Answer {
 
 fn failure(status: StatusCode, kind: ErrorKind, message: String) -> Answer {
     let error = DispatchError {
-        kind,
-        message,
         refused: false,
+        ..DispatchError::refused(kind, message)
     };
     Contract::Native.refuse(Failure { status, error }, None)
 }
@@ -186,10 +185,5 @@ fn st2_failure(e: &St2Error) -> Answer {
             faultstring.clone(),
         );
     }
-    let error = DispatchError {
-        kind: kind_of(e),
-        message: e.to_string(),
-        refused: false,
-    };
-    Contract::Native.refuse(error.into(), None)
+    Contract::Native.refuse(DispatchError::from_st2(e).into(), None)
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
 use super::dispatch::run;
-use crate::core::dispatch::{CONTEXT_KEY, kind_of, outcome};
+use crate::core::dispatch::{CONTEXT_KEY, outcome};
 use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::core::{DispatchError, Dispatched, Mode, Tenant};
 use st2_client::models::JsonObject;
@@ -249,7 +249,7 @@ fn describe(invocation_id: &str, execution: &Execution, headers: &HeaderMap) -> 
     let (output, error, error_kind) = if st2_status.is_terminal() {
         match outcome(execution, &st2_status) {
             DispatchResult::Ok { output } => (Some(output), None, None),
-            DispatchResult::Err { kind, message } => (None, Some(message), Some(kind)),
+            DispatchResult::Err { kind, message, .. } => (None, Some(message), Some(kind)),
         }
     } else {
         (None, None, None)
@@ -288,7 +288,7 @@ async fn located(tenant: &Tenant, invocation_id: &str) -> Result<Execution, Resp
             ErrorKind::FlowNotFound,
             format!("no invocation {invocation_id} for this tenant"),
         ));
-        refusal(failure, Some(invocation_id))
+        Contract::Machine.refuse(failure, Some(invocation_id))
     };
     if invocation_id.is_empty() || invocation_id.chars().any(char::is_whitespace) {
         return Err(not_found());
@@ -331,12 +331,7 @@ pub(super) fn refusal(failure: Failure, invocation_id: Option<&str>) -> Response
 }
 
 fn st2_refusal(invocation_id: &str, err: &St2Error) -> Response {
-    let failure = Failure::from(DispatchError {
-        kind: kind_of(err),
-        message: err.to_string(),
-        refused: false,
-    });
-    refusal(failure, Some(invocation_id))
+    Contract::Machine.refuse(DispatchError::from_st2(err).into(), Some(invocation_id))
 }
 
 /// `MachineInvocationProgressEventV1`.

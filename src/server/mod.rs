@@ -70,6 +70,10 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
             "/api/v1/flows/{flow_ref}/run",
             post(dispatch::activepieces_run),
         )
+        .route(
+            "/api/v1/flows/{machine}/{flow_ref}/run",
+            post(dispatch::activepieces_run),
+        )
         .route("/v1/executions/{id}", get(executions::get))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}/pause", post(executions::pause))

@@ -13,7 +13,7 @@ use st2_client::models::JsonObject;
 
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
-use super::dispatch::{DispatchState, run};
+use super::dispatch::{DispatchState, run, without_machine};
 use crate::core::Mode;
 use crate::core::portarium::{DispatchRequest, TraceContext};
 
@@ -53,8 +53,9 @@ pub struct InvokeMetadata {
 
 /// Handles `POST /tools/invoke`. The bridge retries timeouts, 429 and 5xx, maps 409 to a
 /// policy denial and other 4xx to RemoteError; so a definitive failure answers 422 (no
-/// pointless retries), `Timeout` answers 504 (a retry with the same key keeps waiting for the
-/// same execution), and success answers with the output itself, which the bridge reads.
+/// pointless retries), and success answers with the output itself, which the bridge reads.
+/// The invoker aborts after 10 s and calls that `Timeout`, so this route waits up to
+/// `dispatch.max_wait_ms` and lets that abort decide; the retry with the same key re-attaches.
 pub async fn invoke(
     State(state): State<DispatchState>,
     tenant: AuthedTenant,
@@ -65,15 +66,11 @@ pub async fn invoke(
         Ok(Json(body)) => body,
         Err(rejection) => return Contract::OpenClaw.answer(Err(Failure::body(&rejection))),
     };
-    let flow_ref = body
-        .tool_name
-        .split_once('/')
-        .map_or(body.tool_name.as_str(), |(_, tool)| tool)
-        .to_string();
+    let flow_ref = without_machine(&body.tool_name).to_string();
     let mode = if body.dry_run || body.metadata.dry_run {
         Mode::DryRun
     } else {
-        Mode::Wait(Duration::from_millis(state.settings().default_wait_ms))
+        Mode::Wait(Duration::from_millis(state.settings().max_wait_ms))
     };
     let req = DispatchRequest {
         action_id: body.metadata.action_id,

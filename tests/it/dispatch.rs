@@ -54,7 +54,7 @@ fn creates(emu: &Emulator) -> usize {
 
 fn failure(result: &DispatchResult) -> (ErrorKind, &str) {
     match result {
-        DispatchResult::Err { kind, message } => (*kind, message.as_str()),
+        DispatchResult::Err { kind, message, .. } => (*kind, message.as_str()),
         ok => panic!("expected a failure, got {ok:?}"),
     }
 }

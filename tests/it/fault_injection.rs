@@ -72,9 +72,12 @@ fn check_result(i: usize, result: &DispatchResult) {
         ("core.noop", DispatchResult::Ok { output }) => {
             assert_eq!(output["status"], "succeeded", "dispatch {i}: {output}");
         }
-        ("examples.fail", DispatchResult::Err { kind, message }) => {
+        ("examples.fail", DispatchResult::Err { kind, message, .. }) => {
             assert_eq!(*kind, ErrorKind::RemoteError, "dispatch {i}: {message}");
-            assert!(message.contains("failed: boom"), "dispatch {i}: {message}");
+            assert!(
+                message.contains("failed: exit code 1; boom"),
+                "dispatch {i}: {message}"
+            );
         }
         (flow, other) => panic!("dispatch {i} of {flow} ended wrongly: {other:?}"),
     }
@@ -333,7 +336,7 @@ async fn a_slow_st2_cannot_hold_a_dispatch_past_its_deadline() {
         .dispatch(&request(1, "core.noop"), Duration::from_millis(500))
         .await;
     let took = started.elapsed();
-    let DispatchResult::Err { kind, message } = &r else {
+    let DispatchResult::Err { kind, message, .. } = &r else {
         panic!("{r:?}")
     };
     assert_eq!(*kind, ErrorKind::Timeout, "{message}");

@@ -374,7 +374,7 @@ async fn a_secret_parameter_never_appears_in_logs_errors_or_the_audit_log() {
     }
     assert!(answers.contains("\"ok\":true"), "{answers}");
     assert!(
-        answers.contains("failed: login ann pin [REDACTED] ssn [REDACTED] refused"),
+        answers.contains("failed: exit code 1; login ann pin [REDACTED] ssn [REDACTED] refused"),
         "st2's stderr is quoted with the secret replaced: {answers}"
     );
     let logs = served.logs.lock().unwrap().clone();

@@ -25,7 +25,7 @@ async fn stack(tenant_c: bool) -> Stack {
         .await
 }
 
-fn body(tenant: &str, flow_ref: &str, payload: Value) -> Value {
+pub(crate) fn body(tenant: &str, flow_ref: &str, payload: Value) -> Value {
     json!({
         "actionId": "act-1", "tenantId": tenant, "runId": "run-1",
         "correlationId": "corr-1", "flowRef": flow_ref, "payload": payload
@@ -175,7 +175,7 @@ fn activepieces(s: &Stack, flow_ref: &str, payload: Value, token: &str) -> reqwe
 }
 
 /// The same, with the path naming `path_flow` and the body `body_flow`.
-fn activepieces_to(
+pub(crate) fn activepieces_to(
     s: &Stack,
     path_flow: &str,
     body_flow: &str,
@@ -370,7 +370,7 @@ async fn workflows_pause_and_resume_through_the_adapter() {
 }
 
 /// What Portarium's OpenClaw gateway bridge sends for one approved action.
-fn openclaw(
+pub(crate) fn openclaw(
     s: &Stack,
     tool: &str,
     parameters: Value,
@@ -552,7 +552,7 @@ async fn every_route_in_openapi_json_is_served() {
     }
 }
 
-fn invocation(id: &str, workspace: &str, action: &str, input: Value) -> Value {
+pub(crate) fn invocation(id: &str, workspace: &str, action: &str, input: Value) -> Value {
     json!({
         "schemaVersion": 1, "invocationId": id, "machineId": "st2-prod",
         "workspaceId": workspace, "runId": "run-9", "action": action, "input": input,
@@ -680,7 +680,7 @@ async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothi
         (
             "token-a",
             invocation("inv-x", "tenant-a", "core.local", json!({"cmd": 7})),
-            502,
+            422,
             "RemoteError",
         ),
     ];

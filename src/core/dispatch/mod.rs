@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::core::governance::packs::PackGate;
-use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
 use st2_client::models::JsonObject;
 use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_client::{
@@ -218,13 +218,17 @@ impl Dispatcher {
             return Ok(());
         }
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        Err(DispatchResult::err(
+        let unfit = DispatchResult::err(
             ErrorKind::RemoteError,
             format!(
                 "payload does not fit {action}'s parameters: {}",
                 list.join("; ")
             ),
-        ))
+        );
+        Err(unfit.with_hint(Hint {
+            unprocessable: true,
+            ..Hint::default()
+        }))
     }
 
     /// Up to `limit` executions st2 holds for this key, oldest first, without their results.
@@ -401,17 +405,37 @@ pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> Dispat
     )
 }
 
-/// st2's own words for a failure: stderr, an error, or a message, whichever the runner gave.
+/// Lines of stdout a failure quotes when the action wrote nothing to stderr: the end is
+/// where a script says why it gave up.
+const STDOUT_TAIL_LINES: usize = 5;
+
+/// st2's own words for a failure: the exit code when the runner reports one, then stderr, an
+/// error or a message, whichever the runner gave, else the last lines of stdout.
 fn failure_text(result: &Value) -> String {
-    ["stderr", "error", "message", "stdout"]
+    let text = |v: &Value| match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::String(_) | Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    let said = ["stderr", "error", "message"]
         .iter()
         .filter_map(|k| result.get(*k))
-        .find_map(|v| match v {
-            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Value::String(_) | Value::Null => None,
-            other => Some(other.to_string()),
-        })
-        .unwrap_or_else(|| "no error text from st2".into())
+        .find_map(text)
+        .or_else(|| {
+            let out = text(result.get("stdout")?)?;
+            let lines: Vec<&str> = out.lines().collect();
+            let tail = lines[lines.len().saturating_sub(STDOUT_TAIL_LINES)..].join("\n");
+            Some(format!("stdout ends: {tail}"))
+        });
+    let exit = result
+        .get("return_code")
+        .and_then(Value::as_i64)
+        .map(|code| format!("exit code {code}"));
+    match (exit, said) {
+        (Some(exit), Some(said)) => format!("{exit}; {said}"),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => "no error text from st2".into(),
+    }
 }
 
 /// The one place st2 failures become Portarium error kinds.
@@ -430,10 +454,21 @@ pub fn kind_of(err: &St2Error) -> ErrorKind {
 
 /// A dispatch failure for `err` met while handling `action`.
 pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
-    let kind = kind_of(err);
-    let message = match kind {
+    let message = match kind_of(err) {
         ErrorKind::FlowNotFound => format!("st2 has no action {action}: {err}"),
         _ => err.to_string(),
     };
-    DispatchResult::err(kind, message)
+    failure_of(err, message)
+}
+
+/// `err` as a failure saying `message`, with st2's `Retry-After` passed on.
+pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchResult {
+    let retry_after = match err {
+        St2Error::RateLimited { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    DispatchResult::err(kind_of(err), message).with_hint(Hint {
+        retry_after,
+        ..Hint::default()
+    })
 }
