@@ -31,8 +31,9 @@ struct Cli {
 enum Command {
     /// Run the adapter's HTTP API against st2 until SIGINT/SIGTERM.
     ///
-    /// Serves GET /healthz (the process answers) and GET /readyz (st2 reachable and
-    /// accepting the configured credentials). Logs one line with the bound address when ready.
+    /// Serves GET /healthz (the process answers) and GET /readyz (ready until shutdown; st2's
+    /// health in the body). Logs one line with the bound address when ready. At SIGTERM
+    /// /readyz answers 503 at once and open requests get `server.shutdown_grace` to finish.
     Serve(ServeArgs),
     /// Run one st2 action and wait for it, like `st2 run`.
     ///
@@ -323,14 +324,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .unwrap_or_default();
     let router = app.router.clone();
     let client = app.client.clone();
+    // Readiness turns to "draining" at the signal; the listener closes once the requests in
+    // flight are answered or `server.shutdown_grace` is over, whichever comes first.
+    let grace = config.server.shutdown_grace;
+    let stop = app.drain.clone().after(shutdown_signal(), grace);
     let served = match config.server.tls.as_ref().map(|t| t.acceptor()) {
         None => {
             tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
-            server::serve(listener, router, shutdown_signal()).await
+            app.drain
+                .bounded(server::serve(listener, router, stop))
+                .await
         }
         Some(Ok(acceptor)) => {
             tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on https://{addr}");
-            server::tls::serve_tls(listener, router, acceptor, shutdown_signal()).await
+            app.drain
+                .bounded(server::tls::serve_tls(listener, router, acceptor, stop))
+                .await
         }
         Some(Err(e)) => {
             tracing::error!("{e}");
@@ -420,7 +429,7 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutdown requested; finishing open requests");
+    tracing::info!("shutdown requested");
 }
 
 /// `portarium-st2 run`: one action, its output and result on stdout, errors on stderr.

@@ -15,6 +15,7 @@ mod fuzz_regressions;
 mod governance;
 mod layering;
 mod peers;
+mod release;
 mod resilience;
 mod security;
 mod server_dispatch;
