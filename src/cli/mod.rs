@@ -13,10 +13,21 @@ use st2_client::{St2Client, St2Error};
 /// Exit code for bad input: a config or argument that cannot be used.
 const EXIT_USAGE: u8 = 2;
 
+/// The release, the commit it was built from and the build date (`build.rs`), so a running
+/// binary or image identifies its build.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PORTARIUM_BUILD_COMMIT"),
+    ", built ",
+    env!("PORTARIUM_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "portarium-st2",
-    version,
+    version = VERSION,
     about = "Run Portarium action dispatches on a StackStorm (st2) cluster",
     long_about = "Run Portarium action dispatches on a StackStorm (st2) cluster.\n\n\
         Configuration is one YAML file (see `portarium-st2 config example`) plus \

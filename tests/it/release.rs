@@ -236,3 +236,72 @@ async fn the_grace_period_bounds_the_drain() {
         "the request still open was cut"
     );
 }
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = crate::support::succeeded(&out, "--version");
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".into(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        });
+    let expected = format!(
+        "portarium-st2 {} (commit {commit}, built ",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(version.starts_with(&expected), "{version}");
+    let date = version
+        .trim_end()
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    assert!(
+        date.len() == 10 && date.chars().filter(|c| *c == '-').count() == 2,
+        "a YYYY-MM-DD date: {version}"
+    );
+}
+
+#[test]
+fn the_release_files_are_in_place() {
+    let license = repo_file("LICENSE");
+    assert!(license.contains("Apache License") && license.contains("Version 2.0, January 2004"));
+    assert!(license.contains("END OF TERMS AND CONDITIONS"));
+    let changelog = repo_file("CHANGELOG.md");
+    for heading in ["## [Unreleased]", "## [0.1.0]", "keepachangelog.com"] {
+        assert!(changelog.contains(heading), "CHANGELOG.md lacks {heading}");
+    }
+    let dockerfile = repo_file("Dockerfile");
+    for label in [
+        "title",
+        "description",
+        "source",
+        "licenses",
+        "revision",
+        "created",
+    ] {
+        assert!(
+            dockerfile.contains(&format!("org.opencontainers.image.{label}=")),
+            "Dockerfile lacks the {label} label"
+        );
+    }
+    let ci = repo_file(".ci/run");
+    assert!(ci.contains("cargo deny --offline check licenses bans sources"));
+    let deny = repo_file("deny.toml");
+    assert!(deny.contains("[licenses]") && deny.contains("[bans]") && deny.contains("[sources]"));
+    assert!(repo_file("scripts/sbom.sh").contains("cargo cyclonedx"));
+    assert!(repo_file("docs/deployment.md").contains("scripts/sbom.sh"));
+}
