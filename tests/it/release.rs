@@ -305,3 +305,21 @@ fn the_release_files_are_in_place() {
     assert!(repo_file("scripts/sbom.sh").contains("cargo cyclonedx"));
     assert!(repo_file("docs/deployment.md").contains("scripts/sbom.sh"));
 }
+
+#[test]
+fn compose_variables_leave_the_config_prefix_alone_and_pin_st2_3_9() {
+    let compose = repo_file("docker-compose.st2.yml");
+    // A shell exporting PORTARIUM_ST2_PORT would make config loading refuse "unknown field".
+    for (at, _) in compose.match_indices("${") {
+        let name: String = compose[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(
+            !name.starts_with("PORTARIUM_ST2_"),
+            "compose variable {name} collides with the config prefix"
+        );
+    }
+    assert!(compose.contains("${ST2_VERSION:-3.9.0}"));
+    assert!(!compose.contains("3.8.1"));
+}
