@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{quick_emulator, tls_file};
+use crate::support::{SendJson, quick_emulator, tls_file};
 
 const TOKEN: &str = "release-token";
 
@@ -89,12 +89,8 @@ async fn with_st2_down_the_adapter_stays_ready_and_reports_st2_apart() {
 
     let metrics = http
         .get(format!("{}/metrics", served.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .send_text()
+        .await;
     assert!(
         metrics.lines().any(|l| l == "portarium_st2_up 0"),
         "{metrics}"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use portarium_st2::config::Config;
 use serde_json::{Value, json};
 
-use crate::support::tls_file;
+use crate::support::{SendJson, tls_file};
 use portarium_st2::app::App;
 use st2_emulator::{Emulator, EmulatorOptions};
 
@@ -246,14 +246,7 @@ async fn an_untrusted_st2_certificate_fails_dispatch_and_readiness() {
     assert_eq!(result["ok"], false);
     let message = result["message"].as_str().unwrap();
     assert!(message.contains("UnknownIssuer"), "says why: {message}");
-    let ready: Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = http.get(format!("{base}/readyz")).send_json().await;
     assert_eq!(
         ready["st2"]["reachable"], false,
         "st2 reported down behind a refused certificate: {ready}"
