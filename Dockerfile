@@ -3,12 +3,16 @@
 # st2-emulator, for the compose file's emulator profile, as a separate image:
 #   docker build -t portarium-st2:dev .
 #   docker build --target emulator -t portarium-st2-emulator:dev .
+# Identify the build (the OCI labels and `portarium-st2 --version`; .git is not in the context):
+#   docker build --build-arg REVISION="$(git rev-parse --short HEAD)" \
+#     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -t portarium-st2:dev .
 # Runs `portarium-st2 serve`; mount a config and point PORTARIUM_ST2_CONFIG at it
 # (docker-compose.st2.yml does both). The config must set `listen: 0.0.0.0:8787`: the
 # default, 127.0.0.1, is unreachable from outside the container, and the HEALTHCHECK
 # asks port 8787.
 
 FROM rust:1.95-bookworm AS build
+ARG REVISION=unknown
 WORKDIR /src
 COPY . .
 # The registry, git checkouts and target/ live in BuildKit caches, so a rebuild after a
@@ -17,7 +21,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --locked --release \
+    PORTARIUM_BUILD_COMMIT="$REVISION" cargo build --locked --release \
         -p portarium-st2 --no-default-features --bin portarium-st2 \
     && cargo build --locked --release -p st2-emulator --bin st2-emulator \
     && mkdir -p /out \
@@ -33,6 +37,14 @@ EXPOSE 9101
 CMD ["st2-emulator", "--listen=0.0.0.0:9101"]
 
 FROM debian:bookworm-slim
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="portarium-st2" \
+      org.opencontainers.image.description="Runs Portarium action dispatches on a StackStorm (st2) cluster" \
+      org.opencontainers.image.source="https://github.com/portarium/portarium-st2" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="$REVISION" \
+      org.opencontainers.image.created="$CREATED"
 # ca-certificates: the st2 client verifies TLS against the system roots.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \

@@ -13,7 +13,7 @@ use crate::core::governance::Governance;
 use crate::events::inbound::{TriggerTypeError, register_trigger_types};
 use crate::events::lifecycle::from_broadcast;
 use crate::events::{EventsError, Sinks, spawn_lifecycle, start_sinks};
-use crate::server::{DispatchState, Readiness, events};
+use crate::server::{DispatchState, Drain, Readiness, events};
 use st2_client::{St2Client, St2Error};
 
 /// What keeps the adapter from starting, by the part of the configuration at fault.
@@ -41,6 +41,8 @@ pub struct App {
     pub client: St2Client,
     /// Tenants and their dispatchers.
     pub dispatch: DispatchState,
+    /// Shutdown state shared with `/readyz`.
+    pub drain: Drain,
     sinks: Option<Sinks>,
     sink_workers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -76,6 +78,7 @@ impl App {
         }
         let (events_state, consumer) = events::EventsState::start(&config.events, dispatch.clone());
         background.extend(consumer);
+        let drain = readiness.drain().clone();
         let router = crate::server::router(
             readiness,
             dispatch.clone(),
@@ -86,6 +89,7 @@ impl App {
             router,
             client,
             dispatch,
+            drain,
             sinks: Some(sinks),
             sink_workers,
             background,

@@ -13,10 +13,21 @@ use st2_client::{St2Client, St2Error};
 /// Exit code for bad input: a config or argument that cannot be used.
 const EXIT_USAGE: u8 = 2;
 
+/// The release, the commit it was built from and the build date (`build.rs`), so a running
+/// binary or image identifies its build.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PORTARIUM_BUILD_COMMIT"),
+    ", built ",
+    env!("PORTARIUM_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "portarium-st2",
-    version,
+    version = VERSION,
     about = "Run Portarium action dispatches on a StackStorm (st2) cluster",
     long_about = "Run Portarium action dispatches on a StackStorm (st2) cluster.\n\n\
         Configuration is one YAML file (see `portarium-st2 config example`) plus \
@@ -31,8 +42,9 @@ struct Cli {
 enum Command {
     /// Run the adapter's HTTP API against st2 until SIGINT/SIGTERM.
     ///
-    /// Serves GET /healthz (the process answers) and GET /readyz (st2 reachable and
-    /// accepting the configured credentials). Logs one line with the bound address when ready.
+    /// Serves GET /healthz (the process answers) and GET /readyz (ready until shutdown; st2's
+    /// health in the body). Logs one line with the bound address when ready. At SIGTERM
+    /// /readyz answers 503 at once and open requests get `server.shutdown_grace` to finish.
     Serve(ServeArgs),
     /// Run one st2 action and wait for it, like `st2 run`.
     ///
@@ -323,14 +335,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .unwrap_or_default();
     let router = app.router.clone();
     let client = app.client.clone();
+    // Readiness turns to "draining" at the signal; the listener closes once the requests in
+    // flight are answered or `server.shutdown_grace` is over, whichever comes first.
+    let grace = config.server.shutdown_grace;
+    let stop = app.drain.clone().after(shutdown_signal(), grace);
     let served = match config.server.tls.as_ref().map(|t| t.acceptor()) {
         None => {
             tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
-            server::serve(listener, router, shutdown_signal()).await
+            app.drain
+                .bounded(server::serve(listener, router, stop))
+                .await
         }
         Some(Ok(acceptor)) => {
             tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on https://{addr}");
-            server::tls::serve_tls(listener, router, acceptor, shutdown_signal()).await
+            app.drain
+                .bounded(server::tls::serve_tls(listener, router, acceptor, stop))
+                .await
         }
         Some(Err(e)) => {
             tracing::error!("{e}");
@@ -420,7 +440,7 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutdown requested; finishing open requests");
+    tracing::info!("shutdown requested");
 }
 
 /// `portarium-st2 run`: one action, its output and result on stdout, errors on stderr.

@@ -1,4 +1,6 @@
-//! `/healthz` (the process answers) and `/readyz` (st2 is reachable and accepts our credentials).
+//! `/healthz` (the process answers) and `/readyz` (the adapter can serve: ready unless it is
+//! shutting down; st2's own health is reported in the body and as `portarium.st2.up`, since a
+//! replica taken out for an st2 outage would take every replica out at once).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +11,8 @@ use axum::http::StatusCode;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+use super::drain::Drain;
 
 /// A readiness check: `Ok` when the dependency is usable, `Err(reason)` otherwise.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -23,6 +27,7 @@ pub struct Readiness {
     timeout: Duration,
     cache_for: Duration,
     last: Arc<Mutex<Cached>>,
+    drain: Drain,
 }
 
 impl Readiness {
@@ -33,7 +38,13 @@ impl Readiness {
             timeout,
             cache_for,
             last: Arc::new(Mutex::new(None)),
+            drain: Drain::default(),
         }
+    }
+
+    /// The shutdown state `/readyz` reports; `serve` begins it at the signal.
+    pub fn drain(&self) -> &Drain {
+        &self.drain
     }
 
     /// Readiness of `client`'s st2: reachable and accepting its credentials.
@@ -61,6 +72,7 @@ impl Readiness {
                 self.timeout.as_millis()
             )),
         };
+        crate::telemetry::own::st2_up(result.is_ok());
         *last = Some((Instant::now(), result.clone()));
         result
     }
@@ -71,13 +83,18 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 when st2 is reachable and authenticated, 503 with the reason otherwise.
+/// 503 "draining" once shutdown has begun, else 200 with st2's health beside: with st2 down
+/// the adapter still answers every dispatch, with the errorKind that says so.
 pub async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, Json<Value>) {
-    match readiness.check().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Err(reason) => (
+    if readiness.drain.is_draining() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": reason})),
-        ),
+            Json(json!({"status": "draining"})),
+        );
     }
+    let st2 = match readiness.check().await {
+        Ok(()) => json!({"reachable": true}),
+        Err(error) => json!({"reachable": false, "error": error}),
+    };
+    (StatusCode::OK, Json(json!({"status": "ready", "st2": st2})))
 }

@@ -3,6 +3,7 @@
 pub mod answer;
 pub mod auth;
 pub mod dispatch;
+pub mod drain;
 pub mod events;
 pub mod executions;
 pub mod health;
@@ -24,6 +25,7 @@ use tower::ServiceBuilder;
 pub use answer::Contract;
 pub use auth::{AuthedTenant, Guard};
 pub use dispatch::DispatchState;
+pub use drain::Drain;
 pub use limits::Limits;
 
 /// The OpenAPI document of every route this server answers (`docs/openapi.json`).
@@ -46,6 +48,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
     // Streams last as long as their execution: exempt from the deadline, capped in number
     // (one cap shared by every streaming route).
     let streams = limits::Streams::new(limits.max_streams);
+    let drain = readiness.drain().clone();
     let stream_cap = |contract: Contract| {
         axum::middleware::from_fn_with_state(streams.answering(contract), limits::limit_streams)
     };
@@ -119,6 +122,8 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
         .merge(guarded(openclaw, Contract::OpenClaw))
         .merge(guarded(machine, Contract::Machine))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        // Counted for the drain at shutdown; health probes are not, so polling cannot hold it.
+        .layer(axum::middleware::from_fn_with_state(drain, Drain::track))
         .with_state(dispatch);
     health
         .merge(api)

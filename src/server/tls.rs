@@ -24,8 +24,6 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 
 /// A TLS handshake that takes longer is dropped, so a silent peer cannot hold a task.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections get this long to finish after shutdown is requested.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closed connection keeps reading (and dropping) what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// Pauses after a failed `accept` (e.g. out of file descriptors): the shared backoff from
@@ -51,6 +49,14 @@ pub struct ListenerConfig {
     /// Streaming responses open at once; one more gets 503.
     #[serde(default = "super::limits::default_max_streams")]
     pub max_streams: usize,
+    /// How long requests in flight at SIGTERM get to finish before the listener closes.
+    #[serde(default = "default_shutdown_grace", with = "st2_basics::duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// Inside Kubernetes' default 30 s termination grace, with room for a preStop pause.
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(20)
 }
 
 impl Default for ListenerConfig {
@@ -59,6 +65,7 @@ impl Default for ListenerConfig {
             tls: None,
             request_timeout: None,
             max_streams: super::limits::default_max_streams(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -144,7 +151,7 @@ fn read_certs(
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then lets open
-/// connections finish (up to 30 s).
+/// connections finish (the caller bounds that: `super::Drain::bounded`).
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
@@ -200,10 +207,7 @@ pub async fn serve_tls(
         });
     }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 

@@ -115,6 +115,12 @@ const DEFS: &[Def] = &[
         unit: "{list}",
         help: "Catch-up lists after a reconnect that st2 refused (re-anchored, never repeated).",
     },
+    Def {
+        name: "portarium.st2.up",
+        kind: Instrument::UpDown,
+        unit: "1",
+        help: "1 when st2 answered the last readiness probe with our credentials accepted, else 0.",
+    },
 ];
 
 const M_SUCCEEDED: usize = 0;
@@ -133,6 +139,7 @@ pub(crate) const M_DROPPED: usize = 8;
 /// Export outcome counter.
 pub(crate) const M_EXPORTS: usize = 9;
 const M_REFUSED_CATCHUPS: usize = 10;
+const M_ST2_UP: usize = 11;
 
 /// Label sets per metric before new ones fold into the overflow series.
 const MAX_LABEL_SETS: usize = 1_000;
@@ -164,6 +171,11 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
 /// The process-wide registry.
 pub fn metrics() -> &'static Registry {
     &REGISTRY
+}
+
+/// Records the outcome of a readiness probe of st2.
+pub fn st2_up(up: bool) {
+    metrics().set(M_ST2_UP, Vec::new(), if up { 1.0 } else { 0.0 });
 }
 
 /// Nanoseconds since the Unix epoch.

@@ -16,6 +16,7 @@ mod governance;
 mod layering;
 mod peers;
 mod portarium_clients;
+mod release;
 mod resilience;
 mod security;
 mod server_dispatch;

@@ -145,7 +145,7 @@ async fn idempotency_key_header_and_wait_limit_are_honoured() {
 }
 
 #[tokio::test]
-async fn health_and_readiness_follow_st2() {
+async fn readiness_reports_st2_health_without_following_it() {
     let s = stack(false).await;
     let get = |path: &str| s.http.get(format!("{}{path}", s.base)).send();
     assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
@@ -154,18 +154,22 @@ async fn health_and_readiness_follow_st2() {
     let resp = get("/readyz").await.unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(status, 503, "{body}");
-    assert!(body["reason"].as_str().unwrap().contains("503"), "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["st2"]["reachable"], false, "{body}");
+    assert!(
+        body["st2"]["error"].as_str().unwrap().contains("503"),
+        "{body}"
+    );
     assert_eq!(
         get("/healthz").await.unwrap().status().as_u16(),
         200,
         "liveness ignores st2"
     );
     s.emu.faults().clear();
+    let body: Value = get("/readyz").await.unwrap().json().await.unwrap();
     assert_eq!(
-        get("/readyz").await.unwrap().status().as_u16(),
-        200,
-        "recovers without restart"
+        body["st2"]["reachable"], true,
+        "recovers without restart: {body}"
     );
 }
 

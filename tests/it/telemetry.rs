@@ -2,6 +2,7 @@
 //! emulator, its `/metrics` page scraped and normalized, and a real OTLP receiver in this
 //! process decoding what arrives with the OTLP protobuf definitions.
 
+use crate::support::SendJson;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -347,14 +348,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         (number(&p), attr(&p.attributes, "pack.id").as_deref()),
         (3.0, Some("metered"))
     );
-    let page = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = http.get(format!("{base}/metrics")).send_text().await;
     assert!(page.contains("portarium_action_failed_total{action_operation=\"metered.fail\",errorKind=\"RemoteError\",pack_id=\"metered\"} 1"), "{page}");
     assert!(
         page.contains("portarium_action_duration_ms_bucket{"),

@@ -36,11 +36,17 @@ pub fn catalogue_with(extra: &str) -> st2_emulator::Catalogue {
 /// body must not fail, whatever the status.
 pub trait SendJson {
     fn send_json<T: serde::de::DeserializeOwned>(self) -> impl Future<Output = T>;
+    /// The same for a text body, such as `/metrics`.
+    fn send_text(self) -> impl Future<Output = String>;
 }
 
 impl SendJson for reqwest::RequestBuilder {
     async fn send_json<T: serde::de::DeserializeOwned>(self) -> T {
         self.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn send_text(self) -> String {
+        self.send().await.unwrap().text().await.unwrap()
     }
 }
 
