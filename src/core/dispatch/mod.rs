@@ -20,7 +20,8 @@ use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
 use st2_client::models::JsonObject;
 use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_client::{
-    CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, SortOrder, St2Client, St2Error,
+    CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, ListExecutions, SortOrder,
+    St2Client, St2Error,
 };
 use validate::{ActionRef, check_parameters};
 
@@ -297,18 +298,19 @@ impl Dispatcher {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = ids.iter().map(String::as_str).take(100).collect();
-        let page = self
-            .st2
+        let page = self.oldest_first(action, limit).ids(&ids).send().await?;
+        Ok(page.items)
+    }
+
+    /// A list of `action`'s executions, oldest first, without their results.
+    fn oldest_first(&self, action: &ActionRef, limit: u32) -> ListExecutions<'_> {
+        self.st2
             .executions()
             .list()
             .action(&action.to_string())
-            .ids(&ids)
             .exclude(&["result"])
             .sort(SortOrder::OldestFirst)
             .limit(limit)
-            .send()
-            .await?;
-        Ok(page.items)
     }
 
     /// The fallback without the traces API: st2 scans every execution in the window.
@@ -320,15 +322,9 @@ impl Dispatcher {
     ) -> Result<Vec<Execution>, St2Error> {
         let since = time::OffsetDateTime::now_utc() - FALLBACK_WINDOW;
         let page = self
-            .st2
-            .executions()
-            .list()
-            .action(&action.to_string())
+            .oldest_first(action, limit)
             .filter(&format!("context.{CONTEXT_KEY}.dispatch_key"), key)
             .started_after(since)
-            .exclude(&["result"])
-            .sort(SortOrder::OldestFirst)
-            .limit(limit)
             .send()
             .await?;
         Ok(page.items)
