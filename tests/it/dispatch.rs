@@ -320,3 +320,68 @@ async fn the_callers_trace_context_rides_in_the_st2_context() {
     );
     assert_eq!(ctx["tracestate"], "vendor=x");
 }
+
+fn queries_to<'a>(log: &'a [st2_emulator::RequestRecord], path: &str) -> Vec<&'a str> {
+    log.iter()
+        .filter(|r| r.method == "GET" && r.path == path)
+        .map(|r| r.query.as_deref().unwrap_or(""))
+        .collect()
+}
+
+#[tokio::test]
+async fn keys_are_looked_up_through_st2s_trace_index_by_the_tag_st2_stored() {
+    let (emu, d) = setup().await;
+    // Characters the percent-encoding of the key has to carry through the query intact.
+    let idem = "order 7/a:b%c+d";
+    let req = request("core.noop", json!({}), Some(idem));
+    let first = d.dispatch(&req, WAIT).await;
+    let again = d.dispatch(&req, WAIT).await;
+    assert_eq!(first, again, "the retry attaches to the first execution");
+    assert_eq!(creates(&emu), 1);
+    let log = emu.request_log();
+    assert!(
+        queries_to(&log, "/api/v1/executions")
+            .iter()
+            .all(|q| !q.contains("filter=")),
+        "no unindexed context filter: {log:?}"
+    );
+    assert!(!queries_to(&log, "/api/v1/traces").is_empty());
+
+    let key = portarium_st2::core::dispatch::dispatch_key(&req);
+    let traces = client(&emu, KEY)
+        .traces()
+        .list()
+        .trace_tag(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traces.items.len(), 1);
+    assert_eq!(traces.items[0].trace_tag.as_deref(), Some(key.as_str()));
+}
+
+#[tokio::test]
+async fn without_the_traces_api_keys_fall_back_to_a_context_filter_bounded_in_time() {
+    let (emu, d) = setup().await;
+    // An older st2, or RBAC without trace access.
+    emu.faults().fail_next_on("GET", "/api/v1/traces", 404, 1);
+    let req = request("core.noop", json!({}), Some("no-traces"));
+    d.dispatch(&req, WAIT).await;
+    d.dispatch(&req, WAIT).await;
+    assert_eq!(creates(&emu), 1);
+    let log = emu.request_log();
+    assert_eq!(
+        queries_to(&log, "/api/v1/traces").len(),
+        1,
+        "once refused, the traces API is not asked again"
+    );
+    let filtered: Vec<&str> = queries_to(&log, "/api/v1/executions")
+        .into_iter()
+        .filter(|q| q.contains("filter="))
+        .collect();
+    assert_eq!(
+        filtered.len(),
+        3,
+        "before each create check, and the convergence: {log:?}"
+    );
+    assert!(filtered.iter().all(|q| q.contains("timestamp_gt=")));
+}

@@ -40,6 +40,10 @@ struct Args {
     /// Maximum (and default) token lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     token_ttl_secs: u64,
+    /// Store this many succeeded core.noop executions before serving, as a production st2's
+    /// history, to measure what lookups cost.
+    #[arg(long, default_value_t = 0)]
+    preload: usize,
 }
 
 fn parse_user(s: &str) -> Result<User, String> {
@@ -86,6 +90,7 @@ async fn main() -> ExitCode {
         token_ttl: Duration::from_secs(args.token_ttl_secs),
         step: Duration::from_millis(args.step_ms),
         heartbeat: Duration::from_secs(args.heartbeat_secs),
+        preload: args.preload,
         ..EmulatorOptions::default()
     };
     if !args.users.is_empty() {

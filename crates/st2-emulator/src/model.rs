@@ -1,6 +1,8 @@
 //! The emulator's records (executions, output, traces, tokens, stream events) and their st2 JSON
 //! shapes (`ActionExecutionAPI`, `LiveActionAPI`, `ActionExecutionOutputAPI`, `TraceAPI`, `TokenAPI`).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
@@ -123,10 +125,10 @@ pub struct Execution {
     pub runner_name: String,
     /// Whether the runner is a workflow runner.
     pub is_workflow: bool,
-    /// The action document as it was at creation.
-    pub action_api: Value,
-    /// The runner document as it was at creation.
-    pub runner_api: Value,
+    /// The action document as it was at creation (shared: preloaded executions hold one).
+    pub action_api: Arc<Value>,
+    /// The runner document as it was at creation (shared like `action_api`).
+    pub runner_api: Arc<Value>,
     /// Current status.
     pub status: Status,
     /// Creation time.
@@ -205,8 +207,8 @@ impl Execution {
     /// The full st2 document before falsy attributes are dropped (also what `filter=` resolves against).
     pub fn document(&self, mask: bool) -> Map<String, Value> {
         let mut d = Map::new();
-        d.insert("action".into(), self.action_api.clone());
-        d.insert("runner".into(), self.runner_api.clone());
+        d.insert("action".into(), Value::clone(&self.action_api));
+        d.insert("runner".into(), Value::clone(&self.runner_api));
         d.insert("liveaction".into(), self.liveaction_doc(mask));
         if let Some(w) = &self.workflow_execution {
             d.insert("workflow_execution".into(), json!(w));

@@ -8,6 +8,7 @@ mod follow;
 pub mod validate;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
 use st2_client::models::JsonObject;
 use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_client::{
-    CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, SortOrder, St2Client, St2Error,
+    CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, ListExecutions, SortOrder,
+    St2Client, St2Error,
 };
 use validate::{ActionRef, check_parameters};
 
@@ -31,6 +33,10 @@ const CREATE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const CREATE_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How many executions for one key a replica reads when checking for a duplicate.
 const CONVERGE_LOOKAHEAD: u32 = 10;
+/// How far back the context-filter fallback looks for a key's executions: it scans every
+/// execution in the window (st2 does not index the field), so the window bounds its cost.
+/// A retry of a dispatch older than this starts a new execution.
+pub const FALLBACK_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often a dispatcher without a stream watcher reads the executions it follows: the
 /// longest pause of the per-dispatch polling it replaces.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -43,6 +49,17 @@ pub struct Dispatcher {
     cancel_on_deadline: bool,
     watcher: ExecutionWatcher,
     gate: Option<Arc<PackGate>>,
+    /// Set once st2 refused the traces API (404/403): from then on keys are looked up with
+    /// the context filter, and the warning about it has been logged.
+    no_traces: Arc<AtomicBool>,
+}
+
+/// A key's executions as st2's lookup gave them.
+enum Held {
+    /// Execution ids from the trace index, not yet read.
+    Traced(Vec<String>),
+    /// Executions (without results) from the context-filter fallback, oldest first.
+    Listed(Vec<Execution>),
 }
 
 /// One lock per dispatch key in flight on this replica, so two concurrent requests with the
@@ -88,6 +105,7 @@ impl Dispatcher {
             flights: Flights::default(),
             cancel_on_deadline: false,
             gate: None,
+            no_traces: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -231,22 +249,82 @@ impl Dispatcher {
         }))
     }
 
-    /// Up to `limit` executions st2 holds for this key, oldest first, without their results.
-    async fn held_for(
+    /// What st2 holds for this key: ids from its trace index, or (without the traces API)
+    /// up to `limit` executions from the fallback filter.
+    async fn held(&self, action: &ActionRef, key: &str, limit: u32) -> Result<Held, St2Error> {
+        if !self.no_traces.load(Ordering::Relaxed) {
+            match self.traced(action, key).await {
+                Ok(ids) => return Ok(Held::Traced(ids)),
+                Err(St2Error::NotFound { .. } | St2Error::Forbidden { .. }) => {
+                    if !self.no_traces.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            window_hours = FALLBACK_WINDOW.as_secs() / 3600,
+                            "st2 refused the traces API (older st2, or RBAC without trace access); \
+                             idempotency keys are looked up with an unindexed context filter over \
+                             the last 24 h of executions, which costs st2 a scan per dispatch"
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.filtered(action, key, limit).await.map(Held::Listed)
+    }
+
+    /// Ids of the executions of `action` st2 traced under `key`, through st2's index on
+    /// `trace_tag`. Every create that brings the tag starts a new trace, so a key that was
+    /// raced lists several; executions a workflow started inside one are left out.
+    async fn traced(&self, action: &ActionRef, key: &str) -> Result<Vec<String>, St2Error> {
+        let traces = self.st2.traces().list().trace_tag(key).send().await?;
+        let action = action.to_string();
+        Ok(traces
+            .items
+            .iter()
+            .flat_map(|t| &t.action_executions)
+            .filter(|c| c.r#ref.as_deref().is_none_or(|r| r == action))
+            .filter(|c| c.extra.get("caused_by").and_then(|b| b.get("id")).is_none())
+            .map(|c| c.object_id.clone())
+            .collect())
+    }
+
+    /// The executions `ids` names, oldest first, without their results.
+    async fn read_minimal(
+        &self,
+        action: &ActionRef,
+        ids: &[String],
+        limit: u32,
+    ) -> Result<Vec<Execution>, St2Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).take(100).collect();
+        let page = self.oldest_first(action, limit).ids(&ids).send().await?;
+        Ok(page.items)
+    }
+
+    /// A list of `action`'s executions, oldest first, without their results.
+    fn oldest_first(&self, action: &ActionRef, limit: u32) -> ListExecutions<'_> {
+        self.st2
+            .executions()
+            .list()
+            .action(&action.to_string())
+            .exclude(&["result"])
+            .sort(SortOrder::OldestFirst)
+            .limit(limit)
+    }
+
+    /// The fallback without the traces API: st2 scans every execution in the window.
+    async fn filtered(
         &self,
         action: &ActionRef,
         key: &str,
         limit: u32,
     ) -> Result<Vec<Execution>, St2Error> {
+        let since = time::OffsetDateTime::now_utc() - FALLBACK_WINDOW;
         let page = self
-            .st2
-            .executions()
-            .list()
-            .action(&action.to_string())
+            .oldest_first(action, limit)
             .filter(&format!("context.{CONTEXT_KEY}.dispatch_key"), key)
-            .exclude(&["result"])
-            .sort(SortOrder::OldestFirst)
-            .limit(limit)
+            .started_after(since)
             .send()
             .await?;
         Ok(page.items)
@@ -255,9 +333,19 @@ impl Dispatcher {
     /// The execution st2 already holds for this key, if any, read whole: the oldest, which
     /// is the one [`Dispatcher::converge`] keeps when replicas raced.
     async fn existing(&self, action: &ActionRef, key: &str) -> Result<Option<Execution>, St2Error> {
-        // The list leaves results out (they can be large); the one found is read in full.
-        match self.held_for(action, key, 1).await?.into_iter().next() {
-            Some(found) => self.st2.executions().get(&found.id).send().await.map(Some),
+        // The usual answer is one traced id, read whole at once. Otherwise the oldest is
+        // picked from a list without results (they can be large), then read in full.
+        let oldest = match self.held(action, key, 1).await? {
+            Held::Traced(ids) if ids.len() <= 1 => ids.into_iter().next(),
+            Held::Traced(ids) => self
+                .read_minimal(action, &ids, 1)
+                .await?
+                .pop()
+                .map(|e| e.id),
+            Held::Listed(listed) => listed.into_iter().next().map(|e| e.id),
+        };
+        match oldest {
+            Some(id) => self.st2.executions().get(&id).send().await.map(Some),
             None => Ok(None),
         }
     }
@@ -308,7 +396,14 @@ impl Dispatcher {
     /// cancels it — normally before st2 has scheduled it — and follows the winner instead.
     async fn converge(&self, created: Execution, action: &ActionRef, key: &str) -> Execution {
         // Without the list the created execution is the only one known: keep it.
-        let Ok(held) = self.held_for(action, key, CONVERGE_LOOKAHEAD).await else {
+        let held = match self.held(action, key, CONVERGE_LOOKAHEAD).await {
+            // Nobody raced: the trace index names only ours, so there is nothing to read.
+            Ok(Held::Traced(ids)) if ids.iter().all(|id| *id == created.id) => return created,
+            Ok(Held::Traced(ids)) => self.read_minimal(action, &ids, CONVERGE_LOOKAHEAD).await,
+            Ok(Held::Listed(listed)) => Ok(listed),
+            Err(e) => Err(e),
+        };
+        let Ok(held) = held else {
             return created;
         };
         let winner = held

@@ -278,6 +278,11 @@ impl List<'_, Execution> {
         self.set("status", status.as_str())
     }
 
+    /// Only these executions (`id=a,b`; st2 takes at most 100).
+    pub fn ids(self, ids: &[&str]) -> Self {
+        self.set("id", ids.join(","))
+    }
+
     /// Only children of this execution.
     pub fn parent(self, id: &str) -> Self {
         self.set("parent", id)

@@ -240,14 +240,12 @@ async fn pack(
 
 async fn traces(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
     let store = sh.store();
-    let mut selected: Vec<_> = store
-        .traces
-        .iter()
-        .filter(|t| {
-            params
-                .nonempty("trace_tag")
-                .is_none_or(|tag| t.trace_tag == tag)
-        })
+    let candidates: Box<dyn Iterator<Item = &crate::model::Trace>> =
+        match params.nonempty("trace_tag") {
+            Some(tag) => Box::new(store.traces_tagged(tag)),
+            None => Box::new(store.traces.iter()),
+        };
+    let mut selected: Vec<_> = candidates
         .filter(|t| {
             params
                 .nonempty("execution")

@@ -389,13 +389,22 @@ async fn list(State(sh): State<Arc<Shared>>, params: Params) -> Result<Response,
             }
         })
     };
-    let store = sh.store();
-    let mut selected: Vec<&Execution> = store
-        .executions()
-        .iter()
+    let mut store = sh.store();
+    // By id MongoDB reads its _id index; anything else here is a collection scan.
+    let by_id = !ids.is_empty();
+    if !by_id {
+        store.scanned += store.executions().len() as u64;
+    }
+    let store = &*store;
+    let candidates: Vec<&Execution> = if by_id {
+        ids.iter().filter_map(|id| store.execution(id)).collect()
+    } else {
+        store.executions().iter().collect()
+    };
+    let mut selected: Vec<&Execution> = candidates
+        .into_iter()
         .filter(|e| {
             !unsupported
-                && (ids.is_empty() || ids.contains(&e.id))
                 && eq(0, Some(e.status.as_str()))
                 && eq(1, e.parent.as_deref())
                 && eq(2, Some(&e.action_ref))

@@ -3,6 +3,7 @@
 #[path = "../common/fixture.rs"]
 mod fixture;
 mod http_api;
+mod query_costs;
 mod rules;
 mod st2client_compat;
 mod stream_and_faults;
