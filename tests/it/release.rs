@@ -245,20 +245,29 @@ fn version_names_the_commit_and_the_build_date() {
         .output()
         .unwrap();
     let version = crate::support::succeeded(&out, "--version");
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or("unknown".into(), |o| {
-            String::from_utf8_lossy(&o.stdout).trim().to_string()
-        });
-    let expected = format!(
-        "portarium-st2 {} (commit {commit}, built ",
-        env!("CARGO_PKG_VERSION")
-    );
-    assert!(version.starts_with(&expected), "{version}");
+    let prefix = format!("portarium-st2 {} (commit ", env!("CARGO_PKG_VERSION"));
+    let stamped = version
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once(", built "))
+        .map(|(commit, _)| commit)
+        .unwrap_or_else(|| panic!("not `{prefix}<commit>, built <date>)`: {version}"));
+    // The commit the binary was built from, which need not be HEAD by the time it runs.
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    if git(&["rev-parse", "--short", "HEAD"]).is_some() {
+        assert!(
+            git(&["rev-parse", "--verify", &format!("{stamped}^{{commit}}")]).is_some(),
+            "{stamped} is no commit of this repository: {version}"
+        );
+    } else {
+        assert_eq!(stamped, "unknown", "{version}");
+    }
     let date = version
         .trim_end()
         .trim_end_matches(')')
