@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, Config};
+use crate::config;
 use crate::core::governance::packs::{PacksPolicy, Verdict, audit_cluster};
 use crate::core::governance::{audit, manifest};
 use clap::Subcommand;
-use st2_client::St2Client;
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -84,12 +83,9 @@ pub fn packs(command: PacksCommand) -> ExitCode {
         policy,
         strict,
     } = command;
-    let config = match Config::load(config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("configuration: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let (config, client) = match super::config_and_client(config.as_deref()) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let Some(path) = policy.or(config.governance.packs_policy.clone()) else {
         eprintln!("no packs policy: set governance.packs_policy or pass --policy FILE");
@@ -97,13 +93,6 @@ pub fn packs(command: PacksCommand) -> ExitCode {
     };
     let policy = match PacksPolicy::load(&path) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let client = match St2Client::from_config(&config.st2) {
-        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_USAGE);

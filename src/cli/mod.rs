@@ -443,22 +443,26 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// The config at `path` (or from the environment alone) and an st2 client for it; a problem
+/// with either is said on stderr and ends the command with the usage exit code.
+fn config_and_client(path: Option<&std::path::Path>) -> Result<(Config, St2Client), ExitCode> {
+    let config = Config::load(path).map_err(|e| {
+        eprintln!("configuration: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    let client = St2Client::from_config(&config.st2).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    Ok((config, client))
+}
+
 /// `portarium-st2 run`: one action, its output and result on stdout, errors on stderr.
 async fn run(args: RunArgs) -> ExitCode {
     use crate::cli::run::{RunError, run};
-    let config = match Config::load(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("configuration: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let client = match St2Client::from_config(&config.st2) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let (config, client) = match config_and_client(args.config.as_deref()) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     use std::io::Write as _;
     let mut stdout = std::io::stdout();
