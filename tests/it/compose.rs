@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::SendJson;
+use crate::support::{SendJson, free_port};
 use serde_json::{Map, Value, json};
 use url::Url;
 
@@ -419,14 +419,6 @@ fn healthcheck_passes(test: &[String], from_port: u16, to_port: u16) -> bool {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
     wait_bounded(child, 10).is_some_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Services whose command is `portarium-st2 serve`.

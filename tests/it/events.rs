@@ -422,7 +422,7 @@ fn events_config_is_checked_naming_the_field_and_takes_env_overrides() {
 #[tokio::test]
 async fn events_from_portarium_jetstream_fire_rules_once() {
     let s = stack().await;
-    let mut server = crate::support::nats::NatsServer::on_port(crate::support::nats::free_port());
+    let mut server = crate::support::nats::NatsServer::on_port(crate::support::free_port());
     server.start();
     let js = server.portarium_stream().await;
     let config: portarium_st2::events::config::InboundNatsConfig = serde_json::from_value(

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::nats::{NatsServer, free_port};
+use crate::support::free_port;
+use crate::support::nats::NatsServer;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;

@@ -359,10 +359,7 @@ async fn a_slow_st2_cannot_hold_a_dispatch_past_its_deadline() {
 #[tokio::test]
 async fn an_adapter_started_before_st2_sees_it_without_a_restart() {
     // A port nothing listens on yet: st2 is down when the adapter starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
     let yaml = format!(
         "listen: 127.0.0.1:0\nst2: {{base_url: 'http://{port}', api_key: {KEY}, connect_timeout_ms: 300}}\ntenants:\n  - {{id: tenant-f, api_token: token-f}}\n"
     );

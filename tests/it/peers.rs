@@ -84,7 +84,8 @@ mod loops {
     use serde_json::{Value, json};
     use st2_emulator::{Emulator, EmulatorOptions};
 
-    use crate::support::nats::{NatsServer, free_port};
+    use crate::support::free_port;
+    use crate::support::nats::NatsServer;
 
     const KEY: &str = "loop-key";
 

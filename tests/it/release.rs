@@ -70,10 +70,7 @@ fn dispatch_body(payload: Value) -> Value {
 async fn with_st2_down_the_adapter_stays_ready_and_reports_st2_apart() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = format!("127.0.0.1:{}", crate::support::free_port());
     let served = serve(dir.path(), &format!("http://{port}"), "");
     let http = reqwest::Client::new();
     let ready = http

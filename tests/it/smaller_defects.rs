@@ -61,10 +61,7 @@ async fn a_token_request_that_cannot_reach_st2auth_says_so_not_that_it_could_act
         .await
         .unwrap();
     // A port that refuses: bound, then released.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = format!("127.0.0.1:{}", crate::support::free_port());
     let config: st2_client::St2Config = serde_norway::from_str(&format!(
         "{{base_url: '{}', auth_url: 'http://{closed}', username: ann, password: pw, \
          retry: {{max_retries: 2, backoff: {{initial: 10ms, max: 20ms}}}}}}",

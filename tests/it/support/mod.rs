@@ -89,3 +89,9 @@ pub fn st2_config_file(
     std::fs::write(&path, yaml).unwrap();
     path
 }
+
+/// A loopback port free right now (bound, then released): nothing listens on it.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}

@@ -11,12 +11,6 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
-/// A loopback port free right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
 fn binary() -> PathBuf {
     let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .into_iter()
