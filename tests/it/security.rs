@@ -195,19 +195,8 @@ async fn no_or_wrong_token_is_401_on_every_authenticated_route() {
 /// A TLS listener presenting the test server certificate (signed by a CA the adapter is not
 /// told about); counts handshakes that completed.
 async fn untrusted_tls() -> (String, Arc<AtomicUsize>) {
-    use tokio_rustls::rustls::ServerConfig;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(tls_file("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
-    let config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor =
+        crate::support::tls_server::acceptor(&tls_file("server.pem"), &tls_file("server.key"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let completed = Arc::new(AtomicUsize::new(0));

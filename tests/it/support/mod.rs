@@ -3,6 +3,7 @@
 pub mod nats;
 pub mod reference;
 pub mod stack;
+pub mod tls_server;
 
 pub use reference::{missing, reference_dir};
 

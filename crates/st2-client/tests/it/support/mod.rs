@@ -3,6 +3,8 @@
 
 #[path = "../../../../../tests/it/support/reference.rs"]
 mod reference;
+#[path = "../../../../../tests/it/support/tls_server.rs"]
+pub mod tls_server;
 
 use serde_json::Value;
 
