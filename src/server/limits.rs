@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -19,7 +19,7 @@ use tower_http::trace::TraceLayer;
 use super::answer::{Contract, Failure};
 use super::tls::ListenerConfig;
 use crate::core::DispatchError;
-use crate::core::portarium::ErrorKind;
+use crate::core::portarium::{ErrorKind, Hint};
 
 /// How long a caller over `server.max_streams` is asked to wait before trying again.
 const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -119,6 +119,11 @@ pub(crate) fn timed_out(contract: Contract) -> Response {
 
 /// A refusal the router makes itself, in `contract`'s shape, with the error kind of `status`.
 fn refuse(contract: Contract, status: StatusCode, message: String) -> Response {
+    refuse_with(contract, status, message, Hint::default())
+}
+
+/// The same, with what the answer says beyond the kind (its `Retry-After`).
+fn refuse_with(contract: Contract, status: StatusCode, message: String, hint: Hint) -> Response {
     let kind = match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
         StatusCode::NOT_FOUND => ErrorKind::FlowNotFound,
@@ -126,7 +131,10 @@ fn refuse(contract: Contract, status: StatusCode, message: String) -> Response {
         StatusCode::GATEWAY_TIMEOUT => ErrorKind::Timeout,
         _ => ErrorKind::RemoteError,
     };
-    let error = DispatchError::refused(kind, message);
+    let error = DispatchError {
+        hint,
+        ..DispatchError::refused(kind, message)
+    };
     contract.refuse(Failure { status, error }, None)
 }
 
@@ -217,7 +225,7 @@ pub(crate) async fn limit_streams(
     next: Next,
 ) -> Response {
     let Ok(slot) = streams.slots.clone().try_acquire_owned() else {
-        let mut busy = refuse(
+        return refuse_with(
             streams.contract,
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -225,12 +233,11 @@ pub(crate) async fn limit_streams(
                 streams.max,
                 STREAM_RETRY_AFTER.as_secs()
             ),
+            Hint {
+                retry_after: Some(STREAM_RETRY_AFTER),
+                ..Hint::default()
+            },
         );
-        busy.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(STREAM_RETRY_AFTER.as_secs()),
-        );
-        return busy;
     };
     next.run(request).await.map(|body| {
         Body::from_stream(body.into_data_stream().map(move |chunk| {
