@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::deploy::{ini, read, repo, summary_field};
 use crate::support::{SendJson, free_port};
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -45,14 +46,6 @@ const SUPPORT_SERVICES: [(&str, &str); 6] = [
     ("otel-collector", "otel/opentelemetry-collector-contrib"),
     ("nats", "nats"),
 ];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
 
 /// Parses YAML the way compose does (anchors, aliases and `<<` merge keys) into JSON values.
 fn yaml(text: &str, name: &str) -> Value {
@@ -309,28 +302,6 @@ fn compose_header() -> String {
         .take_while(|l| l.starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A minimal INI reader for st2's config files: section → key → value.
-fn ini(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut section = String::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_string();
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("not key = value: {line}"));
-        out.entry(section.clone())
-            .or_default()
-            .insert(k.trim().to_string(), v.trim().to_string());
-    }
-    out
 }
 
 /// Dockerfile instructions (continuations joined, comments dropped) as (KEYWORD, arguments).
@@ -713,7 +684,7 @@ fn every_st2_service_reads_the_deploy_config_and_reaches_the_compose_services() 
     assert_eq!(udp.rsplit(':').next(), Some(metrics["port"].as_str()));
     assert!(
         !metrics.contains_key("prefix"),
-        "deploy/statsd-mapping.yml matches st2.<key> names; a [metrics] prefix would hide them"
+        "deploy/statsd-exporter/statsd-mapping.yml matches st2.<key> names; a [metrics] prefix would hide them"
     );
     let mapping =
         flag(&exporter, "--statsd.mapping-config").expect("the exporter gets the mapping file");
@@ -721,7 +692,7 @@ fn every_st2_service_reads_the_deploy_config_and_reaches_the_compose_services() 
         .into_iter()
         .find(|m| m.target == mapping)
         .expect("the mapping file is mounted where --statsd.mapping-config points");
-    assert_eq!(mapped.source, "./deploy/statsd-mapping.yml");
+    assert_eq!(mapped.source, "./deploy/statsd-exporter/statsd-mapping.yml");
     let web = flag(&exporter, "--web.listen-address").expect("the exporter's web port is set");
     let web_port = web.rsplit(':').next().unwrap();
     assert_ne!(web_port, "9102", "9102 is st2stream's port");
@@ -884,14 +855,6 @@ fn urls_in(v: &Value, out: &mut Vec<Url>) {
         Value::Object(m) => m.values().for_each(|i| urls_in(i, out)),
         _ => {}
     }
-}
-
-/// `key:   value` from a `config check` summary.
-fn summary_field<'a>(summary: &'a str, key: &str) -> &'a str {
-    summary
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(key).map(str::trim))
-        .unwrap_or_else(|| panic!("no {key} in {summary}"))
 }
 
 #[test]
