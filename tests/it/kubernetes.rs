@@ -320,11 +320,17 @@ fn env_references(v: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Runs `config check` on `config` with exactly `env`; its output.
+/// Runs `config check` on `config` with exactly `env`; its output. The file is laid out as the
+/// kubelet mounts a ConfigMap key (its atomic writer): `config.yaml` → `..data/config.yaml`,
+/// `..data` → a timestamped folder holding the real file, so the adapter must follow symlinks.
 fn config_check(config: &str, env: &BTreeMap<String, String>) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
+    let version = dir.path().join("..2026_12_06_02_00_00.000000001");
+    std::fs::create_dir(&version).unwrap();
+    std::fs::write(version.join("config.yaml"), config).unwrap();
+    std::os::unix::fs::symlink(version.file_name().unwrap(), dir.path().join("..data")).unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, config).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", &file).unwrap();
     Command::new(BIN)
         .args(["config", "check"])
         .arg(&file)
