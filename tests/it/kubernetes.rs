@@ -781,6 +781,18 @@ fn st2_metrics_reach_the_exporter_the_chart_values_name_and_the_adapter_scrapes_
     // The chart's values point every st2 pod's [metrics] at this Service's UDP port.
     let values: Value =
         serde_norway::from_str(&read("deploy/kubernetes/stackstorm-ha-values.yaml")).unwrap();
+    // Only keys the chart has (its values.yaml, StackStorm/stackstorm-k8s at f0f21e5): a
+    // misspelt key would be ignored by Helm without a word.
+    let mut keys = BTreeSet::new();
+    for (top, inner) in values.as_object().unwrap() {
+        for key in inner.as_object().unwrap().keys() {
+            keys.insert(format!("{top}.{key}"));
+        }
+    }
+    assert_eq!(
+        keys,
+        BTreeSet::from(["image.tag".into(), "st2.config".into()])
+    );
     let st2_conf = ini(values["st2"]["config"].as_str().expect("st2.config"));
     let metrics = &st2_conf["metrics"];
     assert_eq!(metrics["driver"], "statsd");
