@@ -252,5 +252,23 @@ check "execution list with the cached login token" 0 \
     "'$NOOP_ID' in {e['id'] for e in d}" \
     execution list -n 50 -j
 
+# --- the st2client container of docker-compose.st2.yml --------------------------------------
+# Its start command writes ~/.st2/config from ST2CLIENT_USER / ST2CLIENT_PASSWORD. Run that
+# command, taken from the compose file, in a fresh home: the CLI logs in with what it wrote.
+export HOME="$WORK/st2client-home"
+mkdir -p "$HOME"
+"$PY" - "$ROOT/docker-compose.st2.yml" >"$WORK/st2client-start.sh" <<'EOF'
+import sys, yaml
+script = yaml.safe_load(open(sys.argv[1]))["services"]["st2client"]["command"][2]
+tail = "&& exec sleep infinity"
+assert script.endswith(tail), script
+print(script[: -len(tail)].replace("$$", "$"))
+EOF
+ST2CLIENT_USER="$USER_NAME" ST2CLIENT_PASSWORD="$PASSWORD" bash "$WORK/st2client-start.sh"
+
+check "execution list with the config the compose st2client container writes" 0 \
+    "'$NOOP_ID' in {e['id'] for e in d}" \
+    execution list -n 50 -j
+
 echo "$passed passed, $failed failed"
 [[ "$failed" == 0 ]]

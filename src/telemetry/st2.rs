@@ -1,7 +1,7 @@
 //! st2's metric keys: which OpenTelemetry metric each one becomes, read either from the
-//! labelled names our statsd_exporter mapping (`deploy/statsd-mapping.yml`) produces or from
-//! the escaped names an unmapped exporter produces (`st2.action.core.local.executions` →
-//! `st2_action_core_local_executions`).
+//! labelled names our statsd_exporter mapping (`deploy/statsd-exporter/statsd-mapping.yml`)
+//! produces or from the escaped names an unmapped exporter produces
+//! (`st2.action.core.local.executions` → `st2_action_core_local_executions`).
 //!
 //! Both roads meet in one table ([`DESCRIPTORS`]): an unmapped name is first rewritten to the
 //! mapped name and labels the mapping file would have produced, so there is one mapping to

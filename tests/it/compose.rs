@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::deploy::{ini, read, repo, summary_field};
 use crate::support::{SendJson, free_port};
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -19,6 +20,8 @@ use url::Url;
 const BIN: &str = env!("CARGO_BIN_EXE_portarium-st2");
 const COMPOSE: &str = "docker-compose.st2.yml";
 const ADAPTER_IMAGE: &str = "portarium-st2:dev";
+/// The host folder of the user's own packs (`ST2_PACKS_DEV`'s default), as in st2-docker.
+const PACKS_DEV: &str = "./packs.dev";
 
 /// The st2 services of StackStorm's own compose setup, each running `stackstorm/<name>`.
 const ST2_SERVICES: [&str; 12] = [
@@ -45,14 +48,6 @@ const SUPPORT_SERVICES: [(&str, &str); 6] = [
     ("otel-collector", "otel/opentelemetry-collector-contrib"),
     ("nats", "nats"),
 ];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
 
 /// Parses YAML the way compose does (anchors, aliases and `<<` merge keys) into JSON values.
 fn yaml(text: &str, name: &str) -> Value {
@@ -309,28 +304,6 @@ fn compose_header() -> String {
         .take_while(|l| l.starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A minimal INI reader for st2's config files: section → key → value.
-fn ini(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut section = String::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_string();
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("not key = value: {line}"));
-        out.entry(section.clone())
-            .or_default()
-            .insert(k.trim().to_string(), v.trim().to_string());
-    }
-    out
 }
 
 /// Dockerfile instructions (continuations joined, comments dropped) as (KEYWORD, arguments).
@@ -601,6 +574,12 @@ fn mounted_files_exist_and_named_volumes_are_declared() {
                 used.insert(m.source.clone());
                 continue;
             }
+            // Files from ./deploy/, and the one folder users fill: their packs. Both exist in
+            // the checkout (a missing bind source is created by Docker, empty and root-owned).
+            if m.source == PACKS_DEV {
+                assert!(repo().join(PACKS_DEV).is_dir(), "{PACKS_DEV} is missing");
+                continue;
+            }
             assert!(
                 m.source.starts_with("./deploy/"),
                 "{name}: {} — mount files from ./deploy/ only",
@@ -713,7 +692,7 @@ fn every_st2_service_reads_the_deploy_config_and_reaches_the_compose_services() 
     assert_eq!(udp.rsplit(':').next(), Some(metrics["port"].as_str()));
     assert!(
         !metrics.contains_key("prefix"),
-        "deploy/statsd-mapping.yml matches st2.<key> names; a [metrics] prefix would hide them"
+        "deploy/statsd-exporter/statsd-mapping.yml matches st2.<key> names; a [metrics] prefix would hide them"
     );
     let mapping =
         flag(&exporter, "--statsd.mapping-config").expect("the exporter gets the mapping file");
@@ -721,7 +700,7 @@ fn every_st2_service_reads_the_deploy_config_and_reaches_the_compose_services() 
         .into_iter()
         .find(|m| m.target == mapping)
         .expect("the mapping file is mounted where --statsd.mapping-config points");
-    assert_eq!(mapped.source, "./deploy/statsd-mapping.yml");
+    assert_eq!(mapped.source, "./deploy/statsd-exporter/statsd-mapping.yml");
     let web = flag(&exporter, "--web.listen-address").expect("the exporter's web port is set");
     let web_port = web.rsplit(':').next().unwrap();
     assert_ne!(web_port, "9102", "9102 is st2stream's port");
@@ -886,14 +865,6 @@ fn urls_in(v: &Value, out: &mut Vec<Url>) {
     }
 }
 
-/// `key:   value` from a `config check` summary.
-fn summary_field<'a>(summary: &'a str, key: &str) -> &'a str {
-    summary
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(key).map(str::trim))
-        .unwrap_or_else(|| panic!("no {key} in {summary}"))
-}
-
 #[test]
 fn adapter_configs_pass_config_check_with_the_compose_environment() {
     let c = compose();
@@ -963,6 +934,115 @@ fn adapter_configs_pass_config_check_with_the_compose_environment() {
         summary_field(&summary, "st2 stream:"),
         "http://st2stream:9102/v1"
     );
+}
+
+#[test]
+fn user_packs_are_mounted_where_packs_base_paths_looks_in_every_service_that_reads_packs() {
+    let c = compose();
+    let conf = ini(&read("deploy/st2/st2.docker.conf"));
+    let base_paths: Vec<&str> = conf["content"]["packs_base_paths"].split(':').collect();
+    assert_eq!(base_paths, ["/opt/stackstorm/packs.dev"]);
+    let mut readers = BTreeSet::new();
+    for (name, s) in services(&c) {
+        let ms = mounts(s);
+        // Whoever reads the image's packs (the st2-packs volume) reads the user's too.
+        if !ms.iter().any(|m| m.target == "/opt/stackstorm/packs") {
+            continue;
+        }
+        readers.insert(name.as_str());
+        let dev = ms
+            .iter()
+            .find(|m| m.source == PACKS_DEV)
+            .unwrap_or_else(|| panic!("{name} reads packs but not {PACKS_DEV}"));
+        assert_eq!(dev.target, base_paths[0], "{name}");
+    }
+    // st2-docker's set: the API (registration), the runner (actions), the sensor container,
+    // and the CLI; plus this file's one-shot registration.
+    assert_eq!(
+        readers,
+        BTreeSet::from([
+            "st2api",
+            "st2actionrunner",
+            "st2sensorcontainer",
+            "st2client",
+            "st2-register-content",
+        ])
+    );
+    // Only the CLI container, where users edit packs, may write to them.
+    for (name, s) in services(&c) {
+        let raw: Vec<&str> = s["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|v| v.contains("ST2_PACKS_DEV"))
+            .collect();
+        for v in raw {
+            assert_eq!(v.ends_with(":ro"), name != "st2client", "{name}: {v}");
+        }
+    }
+    let readme = read("packs.dev/README.md");
+    assert!(readme.contains("st2 pack register"));
+    assert!(compose_header().contains("exec st2client st2 pack register"));
+}
+
+#[test]
+fn the_st2client_container_writes_the_cli_config_with_the_stack_credentials() {
+    let c = compose();
+    let svcs = services(&c);
+    let client = &svcs["st2client"];
+    let (repository, _, tag) = image(client);
+    assert_eq!(
+        repository, "stackstorm/st2actionrunner",
+        "st2-docker's st2client image"
+    );
+    assert_eq!(tag, image(&svcs["st2api"]).2, "the cluster's st2 version");
+    assert_eq!(client["init"], true, "sleep as PID 1 would ignore SIGTERM");
+    let env = environment(client);
+    let deps = depends_on(client);
+    for (var, service, port) in [
+        ("ST2_AUTH_URL", "st2auth", 9100),
+        ("ST2_API_URL", "st2api", 9101),
+        ("ST2_STREAM_URL", "st2stream", 9102),
+    ] {
+        let url = Url::parse(&env[var]).unwrap();
+        assert_eq!(url.host_str(), Some(service), "{var}");
+        assert_eq!(url.port(), Some(port), "{var}");
+        assert_eq!(
+            deps.get(service).map(String::as_str),
+            Some("service_healthy")
+        );
+    }
+
+    // Its command, run for real with the environment compose gives it and a home of its own,
+    // leaves a CLI config (st2-docker's files/st2-cli.conf format) only its user can read,
+    // holding the same user and password the adapter logs in with.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = command(client);
+    let sleep = cmd.pop().unwrap();
+    assert!(sleep.ends_with("&& exec sleep infinity"), "{sleep}");
+    let script = sleep.trim_end_matches("&& exec sleep infinity").to_string();
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .arg(script)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home.path())
+        .envs(&env)
+        .output()
+        .unwrap();
+    crate::support::succeeded(&out, "the st2client command");
+    let file = home.path().join(".st2/config");
+    let written = ini(&std::fs::read_to_string(&file).unwrap());
+    let adapter = environment(&svcs["adapter"]);
+    assert_eq!(
+        written["credentials"]["username"],
+        adapter["PORTARIUM_ST2_ST2__USERNAME"]
+    );
+    assert_eq!(written["credentials"]["password"], adapter["ST2_PASSWORD"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the CLI config holds a password");
 }
 
 #[test]

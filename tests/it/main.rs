@@ -13,6 +13,7 @@ mod fault_injection;
 mod follow;
 mod fuzz_regressions;
 mod governance;
+mod kubernetes;
 mod layering;
 mod peers;
 mod portarium_clients;

@@ -1,6 +1,6 @@
-//! `deploy/statsd-mapping.yml` parses, covers every st2 key pattern for every statsd type st2
-//! sends under it, and yields exactly the names and labels the normalizer reads back from an
-//! unmapped exporter — so mapped and unmapped deployments normalize to the same metrics.
+//! `deploy/statsd-exporter/statsd-mapping.yml` parses, covers every st2 key pattern for every
+//! statsd type st2 sends under it, and yields exactly the names and labels the normalizer reads
+//! back from an unmapped exporter — so mapped and unmapped deployments normalize to the same metrics.
 //!
 //! The file is applied here the way statsd_exporter applies it: rules in order, first match
 //! wins, `match_metric_type` filters, a glob `*` matches one dot-free segment, regex rules
@@ -50,7 +50,7 @@ struct Mapping {
 fn load() -> MappingFile {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/deploy/statsd-mapping.yml"
+        "/deploy/statsd-exporter/statsd-mapping.yml"
     ))
     .unwrap();
     serde_norway::from_str(&text).expect("the mapping file parses")
