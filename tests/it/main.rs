@@ -3,6 +3,7 @@
 
 mod support;
 
+mod attack_limits;
 mod cli;
 mod compose;
 mod config_reference;
