@@ -15,6 +15,7 @@ mod follow;
 mod fuzz_regressions;
 mod governance;
 mod layering;
+mod memory_bounds;
 mod peers;
 mod portarium_clients;
 mod release;
