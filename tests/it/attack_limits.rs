@@ -464,3 +464,49 @@ async fn an_invalid_event_over_nats_is_terminated_not_redelivered() {
         1
     );
 }
+
+/// The connection limits have sane defaults, and broken ones are reported with the rest of the
+/// configuration's problems, by dotted path.
+#[test]
+fn connection_limits_are_validated_with_the_rest_of_the_config() {
+    use portarium_st2::config::Config;
+    let load = |extra: &str| {
+        let yaml = format!("st2: {{base_url: 'http://127.0.0.1:9', api_key: k}}\n{extra}");
+        Config::from_yaml(&yaml, "test", std::iter::empty()).map_err(|e| e.to_string())
+    };
+    let c = load("").unwrap();
+    assert_eq!(
+        (
+            c.server.header_read_timeout,
+            c.server.idle_timeout,
+            c.server.max_connections
+        ),
+        (Duration::from_secs(10), Duration::from_secs(60), 512)
+    );
+    assert_eq!(c.st2.stream.cache_max_bytes, 16 << 20);
+    assert_eq!(c.st2.stream.cached_execution_max_bytes, 16 << 10);
+    let err = load(
+        "server: {max_streams: 8, max_connections: 8, header_read_timeout: 50ms, idle_timeout: 0s}\n",
+    )
+    .unwrap_err();
+    for want in [
+        "server.max_connections: 8 must exceed server.max_streams (8)",
+        "server.header_read_timeout: 50ms is below 100ms",
+        "server.idle_timeout: 0",
+    ] {
+        assert!(err.contains(want), "{want} missing: {err}");
+    }
+    let mut stream = st2_client::stream::StreamConfig {
+        cache_max_bytes: 1000,
+        ..Default::default()
+    };
+    stream.cached_execution_max_bytes = 100_000;
+    let mut errors = Vec::new();
+    stream.validate(&mut errors);
+    let text = format!("{errors:?}");
+    assert!(text.contains("st2.stream.cache_max_bytes"), "{text}");
+    assert!(
+        text.contains("st2.stream.cached_execution_max_bytes"),
+        "{text}"
+    );
+}
