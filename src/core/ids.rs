@@ -34,7 +34,7 @@ impl Charset {
             Self::Text => "text without control characters (no newline, tab or NUL)".into(),
             Self::PrintableAscii => "printable ASCII (0x20-0x7E)".into(),
             Self::VisibleAscii => "printable ASCII without spaces (0x21-0x7E)".into(),
-            Self::Token(extra) if extra.is_empty() => "ASCII letters and digits".into(),
+            Self::Token("") => "ASCII letters and digits".into(),
             Self::Token(extra) => format!("ASCII letters, digits and {extra:?}"),
         }
     }

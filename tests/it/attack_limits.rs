@@ -496,11 +496,11 @@ fn connection_limits_are_validated_with_the_rest_of_the_config() {
     ] {
         assert!(err.contains(want), "{want} missing: {err}");
     }
-    let mut stream = st2_client::stream::StreamConfig {
+    let stream = st2_client::stream::StreamConfig {
         cache_max_bytes: 1000,
+        cached_execution_max_bytes: 100_000,
         ..Default::default()
     };
-    stream.cached_execution_max_bytes = 100_000;
     let mut errors = Vec::new();
     stream.validate(&mut errors);
     let text = format!("{errors:?}");

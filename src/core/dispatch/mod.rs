@@ -588,6 +588,5 @@ pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchResult {
     DispatchResult::err(kind_of(err), message).with_hint(Hint {
         retry_after,
         unprocessable,
-        ..Hint::default()
     })
 }

@@ -723,10 +723,12 @@ mod tests {
 
     #[test]
     fn a_large_finished_execution_is_remembered_as_its_summary() {
-        let mut e = Execution::default();
-        e.id = "e1".into();
-        e.status = Some(crate::ExecutionStatus::Succeeded);
-        e.result = Some(serde_json::json!({"stdout": "x".repeat(500_000)}));
+        let mut e = Execution {
+            id: "e1".into(),
+            status: Some(crate::ExecutionStatus::Succeeded),
+            result: Some(serde_json::json!({"stdout": "x".repeat(500_000)})),
+            ..Execution::default()
+        };
         let (summary, bytes) = Finished::of(Arc::new(e.clone()), 16 * 1024);
         assert!(!summary.whole);
         assert!(bytes < 200, "{bytes} bytes");
