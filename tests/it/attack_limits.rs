@@ -418,40 +418,22 @@ async fn an_invalid_event_over_nats_is_terminated_not_redelivered() {
         event(&"x".repeat(300), json!({})),
         event("good-1", json!({})),
     ] {
-        js.publish(
-            "portarium.events.run.RunStarted",
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        crate::support::nats::publish_event(&js, &body).await;
     }
-    let mut fired = Vec::new();
-    for _ in 0..300 {
-        fired = s
-            .st2_get("triggerinstances")
-            .await
-            .as_array()
-            .unwrap()
-            .clone();
-        if !fired.is_empty() {
-            break;
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let fired = loop {
+        let fired = s.st2_get("triggerinstances").await;
+        if fired.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
+            break fired.as_array().unwrap().clone();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     assert_eq!(fired.len(), 1, "{fired:?}");
     assert_eq!(fired[0]["payload"]["id"], "good-1");
     // Past several redelivery delays (backoff.max): a NAKed message would be back by now.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let mut consumer = js
-        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-            "portarium-st2-inbound",
-            "PORTARIUM_EVENTS",
-        )
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap().clone();
+    let stream = js.get_stream("PORTARIUM_EVENTS").await.unwrap();
+    let info = stream.consumer_info("portarium-st2-inbound").await.unwrap();
     assert_eq!(info.num_ack_pending, 0, "{info:?}");
     assert_eq!(info.num_redelivered, 0, "nothing redelivered: {info:?}");
     assert_eq!(info.ack_floor.stream_sequence, 3, "{info:?}");

@@ -10,6 +10,7 @@ use st2_client::{ExecutionRequest, Secret, St2Client, St2Config};
 use st2_emulator::{Emulator, EmulatorOptions};
 
 use crate::release::{TOKEN, serve};
+use crate::support::SendJson;
 
 /// Bytes of the result of `examples.big`.
 const RESULT_BYTES: usize = 500_000;
@@ -72,12 +73,8 @@ async fn large_results_and_many_event_ids_stay_under_the_memory_ceiling() {
                     &json!({"actionId": format!("a{n}"), "tenantId": "t1", "runId": "r1",
                                "correlationId": "c1", "flowRef": "examples.big", "payload": {}}),
                 )
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .send_json()
+                .await;
             let blob = answer["output"]["result"]["blob"].as_str().map(str::len);
             assert_eq!(blob, Some(RESULT_BYTES), "a{n}");
         }
