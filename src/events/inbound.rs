@@ -346,3 +346,39 @@ async fn fire(class: &EventClass, event: &CloudEvent, st2: &St2Client) -> Result
     st2.webhooks().post(hook, &payload, Some(&tag)).await?;
     Ok(format!("webhook:{hook}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound() -> Inbound {
+        Inbound::new(
+            &InboundConfig::default(),
+            "portarium.execution-plane.stackstorm",
+        )
+    }
+
+    #[test]
+    fn the_id_digest_tells_every_tenant_and_id_pair_apart() {
+        // Joined with a separator these would collide; length-prefixed they cannot.
+        assert_ne!(id_digest("acme", "prod\0k1"), id_digest("acme\0prod", "k1"));
+        assert_ne!(id_digest("a", "bc"), id_digest("ab", "c"));
+        assert_eq!(id_digest("acme", "e1"), id_digest("acme", "e1"));
+    }
+
+    #[test]
+    fn the_same_id_is_a_duplicate_only_with_the_same_content() {
+        let inbound = inbound();
+        let (a, b) = (id_digest("t1", "e1"), id_digest("t2", "e1"));
+        let (one, other) = ([1u8; 32], [2u8; 32]);
+        assert!(matches!(inbound.remember(a, one), Memory::New));
+        assert!(matches!(inbound.remember(a, one), Memory::Same));
+        assert!(matches!(inbound.remember(a, other), Memory::Different));
+        assert!(
+            matches!(inbound.remember(b, other), Memory::New),
+            "another tenant's id is its own"
+        );
+        inbound.forget(&a);
+        assert!(matches!(inbound.remember(a, other), Memory::New));
+    }
+}
