@@ -182,6 +182,34 @@ async fn the_connection_cap_holds_new_connections_back_and_says_so() {
     }
 }
 
+/// The TLS listener holds to the same limits: a peer that connects and never starts the
+/// handshake is closed at `server.header_read_timeout`, not left holding a connection.
+#[tokio::test]
+async fn the_tls_listener_closes_a_silent_peer_at_the_header_timeout() {
+    use crate::support::tls_file;
+    let s = stack(&format!(
+        "server: {{header_read_timeout: 1s, tls: {{cert_file: '{}', key_file: '{}'}}}}\n",
+        tls_file("server.pem").display(),
+        tls_file("server.key").display()
+    ))
+    .await;
+    let mut conn = TcpStream::connect(s.base.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open after 5 s: {read:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
+
 /// Every route a tenant calls, as (method, path).
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/dispatch"),
