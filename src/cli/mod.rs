@@ -339,24 +339,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
     // flight are answered or `server.shutdown_grace` is over, whichever comes first.
     let grace = config.server.shutdown_grace;
     let stop = app.drain.clone().after(shutdown_signal(), grace);
-    let served = match config.server.tls.as_ref().map(|t| t.acceptor()) {
-        None => {
-            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on http://{addr}");
-            app.drain
-                .bounded(server::serve(listener, router, stop))
-                .await
-        }
-        Some(Ok(acceptor)) => {
-            tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on https://{addr}");
-            app.drain
-                .bounded(server::tls::serve_tls(listener, router, acceptor, stop))
-                .await
-        }
-        Some(Err(e)) => {
+    let acceptor = match config.server.tls.as_ref().map(|t| t.acceptor()).transpose() {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tracing::info!(st2 = %client.endpoints().api, "portarium-st2 listening on {scheme}://{addr}");
+    let limits = server::conn::ConnectionLimits::new(&config.server);
+    let served = app
+        .drain
+        .bounded(server::conn::serve_connections(
+            listener, router, acceptor, limits, stop,
+        ))
+        .await;
     app.shutdown(Duration::from_secs(10)).await;
     if let Err(e) = served {
         tracing::error!("server stopped: {e}");

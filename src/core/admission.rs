@@ -170,7 +170,34 @@ async fn admit(tenant: &Tenant, req: &DispatchRequest) -> Result<(), DispatchErr
             ),
         ));
     }
+    check_ids(req)?;
     tenant.may_run(req.flow_ref.trim()).await
+}
+
+/// The idempotency key and trace context are within their documented limits
+/// (`core::ids`); a key of 21 kB or one with a newline is the caller's error, answered 422
+/// before st2 sees it.
+fn check_ids(req: &DispatchRequest) -> Result<(), DispatchError> {
+    use super::ids::{IDEMPOTENCY_KEY, TRACESTATE};
+    let key = req
+        .idempotency_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty());
+    let tracestate = req.trace.as_ref().and_then(|t| t.tracestate.as_deref());
+    let checks = key
+        .map(|k| IDEMPOTENCY_KEY.check(k))
+        .into_iter()
+        .chain(tracestate.map(|s| TRACESTATE.check(s)));
+    for check in checks {
+        check.map_err(|e| DispatchError {
+            hint: Hint {
+                unprocessable: true,
+                ..Hint::default()
+            },
+            ..DispatchError::refused(ErrorKind::RemoteError, format!("request refused: {e}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// Scrubs a failure's message of the request's secret values, and writes the decision

@@ -48,6 +48,8 @@ impl TraceContext {
     /// one is dropped, as the spec asks, rather than failing the request.
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
         let tp = traceparent.trim();
+        // Later versions may append fields, but not without bound.
+        super::ids::TRACEPARENT.check(tp).ok()?;
         let parts: Vec<&str> = tp.split('-').collect();
         let hex = |s: &str, n: usize| {
             s.len() == n

@@ -85,6 +85,9 @@ pub enum CloudEventError {
     /// `datacontenttype` is set to something other than JSON while `data` is JSON.
     #[error("datacontenttype {0:?} is not JSON; send application/json data")]
     ContentType(String),
+    /// An id attribute is over its length or holds characters it may not (`core::ids`).
+    #[error("attribute {0}")]
+    Id(st2_basics::FieldError),
     /// An extension attribute's name breaks CloudEvents' naming rule.
     #[error("extension attribute {0:?} must be lower-case letters and digits only")]
     ExtensionName(String),
@@ -107,6 +110,9 @@ impl CloudEvent {
                 return Err(CloudEventError::Missing(name));
             }
         }
+        crate::core::ids::EVENT_ID
+            .check(&self.id)
+            .map_err(CloudEventError::Id)?;
         if !self.event_type.starts_with(TYPE_PREFIX) {
             return Err(CloudEventError::ForeignType(self.event_type.clone()));
         }
@@ -192,6 +198,13 @@ mod tests {
             ("data_base64", json!("AA=="), "only one"),
             ("datacontenttype", json!("text/plain"), "not JSON"),
             ("Bad-Name", json!("x"), "lower-case"),
+            ("id", json!("e\n1"), "attribute id: has '\\n' at byte 1"),
+            ("id", json!("e\u{0}1"), "attribute id: has '\\0' at byte 1"),
+            (
+                "id",
+                json!("e".repeat(257)),
+                "attribute id: is 257 bytes long",
+            ),
         ];
         for (field, value, expected) in cases {
             let mut v = sample();

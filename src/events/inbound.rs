@@ -69,6 +69,14 @@ pub enum InboundError {
         /// `events.lifecycle.source`.
         source_name: String,
     },
+    /// The id was taken within the dedupe window for an event that said something else.
+    #[error(
+        "event id {id:?} was already taken with different content; a redelivery must repeat the event unchanged, and a new event needs a new id"
+    )]
+    Reused {
+        /// Event id.
+        id: String,
+    },
     /// st2 refused or could not take the trigger.
     #[error("st2 did not accept the trigger for event {id}: {source}")]
     St2 {
@@ -133,12 +141,45 @@ pub enum Outcome {
     Duplicate,
 }
 
-/// Event ids seen recently, bounded by age and count.
+/// SHA-256 of something remembered: every entry has the same size, however long the event
+/// id, so `dedupe_max_ids` bounds the memory in bytes (about 150 bytes an entry).
+type Digest = [u8; 32];
+
+/// Event ids seen recently, bounded by age and count: the digest of (tenant, id) and the
+/// digest of what the event said, to tell a redelivery from a different event reusing the id.
 struct Seen {
-    ids: HashMap<String, Instant>,
-    order: VecDeque<(Instant, String)>,
+    ids: HashMap<Digest, (Instant, Digest)>,
+    order: VecDeque<(Instant, Digest)>,
     window: Duration,
     max: usize,
+}
+
+/// Whether an event was seen before, and with what.
+enum Memory {
+    /// First time within the window; now remembered.
+    New,
+    /// The same event again (a redelivery, or one in flight).
+    Same,
+    /// The same id with other content.
+    Different,
+}
+
+/// The digest of (tenant, id), each part length-prefixed so no two pairs share an encoding.
+fn id_digest(tenant: &str, id: &str) -> Digest {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    for part in [tenant, id] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().into()
+}
+
+/// The digest of what an event says (every attribute and its data, as parsed, so a
+/// re-serialised redelivery still matches).
+fn content_digest(event: &CloudEvent) -> Digest {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(serde_json::to_vec(event).unwrap_or_default()).into()
 }
 
 impl Seen {
@@ -147,7 +188,7 @@ impl Seen {
             if now.duration_since(*at) < self.window && self.order.len() <= self.max {
                 break;
             }
-            if self.ids.get(id) == Some(at) {
+            if self.ids.get(id).map(|(when, _)| when) == Some(at) {
                 self.ids.remove(id);
             }
             self.order.pop_front();
@@ -244,9 +285,11 @@ impl Inbound {
                 });
             }
         }
-        let key = format!("{tenant}\u{0}{}", event.id);
-        if !self.remember(&key) {
-            return Ok((event, Outcome::Duplicate));
+        let key = id_digest(tenant, &event.id);
+        match self.remember(key, content_digest(&event)) {
+            Memory::New => {}
+            Memory::Same => return Ok((event, Outcome::Duplicate)),
+            Memory::Different => return Err(InboundError::Reused { id: event.id }),
         }
         let fired = fire(class, &event, st2).await;
         match fired {
@@ -261,22 +304,26 @@ impl Inbound {
         }
     }
 
-    /// Records `key`; false when it is already there (a redelivery, or one in flight).
-    fn remember(&self, key: &str) -> bool {
+    /// Records `key` with its `content`, unless it is already there.
+    fn remember(&self, key: Digest, content: Digest) -> Memory {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         seen.evict(now);
-        if seen.ids.contains_key(key) {
-            return false;
+        if let Some((_, held)) = seen.ids.get(&key) {
+            return if *held == content {
+                Memory::Same
+            } else {
+                Memory::Different
+            };
         }
-        seen.ids.insert(key.to_string(), now);
-        seen.order.push_back((now, key.to_string()));
+        seen.ids.insert(key, (now, content));
+        seen.order.push_back((now, key));
         seen.evict(now);
-        true
+        Memory::New
     }
 
     /// Drops `key` after st2 failed, so Portarium's redelivery gets another chance.
-    fn forget(&self, key: &str) {
+    fn forget(&self, key: &Digest) {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.ids.remove(key);
     }
@@ -298,4 +345,40 @@ async fn fire(class: &EventClass, event: &CloudEvent, st2: &St2Client) -> Result
     let hook = class.webhook.as_deref().unwrap_or_default();
     st2.webhooks().post(hook, &payload, Some(&tag)).await?;
     Ok(format!("webhook:{hook}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound() -> Inbound {
+        Inbound::new(
+            &InboundConfig::default(),
+            "portarium.execution-plane.stackstorm",
+        )
+    }
+
+    #[test]
+    fn the_id_digest_tells_every_tenant_and_id_pair_apart() {
+        // Joined with a separator these would collide; length-prefixed they cannot.
+        assert_ne!(id_digest("acme", "prod\0k1"), id_digest("acme\0prod", "k1"));
+        assert_ne!(id_digest("a", "bc"), id_digest("ab", "c"));
+        assert_eq!(id_digest("acme", "e1"), id_digest("acme", "e1"));
+    }
+
+    #[test]
+    fn the_same_id_is_a_duplicate_only_with_the_same_content() {
+        let inbound = inbound();
+        let (a, b) = (id_digest("t1", "e1"), id_digest("t2", "e1"));
+        let (one, other) = ([1u8; 32], [2u8; 32]);
+        assert!(matches!(inbound.remember(a, one), Memory::New));
+        assert!(matches!(inbound.remember(a, one), Memory::Same));
+        assert!(matches!(inbound.remember(a, other), Memory::Different));
+        assert!(
+            matches!(inbound.remember(b, other), Memory::New),
+            "another tenant's id is its own"
+        );
+        inbound.forget(&a);
+        assert!(matches!(inbound.remember(a, other), Memory::New));
+    }
 }

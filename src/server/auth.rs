@@ -1,7 +1,7 @@
 //! Authentication, once per request: [`require_bearer`] finds the tenant whose bearer token
 //! the request carries before any body or path is read, and hands it to the handler as
 //! [`AuthedTenant`]. A request without one is answered 401 in the shape of the route's own
-//! wire contract.
+//! wire contract; one with two `Authorization` headers, 400.
 
 use std::sync::Arc;
 
@@ -19,6 +19,9 @@ use crate::core::{DispatchError, Tenant};
 /// What a caller without a valid token is told.
 pub(crate) const UNAUTHENTICATED: &str =
     "missing or unknown bearer token; send Authorization: Bearer <the tenant's api_token>";
+
+/// What a caller sending more than one `Authorization` header is told.
+pub(crate) const AMBIGUOUS: &str = "more than one Authorization header; send exactly one: Authorization: Bearer <the tenant's api_token>";
 
 /// The tenant the request's bearer token belongs to.
 #[derive(Clone)]
@@ -60,6 +63,17 @@ pub async fn require_bearer(
     mut request: Request,
     next: Next,
 ) -> Response {
+    if request
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        // Proxies and servers disagree on which of two wins; refusing leaves nothing to choose.
+        let failure = Failure::bad_request(AMBIGUOUS);
+        return guard.contract.refuse(failure, None);
+    }
     match guard.tenants.authenticate(request.headers()) {
         Some(tenant) => {
             request.extensions_mut().insert(AuthedTenant(tenant));

@@ -115,6 +115,7 @@ async fn receive(
             let status = match &e {
                 InboundError::Malformed(_) | InboundError::Invalid(_) => StatusCode::BAD_REQUEST,
                 InboundError::WrongTenant { .. } => StatusCode::FORBIDDEN,
+                InboundError::Reused { .. } => StatusCode::CONFLICT,
                 InboundError::Undeclared { .. }
                 | InboundError::Schema { .. }
                 | InboundError::OwnEvent { .. } => StatusCode::UNPROCESSABLE_ENTITY,

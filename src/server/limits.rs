@@ -1,6 +1,7 @@
 //! What every incoming request passes through, as layers on the router rather than in each
 //! handler: a span continuing the caller's W3C trace, a deadline for answers, and a cap on the
-//! streaming responses open at once (`server.request_timeout`, `server.max_streams`).
+//! streaming responses open at once (`server.request_timeout`, `server.max_streams`). The
+//! limits on connections themselves sit below the router, in `super::conn`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,29 @@ impl ListenerConfig {
         }
         if self.max_streams == 0 {
             errors.push(FieldError::new("server.max_streams", "must be at least 1"));
+        }
+        if self.max_connections <= self.max_streams {
+            errors.push(FieldError::new(
+                "server.max_connections",
+                format!(
+                    "{} must exceed server.max_streams ({}): open streams hold connections, and dispatches need room beside them",
+                    self.max_connections, self.max_streams
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.idle_timeout", self.idle_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "{} is below 100ms; a client needs time to send a request",
+                        st2_basics::duration::format(value)
+                    ),
+                ));
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod conn;
 pub mod dispatch;
 pub mod drain;
 pub mod events;
@@ -12,8 +13,6 @@ pub mod limits;
 pub mod openclaw;
 pub mod output;
 pub mod tls;
-
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -132,16 +131,19 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
         .layer(limits::trace_layer())
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.
+/// Serves `router` on `listener` until `shutdown` resolves, then drains open requests, under
+/// the default connection limits (`conn::serve_connections` takes configured ones).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    conn::serve_connections(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        None,
+        conn::ConnectionLimits::default(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }

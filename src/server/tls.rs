@@ -4,36 +4,17 @@
 //! bearer token still names the tenant on every request.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
-
-/// A TLS handshake that takes longer is dropped, so a silent peer cannot hold a task.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a closed connection keeps reading (and dropping) what the client still sends.
-const LINGER: Duration = Duration::from_secs(2);
-/// Pauses after a failed `accept` (e.g. out of file descriptors): the shared backoff from
-/// 10 ms to 1 s, restarted by the next accepted connection.
-fn accept_backoff() -> st2_basics::Backoff {
-    st2_basics::Backoff::new(st2_basics::BackoffConfig::new(
-        Duration::from_millis(10),
-        Duration::from_secs(1),
-    ))
-}
 
 /// `server` in the config: the adapter's own listener and its request limits
 /// (`super::limits`).
@@ -49,6 +30,22 @@ pub struct ListenerConfig {
     /// Streaming responses open at once; one more gets 503.
     #[serde(default = "super::limits::default_max_streams")]
     pub max_streams: usize,
+    /// A request's head must arrive within this, from the connection's start or the end of
+    /// the previous answer (so it also ends idle HTTP/1 keep-alive connections).
+    #[serde(
+        default = "super::conn::default_header_read_timeout",
+        with = "st2_basics::duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight this long is closed.
+    #[serde(
+        default = "super::conn::default_idle_timeout",
+        with = "st2_basics::duration"
+    )]
+    pub idle_timeout: Duration,
+    /// Connections open at once, streams included; the next waits in the listen backlog.
+    #[serde(default = "super::conn::default_max_connections")]
+    pub max_connections: usize,
     /// How long requests in flight at SIGTERM get to finish before the listener closes.
     #[serde(default = "default_shutdown_grace", with = "st2_basics::duration")]
     pub shutdown_grace: Duration,
@@ -65,6 +62,9 @@ impl Default for ListenerConfig {
             tls: None,
             request_timeout: None,
             max_streams: super::limits::default_max_streams(),
+            header_read_timeout: super::conn::default_header_read_timeout(),
+            idle_timeout: super::conn::default_idle_timeout(),
+            max_connections: super::conn::default_max_connections(),
             shutdown_grace: default_shutdown_grace(),
         }
     }
@@ -150,117 +150,14 @@ fn read_certs(
     Ok(certs)
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves, then lets open
-/// connections finish (the caller bounds that: `super::Drain::bounded`).
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, under the default
+/// connection limits (`super::conn::serve_connections` takes configured ones).
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     acceptor: TlsAcceptor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    let mut backoff = accept_backoff();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => { backoff.reset(); tcp }
-                Err(e) => {
-                    let pause = backoff.next_delay();
-                    tracing::warn!(error = %e, "accept failed; pausing {pause:?}");
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-            },
-        };
-        while connections.try_join_next().is_some() {}
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let mut stop = stop_rx.clone();
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                // A refused client certificate or a failed handshake ends here.
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake refused"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            let tls = Arc::new(Mutex::new(tls));
-            {
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(Lent(tls.clone())), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = stop.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
-            }
-            // An upgraded connection (WebSocket) still holds its stream and closes it itself.
-            if let Ok(tls) = Arc::try_unwrap(tls) {
-                close(tls.into_inner().unwrap_or_else(PoisonError::into_inner)).await;
-            }
-        });
-    }
-    let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
-    Ok(())
-}
-
-type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-/// The TLS stream lent to hyper, so the connection task gets it back to close it well.
-struct Lent(Arc<Mutex<Tls>>);
-
-impl Lent {
-    fn with<R>(&self, f: impl FnOnce(Pin<&mut Tls>) -> R) -> R {
-        let mut tls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        f(Pin::new(&mut *tls))
-    }
-}
-
-impl AsyncRead for Lent {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        self.with(|tls| tls.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Lent {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.with(|tls| tls.poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.with(|tls| tls.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.with(|tls| tls.poll_shutdown(cx))
-    }
-}
-
-/// Ends a connection so that an answer sent before the request body was read (401, 413)
-/// still reaches the client: TLS close_notify, then the body's unread rest is read and dropped
-/// for up to [`LINGER`]. Closing a socket with unread data resets the connection, and the
-/// reset can overtake the answer in the client's receive buffer.
-async fn close(mut tls: Tls) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = tokio::time::timeout(LINGER, async {
-        let _ = tls.shutdown().await;
-        let mut sink = [0u8; 16 * 1024];
-        while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    let limits = super::conn::ConnectionLimits::default();
+    super::conn::serve_connections(listener, router, Some(acceptor), limits, shutdown).await
 }

@@ -438,18 +438,7 @@ async fn events_from_portarium_jetstream_fire_rules_once() {
         &ev,
         &event("nats-2", "com.portarium.run.RunFailed", json!({})),
     ] {
-        let subject = format!(
-            "portarium.events.{}",
-            body["type"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("com.portarium.")
-        );
-        js.publish(subject, serde_json::to_vec(body).unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        crate::support::nats::publish_event(&js, body).await;
     }
     let mut fired = Vec::new();
     for _ in 0..300 {

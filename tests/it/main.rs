@@ -3,6 +3,7 @@
 
 mod support;
 
+mod attack_limits;
 mod cli;
 mod compose;
 mod config_reference;
@@ -15,6 +16,7 @@ mod fuzz_regressions;
 mod governance;
 mod kubernetes;
 mod layering;
+mod memory_bounds;
 mod peers;
 mod portarium_clients;
 mod release;

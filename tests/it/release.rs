@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 
 use crate::support::{SendJson, quick_emulator, tls_file};
 
-const TOKEN: &str = "release-token";
+pub(crate) const TOKEN: &str = "release-token";
 
 /// `portarium-st2 serve` as a process, killed when dropped if still running.
-struct Served {
-    child: Child,
-    base: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Served {
@@ -24,7 +24,7 @@ impl Drop for Served {
 }
 
 /// Starts `serve` on a config with `st2_url`, one tenant and `extra` YAML; waits until it listens.
-fn serve(dir: &std::path::Path, st2_url: &str, extra: &str) -> Served {
+pub(crate) fn serve(dir: &std::path::Path, st2_url: &str, extra: &str) -> Served {
     let config = dir.join("adapter.yaml");
     std::fs::write(
         &config,

@@ -212,6 +212,12 @@ impl Dispatcher {
             Ok(a) => a,
             Err(refused) => return refused,
         };
+        // A real run of a disabled action is refused by st2; a dry run must say so too.
+        match self.st2.actions().get(&action.to_string()).await {
+            Ok(found) if found.enabled == Some(false) => return disabled(&action),
+            Ok(_) => {}
+            Err(e) => return from_st2(&e, &action),
+        }
         match self.checked_parameters(req, &action).await {
             Ok(()) => DispatchResult::Ok {
                 output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
@@ -556,14 +562,31 @@ pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
     failure_of(err, message)
 }
 
-/// `err` as a failure saying `message`, with st2's `Retry-After` passed on.
+/// The refusal of a disabled action: the request cannot succeed until an operator enables it,
+/// so 422 rather than a 502 that would invite the same request again.
+fn disabled(action: &ActionRef) -> DispatchResult {
+    DispatchResult::err(
+        ErrorKind::RemoteError,
+        format!(
+            "st2 action {action} is disabled; enable it (st2 action enable {action}) or dispatch another action"
+        ),
+    )
+    .with_hint(Hint {
+        unprocessable: true,
+        ..Hint::default()
+    })
+}
+
+/// `err` as a failure saying `message`, with st2's `Retry-After` passed on; st2's refusal to
+/// run a disabled action is the caller's to fix (422), like [`disabled`].
 pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchResult {
     let retry_after = match err {
         St2Error::RateLimited { retry_after, .. } => *retry_after,
         _ => None,
     };
+    let unprocessable = matches!(err, St2Error::BadRequest { faultstring, .. } if faultstring.ends_with("is disabled."));
     DispatchResult::err(kind_of(err), message).with_hint(Hint {
         retry_after,
-        ..Hint::default()
+        unprocessable,
     })
 }

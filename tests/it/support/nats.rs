@@ -93,3 +93,20 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// Publishes `event` (a structured CloudEvent) where Portarium's publisher would, on
+/// `portarium.events.<type without com.portarium.>`, and waits for JetStream to store it.
+pub async fn publish_event(js: &async_nats::jetstream::Context, event: &serde_json::Value) {
+    let subject = format!(
+        "portarium.events.{}",
+        event["type"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("com.portarium.")
+    );
+    js.publish(subject, serde_json::to_vec(event).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}

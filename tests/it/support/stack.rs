@@ -7,6 +7,7 @@ use super::SendJson;
 use axum::Router;
 use portarium_st2::app::App;
 use portarium_st2::config::Config;
+use portarium_st2::server::conn::ConnectionLimits;
 use portarium_st2::server::{DispatchState, Limits, Readiness};
 use serde_json::Value;
 use st2_client::St2Client;
@@ -123,26 +124,25 @@ impl StackBuilder {
     }
 }
 
-/// Serves the adapter the way `serve` does: TLS when the configuration asks for it.
+/// Serves the adapter the way `serve` does: TLS when the configuration asks for it, under the
+/// configured connection limits.
 async fn serve(router: &Router, config: &Config) -> String {
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let Some(tls) = &config.server.tls else {
-        tokio::spawn(portarium_st2::server::serve(
-            listener,
-            router.clone(),
-            std::future::pending(),
-        ));
-        return format!("http://{addr}");
-    };
-    let base = format!("https://{addr}");
-    tokio::spawn(portarium_st2::server::tls::serve_tls(
+    let acceptor = config
+        .server
+        .tls
+        .as_ref()
+        .map(|tls| tls.acceptor().unwrap());
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tokio::spawn(portarium_st2::server::conn::serve_connections(
         listener,
         router.clone(),
-        tls.acceptor().unwrap(),
+        acceptor,
+        ConnectionLimits::new(&config.server),
         std::future::pending(),
     ));
-    base
+    format!("{scheme}://{addr}")
 }
 
 impl Stack {

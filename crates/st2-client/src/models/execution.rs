@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{Action, ExecutionStatus, JsonObject};
 
 /// An action execution; its `id` is the execution id (not the liveaction id).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Execution {
     /// Execution id, the one `/executions/{id}` takes.
     pub id: String,

@@ -124,36 +124,58 @@ impl Counters {
     }
 }
 
-/// A map that forgets its oldest keys beyond `cap`.
+/// A map that forgets its oldest keys beyond `cap` entries or `max_bytes` in total (each
+/// entry weighed when inserted).
 struct Bounded<V> {
-    map: HashMap<String, V>,
+    map: HashMap<String, (V, usize)>,
     order: VecDeque<String>,
     cap: usize,
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl<V> Bounded<V> {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, max_bytes: usize) -> Self {
         Self {
             map: HashMap::new(),
             order: VecDeque::new(),
             cap,
+            bytes: 0,
+            max_bytes,
         }
     }
 
-    fn insert(&mut self, key: &str, value: V) {
-        if self.map.insert(key.to_string(), value).is_none() {
-            self.order.push_back(key.to_string());
+    fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key).map(|(v, _)| v)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.map.keys()
+    }
+
+    /// Inserts `value`, weighing `bytes` (its key included by the caller or not: the key's
+    /// length is added here).
+    fn insert(&mut self, key: &str, value: V, bytes: usize) {
+        let bytes = bytes + key.len();
+        self.bytes += bytes;
+        match self.map.insert(key.to_string(), (value, bytes)) {
+            Some((_, old)) => self.bytes -= old,
+            None => self.order.push_back(key.to_string()),
         }
-        while self.map.len() > self.cap {
+        while self.map.len() > self.cap || self.bytes > self.max_bytes {
             match self.order.pop_front() {
                 Some(old) => {
-                    self.map.remove(&old);
+                    self.remove(&old);
                 }
                 None => break,
             }
         }
         // Removed keys leave stale entries in `order`; drop them before it outgrows the map.
-        if self.order.len() > 2 * self.cap {
+        if self.order.len() > 2 * self.cap.min(self.map.len() + 16) {
             let mut kept = HashSet::new();
             let map = &self.map;
             self.order
@@ -162,8 +184,66 @@ impl<V> Bounded<V> {
     }
 
     fn remove(&mut self, key: &str) -> Option<V> {
-        self.map.remove(key)
+        let (value, bytes) = self.map.remove(key)?;
+        self.bytes -= bytes;
+        Some(value)
     }
+}
+
+/// A finished execution as remembered: whole when small, else only its id and status (the
+/// whole is read from st2 again when a follow needs it).
+struct Finished {
+    snapshot: Arc<Execution>,
+    whole: bool,
+}
+
+impl Finished {
+    /// `execution` whole if its JSON is at most `max_whole` bytes, else its summary; with the
+    /// bytes it takes.
+    fn of(execution: Arc<Execution>, max_whole: usize) -> (Self, usize) {
+        let size = json_size(&*execution);
+        if size <= max_whole {
+            return (
+                Self {
+                    snapshot: execution,
+                    whole: true,
+                },
+                size,
+            );
+        }
+        let summary = Execution {
+            id: execution.id.clone(),
+            status: execution.status.clone(),
+            start_timestamp: execution.start_timestamp,
+            end_timestamp: execution.end_timestamp,
+            ..Execution::default()
+        };
+        let size = json_size(&summary);
+        (
+            Self {
+                snapshot: Arc::new(summary),
+                whole: false,
+            },
+            size,
+        )
+    }
+}
+
+/// The length of `value`'s JSON, counted without building it.
+fn json_size(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// The followers of one execution: what they have seen, and how many there are.
@@ -174,7 +254,7 @@ struct Entry {
 
 struct State {
     following: HashMap<String, Entry>,
-    finished: Bounded<Arc<Execution>>,
+    finished: Bounded<Finished>,
     /// The latest snapshot of every execution seen non-terminal.
     in_flight: Bounded<Arc<Execution>>,
     /// Executions the poll loop reads at once, whatever the stream's state: new follows
@@ -242,12 +322,15 @@ impl Hub {
         let id = execution.id.as_str();
         if execution.is_terminal() {
             st.in_flight.remove(id);
-            st.finished.insert(id, execution.clone());
-        } else if st.finished.map.contains_key(id) {
+            let (finished, bytes) =
+                Finished::of(execution.clone(), self.cfg.cached_execution_max_bytes);
+            st.finished.insert(id, finished, bytes);
+        } else if st.finished.contains_key(id) {
             // A late non-terminal snapshot never replaces a terminal one: terminal is final.
             return;
         } else {
-            st.in_flight.insert(id, execution.clone());
+            st.in_flight
+                .insert(id, execution.clone(), json_size(&*execution));
         }
         if let Some(entry) = st.following.get(id) {
             entry.seen.send_if_modified(|seen| {
@@ -315,7 +398,7 @@ impl Hub {
     /// Every execution a reconciliation must re-read: in flight, or followed and unsettled.
     pub fn unsettled(&self) -> Vec<String> {
         let st = self.lock();
-        let mut ids: HashSet<&String> = st.in_flight.map.keys().collect();
+        let mut ids: HashSet<&String> = st.in_flight.keys().collect();
         ids.extend(followed(&st));
         ids.into_iter().cloned().collect()
     }
@@ -363,7 +446,7 @@ impl Hub {
         if self.state() != ConnectionState::Connected {
             return false;
         }
-        st.in_flight.map.contains_key(id)
+        st.in_flight.contains_key(id)
             || known
                 .and_then(|e| e.start_timestamp)
                 .is_some_and(|started| started > opened + Duration::from_secs(1))
@@ -381,12 +464,14 @@ impl Hub {
             ));
         });
         let mut st = self.lock();
+        // A finished execution remembered only as a summary is read from st2 again, whole.
+        let summarized = st.finished.get(id).is_some_and(|f| !f.whole);
         let newest = st
             .finished
-            .map
             .get(id)
-            .or_else(|| st.in_flight.map.get(id))
-            .cloned()
+            .filter(|f| f.whole)
+            .map(|f| f.snapshot.clone())
+            .or_else(|| st.in_flight.get(id).cloned())
             .or_else(|| known.map(|e| Arc::new(e.clone())));
         let covered = self.covered(&st, id, known);
         let entry = st.following.entry(id.to_string()).or_insert_with(|| Entry {
@@ -410,7 +495,7 @@ impl Hub {
         // The first poll of the follow looks at what is already there.
         seen.mark_changed();
         let settled = seen.borrow().is_final();
-        if !settled && !covered {
+        if !settled && (!covered || summarized) {
             st.urgent.insert(id.to_string());
             self.wake.notify_one();
         }
@@ -513,8 +598,8 @@ impl ExecutionWatcher {
             updates: broadcast::channel(UPDATES_BUFFER).0,
             state: Mutex::new(State {
                 following: HashMap::new(),
-                finished: Bounded::new(cfg.capacity),
-                in_flight: Bounded::new(cfg.capacity),
+                finished: Bounded::new(cfg.capacity, cfg.cache_max_bytes),
+                in_flight: Bounded::new(cfg.capacity, cfg.cache_max_bytes),
                 urgent: HashSet::new(),
                 known_through: None,
                 connection_opened: None,
@@ -608,17 +693,50 @@ impl ExecutionWatcher {
 
 #[cfg(test)]
 mod tests {
-    use super::Bounded;
+    use super::{Bounded, Execution, Finished};
+    use std::sync::Arc;
 
     #[test]
     fn bounded_map_forgets_the_oldest_and_keeps_its_order_list_small() {
-        let mut b = Bounded::new(3);
+        let mut b = Bounded::new(3, usize::MAX);
         for i in 0..10 {
-            b.insert(&i.to_string(), i);
+            b.insert(&i.to_string(), i, 0);
             b.remove(&(i - 1).to_string());
-            b.insert(&(i - 1).to_string(), i);
+            b.insert(&(i - 1).to_string(), i, 0);
         }
         assert!(b.map.len() <= 3);
         assert!(b.order.len() <= 7, "{}", b.order.len());
+    }
+
+    #[test]
+    fn bounded_map_holds_its_total_bytes_under_the_ceiling() {
+        let mut b = Bounded::new(1_000, 1_000);
+        for i in 0..100 {
+            b.insert(&format!("k{i:02}"), i, 97);
+            assert!(b.bytes <= 1_000, "{} bytes", b.bytes);
+        }
+        assert_eq!(b.map.len(), 10, "ten entries of 100 bytes fit");
+        assert!(b.get("k99").is_some() && b.get("k89").is_none());
+        b.insert("k99", 0, 1);
+        assert_eq!(b.bytes, 9 * 100 + 4, "a replaced entry is weighed anew");
+    }
+
+    #[test]
+    fn a_large_finished_execution_is_remembered_as_its_summary() {
+        let mut e = Execution {
+            id: "e1".into(),
+            status: Some(crate::ExecutionStatus::Succeeded),
+            result: Some(serde_json::json!({"stdout": "x".repeat(500_000)})),
+            ..Execution::default()
+        };
+        let (summary, bytes) = Finished::of(Arc::new(e.clone()), 16 * 1024);
+        assert!(!summary.whole);
+        assert!(bytes < 200, "{bytes} bytes");
+        assert_eq!(summary.snapshot.status, e.status);
+        assert!(summary.snapshot.result.is_none());
+        e.result = Some(serde_json::json!({"stdout": "small"}));
+        let (whole, _) = Finished::of(Arc::new(e.clone()), 16 * 1024);
+        assert!(whole.whole);
+        assert_eq!(*whole.snapshot, e);
     }
 }

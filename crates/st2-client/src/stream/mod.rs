@@ -56,6 +56,14 @@ pub struct StreamConfig {
     /// Executions remembered per watcher (recently finished, and in flight); bounds memory.
     #[serde(default = "default_capacity")]
     pub capacity: usize,
+    /// Bytes (of their JSON) the remembered executions take at most, finished and in flight
+    /// each; the oldest go first.
+    #[serde(default = "default_cache_max_bytes")]
+    pub cache_max_bytes: usize,
+    /// A finished execution whose JSON is larger is remembered as its summary (id, status,
+    /// times) and read from st2 again when a follow asks for it.
+    #[serde(default = "default_cached_execution_max_bytes")]
+    pub cached_execution_max_bytes: usize,
 }
 
 impl Default for StreamConfig {
@@ -66,6 +74,8 @@ impl Default for StreamConfig {
             backoff: default_backoff(),
             fallback_poll: default_fallback_poll(),
             capacity: default_capacity(),
+            cache_max_bytes: default_cache_max_bytes(),
+            cached_execution_max_bytes: default_cached_execution_max_bytes(),
         }
     }
 }
@@ -84,6 +94,12 @@ fn default_fallback_poll() -> Duration {
 }
 fn default_capacity() -> usize {
     4_096
+}
+fn default_cache_max_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_cached_execution_max_bytes() -> usize {
+    16 * 1024
 }
 
 impl StreamConfig {
@@ -115,6 +131,25 @@ impl StreamConfig {
             bad(
                 "capacity",
                 format!("{} is outside 16..=1000000", self.capacity),
+            );
+        }
+        if self.cache_max_bytes < 1024 * 1024 {
+            bad(
+                "cache_max_bytes",
+                format!(
+                    "{} is below 1048576 (1 MiB); executions in flight would be forgotten while followed",
+                    self.cache_max_bytes
+                ),
+            );
+        }
+        if self.cached_execution_max_bytes > self.cache_max_bytes / 16 {
+            bad(
+                "cached_execution_max_bytes",
+                format!(
+                    "{} is over cache_max_bytes / 16 ({}); a few whole executions would fill the cache",
+                    self.cached_execution_max_bytes,
+                    self.cache_max_bytes / 16
+                ),
             );
         }
     }
