@@ -13,6 +13,7 @@ use super::Tenant;
 use super::dispatch::{CONTEXT_KEY, kind_of};
 use super::governance::audit::{Decision, RerunOf};
 use super::governance::redact::{redact_value, scrub_text};
+use super::ids::DISPATCH_ID;
 use super::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
 
 /// What a dispatch is asked to do.
@@ -170,7 +171,32 @@ async fn admit(tenant: &Tenant, req: &DispatchRequest) -> Result<(), DispatchErr
             ),
         ));
     }
+    check_ids(req)?;
     tenant.may_run(req.flow_ref.trim()).await
+}
+
+/// Every id of `req` within [`DISPATCH_ID`]'s length and alphabet: they become st2 context,
+/// trace tags and log fields, so a malformed one is the caller's error (422), found before
+/// st2 is called.
+fn check_ids(req: &DispatchRequest) -> Result<(), DispatchError> {
+    let problems: Vec<String> = [
+        ("runId", &req.run_id),
+        ("actionId", &req.action_id),
+        ("correlationId", &req.correlation_id),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| DISPATCH_ID.check(field, value).err())
+    .map(|e| e.to_string())
+    .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut refusal = DispatchError::refused(
+        ErrorKind::RemoteError,
+        format!("request refused: {}", problems.join("; ")),
+    );
+    refusal.hint.unprocessable = true;
+    Err(refusal)
 }
 
 /// Scrubs a failure's message of the request's secret values, and writes the decision
@@ -296,6 +322,7 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
         flow_ref: action.clone(),
         payload: overrides,
         trace: None,
+        invocation_id: None,
     };
     let rerun = if let Err(refusal) = tenant.may_run(&action).await {
         Rerun::Refused(refusal)

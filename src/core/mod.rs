@@ -9,6 +9,7 @@ mod admission;
 pub mod config;
 pub mod dispatch;
 pub mod governance;
+pub mod ids;
 pub mod portarium;
 mod tenant;
 

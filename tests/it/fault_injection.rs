@@ -55,6 +55,7 @@ fn request(i: usize, flow_ref: &str) -> DispatchRequest {
         flow_ref: flow_ref.into(),
         payload: Default::default(),
         trace: None,
+        invocation_id: None,
     }
 }
 

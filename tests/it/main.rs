@@ -27,4 +27,5 @@ mod stream;
 mod telemetry;
 mod telemetry_cli;
 mod telemetry_mapping;
+mod tenant_isolation;
 mod troubleshooting;
