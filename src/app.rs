@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::core::governance::Governance;
 use crate::events::inbound::{TriggerTypeError, register_trigger_types};
-use crate::events::lifecycle::from_broadcast;
+use crate::events::lifecycle::{Scrubbing, from_broadcast};
 use crate::events::{EventsError, Sinks, spawn_lifecycle, start_sinks};
 use crate::server::{DispatchState, Drain, Readiness, events};
 use st2_client::{St2Client, St2Error};
@@ -71,7 +71,12 @@ impl App {
                     .iter()
                     .map(|w| Box::pin(from_broadcast(w.updates()))),
             );
-            let tracker = spawn_lifecycle(snapshots, &config.events, sinks.clone());
+            let tracker = spawn_lifecycle(
+                snapshots,
+                &config.events,
+                sinks.clone(),
+                Scrubbing::of(&governance),
+            );
             background.push(tokio::spawn(async move {
                 let _ = tracker.await;
             }));

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use st2_client::models::JsonObject;
 use st2_client::{Execution, ExecutionRequest, St2Error};
 
-use super::Tenant;
-use super::dispatch::{CONTEXT_KEY, kind_of};
+use super::dispatch::{CONTEXT_KEY, dispatch_key, kind_of, rerun_key};
 use super::governance::audit::{Decision, RerunOf};
-use super::governance::redact::{redact_value, scrub_text};
+use super::governance::redact::{MASKED, redact_value, scrub_text, scrub_value};
 use super::ids::DISPATCH_ID;
 use super::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
+use super::{Booked, Tenant};
 
 /// What a dispatch is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,39 +125,51 @@ pub async fn dispatch(
     req: DispatchRequest,
     mode: Mode,
 ) -> Result<Dispatched, DispatchError> {
-    let outcome = match admit(tenant, &req).await {
-        Err(refusal) => Err(refusal),
-        Ok(()) => run(tenant, &req, mode).await,
+    let (outcome, execution, booked) = match admit(tenant, &req).await {
+        Err(refusal) => (Err(refusal), None, None),
+        Ok(()) => {
+            let booked = tenant
+                .book_secrets(req.flow_ref.trim(), &dispatch_key(&req), &req.payload)
+                .await;
+            let (outcome, execution) = run(tenant, &req, mode).await;
+            (outcome, execution, Some(booked))
+        }
     };
-    conclude(tenant, &req, outcome, mode).await
+    conclude(tenant, &req, outcome, execution.as_deref(), booked, mode).await
 }
 
+/// What st2 came to, and the execution it is about when there is one.
 async fn run(
     tenant: &Tenant,
     req: &DispatchRequest,
     mode: Mode,
-) -> Result<Dispatched, DispatchError> {
+) -> (Result<Dispatched, DispatchError>, Option<String>) {
     let dispatcher = &tenant.dispatcher;
-    let result = match mode {
-        Mode::Wait(wait) => dispatcher.dispatch(req, wait).await,
-        Mode::DryRun => dispatcher.dry_run(req).await,
+    let (result, execution) = match mode {
+        Mode::Wait(wait) => dispatcher.dispatch_naming(req, wait).await,
+        Mode::DryRun => (dispatcher.dry_run(req).await, None),
         Mode::Start => {
             return match dispatcher.submit(req).await {
-                Ok((execution, _)) => Ok(Dispatched {
-                    output: json!({"executionId": execution.id, "status": execution.status}),
-                    execution: Some(execution),
-                }),
-                Err(failure) => Err(DispatchError::from_result(failure)),
+                Ok((execution, _)) => {
+                    let id = execution.id.clone();
+                    let started = Dispatched {
+                        output: json!({"executionId": execution.id, "status": execution.status}),
+                        execution: Some(execution),
+                    };
+                    (Ok(started), Some(id))
+                }
+                Err(failure) => (Err(DispatchError::from_result(failure)), None),
             };
         }
     };
-    match result {
+    let outcome = match result {
         DispatchResult::Ok { output } => Ok(Dispatched {
             output,
             execution: None,
         }),
         failure => Err(DispatchError::from_result(failure)),
-    }
+    };
+    (outcome, execution)
 }
 
 /// The checks made before st2 is asked to run anything.
@@ -199,28 +211,30 @@ fn check_ids(req: &DispatchRequest) -> Result<(), DispatchError> {
     Err(refusal)
 }
 
-/// Scrubs a failure's message of the request's secret values, and writes the decision
-/// (refused before st2 was asked, or not) and its outcome to the audit log.
+/// Scrubs what st2 said (the output, the execution's result, a failure's message) of the
+/// secret values of the execution's own request and of this one (see
+/// [`Tenant::secrets_of`]), and writes the decision (refused before st2 was asked, or not)
+/// and its outcome to the audit log.
 async fn conclude(
     tenant: &Tenant,
     req: &DispatchRequest,
     mut outcome: Result<Dispatched, DispatchError>,
+    execution: Option<&str>,
+    booked: Option<Booked>,
     mode: Mode,
 ) -> Result<Dispatched, DispatchError> {
-    if let Err(e) = &mut outcome {
-        let mut policy = tenant.redaction.clone();
-        // A refusal never reached st2 and quotes no payload; only st2's words need the schema.
-        if !e.refused
-            && !req.payload.is_empty()
-            && let Ok(schema) = tenant
-                .dispatcher
-                .st2()
-                .action_parameters(req.flow_ref.trim())
-                .await
-        {
-            policy = policy.with_secret_parameters(&schema);
+    // A refusal never reached st2 and quotes no payload.
+    if let Some(booked) = booked.filter(|_| !matches!(&outcome, Err(e) if e.refused)) {
+        let secrets = tenant.secrets_of(execution, &booked).await;
+        match &mut outcome {
+            Ok(done) => {
+                done.output = scrub_value(&done.output, &secrets);
+                if let Some(e) = &mut done.execution {
+                    e.result = e.result.as_ref().map(|r| scrub_value(r, &secrets));
+                }
+            }
+            Err(e) => e.message = scrub_text(&e.message, &secrets),
         }
-        e.message = scrub_text(&e.message, &policy.secret_values(&req.payload));
     }
     if let Some(log) = &tenant.audit {
         let refused = match &outcome {
@@ -247,9 +261,6 @@ async fn conclude(
     }
     outcome
 }
-
-/// How st2 shows a secret parameter's value.
-const MASKED: &str = "********";
 
 /// What a re-run came to.
 #[derive(Debug)]
@@ -347,6 +358,14 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
         request
             .context
             .insert("re-run".into(), json!({"ref": original.id}));
+        // Booked before st2 runs it, so its lifecycle events find them (see `secrets_key`).
+        tenant
+            .book_secrets(
+                &request.action,
+                &rerun_key(&tenant.id, &original.id),
+                &request.parameters,
+            )
+            .await;
         match tenant.dispatcher.st2().executions().create(&request).await {
             Ok(created) => Rerun::Started(Box::new(created)),
             Err(e) => Rerun::Failed(e),

@@ -14,4 +14,4 @@ pub mod portarium;
 mod tenant;
 
 pub use admission::{DispatchError, Dispatched, Mode, Rerun, dispatch, rerun};
-pub use tenant::Tenant;
+pub use tenant::{Booked, Tenant};

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
 use super::dispatch::run;
+use super::executions::secrets_of;
 use crate::core::dispatch::{invocation_key, outcome};
+use crate::core::governance::redact::{scrub_field, scrub_value};
 use crate::core::ids::DISPATCH_ID;
 use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::core::{DispatchError, Dispatched, Mode, Tenant};
@@ -120,7 +122,11 @@ pub async fn status(
     Path(invocation_id): Path<String>,
 ) -> Response {
     match located(&tenant, &invocation_id).await {
-        Ok(execution) => Json(describe(&invocation_id, &execution, &headers)).into_response(),
+        Ok(mut execution) => {
+            let secrets = secrets_of(&tenant, &execution).await;
+            execution.result = execution.result.map(|r| scrub_value(&r, &secrets));
+            Json(describe(&invocation_id, &execution, &headers)).into_response()
+        }
         Err(answer) => answer,
     }
 }
@@ -130,12 +136,14 @@ pub async fn status(
 pub async fn stream(tenant: AuthedTenant, Path(invocation_id): Path<String>) -> Response {
     match located(&tenant, &invocation_id).await {
         Ok(execution) => {
+            let secrets = secrets_of(&tenant, &execution).await;
             let follow = tenant.dispatcher.watcher().follow(&execution.id);
             let progress = Progress {
                 invocation_id,
                 execution_id: execution.id,
                 status: None,
                 done: false,
+                secrets,
             };
             Sse::new(progress.events(follow, Instant::now() + STREAM_MAX))
                 .keep_alive(KeepAlive::default())
@@ -321,6 +329,8 @@ struct Progress {
     execution_id: String,
     status: Option<ExecutionStatus>,
     done: bool,
+    /// Secret values no event may carry.
+    secrets: Vec<String>,
 }
 
 impl Progress {
@@ -427,7 +437,7 @@ impl Progress {
             status,
             step,
             progress_ratio,
-            diagnostics,
+            diagnostics: diagnostics.map(|d| scrub_field(&d, &self.secrets)),
         };
         let data = serde_json::to_string(&event).expect("a progress event serializes");
         Event::default().event("progress").data(data)

@@ -18,6 +18,7 @@ mod peers;
 mod portarium_clients;
 mod release;
 mod resilience;
+mod secret_leaks;
 mod security;
 mod server_dispatch;
 mod smaller_defects;

@@ -157,26 +157,38 @@ impl Dispatcher {
     /// runs out, the execution keeps running (unless configured to cancel) and the answer is
     /// `Timeout` naming it; the same request again attaches to it instead of starting another.
     pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
+        self.dispatch_naming(req, wait).await.0
+    }
+
+    /// [`Dispatcher::dispatch`], naming the execution the answer is about when there is one.
+    pub async fn dispatch_naming(
+        &self,
+        req: &DispatchRequest,
+        wait: Duration,
+    ) -> (DispatchResult, Option<String>) {
         let deadline = Instant::now() + wait;
         let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
             Ok(Ok(found)) => found,
-            Ok(Err(refusal)) => return refusal,
+            Ok(Err(refusal)) => return (refusal, None),
             Err(_) => {
-                return DispatchResult::err(
-                    ErrorKind::Timeout,
-                    format!(
-                        "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
-                        wait.as_millis()
+                return (
+                    DispatchResult::err(
+                        ErrorKind::Timeout,
+                        format!(
+                            "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
+                            wait.as_millis()
+                        ),
                     ),
+                    None,
                 );
             }
         };
         let id = execution.id.clone();
         let result = self.follow(execution, &action, deadline).await;
         if self.cancel_on_deadline && result.error_kind() == Some(ErrorKind::Timeout) {
-            return self.cancel_after_deadline(&id, result).await;
+            return (self.cancel_after_deadline(&id, result).await, Some(id));
         }
-        result
+        (result, Some(id))
     }
 
     /// Starts `req`'s execution, or finds the one st2 already holds for its key, without
@@ -514,6 +526,28 @@ pub fn dispatch_key(req: &DispatchRequest) -> String {
 /// under and its status and stream routes look it up by.
 pub fn invocation_key(tenant: &str, invocation_id: &str) -> String {
     hashed_key(&["invocation", tenant, invocation_id])
+}
+
+/// The key the secrets of `tenant`'s re-runs of execution `original` are booked under: a
+/// re-run carries no dispatch key (it is no retry of the original's dispatch).
+pub fn rerun_key(tenant: &str, original: &str) -> String {
+    hashed_key(&["rerun", tenant, original])
+}
+
+/// The key `e`'s secret values are booked under: its dispatch key, a re-run's
+/// [`rerun_key`], or else its own id.
+pub fn secrets_key(e: &Execution) -> String {
+    let ours = |k: &str| {
+        e.context
+            .get(CONTEXT_KEY)
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_str)
+    };
+    match (ours("dispatch_key"), ours("tenant_id"), ours("rerun_of")) {
+        (Some(key), _, _) => key.to_string(),
+        (None, Some(tenant), Some(original)) => rerun_key(tenant, original),
+        _ => e.id.clone(),
+    }
 }
 
 /// SHA-256 over each part's length (8 bytes, big-endian) followed by its bytes.

@@ -5,6 +5,7 @@ pub mod canonical;
 pub mod manifest;
 pub mod packs;
 pub mod redact;
+pub mod secrets;
 pub mod tenants;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use audit::{AuditConfig, AuditError, AuditLog};
 use packs::{PackGate, PacksPolicy, PolicyError};
 use redact::RedactionPolicy;
+use secrets::SecretBook;
 use st2_basics::FieldError;
 
 /// `governance` in the config: the packs gate, the audit log, extra secret keys.
@@ -103,6 +105,9 @@ pub struct Governance {
     pub audit: Option<Arc<AuditLog>>,
     /// Keys redacted beyond the credential-looking ones.
     pub redaction: RedactionPolicy,
+    /// The secret values seen per dispatch key, shared by every tenant and the lifecycle
+    /// events (keys are tenant-bound, so one book serves all).
+    pub secrets: Arc<SecretBook>,
 }
 
 impl Governance {
@@ -123,6 +128,7 @@ impl Governance {
             gate,
             audit,
             redaction: RedactionPolicy::new(&config.redact_keys),
+            secrets: Arc::default(),
         })
     }
 }
