@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use st2_client::Secret;
 use st2_client::models::JsonObject;
 
@@ -10,7 +11,7 @@ use super::DispatchError;
 use super::dispatch::Dispatcher;
 use super::governance::Governance;
 use super::governance::audit::AuditLog;
-use super::governance::redact::{MASKED, RedactionPolicy};
+use super::governance::redact::{MASKED, RedactionPolicy, redact_value};
 use super::governance::secrets::SecretBook;
 use super::governance::tenants::AllowedActions;
 use super::portarium::ErrorKind;
@@ -144,6 +145,13 @@ pub struct Booked {
     /// st2's schema marks a parameter of the action secret.
     schema_secret: bool,
     policy: RedactionPolicy,
+}
+
+impl Booked {
+    /// `value` with the values of the action's secret keys replaced, for audit records.
+    pub fn redact(&self, value: &Value) -> Value {
+        redact_value(value, &self.policy)
+    }
 }
 
 /// Equality whose time does not depend on where the inputs differ.

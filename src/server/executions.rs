@@ -30,10 +30,11 @@ pub async fn get(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
 
 /// Handles `POST /v1/executions/{id}/cancel`; cancelling a completed execution is 409.
 pub async fn cancel(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
-    if let Err(answer) = owned(&tenant, &id).await {
-        return answer;
-    }
-    match tenant.dispatcher.st2().executions().cancel(&id).await {
+    let execution = match owned(&tenant, &id).await {
+        Ok(e) => e,
+        Err(answer) => return answer,
+    };
+    match crate::core::cancel(&tenant, &execution).await {
         Ok(CancelOutcome::Canceled(e)) => ok(&tenant, StatusCode::OK, *e).await,
         Ok(CancelOutcome::AlreadyCompleted { faultstring }) => {
             failure(StatusCode::CONFLICT, ErrorKind::RemoteError, faultstring)

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit_integrity;
 mod cli;
 mod compose;
 mod config_reference;

@@ -89,30 +89,42 @@ pub struct ChainHead {
     pub head_hash: Option<String>,
 }
 
-/// One dispatch decision and outcome, before it is chained.
+/// One decision (a dispatch, re-run or cancel) and what it came to, before it is chained.
 #[derive(Debug, Clone)]
 pub struct Decision<'a> {
     /// The request as the tenant sent it (only ids and the flowRef are recorded).
     pub request: &'a DispatchRequest,
-    /// The tenant the bearer token belongs to.
+    /// The tenant the bearer token belongs to: who asked.
     pub tenant: &'a str,
     /// `None` when allowed; the reason when refused before st2 was asked to run anything.
     pub refused: Option<&'a str>,
-    /// What the caller was answered.
-    pub result: &'a DispatchResult,
+    /// What the caller was answered; `None` for the `accepted` record written before st2 is
+    /// called, whose outcome a second record gives.
+    pub result: Option<&'a DispatchResult>,
     /// What was asked: a start is recorded as `started`, since its outcome comes later.
     pub mode: Mode,
-    /// Set for a re-run: what it re-ran and with which overrides.
-    pub rerun: Option<RerunOf<'a>>,
+    /// What was done: a dispatch, or a re-run or cancel of an execution.
+    pub act: Act<'a>,
 }
 
-/// The execution a re-run re-ran and the parameters it overrode.
-#[derive(Debug, Clone)]
-pub struct RerunOf<'a> {
-    /// The original execution's id.
-    pub of: &'a str,
-    /// The overriding parameters, secret values already redacted.
-    pub overrides: Value,
+/// What a decision is about.
+#[derive(Debug, Clone, Default)]
+pub enum Act<'a> {
+    /// A dispatch of the request's flowRef.
+    #[default]
+    Dispatch,
+    /// A re-run of execution `of` with `overrides` (secret values already redacted).
+    Rerun {
+        /// The original execution's id.
+        of: &'a str,
+        /// The overriding parameters, secret values already redacted.
+        overrides: Value,
+    },
+    /// A cancel of execution `of`.
+    Cancel {
+        /// The canceled execution's id.
+        of: &'a str,
+    },
 }
 
 struct Chain {
@@ -126,6 +138,27 @@ pub struct AuditLog {
     path: PathBuf,
     fsync: FsyncPolicy,
     chain: Arc<Mutex<Chain>>,
+    pending: Arc<Pending>,
+}
+
+/// Outcomes an `accepted` record promised and no record gave yet.
+#[derive(Debug, Default)]
+struct Pending {
+    count: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// One outcome still to be written; dropping it (written or not) settles it.
+#[derive(Debug)]
+pub struct Promise(Arc<Pending>);
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -171,7 +204,33 @@ impl AuditLog {
                 sequence: head.records as u64,
                 last_hash: head.head_hash,
             })),
+            pending: Arc::default(),
         })
+    }
+
+    /// Notes an outcome to come; hold the promise until its record is written.
+    pub fn promise(&self) -> Promise {
+        self.pending
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Promise(self.pending.clone())
+    }
+
+    /// Waits up to `within` for every promised outcome to be written; answers how many were
+    /// not (on shutdown, their executions outlive the process unrecorded).
+    pub async fn settle(&self, within: std::time::Duration) -> usize {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let settled = self.pending.settled.notified();
+            let left = self.pending.count.load(Ordering::Acquire);
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.pending.count.load(Ordering::Acquire);
+            }
+        }
     }
 
     /// Appends one record for `decision` and returns its hash.
@@ -220,28 +279,31 @@ fn append(chain: &Mutex<Chain>, mut body: Value, fsync: FsyncPolicy) -> std::io:
 fn record_body(d: &Decision<'_>) -> Value {
     let req = d.request;
     let (outcome, execution) = match d.result {
-        DispatchResult::Ok { output } => (
-            if d.mode == Mode::Start {
-                "started"
-            } else {
-                "succeeded"
+        None => ("accepted".to_string(), Value::Null),
+        Some(DispatchResult::Ok { output }) => (
+            match (&d.act, d.mode) {
+                (Act::Cancel { .. }, _) => "canceled",
+                (_, Mode::Start) => "started",
+                _ => "succeeded",
             }
             .to_string(),
             output.get("executionId").cloned().unwrap_or(Value::Null),
         ),
-        DispatchResult::Err { kind, .. } => (kind.to_string(), Value::Null),
+        Some(DispatchResult::Err { kind, .. }) => (kind.to_string(), Value::Null),
     };
     let verdict = if d.refused.is_some() {
         "refused"
     } else {
         "allowed"
     };
-    let what = match &d.rerun {
-        Some(r) => format!("re-run of {} ({})", r.of, req.flow_ref),
-        None => format!("dispatch of {}", req.flow_ref),
+    let what = match &d.act {
+        Act::Rerun { of, .. } => format!("re-run of {of} ({})", req.flow_ref),
+        Act::Cancel { of } => format!("cancel of {of} ({})", req.flow_ref),
+        Act::Dispatch => format!("dispatch of {}", req.flow_ref),
     };
     let summary = match d.refused {
         Some(reason) => format!("{what} refused: {reason}"),
+        None if d.result.is_none() => format!("{what} accepted; its outcome follows"),
         None if d.mode == Mode::DryRun => format!("dry run of {} checked: {outcome}", req.flow_ref),
         None => format!("{what} allowed: {outcome}"),
     };
@@ -261,15 +323,21 @@ fn record_body(d: &Decision<'_>) -> Value {
             "action": req.flow_ref,
             "pack": pack,
             "verdict": verdict,
+            "phase": if d.result.is_none() { "accepted" } else { "outcome" },
+            "requestedBy": d.tenant,
             "reason": d.refused,
             "outcome": outcome,
             "st2ExecutionId": execution,
             "dryRun": d.mode == Mode::DryRun,
         },
     });
-    if let Some(r) = &d.rerun {
-        body["dispatch"]["rerunOf"] = json!(r.of);
-        body["dispatch"]["overrides"] = r.overrides.clone();
+    match &d.act {
+        Act::Rerun { of, overrides } => {
+            body["dispatch"]["rerunOf"] = json!(of);
+            body["dispatch"]["overrides"] = overrides.clone();
+        }
+        Act::Cancel { of } => body["dispatch"]["cancelOf"] = json!(of),
+        Act::Dispatch => {}
     }
     body
 }
@@ -385,9 +453,9 @@ mod tests {
                 request: &req,
                 tenant: "t1",
                 refused: None,
-                result: &ok,
+                result: Some(&ok),
                 mode: Mode::Wait(std::time::Duration::ZERO),
-                rerun: None,
+                act: Act::Dispatch,
             })
             .await
             .unwrap();
@@ -398,9 +466,9 @@ mod tests {
                 request: &req,
                 tenant: "t1",
                 refused: Some("pack core refused"),
-                result: &refused,
+                result: Some(&refused),
                 mode: Mode::Wait(std::time::Duration::ZERO),
-                rerun: None,
+                act: Act::Dispatch,
             })
             .await
             .unwrap();
