@@ -85,6 +85,11 @@ impl App {
                 let _ = tracker.await;
             }));
         }
+        if let (Some(log), Some(audit)) = (&governance.audit, &config.governance.audit) {
+            background.push(tokio::spawn(
+                log.clone().anchor_every(audit.anchor_interval),
+            ));
+        }
         let (events_state, consumer) = events::EventsState::start(&config.events, dispatch.clone());
         background.extend(consumer);
         let drain = readiness.drain().clone();
@@ -130,6 +135,10 @@ impl App {
                     "dispatches still running at shutdown have an `accepted` audit record and no \
                      outcome record; read their outcome in st2 (docs/governance.md)"
                 );
+            }
+            // The last records get their anchor too.
+            if let Err(e) = audit.anchor() {
+                tracing::error!("{e}");
             }
         }
         for task in &self.background {

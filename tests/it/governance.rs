@@ -438,10 +438,7 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     assert!(err.contains("record 2 (line 2): chain broken"), "{err}");
 
     // A restarted adapter continues the chain instead of starting a new one.
-    let config = portarium_st2::core::governance::audit::AuditConfig {
-        path: path.clone(),
-        fsync: Default::default(),
-    };
+    let config = portarium_st2::core::governance::audit::AuditConfig::at(path.clone());
     assert!(portarium_st2::core::governance::audit::AuditLog::open(&config).is_ok());
     std::fs::write(&path, original[1..].join("\n")).unwrap();
     let err = portarium_st2::core::governance::audit::AuditLog::open(&config).unwrap_err();

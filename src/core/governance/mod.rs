@@ -1,5 +1,6 @@
 //! Governance: what may run, with whose credentials, and what must never leak.
 
+pub mod anchor;
 pub mod audit;
 pub mod canonical;
 pub mod manifest;
@@ -73,6 +74,28 @@ impl GovernanceConfig {
                         "the directory of {} does not exist; create it or choose another path",
                         audit.path.display()
                     ),
+                });
+            }
+        }
+        if let Some(audit) = &self.audit {
+            let dir = audit
+                .anchor_file
+                .as_ref()
+                .and_then(|f| f.parent())
+                .filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                errors.push(FieldError {
+                    field: "governance.audit.anchor_file".into(),
+                    reason: format!(
+                        "the directory {} does not exist; create it or choose another path",
+                        dir.display()
+                    ),
+                });
+            }
+            if audit.anchor_interval < Duration::from_secs(1) {
+                errors.push(FieldError {
+                    field: "governance.audit.anchor_interval".into(),
+                    reason: "must be at least 1s".into(),
                 });
             }
         }
