@@ -151,6 +151,7 @@ fn request(run: &str, i: usize) -> DispatchRequest {
         flow_ref: "core.noop".into(),
         payload: Default::default(),
         trace: None,
+        invocation_id: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! demo and the tests build it the same way.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,8 +11,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::core::governance::Governance;
+use crate::core::governance::audit::AuditLog;
 use crate::events::inbound::{TriggerTypeError, register_trigger_types};
-use crate::events::lifecycle::from_broadcast;
+use crate::events::lifecycle::{Scrubbing, from_broadcast};
 use crate::events::{EventsError, Sinks, spawn_lifecycle, start_sinks};
 use crate::server::{DispatchState, Drain, Readiness, events};
 use st2_client::{St2Client, St2Error};
@@ -45,6 +47,8 @@ pub struct App {
     pub drain: Drain,
     sinks: Option<Sinks>,
     sink_workers: Vec<JoinHandle<()>>,
+    /// The audit log, whose promised outcomes shutdown waits for.
+    audit: Option<Arc<AuditLog>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -71,10 +75,20 @@ impl App {
                     .iter()
                     .map(|w| Box::pin(from_broadcast(w.updates()))),
             );
-            let tracker = spawn_lifecycle(snapshots, &config.events, sinks.clone());
+            let tracker = spawn_lifecycle(
+                snapshots,
+                &config.events,
+                sinks.clone(),
+                Scrubbing::of(&governance),
+            );
             background.push(tokio::spawn(async move {
                 let _ = tracker.await;
             }));
+        }
+        if let (Some(log), Some(audit)) = (&governance.audit, &config.governance.audit) {
+            background.push(tokio::spawn(
+                log.clone().anchor_every(audit.anchor_interval),
+            ));
         }
         let (events_state, consumer) = events::EventsState::start(&config.events, dispatch.clone());
         background.extend(consumer);
@@ -92,6 +106,7 @@ impl App {
             drain,
             sinks: Some(sinks),
             sink_workers,
+            audit: governance.audit.clone(),
             background,
         })
     }
@@ -109,8 +124,23 @@ impl App {
         Ok(base)
     }
 
-    /// Stops background work and lets the sinks deliver what they still hold (up to `flush`).
+    /// Lets dispatches whose callers left write their outcome records, stops background work
+    /// and lets the sinks deliver what they still hold (each up to `flush`).
     pub async fn shutdown(mut self, flush: Duration) {
+        if let Some(audit) = &self.audit {
+            let unwritten = audit.settle(flush).await;
+            if unwritten > 0 {
+                tracing::warn!(
+                    unwritten,
+                    "dispatches still running at shutdown have an `accepted` audit record and no \
+                     outcome record; read their outcome in st2 (docs/governance.md)"
+                );
+            }
+            // The last records get their anchor too.
+            if let Err(e) = audit.anchor() {
+                tracing::error!("{e}");
+            }
+        }
         for task in &self.background {
             task.abort();
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config;
+use crate::core::governance::anchor::Anchor;
 use crate::core::governance::packs::{PacksPolicy, Verdict, audit_cluster};
 use crate::core::governance::{audit, manifest};
 use clap::Subcommand;
@@ -49,6 +50,17 @@ pub enum AuditCommand {
     Verify {
         /// The JSONL audit log.
         file: PathBuf,
+        /// The HMAC key (`env:NAME`, `file:PATH` or the value): also check every record's
+        /// HMAC, so records appended or re-chained without the key are named.
+        #[arg(long)]
+        key: Option<String>,
+        /// An anchor file (`governance.audit.anchor_file`): check the log still reaches its
+        /// last anchor unchanged, so a cut tail or head is named.
+        #[arg(long, conflicts_with = "anchor_head")]
+        anchor: Option<PathBuf>,
+        /// An anchor from a log line (`audit_anchor=SEQ:HASH`), checked as `--anchor` is.
+        #[arg(long)]
+        anchor_head: Option<String>,
     },
 }
 
@@ -143,11 +155,53 @@ pub fn packs(command: PacksCommand) -> ExitCode {
 }
 
 pub fn audit(command: AuditCommand) -> ExitCode {
-    let AuditCommand::Verify { file } = command;
-    match audit::verify(&file) {
+    let AuditCommand::Verify {
+        file,
+        key,
+        anchor,
+        anchor_head,
+    } = command;
+    let key = match key.as_deref().map(st2_client::Secret::resolve).transpose() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("--key: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let anchor = match (anchor, anchor_head) {
+        (Some(path), _) => match Anchor::last_in(&path) {
+            Ok(Some(a)) => Some(a),
+            Ok(None) => {
+                eprintln!("{}: holds no anchor", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        (None, Some(head)) => match Anchor::parse(&head) {
+            Some(a) => Some(a),
+            None => {
+                eprintln!(
+                    "--anchor-head {head:?}: write SEQUENCE:HASH as the audit anchor log line gives it"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        (None, None) => None,
+    };
+    let key_bytes = key.as_ref().map(|k| k.expose().as_bytes());
+    match audit::verify_with(&file, key_bytes, anchor.as_ref()) {
         Ok(head) => {
+            let checked = match (&key, &anchor) {
+                (Some(_), Some(a)) => format!("; HMAC holds; reaches the anchor at record {}", a.sequence),
+                (Some(_), None) => "; HMAC holds; no anchor given, so a cut tail is not detected".into(),
+                (None, Some(a)) => format!("; reaches the anchor at record {}; no key given, so rewriting is detected only up to the anchor", a.sequence),
+                (None, None) => "; unkeyed and unanchored: whoever can write the file could have rewritten it consistently".into(),
+            };
             println!(
-                "{}: chain intact, {} record(s), head {}",
+                "{}: chain intact, {} record(s), head {}{checked}",
                 file.display(),
                 head.records,
                 head.head_hash.as_deref().unwrap_or("-")

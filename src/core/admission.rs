@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use st2_client::models::JsonObject;
-use st2_client::{Execution, ExecutionRequest, St2Error};
+use st2_client::{CancelOutcome, Execution, ExecutionRequest, St2Error};
+use tracing::Instrument;
 
-use super::Tenant;
-use super::dispatch::{CONTEXT_KEY, kind_of};
-use super::governance::audit::{Decision, RerunOf};
-use super::governance::redact::{redact_value, scrub_text};
+use super::dispatch::{CONTEXT_KEY, dispatch_key, kind_of, rerun_key};
+use super::governance::audit::{Act, Decision};
+use super::governance::redact::{MASKED, scrub_text, scrub_value};
+use super::ids::DISPATCH_ID;
 use super::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
+use super::{Booked, Tenant};
 
 /// What a dispatch is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,39 +126,115 @@ pub async fn dispatch(
     req: DispatchRequest,
     mode: Mode,
 ) -> Result<Dispatched, DispatchError> {
-    let outcome = match admit(tenant, &req).await {
-        Err(refusal) => Err(refusal),
-        Ok(()) => run(tenant, &req, mode).await,
-    };
-    conclude(tenant, &req, outcome, mode).await
+    if let Err(refusal) = admit(tenant, &req).await {
+        return conclude(tenant, &req, Err(refusal), None, None, mode).await;
+    }
+    let owned = tenant.clone();
+    detached(tenant, async move {
+        let tenant = &owned;
+        // A dry run starts nothing, so it has no outcome to promise.
+        if mode != Mode::DryRun {
+            audit(tenant, &req, None, None, mode, Act::Dispatch).await;
+        }
+        let booked = tenant
+            .book_secrets(req.flow_ref.trim(), &dispatch_key(&req), &req.payload)
+            .await;
+        let (outcome, execution) = run(tenant, &req, mode).await;
+        conclude(
+            tenant,
+            &req,
+            outcome,
+            execution.as_deref(),
+            Some(booked),
+            mode,
+        )
+        .await
+    })
+    .await
 }
 
+/// Runs `work` — everything from the `accepted` audit record to the outcome's — as a task the
+/// request does not own: a caller that disconnects drops only its wait for the answer, and the
+/// outcome is still recorded. The audit log's promise keeps shutdown waiting for it
+/// ([`AuditLog::settle`](super::governance::audit::AuditLog::settle)). The task lives at most
+/// as long as the dispatch's own wait (`dispatch.max_wait_ms`).
+async fn detached<T, F>(tenant: &Tenant, work: F) -> T
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let promise = tenant.audit.as_ref().map(|log| log.promise());
+    let task = tokio::spawn(
+        async move {
+            let answer = work.await;
+            drop(promise);
+            answer
+        }
+        .instrument(tracing::Span::current()),
+    );
+    match task.await {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("a detached dispatch task was cancelled: {e}"),
+    }
+}
+
+/// Appends one record (`result` `None`: the `accepted` one, written before st2 is called);
+/// a failure to write is logged, never answered: the caller's request stands.
+async fn audit(
+    tenant: &Tenant,
+    req: &DispatchRequest,
+    refused: Option<&str>,
+    result: Option<&DispatchResult>,
+    mode: Mode,
+    act: Act<'_>,
+) {
+    let Some(log) = &tenant.audit else { return };
+    let decision = Decision {
+        request: req,
+        tenant: &tenant.id,
+        refused,
+        result,
+        mode,
+        act,
+    };
+    if let Err(e) = log.record(&decision).await {
+        tracing::error!("{e}");
+    }
+}
+
+/// What st2 came to, and the execution it is about when there is one.
 async fn run(
     tenant: &Tenant,
     req: &DispatchRequest,
     mode: Mode,
-) -> Result<Dispatched, DispatchError> {
+) -> (Result<Dispatched, DispatchError>, Option<String>) {
     let dispatcher = &tenant.dispatcher;
-    let result = match mode {
-        Mode::Wait(wait) => dispatcher.dispatch(req, wait).await,
-        Mode::DryRun => dispatcher.dry_run(req).await,
+    let (result, execution) = match mode {
+        Mode::Wait(wait) => dispatcher.dispatch_naming(req, wait).await,
+        Mode::DryRun => (dispatcher.dry_run(req).await, None),
         Mode::Start => {
             return match dispatcher.submit(req).await {
-                Ok((execution, _)) => Ok(Dispatched {
-                    output: json!({"executionId": execution.id, "status": execution.status}),
-                    execution: Some(execution),
-                }),
-                Err(failure) => Err(DispatchError::from_result(failure)),
+                Ok((execution, _)) => {
+                    let id = execution.id.clone();
+                    let started = Dispatched {
+                        output: json!({"executionId": execution.id, "status": execution.status}),
+                        execution: Some(execution),
+                    };
+                    (Ok(started), Some(id))
+                }
+                Err(failure) => (Err(DispatchError::from_result(failure)), None),
             };
         }
     };
-    match result {
+    let outcome = match result {
         DispatchResult::Ok { output } => Ok(Dispatched {
             output,
             execution: None,
         }),
         failure => Err(DispatchError::from_result(failure)),
-    }
+    };
+    (outcome, execution)
 }
 
 /// The checks made before st2 is asked to run anything.
@@ -174,9 +252,9 @@ async fn admit(tenant: &Tenant, req: &DispatchRequest) -> Result<(), DispatchErr
     tenant.may_run(req.flow_ref.trim()).await
 }
 
-/// The idempotency key and trace context are within their documented limits
-/// (`core::ids`); a key of 21 kB or one with a newline is the caller's error, answered 422
-/// before st2 sees it.
+/// Every id of `req` within its documented limits (`core::ids`): they become st2 context,
+/// trace tags and log fields, so a malformed one (a key of 21 kB, a runId with a newline) is
+/// the caller's error, answered 422 before st2 sees it. Every problem is named at once.
 fn check_ids(req: &DispatchRequest) -> Result<(), DispatchError> {
     use super::ids::{IDEMPOTENCY_KEY, TRACESTATE};
     let key = req
@@ -184,73 +262,67 @@ fn check_ids(req: &DispatchRequest) -> Result<(), DispatchError> {
         .as_deref()
         .filter(|k| !k.trim().is_empty());
     let tracestate = req.trace.as_ref().and_then(|t| t.tracestate.as_deref());
-    let checks = key
-        .map(|k| IDEMPOTENCY_KEY.check(k))
-        .into_iter()
-        .chain(tracestate.map(|s| TRACESTATE.check(s)));
-    for check in checks {
-        check.map_err(|e| DispatchError {
-            hint: Hint {
-                unprocessable: true,
-                ..Hint::default()
-            },
-            ..DispatchError::refused(ErrorKind::RemoteError, format!("request refused: {e}"))
-        })?;
+    let problems: Vec<String> = [
+        ("runId", &req.run_id),
+        ("actionId", &req.action_id),
+        ("correlationId", &req.correlation_id),
+    ]
+    .into_iter()
+    .map(|(field, value)| DISPATCH_ID.check_as(field, value))
+    .chain(key.map(|k| IDEMPOTENCY_KEY.check(k)))
+    .chain(tracestate.map(|s| TRACESTATE.check(s)))
+    .filter_map(Result::err)
+    .map(|e| e.to_string())
+    .collect();
+    if problems.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let mut refusal = DispatchError::refused(
+        ErrorKind::RemoteError,
+        format!("request refused: {}", problems.join("; ")),
+    );
+    refusal.hint.unprocessable = true;
+    Err(refusal)
 }
 
-/// Scrubs a failure's message of the request's secret values, and writes the decision
-/// (refused before st2 was asked, or not) and its outcome to the audit log.
+/// Scrubs what st2 said (the output, the execution's result, a failure's message) of the
+/// secret values of the execution's own request and of this one (see
+/// [`Tenant::secrets_of`]), and writes the decision (refused before st2 was asked, or not)
+/// and its outcome to the audit log.
 async fn conclude(
     tenant: &Tenant,
     req: &DispatchRequest,
     mut outcome: Result<Dispatched, DispatchError>,
+    execution: Option<&str>,
+    booked: Option<Booked>,
     mode: Mode,
 ) -> Result<Dispatched, DispatchError> {
-    if let Err(e) = &mut outcome {
-        let mut policy = tenant.redaction.clone();
-        // A refusal never reached st2 and quotes no payload; only st2's words need the schema.
-        if !e.refused
-            && !req.payload.is_empty()
-            && let Ok(schema) = tenant
-                .dispatcher
-                .st2()
-                .action_parameters(req.flow_ref.trim())
-                .await
-        {
-            policy = policy.with_secret_parameters(&schema);
-        }
-        e.message = scrub_text(&e.message, &policy.secret_values(&req.payload));
-    }
-    if let Some(log) = &tenant.audit {
-        let refused = match &outcome {
-            Err(e) if e.refused => Some(e.message.as_str()),
-            _ => None,
-        };
-        let result = match &outcome {
-            Ok(done) => DispatchResult::Ok {
-                output: done.output.clone(),
-            },
-            Err(e) => DispatchResult::err(e.kind, e.message.clone()),
-        };
-        let decision = Decision {
-            request: req,
-            tenant: &tenant.id,
-            refused,
-            result: &result,
-            mode,
-            rerun: None,
-        };
-        if let Err(e) = log.record(&decision).await {
-            tracing::error!("{e}");
+    // A refusal never reached st2 and quotes no payload.
+    if let Some(booked) = booked.filter(|_| !matches!(&outcome, Err(e) if e.refused)) {
+        let secrets = tenant.secrets_of(execution, &booked).await;
+        match &mut outcome {
+            Ok(done) => {
+                done.output = scrub_value(&done.output, &secrets);
+                if let Some(e) = &mut done.execution {
+                    e.result = e.result.as_ref().map(|r| scrub_value(r, &secrets));
+                }
+            }
+            Err(e) => e.message = scrub_text(&e.message, &secrets),
         }
     }
+    let refused = match &outcome {
+        Err(e) if e.refused => Some(e.message.as_str()),
+        _ => None,
+    };
+    let result = match &outcome {
+        Ok(done) => DispatchResult::Ok {
+            output: done.output.clone(),
+        },
+        Err(e) => DispatchResult::err(e.kind, e.message.clone()),
+    };
+    audit(tenant, req, refused, Some(&result), mode, Act::Dispatch).await;
     outcome
 }
-
-/// How st2 shows a secret parameter's value.
-const MASKED: &str = "********";
 
 /// What a re-run came to.
 #[derive(Debug)]
@@ -304,6 +376,79 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
         }
     }
     let masked = masked_in(&parameters);
+    let req = request_of(tenant, original, overrides);
+    if let Err(refusal) = tenant.may_run(&action).await {
+        let result = DispatchResult::err(refusal.kind, refusal.message.clone());
+        let act = Act::Rerun {
+            of: &original.id,
+            overrides: Value::Null,
+        };
+        let refused = Some(refusal.message.as_str());
+        audit(tenant, &req, refused, Some(&result), Mode::Start, act).await;
+        return Rerun::Refused(refusal);
+    }
+    // Booked before st2 runs it, so its lifecycle events find them (see `secrets_key`); the
+    // booking's policy also redacts the overrides in the audit records.
+    let booked = tenant
+        .book_secrets(&action, &rerun_key(&tenant.id, &original.id), &parameters)
+        .await;
+    let overrides = booked.redact(&Value::Object(req.payload.clone()));
+    if !masked.is_empty() {
+        let message = format!(
+            "re-run of {} needs the secret parameters {} in `parameters`: st2 shows them masked \
+             to this adapter's st2 user (not an admin), and the re-run is a new execution that \
+             carries the Portarium context",
+            original.id,
+            masked.join(", ")
+        );
+        let result = DispatchResult::err(ErrorKind::RemoteError, message.clone());
+        let act = Act::Rerun {
+            of: &original.id,
+            overrides,
+        };
+        audit(tenant, &req, None, Some(&result), Mode::Start, act).await;
+        return Rerun::Incomplete(message);
+    }
+    let mut request = ExecutionRequest::new(action);
+    request.parameters = parameters;
+    request.context.insert(
+        CONTEXT_KEY.into(),
+        json!({
+            "tenant_id": req.tenant_id, "run_id": req.run_id, "action_id": req.action_id,
+            "correlation_id": req.correlation_id, "rerun_of": original.id,
+        }),
+    );
+    request
+        .context
+        .insert("re-run".into(), json!({"ref": original.id}));
+    let owned = tenant.clone();
+    let of = original.id.clone();
+    detached(tenant, async move {
+        let tenant = &owned;
+        let act = || Act::Rerun {
+            of: &of,
+            overrides: overrides.clone(),
+        };
+        audit(tenant, &req, None, None, Mode::Start, act()).await;
+        let created = tenant.dispatcher.st2().executions().create(&request).await;
+        let result = match &created {
+            Ok(e) => DispatchResult::Ok {
+                output: json!({"executionId": e.id}),
+            },
+            Err(e) => DispatchResult::err(kind_of(e), e.to_string()),
+        };
+        audit(tenant, &req, None, Some(&result), Mode::Start, act()).await;
+        match created {
+            Ok(created) => Rerun::Started(Box::new(created)),
+            Err(e) => Rerun::Failed(e),
+        }
+    })
+    .await
+}
+
+/// The Portarium ids `tenant`'s `original` execution carries, as the request a re-run or a
+/// cancel of it is recorded under (`payload`: the re-run's overrides).
+fn request_of(tenant: &Tenant, original: &Execution, payload: JsonObject) -> DispatchRequest {
     let ids = original.context.get(CONTEXT_KEY);
     let id = |key: &str| {
         ids.and_then(|c| c.get(key))
@@ -311,84 +456,44 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
             .unwrap_or_default()
             .to_string()
     };
-    let req = DispatchRequest {
+    DispatchRequest {
         action_id: id("action_id"),
         idempotency_key: None,
         tenant_id: tenant.id.clone(),
         run_id: id("run_id"),
-        // A re-run of an execution that predates carrying the ids correlates to what it re-ran.
+        // An execution that predates carrying the ids correlates to itself.
         correlation_id: Some(id("correlation_id"))
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| original.id.clone()),
-        flow_ref: action.clone(),
-        payload: overrides,
+        flow_ref: original.action_ref().unwrap_or_default().to_string(),
+        payload,
         trace: None,
-    };
-    let rerun = if let Err(refusal) = tenant.may_run(&action).await {
-        Rerun::Refused(refusal)
-    } else if !masked.is_empty() {
-        Rerun::Incomplete(format!(
-            "re-run of {} needs the secret parameters {} in `parameters`: st2 shows them masked \
-             to this adapter's st2 user (not an admin), and the re-run is a new execution that \
-             carries the Portarium context",
-            original.id,
-            masked.join(", ")
-        ))
-    } else {
-        let mut request = ExecutionRequest::new(action);
-        request.parameters = parameters;
-        request.context.insert(
-            CONTEXT_KEY.into(),
-            json!({
-                "tenant_id": req.tenant_id, "run_id": req.run_id, "action_id": req.action_id,
-                "correlation_id": req.correlation_id, "rerun_of": original.id,
-            }),
-        );
-        request
-            .context
-            .insert("re-run".into(), json!({"ref": original.id}));
-        match tenant.dispatcher.st2().executions().create(&request).await {
-            Ok(created) => Rerun::Started(Box::new(created)),
-            Err(e) => Rerun::Failed(e),
-        }
-    };
-    audit_rerun(tenant, &req, &original.id, &rerun).await;
-    rerun
+        invocation_id: None,
+    }
 }
 
-/// Writes a re-run's decision and outcome, its overrides with secret values redacted.
-async fn audit_rerun(tenant: &Tenant, req: &DispatchRequest, of: &str, rerun: &Rerun) {
-    let Some(log) = &tenant.audit else { return };
-    let mut policy = tenant.redaction.clone();
-    if let Ok(schema) = tenant
-        .dispatcher
-        .st2()
-        .action_parameters(&req.flow_ref)
-        .await
-    {
-        policy = policy.with_secret_parameters(&schema);
-    }
-    let overrides = redact_value(&Value::Object(req.payload.clone()), &policy);
-    let result = match rerun {
-        Rerun::Started(e) => DispatchResult::Ok {
-            output: json!({"executionId": e.id}),
-        },
-        Rerun::Refused(e) => DispatchResult::err(e.kind, e.message.clone()),
-        Rerun::Incomplete(m) => DispatchResult::err(ErrorKind::RemoteError, m.clone()),
-        Rerun::Failed(e) => DispatchResult::err(kind_of(e), e.to_string()),
-    };
-    let decision = Decision {
-        request: req,
-        tenant: &tenant.id,
-        refused: match rerun {
-            Rerun::Refused(e) => Some(e.message.as_str()),
-            _ => None,
-        },
-        result: &result,
-        mode: Mode::Start,
-        rerun: Some(RerunOf { of, overrides }),
-    };
-    if let Err(e) = log.record(&decision).await {
-        tracing::error!("{e}");
-    }
+/// Cancels `execution` (which the tenant owns), recorded as accepted before st2 is asked and
+/// with st2's answer after, whether or not the caller waits for it.
+pub async fn cancel(tenant: &Tenant, execution: &Execution) -> Result<CancelOutcome, St2Error> {
+    let req = request_of(tenant, execution, JsonObject::new());
+    let owned = tenant.clone();
+    let of = execution.id.clone();
+    detached(tenant, async move {
+        let tenant = &owned;
+        let act = || Act::Cancel { of: &of };
+        audit(tenant, &req, None, None, Mode::Start, act()).await;
+        let canceled = tenant.dispatcher.st2().executions().cancel(&of).await;
+        let result = match &canceled {
+            Ok(CancelOutcome::Canceled(e)) => DispatchResult::Ok {
+                output: json!({"executionId": e.id, "status": e.status}),
+            },
+            Ok(CancelOutcome::AlreadyCompleted { faultstring }) => {
+                DispatchResult::err(ErrorKind::RemoteError, faultstring.clone())
+            }
+            Err(e) => DispatchResult::err(kind_of(e), e.to_string()),
+        };
+        audit(tenant, &req, None, Some(&result), Mode::Start, act()).await;
+        canceled
+    })
+    .await
 }

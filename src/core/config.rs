@@ -81,11 +81,8 @@ pub fn validate_tenants(tenants: &[TenantConfig], errors: &mut Vec<FieldError>) 
     let mut seen = std::collections::HashSet::new();
     for (i, t) in tenants.iter().enumerate() {
         let field = |name: &str| format!("tenants[{i}].{name}");
-        if t.id.trim().is_empty() {
-            errors.push(FieldError {
-                field: field("id"),
-                reason: "must not be empty".into(),
-            });
+        if let Err(e) = crate::core::ids::TENANT_ID.check_as(&field("id"), &t.id) {
+            errors.push(e);
         } else if !seen.insert(t.id.as_str()) {
             errors.push(FieldError {
                 field: field("id"),

@@ -65,9 +65,15 @@ impl IdField {
     /// wrong with it (quoting no more than its length and the first offending character, so a
     /// hostile value is never echoed whole).
     pub fn check(&self, value: &str) -> Result<(), FieldError> {
+        self.check_as(self.name, value)
+    }
+
+    /// Like [`IdField::check`], naming the field `field`: for one rule shared by several
+    /// fields (runId, actionId…) or a field at a dotted config path.
+    pub fn check_as(&self, field: &str, value: &str) -> Result<(), FieldError> {
         let refuse = |what: String| {
             Err(FieldError::new(
-                self.name,
+                field,
                 format!(
                     "{what}; send 1 to {} bytes of {}",
                     self.max_bytes,
@@ -86,8 +92,19 @@ impl IdField {
         }
         Ok(())
     }
+
+    /// Whether `value` keeps to this field's length and charset.
+    pub fn admits(&self, value: &str) -> bool {
+        self.check(value).is_ok()
+    }
 }
 
+/// Tenant (workspace) ids, checked at config load: 1–64 of `A-Z a-z 0-9 . _ - :`.
+pub const TENANT_ID: IdField = IdField::new("id", 64, Charset::Token("._-:"));
+/// Ids a dispatch carries (runId, actionId, correlationId, invocationId, machineId…): 1–256
+/// printable ASCII characters without spaces, which holds Portarium's UUIDs, slugs and
+/// composed keys such as `ExecuteApprovedAgentAction:<tenant>:<ws>:<id>:<flowRef>`.
+pub const DISPATCH_ID: IdField = IdField::new("id", 256, Charset::VisibleAscii);
 /// A CloudEvent's `id` (the inbound dedupe key, and part of st2's trace tag).
 pub const EVENT_ID: IdField = IdField::new("id", 256, Charset::Text);
 /// A dispatch's `idempotencyKey` (or `Idempotency-Key` header).
@@ -138,5 +155,28 @@ mod tests {
         let field = IdField::new("t", 4, Charset::Text);
         assert!(field.check("éé").is_ok());
         assert!(field.check("ééé").is_err());
+    }
+
+    #[test]
+    fn rules_hold_portarium_ids_and_refuse_the_rest() {
+        for ok in ["acme", "acme:prod", "ws-1.a_b", &"t".repeat(64)] {
+            assert!(TENANT_ID.admits(ok), "{ok}");
+        }
+        for bad in ["", "a b", "acme/prod", "é", &"t".repeat(65)] {
+            assert!(!TENANT_ID.admits(bad), "{bad}");
+        }
+        for ok in [
+            "ExecuteApprovedAgentAction:t1:ws-1:ap-9:core.echo",
+            "550e8400-e29b-41d4-a716-446655440000",
+            &"r".repeat(256),
+        ] {
+            assert!(DISPATCH_ID.admits(ok), "{ok}");
+        }
+        for bad in ["", "r 1", "r\n1", "r\u{0}1", "r\u{7f}", "ré", &"r".repeat(257)] {
+            assert!(!DISPATCH_ID.admits(bad), "{bad:?}");
+        }
+        let e = DISPATCH_ID.check_as("runId", "a\nb").unwrap_err();
+        assert_eq!(e.field, "runId");
+        assert!(e.reason.contains("'\\n' at byte 1"), "{e}");
     }
 }

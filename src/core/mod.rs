@@ -13,5 +13,5 @@ pub mod ids;
 pub mod portarium;
 mod tenant;
 
-pub use admission::{DispatchError, Dispatched, Mode, Rerun, dispatch, rerun};
-pub use tenant::Tenant;
+pub use admission::{DispatchError, Dispatched, Mode, Rerun, cancel, dispatch, rerun};
+pub use tenant::{Booked, Tenant};

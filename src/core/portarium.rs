@@ -32,6 +32,10 @@ pub struct DispatchRequest {
     /// part of the JSON body Portarium writes.
     #[serde(skip)]
     pub trace: Option<TraceContext>,
+    /// The machine invocation (`/v1/invoke`) this dispatch stands for: its key is then the
+    /// tenant's invocation id, so the status route finds it by that id alone.
+    #[serde(skip)]
+    pub invocation_id: Option<String>,
 }
 
 /// A W3C trace context (`traceparent`, optional `tracestate`) handed on by the caller.

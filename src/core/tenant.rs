@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use st2_client::Secret;
+use st2_client::models::JsonObject;
 
 use super::DispatchError;
 use super::dispatch::Dispatcher;
 use super::governance::Governance;
 use super::governance::audit::AuditLog;
-use super::governance::redact::RedactionPolicy;
+use super::governance::redact::{MASKED, RedactionPolicy, redact_value};
+use super::governance::secrets::SecretBook;
 use super::governance::tenants::AllowedActions;
 use super::portarium::ErrorKind;
 
@@ -24,6 +27,7 @@ pub struct Tenant {
     allowed: AllowedActions,
     pub(super) audit: Option<Arc<AuditLog>>,
     pub(super) redaction: RedactionPolicy,
+    pub(super) secrets: Arc<SecretBook>,
 }
 
 impl Tenant {
@@ -36,6 +40,7 @@ impl Tenant {
             allowed,
             audit: None,
             redaction: RedactionPolicy::default(),
+            secrets: Arc::default(),
         }
     }
 
@@ -47,6 +52,7 @@ impl Tenant {
         }
         self.audit = governance.audit.clone();
         self.redaction = governance.redaction.clone();
+        self.secrets = governance.secrets.clone();
         self
     }
 
@@ -74,9 +80,77 @@ impl Tenant {
             .map_err(DispatchError::refusal)
     }
 
+    /// Books the secret values of `payload` (a request for `action`) under `key` — before st2
+    /// is asked to run it, so the lifecycle events of its execution find them — and answers
+    /// what makes a value of `action` secret, for [`Tenant::secrets_of`].
+    pub async fn book_secrets(&self, action: &str, key: &str, payload: &JsonObject) -> Booked {
+        let schema = self.dispatcher.st2().action_parameters(action).await.ok();
+        let policy = match &schema {
+            Some(schema) => self.redaction.clone().with_secret_parameters(schema),
+            None => self.redaction.clone(),
+        };
+        self.secrets
+            .remember(key, &policy.secret_values(payload), false);
+        Booked {
+            key: key.to_string(),
+            schema_secret: schema.is_some_and(|s| s.parameters.values().any(|p| p.secret)),
+            policy,
+        }
+    }
+
+    /// The secret values to scrub from anything said about `execution_id` (booked as
+    /// `booked`), longest first: those the book holds for its key — every request's under it —
+    /// and, while the book has not got them from st2, the execution's own, read from st2 with
+    /// `show_secrets` when anything of it may be secret. st2 hiding them (no admin) leaves the
+    /// book's.
+    pub async fn secrets_of(&self, execution_id: Option<&str>, booked: &Booked) -> Vec<String> {
+        let (mut values, confirmed) = self.secrets.recall(&booked.key);
+        if let Some(id) = execution_id
+            && (booked.schema_secret || !values.is_empty())
+            && !confirmed
+            && !self.secrets.st2_hides()
+            && let Ok(own) = self
+                .dispatcher
+                .st2()
+                .executions()
+                .get(id)
+                .include(&["parameters"])
+                .show_secrets()
+                .send()
+                .await
+        {
+            if own.parameters.values().any(|v| v.as_str() == Some(MASKED)) {
+                self.secrets.note_st2_hides();
+            } else {
+                let shown = booked.policy.secret_values(&own.parameters);
+                self.secrets.remember(&booked.key, &shown, true);
+                values.extend(shown);
+            }
+        }
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        values.dedup();
+        values
+    }
+
     /// The audit log this tenant's decisions go to, if one is configured.
     pub fn audit_log(&self) -> Option<&AuditLog> {
         self.audit.as_deref()
+    }
+}
+
+/// What [`Tenant::book_secrets`] learnt of an action: which values are secret.
+#[derive(Debug, Clone)]
+pub struct Booked {
+    key: String,
+    /// st2's schema marks a parameter of the action secret.
+    schema_secret: bool,
+    policy: RedactionPolicy,
+}
+
+impl Booked {
+    /// `value` with the values of the action's secret keys replaced, for audit records.
+    pub fn redact(&self, value: &Value) -> Value {
+        redact_value(value, &self.policy)
     }
 }
 

@@ -17,7 +17,10 @@ use time::OffsetDateTime;
 
 use super::cloudevent::CloudEvent;
 use super::config::LifecycleConfig;
-use crate::core::dispatch::CONTEXT_KEY;
+use crate::core::dispatch::{CONTEXT_KEY, secrets_key};
+use crate::core::governance::Governance;
+use crate::core::governance::redact::{MASKED, RedactionPolicy, scrub_value};
+use crate::core::governance::secrets::SecretBook;
 use st2_client::models::rfc3339;
 use st2_client::{Execution, ExecutionStatus};
 
@@ -141,11 +144,47 @@ struct Ids {
     traceparent: Option<String>,
 }
 
+/// What lifecycle events are scrubbed with: the secret values seen per dispatch key, and
+/// which parameter names are secret.
+#[derive(Debug, Clone, Default)]
+pub struct Scrubbing {
+    /// The values the dispatches saw, per dispatch key (shared with them).
+    pub book: Arc<SecretBook>,
+    /// Secret parameter names beyond the credential-looking ones (`governance.redact_keys`).
+    pub policy: RedactionPolicy,
+}
+
+impl Scrubbing {
+    /// What governance holds for it.
+    pub fn of(governance: &Governance) -> Self {
+        Self {
+            book: governance.secrets.clone(),
+            policy: governance.redaction.clone(),
+        }
+    }
+
+    /// The secret values events about `e` must not carry: those booked under its key, and those its own parameters show under secret names (st2 masks schema-secret
+    /// ones, which the book holds).
+    fn secrets(&self, e: &Execution) -> Vec<String> {
+        let mut values = self.book.recall(&secrets_key(e)).0;
+        values.extend(
+            self.policy
+                .secret_values(&e.parameters)
+                .into_iter()
+                .filter(|v| v != MASKED),
+        );
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        values.dedup();
+        values
+    }
+}
+
 /// Remembers, per execution, which transitions were already turned into events.
 pub struct LifecycleTracker {
     config: LifecycleConfig,
     executions: HashMap<String, Tracked>,
     stats: TrackerStats,
+    scrubbing: Scrubbing,
 }
 
 impl LifecycleTracker {
@@ -155,7 +194,13 @@ impl LifecycleTracker {
             config,
             executions: HashMap::new(),
             stats: TrackerStats::default(),
+            scrubbing: Scrubbing::default(),
         }
+    }
+
+    /// This tracker scrubbing every event's data with `scrubbing`.
+    pub fn scrubbing(self, scrubbing: Scrubbing) -> Self {
+        Self { scrubbing, ..self }
     }
 
     /// What it did so far.
@@ -208,6 +253,7 @@ impl LifecycleTracker {
                     &ids,
                     (t, *n),
                     (&status, at),
+                    &self.scrubbing,
                 ));
             }
         }
@@ -313,13 +359,15 @@ fn history(e: &Execution) -> Vec<(ExecutionStatus, Option<OffsetDateTime>)> {
 
 /// The event for transition `t` (its `n`th occurrence) of execution `e`, entering status
 /// `entered` at `at`. It uses only what every later snapshot repeats (the log entry, ids, the
-/// final result), so a resent event is byte-identical.
+/// final result), so a resent event is byte-identical. Its data is scrubbed of the
+/// execution's secret values here, so every path that builds an event scrubs it.
 fn build(
     source: &str,
     e: &Execution,
     ids: &Ids,
     (t, n): (Transition, u32),
     (entered, at): (&ExecutionStatus, Option<OffsetDateTime>),
+    scrubbing: &Scrubbing,
 ) -> CloudEvent {
     let id = if t.repeats() {
         format!("st2:{}:{}:{n}", e.id, t.as_str())
@@ -366,7 +414,7 @@ fn build(
         time: at.map(rfc3339),
         datacontenttype: Some("application/json".into()),
         dataschema: None,
-        data: Some(data),
+        data: Some(scrub_value(&data, &scrubbing.secrets(e))),
         data_base64: None,
         tenantid: ids.tenant.clone(),
         correlationid: ids.correlation.clone(),

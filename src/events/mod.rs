@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 pub use cloudevent::CloudEvent;
 pub use config::EventsConfig;
 pub use inbound::Inbound;
-pub use lifecycle::{LifecycleTracker, Transition};
+pub use lifecycle::{LifecycleTracker, Scrubbing, Transition};
 pub use sink::{SinkHandle, Sinks};
 
 use st2_client::Execution;
@@ -65,11 +65,12 @@ pub fn spawn_lifecycle<S>(
     snapshots: S,
     config: &EventsConfig,
     sinks: Sinks,
+    scrubbing: Scrubbing,
 ) -> JoinHandle<LifecycleTracker>
 where
     S: Stream<Item = Arc<Execution>> + Send + 'static,
 {
-    let tracker = LifecycleTracker::new(config.lifecycle.clone());
+    let tracker = LifecycleTracker::new(config.lifecycle.clone()).scrubbing(scrubbing);
     tokio::spawn(lifecycle::run(snapshots, tracker, move |event| {
         let sinks = sinks.clone();
         async move { sinks.send(event).await }

@@ -79,6 +79,15 @@ impl Failure {
         }
     }
 
+    /// A request the route understood but cannot act on as sent (an id outside its
+    /// documented alphabet or length): 422, refused before st2 is asked anything.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            error: DispatchError::refused(ErrorKind::RemoteError, message),
+        }
+    }
+
     /// Portarium's result object for this failure.
     pub fn result(&self) -> DispatchResult {
         DispatchResult::err(self.error.kind, self.error.message.clone())

@@ -13,7 +13,8 @@ use st2_client::{CancelOutcome, Execution, St2Error};
 
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
-use crate::core::dispatch::CONTEXT_KEY;
+use crate::core::dispatch::{CONTEXT_KEY, secrets_key};
+use crate::core::governance::redact::scrub_value;
 use crate::core::portarium::ErrorKind;
 use crate::core::{DispatchError, Rerun, Tenant};
 
@@ -22,18 +23,19 @@ type Answer = Response;
 /// Handles `GET /v1/executions/{id}`.
 pub async fn get(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
     match owned(&tenant, &id).await {
-        Ok(execution) => ok(StatusCode::OK, &execution),
+        Ok(execution) => ok(&tenant, StatusCode::OK, execution).await,
         Err(answer) => answer,
     }
 }
 
 /// Handles `POST /v1/executions/{id}/cancel`; cancelling a completed execution is 409.
 pub async fn cancel(tenant: AuthedTenant, Path(id): Path<String>) -> Answer {
-    if let Err(answer) = owned(&tenant, &id).await {
-        return answer;
-    }
-    match tenant.dispatcher.st2().executions().cancel(&id).await {
-        Ok(CancelOutcome::Canceled(e)) => ok(StatusCode::OK, &e),
+    let execution = match owned(&tenant, &id).await {
+        Ok(e) => e,
+        Err(answer) => return answer,
+    };
+    match crate::core::cancel(&tenant, &execution).await {
+        Ok(CancelOutcome::Canceled(e)) => ok(&tenant, StatusCode::OK, *e).await,
         Ok(CancelOutcome::AlreadyCompleted { faultstring }) => {
             failure(StatusCode::CONFLICT, ErrorKind::RemoteError, faultstring)
         }
@@ -62,7 +64,7 @@ async fn control(tenant: &Tenant, id: &str, pause: bool) -> Answer {
         executions.resume(id).await
     };
     match result {
-        Ok(e) => ok(StatusCode::OK, &e),
+        Ok(e) => ok(tenant, StatusCode::OK, e).await,
         Err(e) => st2_failure(&e),
     }
 }
@@ -141,7 +143,7 @@ pub async fn rerun(tenant: AuthedTenant, Path(id): Path<String>, body: Bytes) ->
         Err(answer) => return answer,
     };
     match crate::core::rerun(&tenant, &original, body.parameters).await {
-        Rerun::Started(e) => ok(StatusCode::CREATED, &e),
+        Rerun::Started(e) => ok(&tenant, StatusCode::CREATED, *e).await,
         Rerun::Refused(refusal) => Contract::Native.refuse(refusal.into(), None),
         Rerun::Incomplete(message) => Contract::Native.refuse(Failure::bad_request(message), None),
         Rerun::Failed(e) => st2_failure(&e),
@@ -162,9 +164,21 @@ fn summary(e: &Execution) -> Value {
     })
 }
 
-/// A success: the execution's summary.
-fn ok(status: StatusCode, e: &Execution) -> Answer {
-    (status, Json(summary(e))).into_response()
+/// A success: the execution's summary, its result scrubbed of its request's secrets.
+async fn ok(tenant: &Tenant, status: StatusCode, mut e: Execution) -> Answer {
+    let secrets = secrets_of(tenant, &e).await;
+    e.result = e.result.map(|r| scrub_value(&r, &secrets));
+    (status, Json(summary(&e))).into_response()
+}
+
+/// The secret values of the request that started `e` (and of any other booked under its
+/// key), as st2 or this process knows them.
+pub(super) async fn secrets_of(tenant: &Tenant, e: &Execution) -> Vec<String> {
+    let action = e.action_ref().unwrap_or_default();
+    let booked = tenant
+        .book_secrets(action, &secrets_key(e), &JsonObject::new())
+        .await;
+    tenant.secrets_of(Some(&e.id), &booked).await
 }
 
 fn failure(status: StatusCode, kind: ErrorKind, message: String) -> Answer {

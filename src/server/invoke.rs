@@ -20,12 +20,15 @@ use tokio::time::Instant;
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
 use super::dispatch::run;
-use crate::core::dispatch::{CONTEXT_KEY, outcome};
+use super::executions::secrets_of;
+use crate::core::dispatch::{invocation_key, outcome};
+use crate::core::governance::redact::{scrub_field, scrub_value};
+use crate::core::ids::DISPATCH_ID;
 use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
 use crate::core::{DispatchError, Dispatched, Mode, Tenant};
 use st2_client::models::JsonObject;
 use st2_client::stream::{ExecutionEvent, Follow};
-use st2_client::{Execution, ExecutionStatus, SortOrder, St2Error};
+use st2_client::{Execution, ExecutionStatus, St2Error};
 
 /// `MachineInvocationRequestV1`, as Portarium writes it.
 #[derive(Debug, Deserialize)]
@@ -78,8 +81,6 @@ impl InvocationStatus {
 
 /// Longest the progress stream stays open; the execution itself is not affected.
 const STREAM_MAX: Duration = Duration::from_secs(3600);
-/// How many executions one invocation id is looked up among.
-const LOOKUP_LIMIT: u32 = 20;
 
 /// Handles `POST /v1/invoke`: 202 while st2 runs it, 200 when it has already completed (a
 /// retry of a finished invocation), the error kind's status when refused.
@@ -95,9 +96,7 @@ pub async fn invoke(
     let invocation_id = body.invocation_id.clone();
     let req = match translate(body, &headers) {
         Ok(req) => req,
-        Err(message) => {
-            return Contract::Machine.refuse(Failure::bad_request(message), Some(&invocation_id));
-        }
+        Err(failure) => return Contract::Machine.refuse(failure, Some(&invocation_id)),
     };
     match run(&tenant, req, &headers, Mode::Start).await {
         Ok(Dispatched {
@@ -123,27 +122,9 @@ pub async fn status(
     Path(invocation_id): Path<String>,
 ) -> Response {
     match located(&tenant, &invocation_id).await {
-        Ok(found) => {
-            // The lookup leaves results out; a completed one is read whole for its output.
-            let execution = if found
-                .status
-                .as_ref()
-                .is_some_and(ExecutionStatus::is_terminal)
-            {
-                match tenant
-                    .dispatcher
-                    .st2()
-                    .executions()
-                    .get(&found.id)
-                    .send()
-                    .await
-                {
-                    Ok(full) => full,
-                    Err(e) => return st2_refusal(&invocation_id, &e),
-                }
-            } else {
-                found
-            };
+        Ok(mut execution) => {
+            let secrets = secrets_of(&tenant, &execution).await;
+            execution.result = execution.result.map(|r| scrub_value(&r, &secrets));
             Json(describe(&invocation_id, &execution, &headers)).into_response()
         }
         Err(answer) => answer,
@@ -155,12 +136,14 @@ pub async fn status(
 pub async fn stream(tenant: AuthedTenant, Path(invocation_id): Path<String>) -> Response {
     match located(&tenant, &invocation_id).await {
         Ok(execution) => {
+            let secrets = secrets_of(&tenant, &execution).await;
             let follow = tenant.dispatcher.watcher().follow(&execution.id);
             let progress = Progress {
                 invocation_id,
                 execution_id: execution.id,
                 status: None,
                 done: false,
+                secrets,
             };
             Sse::new(progress.events(follow, Instant::now() + STREAM_MAX))
                 .keep_alive(KeepAlive::default())
@@ -172,23 +155,28 @@ pub async fn stream(tenant: AuthedTenant, Path(invocation_id): Path<String>) -> 
 
 /// The dispatch input a machine invocation stands for. The invocation id is the action id
 /// and, absent an idempotency key, the key: a retried invocation re-attaches.
-fn translate(body: InvocationRequest, headers: &HeaderMap) -> Result<DispatchRequest, String> {
+fn translate(body: InvocationRequest, headers: &HeaderMap) -> Result<DispatchRequest, Failure> {
     if body.schema_version != 1 {
-        return Err(format!(
+        return Err(Failure::bad_request(format!(
             "schemaVersion {} is not supported; send 1",
             body.schema_version
-        ));
+        )));
     }
-    for (field, value) in [
+    let problems: Vec<String> = [
         ("invocationId", &body.invocation_id),
         ("machineId", &body.machine_id),
         ("workspaceId", &body.workspace_id),
-    ] {
-        if value.trim().is_empty() || value.len() > 256 || value.chars().any(char::is_whitespace) {
-            return Err(format!(
-                "{field} must be 1 to 256 characters without spaces"
-            ));
-        }
+    ]
+    .into_iter()
+    .chain(body.run_id.as_ref().map(|r| ("runId", r)))
+    .filter_map(|(field, value)| DISPATCH_ID.check_as(field, value).err())
+    .map(|e| e.to_string())
+    .collect();
+    if !problems.is_empty() {
+        return Err(Failure::unprocessable(format!(
+            "request refused: {}",
+            problems.join("; ")
+        )));
     }
     if body.callback_url.is_some() {
         tracing::debug!(
@@ -215,6 +203,7 @@ fn translate(body: InvocationRequest, headers: &HeaderMap) -> Result<DispatchReq
         flow_ref,
         payload: body.input,
         trace: None,
+        invocation_id: Some(body.invocation_id),
     })
 }
 
@@ -280,8 +269,9 @@ fn status_url(headers: &HeaderMap, invocation_id: &str) -> Option<String> {
     Some(format!("{scheme}://{host}/v1/invoke/{id}/status"))
 }
 
-/// The execution the caller's invocation started; an invocation of another tenant answers
-/// exactly like a missing one.
+/// The execution the caller's invocation started, found by the tenant's invocation key
+/// through st2's trace index; an invocation of another tenant answers exactly like a missing
+/// one, and a dispatch whose actionId equals the invocation id is not it.
 async fn located(tenant: &Tenant, invocation_id: &str) -> Result<Execution, Response> {
     let not_found = || {
         let failure = Failure::from(DispatchError::refused(
@@ -290,31 +280,15 @@ async fn located(tenant: &Tenant, invocation_id: &str) -> Result<Execution, Resp
         ));
         Contract::Machine.refuse(failure, Some(invocation_id))
     };
-    if invocation_id.is_empty() || invocation_id.chars().any(char::is_whitespace) {
+    if !DISPATCH_ID.admits(invocation_id) {
         return Err(not_found());
     }
-    let page = tenant
-        .dispatcher
-        .st2()
-        .executions()
-        .list()
-        .filter(&format!("context.{CONTEXT_KEY}.action_id"), invocation_id)
-        .exclude(&["result"])
-        .sort(SortOrder::OldestFirst)
-        .limit(LOOKUP_LIMIT)
-        .send()
-        .await
-        .map_err(|e| st2_refusal(invocation_id, &e))?;
-    page.items
-        .into_iter()
-        .find(|e| {
-            e.context
-                .get(CONTEXT_KEY)
-                .and_then(|c| c.get("tenant_id"))
-                .and_then(Value::as_str)
-                == Some(tenant.id.as_str())
-        })
-        .ok_or_else(not_found)
+    let key = invocation_key(&tenant.id, invocation_id);
+    match tenant.dispatcher.find(&key, &tenant.id).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(not_found()),
+        Err(e) => Err(st2_refusal(invocation_id, &e)),
+    }
 }
 
 /// A refusal in the invocation answer's shape (`MachineInvocationResponseV1` with status
@@ -355,6 +329,8 @@ struct Progress {
     execution_id: String,
     status: Option<ExecutionStatus>,
     done: bool,
+    /// Secret values no event may carry.
+    secrets: Vec<String>,
 }
 
 impl Progress {
@@ -461,7 +437,7 @@ impl Progress {
             status,
             step,
             progress_ratio,
-            diagnostics,
+            diagnostics: diagnostics.map(|d| scrub_field(&d, &self.secrets)),
         };
         let data = serde_json::to_string(&event).expect("a progress event serializes");
         Event::default().event("progress").data(data)

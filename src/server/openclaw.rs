@@ -85,6 +85,7 @@ pub async fn invoke(
             .traceparent
             .as_deref()
             .and_then(|tp| TraceContext::parse(tp, body.metadata.tracestate.as_deref())),
+        invocation_id: None,
     };
     Contract::OpenClaw.answer(run(&tenant, req, &headers, mode).await)
 }

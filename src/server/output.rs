@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use super::auth::AuthedTenant;
 use super::dispatch::DispatchState;
-use super::executions::owned;
+use super::executions::{owned, secrets_of};
+use crate::core::governance::redact::scrub_field;
 use st2_client::stream::ExecutionEvent;
 
 /// Comment lines sent while the execution is quiet, so proxies keep the response open.
@@ -30,9 +31,11 @@ pub async fn output(
     tenant: AuthedTenant,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(answer) = owned(&tenant, &id).await {
-        return answer;
-    }
+    let execution = match owned(&tenant, &id).await {
+        Ok(e) => e,
+        Err(answer) => return answer,
+    };
+    let secrets = secrets_of(&tenant, &execution).await;
     let dispatcher = tenant.dispatcher.clone();
     let until = Instant::now() + Duration::from_millis(state.settings().max_wait_ms);
     // Statuses are not sent as events: the last one seen goes into `end`.
@@ -44,7 +47,10 @@ pub async fn output(
         .take_until(tokio::time::sleep_until(until))
         .filter_map(move |event| {
             let line = match event {
-                ExecutionEvent::Output(chunk) => Some(Ok(sse_event("output", &chunk))),
+                ExecutionEvent::Output(mut chunk) => {
+                    chunk.data = scrub_field(&chunk.data, &secrets);
+                    Some(Ok(sse_event("output", &chunk)))
+                }
                 ExecutionEvent::Status(e) => {
                     *seen.lock().unwrap_or_else(PoisonError::into_inner) = e.status.clone();
                     None

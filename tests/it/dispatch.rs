@@ -42,6 +42,7 @@ fn request(flow_ref: &str, payload: Value, idem: Option<&str>) -> DispatchReques
         flow_ref: flow_ref.into(),
         payload: payload.as_object().cloned().unwrap_or_default(),
         trace: None,
+        invocation_id: None,
     }
 }
 

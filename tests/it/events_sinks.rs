@@ -255,6 +255,7 @@ async fn broadcast_updates_reach_the_http_sink_once_per_transition() {
         portarium_st2::events::lifecycle::from_broadcast(rx),
         &config,
         sinks,
+        Default::default(),
     );
     // Duplicated and out of order, two executions interleaved, as several st2stream replicas
     // plus a reconciliation would deliver them.

@@ -55,6 +55,7 @@ fn request(i: usize, flow_ref: &str) -> DispatchRequest {
         flow_ref: flow_ref.into(),
         payload: Default::default(),
         trace: None,
+        invocation_id: None,
     }
 }
 
@@ -127,7 +128,12 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
     ))
     .unwrap();
     let (sinks, _workers) = start_sinks(&events).await.unwrap();
-    let _lifecycle = spawn_lifecycle(from_broadcast(watcher.updates()), &events, sinks);
+    let _lifecycle = spawn_lifecycle(
+        from_broadcast(watcher.updates()),
+        &events,
+        sinks,
+        Default::default(),
+    );
     let faults = emu.faults();
     faults.drop_ratio(0.10);
     faults.fail_ratio(503, 0.05);

@@ -139,10 +139,12 @@ async fn an_approved_pack_runs_and_its_version_is_read_once_per_cache_period() {
         .filter(|r| r.path == "/api/v1/packs/core")
         .count();
     assert_eq!(lookups, 1, "cached for governance.pack_cache_ttl_ms");
+    // Each dispatch: `accepted` before st2 is called, then its outcome.
     let audit = g.audit();
-    assert_eq!(audit[0]["dispatch"]["verdict"], "allowed");
-    assert_eq!(audit[0]["dispatch"]["outcome"], "succeeded");
-    assert!(audit[0]["dispatch"]["st2ExecutionId"].is_string());
+    assert_eq!(audit[0]["dispatch"]["phase"], "accepted");
+    assert_eq!(audit[1]["dispatch"]["verdict"], "allowed");
+    assert_eq!(audit[1]["dispatch"]["outcome"], "succeeded");
+    assert!(audit[1]["dispatch"]["st2ExecutionId"].is_string());
     assert_eq!(audit[1]["previousHash"], audit[0]["hashSha256"]);
 }
 
@@ -404,7 +406,8 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     let path = g.audit_path();
     let out = run(&["audit", "verify", path.to_str().unwrap()]);
     let stdout = crate::support::succeeded(&out, "audit verify");
-    assert!(stdout.contains("chain intact, 4 record(s)"), "{stdout}");
+    // The refused dispatch has one record, the others two (accepted, then outcome).
+    assert!(stdout.contains("chain intact, 7 record(s)"), "{stdout}");
     let original: Vec<String> = std::fs::read_to_string(&path)
         .unwrap()
         .lines()
@@ -419,10 +422,10 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     };
 
     let mut changed = original.clone();
-    changed[1] = changed[1].replace("\"refused\"", "\"allowed\"");
-    assert_ne!(changed[1], original[1], "the refusal is in record 2");
+    changed[2] = changed[2].replace("\"refused\"", "\"allowed\"");
+    assert_ne!(changed[2], original[2], "the refusal is in record 3");
     let err = verify(changed);
-    assert!(err.contains("record 2 (line 2): content changed"), "{err}");
+    assert!(err.contains("record 3 (line 3): content changed"), "{err}");
 
     let mut removed = original.clone();
     removed.remove(2);
@@ -435,10 +438,7 @@ async fn audit_verify_names_the_first_changed_removed_or_reordered_record() {
     assert!(err.contains("record 2 (line 2): chain broken"), "{err}");
 
     // A restarted adapter continues the chain instead of starting a new one.
-    let config = portarium_st2::core::governance::audit::AuditConfig {
-        path: path.clone(),
-        fsync: Default::default(),
-    };
+    let config = portarium_st2::core::governance::audit::AuditConfig::at(path.clone());
     assert!(portarium_st2::core::governance::audit::AuditLog::open(&config).is_ok());
     std::fs::write(&path, original[1..].join("\n")).unwrap();
     let err = portarium_st2::core::governance::audit::AuditLog::open(&config).unwrap_err();

@@ -4,6 +4,7 @@
 mod support;
 
 mod attack_limits;
+mod audit_integrity;
 mod cli;
 mod compose;
 mod config_reference;
@@ -21,6 +22,7 @@ mod peers;
 mod portarium_clients;
 mod release;
 mod resilience;
+mod secret_leaks;
 mod security;
 mod server_dispatch;
 mod smaller_defects;
@@ -30,4 +32,5 @@ mod stream;
 mod telemetry;
 mod telemetry_cli;
 mod telemetry_mapping;
+mod tenant_isolation;
 mod troubleshooting;

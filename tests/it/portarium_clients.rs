@@ -178,9 +178,8 @@ async fn st2s_retry_after_is_passed_on_with_every_429() {
         let kind = body.get("errorKind").unwrap_or(&Value::Null);
         assert_eq!(kind, "RateLimited", "route {i}: {body}");
     }
-    s.emu
-        .faults()
-        .fail_next_on("GET", "/api/v1/executions", 429, 1);
+    // The status route finds the invocation through st2's trace index.
+    s.emu.faults().fail_next_on("GET", "/api/v1/traces", 429, 1);
     let resp = get(&s, "/v1/invoke/busy-1/status", "token-a").await;
     assert_eq!(resp.status().as_u16(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");

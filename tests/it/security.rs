@@ -371,7 +371,11 @@ async fn a_secret_parameter_never_appears_in_logs_errors_or_the_audit_log() {
         "debug logs were captured: {logs}"
     );
     let audit_text = std::fs::read_to_string(&audit).unwrap();
-    assert_eq!(audit_text.lines().count(), 3);
+    assert_eq!(
+        audit_text.lines().count(),
+        6,
+        "accepted and outcome of each"
+    );
     for secret in [
         "pw-7f3a-SECRET",
         "tok-99-SECRET",

@@ -668,7 +668,7 @@ async fn machine_invocations_refuse_bad_requests_with_their_kind_and_start_nothi
         (
             "token-a",
             invocation("inv x", "tenant-a", "core.noop", json!({})),
-            400,
+            422,
             "RemoteError",
         ),
         (

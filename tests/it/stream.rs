@@ -330,6 +330,7 @@ fn dispatch_request(i: usize) -> DispatchRequest {
             .cloned()
             .unwrap(),
         trace: None,
+        invocation_id: None,
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::core::governance::packs::PackGate;
@@ -156,26 +157,38 @@ impl Dispatcher {
     /// runs out, the execution keeps running (unless configured to cancel) and the answer is
     /// `Timeout` naming it; the same request again attaches to it instead of starting another.
     pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
+        self.dispatch_naming(req, wait).await.0
+    }
+
+    /// [`Dispatcher::dispatch`], naming the execution the answer is about when there is one.
+    pub async fn dispatch_naming(
+        &self,
+        req: &DispatchRequest,
+        wait: Duration,
+    ) -> (DispatchResult, Option<String>) {
         let deadline = Instant::now() + wait;
         let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
             Ok(Ok(found)) => found,
-            Ok(Err(refusal)) => return refusal,
+            Ok(Err(refusal)) => return (refusal, None),
             Err(_) => {
-                return DispatchResult::err(
-                    ErrorKind::Timeout,
-                    format!(
-                        "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
-                        wait.as_millis()
+                return (
+                    DispatchResult::err(
+                        ErrorKind::Timeout,
+                        format!(
+                            "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
+                            wait.as_millis()
+                        ),
                     ),
+                    None,
                 );
             }
         };
         let id = execution.id.clone();
         let result = self.follow(execution, &action, deadline).await;
         if self.cancel_on_deadline && result.error_kind() == Some(ErrorKind::Timeout) {
-            return self.cancel_after_deadline(&id, result).await;
+            return (self.cancel_after_deadline(&id, result).await, Some(id));
         }
-        result
+        (result, Some(id))
     }
 
     /// Starts `req`'s execution, or finds the one st2 already holds for its key, without
@@ -189,7 +202,7 @@ impl Dispatcher {
         let _flight = self.flights.enter(&key).await;
         // Both are reads, so they go out together: one round trip less per dispatch.
         let (found, checked) = tokio::join!(
-            self.existing(&action, &key),
+            self.existing(Some(&action), &key, &req.tenant_id),
             self.checked_parameters(req, &action)
         );
         let execution = match found {
@@ -257,7 +270,12 @@ impl Dispatcher {
 
     /// What st2 holds for this key: ids from its trace index, or (without the traces API)
     /// up to `limit` executions from the fallback filter.
-    async fn held(&self, action: &ActionRef, key: &str, limit: u32) -> Result<Held, St2Error> {
+    async fn held(
+        &self,
+        action: Option<&ActionRef>,
+        key: &str,
+        limit: u32,
+    ) -> Result<Held, St2Error> {
         if !self.no_traces.load(Ordering::Relaxed) {
             match self.traced(action, key).await {
                 Ok(ids) => return Ok(Held::Traced(ids)),
@@ -280,14 +298,17 @@ impl Dispatcher {
     /// Ids of the executions of `action` st2 traced under `key`, through st2's index on
     /// `trace_tag`. Every create that brings the tag starts a new trace, so a key that was
     /// raced lists several; executions a workflow started inside one are left out.
-    async fn traced(&self, action: &ActionRef, key: &str) -> Result<Vec<String>, St2Error> {
+    async fn traced(&self, action: Option<&ActionRef>, key: &str) -> Result<Vec<String>, St2Error> {
         let traces = self.st2.traces().list().trace_tag(key).send().await?;
-        let action = action.to_string();
+        let action = action.map(ToString::to_string);
         Ok(traces
             .items
             .iter()
             .flat_map(|t| &t.action_executions)
-            .filter(|c| c.r#ref.as_deref().is_none_or(|r| r == action))
+            .filter(|c| match (&action, &c.r#ref) {
+                (Some(want), Some(r)) => r == want,
+                _ => true,
+            })
             .filter(|c| c.extra.get("caused_by").and_then(|b| b.get("id")).is_none())
             .map(|c| c.object_id.clone())
             .collect())
@@ -296,7 +317,7 @@ impl Dispatcher {
     /// The executions `ids` names, oldest first, without their results.
     async fn read_minimal(
         &self,
-        action: &ActionRef,
+        action: Option<&ActionRef>,
         ids: &[String],
         limit: u32,
     ) -> Result<Vec<Execution>, St2Error> {
@@ -308,13 +329,14 @@ impl Dispatcher {
         Ok(page.items)
     }
 
-    /// A list of `action`'s executions, oldest first, without their results.
-    fn oldest_first(&self, action: &ActionRef, limit: u32) -> ListExecutions<'_> {
-        self.st2
-            .executions()
-            .list()
-            .action(&action.to_string())
-            .exclude(&["result"])
+    /// A list of executions (of `action`, if given), oldest first, without their results.
+    fn oldest_first(&self, action: Option<&ActionRef>, limit: u32) -> ListExecutions<'_> {
+        let list = self.st2.executions().list();
+        let list = match action {
+            Some(action) => list.action(&action.to_string()),
+            None => list,
+        };
+        list.exclude(&["result"])
             .sort(SortOrder::OldestFirst)
             .limit(limit)
     }
@@ -322,7 +344,7 @@ impl Dispatcher {
     /// The fallback without the traces API: st2 scans every execution in the window.
     async fn filtered(
         &self,
-        action: &ActionRef,
+        action: Option<&ActionRef>,
         key: &str,
         limit: u32,
     ) -> Result<Vec<Execution>, St2Error> {
@@ -336,24 +358,44 @@ impl Dispatcher {
         Ok(page.items)
     }
 
-    /// The execution st2 already holds for this key, if any, read whole: the oldest, which
-    /// is the one [`Dispatcher::converge`] keeps when replicas raced.
-    async fn existing(&self, action: &ActionRef, key: &str) -> Result<Option<Execution>, St2Error> {
+    /// The execution st2 already holds for this key, if any, read whole: the oldest of
+    /// `tenant`'s, which is the one [`Dispatcher::converge`] keeps when replicas raced. One of
+    /// another tenant's is never attached to: it is logged and passed over.
+    async fn existing(
+        &self,
+        action: Option<&ActionRef>,
+        key: &str,
+        tenant: &str,
+    ) -> Result<Option<Execution>, St2Error> {
         // The usual answer is one traced id, read whole at once. Otherwise the oldest is
         // picked from a list without results (they can be large), then read in full.
-        let oldest = match self.held(action, key, 1).await? {
-            Held::Traced(ids) if ids.len() <= 1 => ids.into_iter().next(),
-            Held::Traced(ids) => self
-                .read_minimal(action, &ids, 1)
-                .await?
-                .pop()
-                .map(|e| e.id),
-            Held::Listed(listed) => listed.into_iter().next().map(|e| e.id),
+        let held = match self.held(action, key, CONVERGE_LOOKAHEAD).await? {
+            Held::Traced(ids) if ids.len() <= 1 => {
+                let Some(id) = ids.into_iter().next() else {
+                    return Ok(None);
+                };
+                let found = self.st2.executions().get(&id).send().await?;
+                if belongs_to(&found, tenant) {
+                    return Ok(Some(found));
+                }
+                foreign_execution(&found, tenant);
+                return Ok(None);
+            }
+            Held::Traced(ids) => self.read_minimal(action, &ids, CONVERGE_LOOKAHEAD).await?,
+            Held::Listed(listed) => listed,
         };
-        match oldest {
-            Some(id) => self.st2.executions().get(&id).send().await.map(Some),
+        match own_oldest(held, tenant) {
+            Some(oldest) => self.st2.executions().get(&oldest.id).send().await.map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The execution `tenant` started under `key` (see [`invocation_key`]), of whatever action,
+    /// read whole; `None` when it has none. Found through st2's trace index like a dispatch's
+    /// retry, so neither another tenant's executions nor a dispatch of the same tenant whose
+    /// ids happen to match can stand in for it.
+    pub async fn find(&self, key: &str, tenant: &str) -> Result<Option<Execution>, St2Error> {
+        self.existing(None, key, tenant).await
     }
 
     async fn start(
@@ -387,7 +429,7 @@ impl Dispatcher {
             tracing::warn!(%err, attempt, "creating the st2 execution failed; checking whether it exists");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(CREATE_RETRY_MAX);
-            match self.existing(action, key).await {
+            match self.existing(Some(action), key, &req.tenant_id).await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
                 Err(e) => return Err(from_st2(&e, action)),
@@ -402,20 +444,27 @@ impl Dispatcher {
     /// cancels it — normally before st2 has scheduled it — and follows the winner instead.
     async fn converge(&self, created: Execution, action: &ActionRef, key: &str) -> Execution {
         // Without the list the created execution is the only one known: keep it.
-        let held = match self.held(action, key, CONVERGE_LOOKAHEAD).await {
+        let held = match self.held(Some(action), key, CONVERGE_LOOKAHEAD).await {
             // Nobody raced: the trace index names only ours, so there is nothing to read.
             Ok(Held::Traced(ids)) if ids.iter().all(|id| *id == created.id) => return created,
-            Ok(Held::Traced(ids)) => self.read_minimal(action, &ids, CONVERGE_LOOKAHEAD).await,
+            Ok(Held::Traced(ids)) => {
+                self.read_minimal(Some(action), &ids, CONVERGE_LOOKAHEAD)
+                    .await
+            }
             Ok(Held::Listed(listed)) => Ok(listed),
             Err(e) => Err(e),
         };
         let Ok(held) = held else {
             return created;
         };
-        let winner = held
-            .into_iter()
-            .min_by(|a, b| (a.start_timestamp, &a.id).cmp(&(b.start_timestamp, &b.id)));
-        let Some(winner) = winner.filter(|w| w.id != created.id) else {
+        let tenant = created
+            .context
+            .get(CONTEXT_KEY)
+            .and_then(|c| c.get("tenant_id"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(winner) = own_oldest(held, &tenant).filter(|w| w.id != created.id) else {
             return created;
         };
         tracing::warn!(
@@ -447,14 +496,100 @@ impl Dispatcher {
     }
 }
 
-/// The key st2 is searched by: the idempotency key, or tenant + run + action. Percent-encoded,
-/// because st2's `filter=` splits on spaces.
+/// The oldest of `held` that `tenant` started (by st2's `start_timestamp`, then id); the
+/// others' are logged as security events and passed over.
+fn own_oldest(held: Vec<Execution>, tenant: &str) -> Option<Execution> {
+    held.into_iter()
+        .filter(|e| {
+            let own = belongs_to(e, tenant);
+            if !own {
+                foreign_execution(e, tenant);
+            }
+            own
+        })
+        .min_by(|a, b| (a.start_timestamp, &a.id).cmp(&(b.start_timestamp, &b.id)))
+}
+
+/// Marks keys of this format, so a later format can tell them apart.
+const KEY_VERSION: &str = "pst2v2";
+
+/// The key st2 is searched by (trace tag and `context.portarium.dispatch_key`): SHA-256 over
+/// the length-prefixed parts of (tenant, idempotency key), or of (tenant, run, action) without
+/// one. Length prefixes make the tuple unambiguous — `acme` + `prod:k1` and `acme:prod` + `k1`
+/// hash different bytes — and the tenant inside it binds the key to its tenant. The hex digest
+/// keeps the tag at 71 ASCII characters whatever the ids' lengths, far under what st2's
+/// indexed `trace_tag` takes, and needs no escaping in st2's `filter=`.
 pub fn dispatch_key(req: &DispatchRequest) -> String {
-    let raw = match &req.idempotency_key {
-        Some(k) if !k.trim().is_empty() => format!("idem:{}:{k}", req.tenant_id),
-        _ => format!("run:{}:{}:{}", req.tenant_id, req.run_id, req.action_id),
+    let parts: Vec<&str> = match (&req.invocation_id, &req.idempotency_key) {
+        (Some(invocation), _) => return invocation_key(&req.tenant_id, invocation),
+        (None, Some(k)) if !k.trim().is_empty() => vec!["idem", &req.tenant_id, k],
+        _ => vec!["run", &req.tenant_id, &req.run_id, &req.action_id],
     };
-    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+    hashed_key(&parts)
+}
+
+/// The key of `tenant`'s machine invocation `invocation_id`: what `/v1/invoke` starts it
+/// under and its status and stream routes look it up by.
+pub fn invocation_key(tenant: &str, invocation_id: &str) -> String {
+    hashed_key(&["invocation", tenant, invocation_id])
+}
+
+/// The key the secrets of `tenant`'s re-runs of execution `original` are booked under: a
+/// re-run carries no dispatch key (it is no retry of the original's dispatch).
+pub fn rerun_key(tenant: &str, original: &str) -> String {
+    hashed_key(&["rerun", tenant, original])
+}
+
+/// The key `e`'s secret values are booked under: its dispatch key, a re-run's
+/// [`rerun_key`], or else its own id.
+pub fn secrets_key(e: &Execution) -> String {
+    let ours = |k: &str| {
+        e.context
+            .get(CONTEXT_KEY)
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_str)
+    };
+    match (ours("dispatch_key"), ours("tenant_id"), ours("rerun_of")) {
+        (Some(key), _, _) => key.to_string(),
+        (None, Some(tenant), Some(original)) => rerun_key(tenant, original),
+        _ => e.id.clone(),
+    }
+}
+
+/// SHA-256 over each part's length (8 bytes, big-endian) followed by its bytes.
+fn hashed_key(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts.iter() {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{KEY_VERSION}-{digest}")
+}
+
+/// Whether `execution` was started for `tenant` (its `context.portarium.tenant_id`).
+pub fn belongs_to(execution: &Execution, tenant: &str) -> bool {
+    execution
+        .context
+        .get(CONTEXT_KEY)
+        .and_then(|c| c.get("tenant_id"))
+        .and_then(Value::as_str)
+        == Some(tenant)
+}
+
+/// Logs, as a security event, an execution found under a tenant's key that another tenant
+/// (or someone writing to st2 directly) started; the caller is answered as if none existed.
+pub fn foreign_execution(execution: &Execution, tenant: &str) {
+    tracing::warn!(
+        security = true,
+        tenant,
+        execution = %execution.id,
+        "an st2 execution found for this tenant's key belongs to another tenant; ignored"
+    );
 }
 
 fn context(req: &DispatchRequest, key: &str) -> Value {
@@ -467,6 +602,9 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
     });
     if let Some(k) = &req.idempotency_key {
         c["idempotency_key"] = json!(k);
+    }
+    if let Some(id) = &req.invocation_id {
+        c["invocation_id"] = json!(id);
     }
     if let Some(t) = &req.trace {
         c["traceparent"] = json!(t.traceparent);

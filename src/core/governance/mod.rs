@@ -1,10 +1,12 @@
 //! Governance: what may run, with whose credentials, and what must never leak.
 
+pub mod anchor;
 pub mod audit;
 pub mod canonical;
 pub mod manifest;
 pub mod packs;
 pub mod redact;
+pub mod secrets;
 pub mod tenants;
 
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use serde::Deserialize;
 use audit::{AuditConfig, AuditError, AuditLog};
 use packs::{PackGate, PacksPolicy, PolicyError};
 use redact::RedactionPolicy;
+use secrets::SecretBook;
 use st2_basics::FieldError;
 
 /// `governance` in the config: the packs gate, the audit log, extra secret keys.
@@ -74,6 +77,28 @@ impl GovernanceConfig {
                 });
             }
         }
+        if let Some(audit) = &self.audit {
+            let dir = audit
+                .anchor_file
+                .as_ref()
+                .and_then(|f| f.parent())
+                .filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                errors.push(FieldError {
+                    field: "governance.audit.anchor_file".into(),
+                    reason: format!(
+                        "the directory {} does not exist; create it or choose another path",
+                        dir.display()
+                    ),
+                });
+            }
+            if audit.anchor_interval < Duration::from_secs(1) {
+                errors.push(FieldError {
+                    field: "governance.audit.anchor_interval".into(),
+                    reason: "must be at least 1s".into(),
+                });
+            }
+        }
         if let Some(i) = self.redact_keys.iter().position(|k| k.trim().is_empty()) {
             errors.push(FieldError {
                 field: format!("governance.redact_keys[{i}]"),
@@ -103,6 +128,9 @@ pub struct Governance {
     pub audit: Option<Arc<AuditLog>>,
     /// Keys redacted beyond the credential-looking ones.
     pub redaction: RedactionPolicy,
+    /// The secret values seen per dispatch key, shared by every tenant and the lifecycle
+    /// events (keys are tenant-bound, so one book serves all).
+    pub secrets: Arc<SecretBook>,
 }
 
 impl Governance {
@@ -123,6 +151,7 @@ impl Governance {
             gate,
             audit,
             redaction: RedactionPolicy::new(&config.redact_keys),
+            secrets: Arc::default(),
         })
     }
 }

@@ -11,6 +11,9 @@ use serde_json::Value;
 use st2_client::REDACTED;
 use st2_client::models::{ActionParameters, JsonObject};
 
+/// How st2 shows a secret parameter's value to a caller that may not see it.
+pub const MASKED: &str = "********";
+
 /// Fragments of key names Portarium's structured logger redacts, matched case-insensitively:
 /// `/(authorization|token|secret|password|api[-_]?key|credential)/i`.
 const CREDENTIAL_FRAGMENTS: [&str; 8] = [
@@ -120,13 +123,83 @@ pub fn redact_value(value: &Value, policy: &RedactionPolicy) -> Value {
     }
 }
 
-/// `text` with every occurrence of each of `secrets` replaced by `[REDACTED]`; for messages
-/// built from st2's own words, which may quote a parameter.
+/// Secret values shorter than this are masked only where they are a whole field (a JSON
+/// string equal to the value), never inside free text: a one-letter secret `x` must not turn
+/// `examples` into `e[REDACTED]amples`, nor a PIN `12` every `12` of a log.
+pub const MIN_SCRUB_LEN: usize = 4;
+
+/// `text` with each of `secrets` at least [`MIN_SCRUB_LEN`] long replaced by `[REDACTED]`
+/// where it stands on token boundaries (not inside a longer word); for messages built from
+/// st2's own words, which may quote a parameter.
 pub fn scrub_text(text: &str, secrets: &[String]) -> String {
     secrets
         .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_string(), |acc, s| acc.replace(s.as_str(), REDACTED))
+        .filter(|s| s.len() >= MIN_SCRUB_LEN)
+        .fold(text.to_string(), |acc, s| replace_tokens(&acc, s))
+}
+
+/// `value` with every string that equals one of `secrets` replaced by `[REDACTED]`, and the
+/// rest scrubbed as [`scrub_text`] does; for results and answers that leave the process.
+pub fn scrub_value(value: &Value, secrets: &[String]) -> Value {
+    if secrets.is_empty() {
+        return value.clone();
+    }
+    match value {
+        Value::String(s) => Value::String(scrub_field(s, secrets)),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| scrub_value(v, secrets)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), scrub_value(v, secrets)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// One field's text: `[REDACTED]` if it is one of `secrets` (whatever its length, surrounding
+/// whitespace aside, as a line of output carries its newline), else scrubbed as
+/// [`scrub_text`] does.
+pub fn scrub_field(text: &str, secrets: &[String]) -> String {
+    let bare = text.trim();
+    if !bare.is_empty() && secrets.iter().any(|s| s == bare) {
+        return text.replace(bare, REDACTED);
+    }
+    scrub_text(text, secrets)
+}
+
+/// Whether `c` continues a word: a match next to one is part of a longer token.
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// `text` with `secret` replaced where neither neighbour extends it into a longer word (a
+/// secret that starts or ends with punctuation is bounded on that side by itself).
+fn replace_tokens(text: &str, secret: &str) -> String {
+    let (Some(first), Some(last)) = (secret.chars().next(), secret.chars().next_back()) else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    let mut from = 0;
+    while let Some(at) = text[from..].find(secret).map(|i| i + from) {
+        let end = at + secret.len();
+        let before = text[..at].chars().next_back();
+        let after = text[end..].chars().next();
+        let bounded = (!is_word(first) || before.is_none_or(|c| !is_word(c)))
+            && (!is_word(last) || after.is_none_or(|c| !is_word(c)));
+        if bounded {
+            out.push_str(&text[rest..at]);
+            out.push_str(REDACTED);
+            rest = end;
+            from = end;
+        } else {
+            from = at + first.len_utf8();
+        }
+    }
+    out.push_str(&text[rest..]);
+    out
 }
 
 #[cfg(test)]
@@ -182,6 +255,29 @@ mod tests {
         assert_eq!(
             scrub_text("login ann with t-12 and 4321 failed", &secrets),
             "login ann with [REDACTED] and [REDACTED] failed"
+        );
+    }
+
+    #[test]
+    fn short_secrets_and_secrets_inside_words_leave_ordinary_text_alone() {
+        let secrets: Vec<String> = ["x", "12", "hunter2", "-tok-"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            scrub_text(
+                "examples exit 12; hunter2 hunter22 xhunter2 (hunter2) a-tok-b",
+                &secrets
+            ),
+            "examples exit 12; [REDACTED] hunter22 xhunter2 ([REDACTED]) a[REDACTED]b"
+        );
+        // A short value is masked where it is a whole field, and only there.
+        assert_eq!(
+            scrub_value(
+                &json!({"pin": "12", "out": "12 done", "list": ["x", "examples"]}),
+                &secrets
+            ),
+            json!({"pin": REDACTED, "out": "12 done", "list": [REDACTED, "examples"]})
         );
     }
 }
