@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::{self, Config, LogFormat};
 use crate::server;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use st2_client::stream::ExecutionWatcher;
 use st2_client::{St2Client, St2Error};
 
@@ -73,6 +73,21 @@ enum Command {
     /// Check st2's metrics as the adapter normalizes them.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
+    /// Print a shell completion script for this command line.
+    ///
+    /// Install it where the shell looks, e.g. for bash
+    /// `portarium-st2 completions bash > /etc/bash_completion.d/portarium-st2`, for zsh a file
+    /// `_portarium-st2` in a directory of $fpath, for fish
+    /// `~/.config/fish/completions/portarium-st2.fish`.
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of portarium-st2 and all its commands.
+    ///
+    /// View it with `portarium-st2 manpage | man -l -`, or install it as
+    /// `man1/portarium-st2.1` under a directory of `manpath`.
+    Manpage,
 }
 
 #[derive(Subcommand)]
@@ -169,6 +184,33 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "portarium-st2", &mut out);
+            if shell == clap_complete::Shell::Bash {
+                // clap_complete spells the hyphenated name two ways in its bash script
+                // (clap-rs/clap#6421), so no subcommand's options would ever complete; the
+                // dispatch loop's spelling is the one the case arms must use.
+                let fixed = String::from_utf8_lossy(&out)
+                    .replace("portarium__subcmd__st2", "portarium__st2");
+                out = fixed.into_bytes();
+            }
+            print_bytes(&out)
+        }
+        Command::Manpage => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => {
+                    // Each subcommand's own page follows, so `man -l -` shows every option.
+                    render_subcommand_pages(&Cli::command(), &mut out);
+                    print_bytes(&out)
+                }
+                Err(e) => {
+                    eprintln!("cannot render the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS
@@ -184,6 +226,31 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+    }
+}
+
+/// Writes generated text to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(bytes);
+    ExitCode::SUCCESS
+}
+
+/// Appends the sections of every subcommand (recursively) to a man page: name, synopsis,
+/// description and options, each under a `.SH` titled with the full command.
+fn render_subcommand_pages(command: &clap::Command, out: &mut Vec<u8>) {
+    let parent = command.get_bin_name().unwrap_or(command.get_name());
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{parent} {}", sub.get_name());
+        let sub = sub.clone().bin_name(&name);
+        let man = clap_mangen::Man::new(sub.clone());
+        out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        let _ = man.render_synopsis_section(out);
+        let _ = man.render_description_section(out);
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            let _ = man.render_options_section(out);
+        }
+        render_subcommand_pages(&sub, out);
     }
 }
 

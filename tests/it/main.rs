@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod compose;
 mod config_reference;
+mod conventions;
 mod dispatch;
 mod events;
 mod events_sinks;
