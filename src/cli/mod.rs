@@ -444,12 +444,28 @@ fn init_logging(config: &Config, spans: Option<&opentelemetry_sdk::trace::SdkTra
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     // The log level filters log lines only; dispatch spans reach OTLP whatever it is.
     let logs = match config.log.format {
-        LogFormat::Json => fmt::layer().json().boxed(),
-        LogFormat::Text => fmt::layer().boxed(),
+        LogFormat::Json => fmt::layer()
+            .fmt_fields(fmt::format::JsonFields::new())
+            .event_format(crate::telemetry::logs::PortariumJson)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_ansi(crate::telemetry::logs::ansi_on_stdout())
+            .boxed(),
+    };
+    // Without OTLP export the spans still get OpenTelemetry ids (from the caller's
+    // traceparent when it sends one), so JSON lines carry traceId and spanId either way;
+    // a provider with no processor exports nothing.
+    let local;
+    let spans = match spans {
+        Some(p) => p,
+        None => {
+            local = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+            &local
+        }
     };
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
-        .with(spans.map(crate::telemetry::spans::layer))
+        .with(crate::telemetry::spans::layer(spans))
         .init();
 }
 

@@ -2,10 +2,12 @@
 //! statsd exporter), [`parse`] reads the page, [`normalize`] turns it into the OpenTelemetry
 //! metric model with st2's keys as attributes ([`st2`] knows the keys), and [`export`] sends
 //! it over OTLP. [`own`] is the adapter's own telemetry (a span per dispatch, Portarium's
-//! action metrics, `GET /metrics`); [`spans`] exports its spans.
+//! action metrics, `GET /metrics`); [`spans`] exports its spans and [`logs`]
+//! writes log lines as Portarium's own.
 
 pub mod config;
 pub mod export;
+pub mod logs;
 pub mod normalize;
 pub mod own;
 pub mod parse;

@@ -112,3 +112,121 @@ fn manpage_renders_every_command_and_option() {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
 }
+
+/// A config serving `emulator` for tenant t1 (token `tok-1`) with `log` as its log section.
+fn serve_config(dir: &std::path::Path, emulator: &str, log: &str) -> std::path::PathBuf {
+    let config = dir.join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nlog: {log}\nst2: {{base_url: '{emulator}', api_key: {}}}\n\
+             tenants:\n  - {{id: t1, api_token: tok-1}}\n",
+            crate::support::stack::KEY
+        ),
+    )
+    .unwrap();
+    config
+}
+
+async fn emulator() -> st2_emulator::Emulator {
+    st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
+        api_key: crate::support::stack::KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_callers_trace_id_with_portariums_field_names() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let served =
+        crate::security::serve(&serve_config(dir.path(), &emu.base_url(), "{format: json}"));
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/dispatch", served.base))
+        .bearer_auth("tok-1")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({
+            "actionId": "act-1", "tenantId": "t1", "runId": "run-1", "correlationId": "corr-1",
+            "flowRef": "examples.fail", "payload": {}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    let logs = served.logs.lock().unwrap().clone();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for line in &lines {
+        assert_eq!(line["name"], "portarium-st2", "{line}");
+        assert!(
+            line["time"].as_u64().is_some_and(|t| t > 1_600_000_000_000),
+            "{line}"
+        );
+        assert!(
+            ["trace", "debug", "info", "warn", "error"].contains(&line["level"].as_str().unwrap()),
+            "{line}"
+        );
+        assert!(
+            line["msg"].is_string() && line.get("fields").is_none(),
+            "{line}"
+        );
+    }
+    let failed = lines
+        .iter()
+        .find(|l| l["msg"] == "dispatch failed")
+        .unwrap_or_else(|| panic!("no failed dispatch logged:\n{logs}"));
+    assert_eq!(failed["traceId"], trace_id, "{failed}");
+    let span_id = failed["spanId"].as_str().unwrap_or_default();
+    assert!(
+        span_id.len() == 16
+            && span_id.bytes().all(|b| b.is_ascii_hexdigit())
+            && span_id != "00f067aa0ba902b7",
+        "the adapter's own span, a child of the caller's: {failed}"
+    );
+    assert_eq!(failed["errorKind"], "RemoteError", "{failed}");
+    // The listening line is outside any request: no span, so no ids.
+    let listening = lines
+        .iter()
+        .find(|l| l["msg"].as_str().unwrap().contains("listening on"))
+        .unwrap();
+    assert!(listening.get("traceId").is_none(), "{listening}");
+}
+
+#[test]
+fn text_logs_have_no_colour_codes_in_a_pipe() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args(["serve", "--emulator"])
+        .env("PORTARIUM_ST2_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("PORTARIUM_ST2_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.contains("listening on") && seen.contains(" INFO "),
+        "{seen}"
+    );
+    assert!(!seen.contains('\u{1b}'), "ANSI codes in a pipe: {seen:?}");
+}
