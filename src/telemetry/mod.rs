@@ -11,6 +11,7 @@ pub mod logs;
 pub mod normalize;
 pub mod own;
 pub mod parse;
+pub mod process;
 pub mod scrape;
 pub mod spans;
 pub mod st2;

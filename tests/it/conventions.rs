@@ -230,3 +230,164 @@ fn text_logs_have_no_colour_codes_in_a_pipe() {
     );
     assert!(!seen.contains('\u{1b}'), "ANSI codes in a pipe: {seen:?}");
 }
+
+/// `page` as Prometheus's own Python client parses it (bench/prom_parse.py `--dump`, in the
+/// pinned virtualenv): family name → {type, samples: [[name, labels, value]]}.
+fn prometheus_parsed(page: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, page).unwrap();
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/prom-parse.sh"))
+        .arg("--dump")
+        .arg(&file)
+        .output()
+        .unwrap();
+    serde_json::from_str(&succeeded(&out, "prometheus_client on /metrics")).unwrap()
+}
+
+/// The samples named `sample` in `family`.
+fn samples<'a>(
+    families: &'a serde_json::Value,
+    family: &str,
+    kind: &str,
+    sample: &str,
+) -> Vec<&'a serde_json::Value> {
+    let f = &families[family];
+    assert_eq!(f["type"], kind, "{family}: {f}");
+    f["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[0] == sample)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_page_follows_prometheus_conventions_as_its_parser_reads_it() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("packs.yaml");
+    std::fs::write(
+        &policy,
+        "packs:\n  - {ref: core, versions: '>=1.0, <2', license: 'MIT OR Apache-2.0', reviewer: r, reviewedAt: 2026-11-01}\n",
+    )
+    .unwrap();
+    let log = format!(
+        "{{format: json}}\ngovernance: {{packs_policy: '{}'}}",
+        policy.display()
+    );
+    let served = crate::security::serve(&serve_config(dir.path(), &emu.base_url(), &log));
+    let http = reqwest::Client::new();
+    let page = |http: reqwest::Client, base: String| async move {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+
+    // Before any dispatch: the process, the build and every unlabelled metric at 0.
+    let fresh = prometheus_parsed(&page(http.clone(), served.base.clone()).await);
+    for (family, kind, sample) in [
+        (
+            "process_cpu_seconds",
+            "counter",
+            "process_cpu_seconds_total",
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "process_resident_memory_bytes",
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "process_virtual_memory_bytes",
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "process_start_time_seconds",
+        ),
+        ("process_open_fds", "gauge", "process_open_fds"),
+        ("process_max_fds", "gauge", "process_max_fds"),
+    ] {
+        let s = samples(&fresh, family, kind, sample);
+        assert!(
+            s.len() == 1 && s[0][2].as_f64().unwrap() > 0.0,
+            "{family}: {s:?}"
+        );
+    }
+    for (family, kind, sample) in [
+        (
+            "portarium_st2_stream_reconnects",
+            "counter",
+            "portarium_st2_stream_reconnects_total",
+        ),
+        (
+            "portarium_st2_stream_refused_catchups",
+            "counter",
+            "portarium_st2_stream_refused_catchups_total",
+        ),
+        (
+            "portarium_st2_executions_in_flight",
+            "gauge",
+            "portarium_st2_executions_in_flight",
+        ),
+    ] {
+        let s = samples(&fresh, family, kind, sample);
+        assert!(s.len() == 1 && s[0][2] == 0.0, "{family} at 0: {s:?}");
+    }
+    let info = samples(
+        &fresh,
+        "portarium_st2_build_info",
+        "gauge",
+        "portarium_st2_build_info",
+    );
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(info[0][1]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!info[0][1]["revision"].as_str().unwrap().is_empty());
+    assert_eq!(info[0][2], 1.0);
+
+    // A dispatch: the action metrics carry the pack's installed version (read by the pack
+    // gate, no extra st2 call) and Portarium's telemetry.pii_safe.
+    let answer: serde_json::Value = http
+        .post(format!("{}/v1/dispatch", served.base))
+        .bearer_auth("tok-1")
+        .json(&serde_json::json!({
+            "actionId": "act-1", "tenantId": "t1", "runId": "run-1", "correlationId": "corr-1",
+            "flowRef": "core.local", "payload": {"cmd": "echo hi"}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let after = prometheus_parsed(&page(http.clone(), served.base.clone()).await);
+    let ok = samples(
+        &after,
+        "portarium_action_succeeded",
+        "counter",
+        "portarium_action_succeeded_total",
+    );
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    let labels = &ok[0][1];
+    assert_eq!(labels["pack_id"], "core", "{labels}");
+    assert_eq!(labels["pack_version"], "1.0.1", "{labels}");
+    assert_eq!(labels["telemetry_pii_safe"], "true", "{labels}");
+    let buckets = samples(
+        &after,
+        "portarium_action_duration_ms",
+        "histogram",
+        "portarium_action_duration_ms_bucket",
+    );
+    assert!(
+        buckets.iter().all(|b| b[1]["pack_version"] == "1.0.1"),
+        "{buckets:?}"
+    );
+}

@@ -349,7 +349,7 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         (3.0, Some("metered"))
     );
     let page = http.get(format!("{base}/metrics")).send_text().await;
-    assert!(page.contains("portarium_action_failed_total{action_operation=\"metered.fail\",errorKind=\"RemoteError\",pack_id=\"metered\"} 1"), "{page}");
+    assert!(page.contains("portarium_action_failed_total{action_operation=\"metered.fail\",errorKind=\"RemoteError\",pack_id=\"metered\",pack_version=\"0.0.0\",telemetry_pii_safe=\"true\"} 1"), "{page}");
     assert!(
         page.contains("portarium_action_duration_ms_bucket{"),
         "{page}"
@@ -386,6 +386,24 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
                 "{kv:?}"
             );
         }
+        // Portarium's pack observability spec: no pack gate here, so the version is unknown.
+        assert_eq!(
+            attr(&span.attributes, "pack.version").as_deref(),
+            Some("0.0.0")
+        );
+        assert!(
+            span.attributes
+                .iter()
+                .any(|kv| kv.key == "telemetry.pii_safe"
+                    && kv.value.as_ref().and_then(|v| v.value.clone())
+                        == Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(
+                                true
+                            )
+                        )),
+            "{:?}",
+            span.attributes
+        );
         let op = attr(&span.attributes, "action.operation").unwrap();
         let execution = attr(&span.attributes, "st2.execution.id").unwrap();
         assert_eq!(execution.len(), 24, "{execution}");

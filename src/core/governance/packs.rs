@@ -547,6 +547,16 @@ impl PackGate {
         }
     }
 
+    /// The installed version of `pack` as last read from st2, whatever its age; `None` when
+    /// it was never read or is not installed. Costs no st2 call (telemetry's `pack.version`).
+    pub fn known_version(&self, pack: &str) -> Option<String> {
+        self.versions
+            .lock()
+            .expect("cache lock")
+            .get(pack)
+            .and_then(|(_, v)| v.clone())
+    }
+
     async fn installed_version(
         &self,
         st2: &St2Client,
