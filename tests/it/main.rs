@@ -23,6 +23,7 @@ mod security;
 mod server_dispatch;
 mod smaller_defects;
 mod spans;
+mod st2_cli_habits;
 mod st2_defects;
 mod stream;
 mod telemetry;
