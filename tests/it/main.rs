@@ -15,6 +15,7 @@ mod follow;
 mod fuzz_regressions;
 mod governance;
 mod layering;
+mod otlp_env;
 mod peers;
 mod portarium_clients;
 mod release;

@@ -26,7 +26,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use portarium_st2::config::Config;
 use portarium_st2::telemetry::export::{ExportError, MetricsExporter};
 use portarium_st2::telemetry::scrape::Target;
-use portarium_st2::telemetry::{OtlpSettings, Protocol, Telemetry, TelemetryConfig};
+use portarium_st2::telemetry::{
+    OtlpSettings, Protocol, SignalSettings, Telemetry, TelemetryConfig,
+};
 use prost::Message;
 use serde_json::json;
 use st2_emulator::{Emulator, EmulatorOptions};
@@ -556,13 +558,17 @@ async fn scrapes_undo_gzip_and_refuse_oversized_pages() {
 }
 
 fn settings(endpoint: Url, protocol: Protocol) -> OtlpSettings {
-    OtlpSettings {
-        metrics_endpoint: endpoint.clone(),
-        traces_endpoint: endpoint,
+    let signal = SignalSettings {
+        endpoint,
         protocol,
         headers: vec![("x-api-key".into(), "k".into())],
         timeout: Duration::from_secs(2),
         gzip: true,
+        tls: Default::default(),
+    };
+    OtlpSettings {
+        metrics: Some(signal.clone()),
+        traces: Some(signal),
         max_attempts: 3,
         backoff: st2_basics::BackoffConfig::new(Duration::from_millis(10), Duration::from_secs(5)),
     }
