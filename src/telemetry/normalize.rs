@@ -629,7 +629,8 @@ fn attribute(label: &str, value: &str) -> KeyValue {
     }
 }
 
-fn bool_attribute(key: &str, value: bool) -> KeyValue {
+/// A boolean attribute.
+pub(crate) fn bool_attribute(key: &str, value: bool) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {

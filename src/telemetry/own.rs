@@ -350,7 +350,7 @@ impl Registry {
                         .iter()
                         .map(|(k, v)| match *k {
                             // A boolean, as Portarium writes it; Prometheus labels are text.
-                            PII_SAFE => bool_attribute(k, v == "true"),
+                            PII_SAFE => super::normalize::bool_attribute(k, v == "true"),
                             _ => string_attribute(k, v),
                         })
                         .collect()
@@ -458,17 +458,6 @@ pub fn string_attribute(key: &str, value: &str) -> KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
-/// A boolean attribute.
-fn bool_attribute(key: &str, value: bool) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::BoolValue(value)),
         }),
         ..Default::default()
     }

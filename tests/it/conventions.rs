@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::succeeded;
+use crate::support::{SendJson, succeeded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portarium-st2");
 
@@ -129,6 +129,14 @@ fn serve_config(dir: &std::path::Path, emulator: &str, log: &str) -> std::path::
     config
 }
 
+/// A dispatch of `flow_ref` with `payload` for tenant t1.
+fn dispatch_body(flow_ref: &str, payload: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "actionId": "act-1", "tenantId": "t1", "runId": "run-1", "correlationId": "corr-1",
+        "flowRef": flow_ref, "payload": payload
+    })
+}
+
 async fn emulator() -> st2_emulator::Emulator {
     st2_emulator::Emulator::start(st2_emulator::EmulatorOptions {
         api_key: crate::support::stack::KEY.into(),
@@ -149,16 +157,9 @@ async fn json_logs_carry_the_callers_trace_id_with_portariums_field_names() {
         .post(format!("{}/v1/dispatch", served.base))
         .bearer_auth("tok-1")
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .json(&serde_json::json!({
-            "actionId": "act-1", "tenantId": "t1", "runId": "run-1", "correlationId": "corr-1",
-            "flowRef": "examples.fail", "payload": {}
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&dispatch_body("examples.fail", serde_json::json!({})))
+        .send_json()
+        .await;
     assert_eq!(answer["ok"], false, "{answer}");
     let logs = served.logs.lock().unwrap().clone();
     let lines: Vec<serde_json::Value> = logs
@@ -281,13 +282,7 @@ async fn metrics_page_follows_prometheus_conventions_as_its_parser_reads_it() {
     let served = crate::security::serve(&serve_config(dir.path(), &emu.base_url(), &log));
     let http = reqwest::Client::new();
     let page = |http: reqwest::Client, base: String| async move {
-        http.get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        http.get(format!("{base}/metrics")).send_text().await
     };
 
     // Before any dispatch: the process, the build and every unlabelled metric at 0.
@@ -358,16 +353,12 @@ async fn metrics_page_follows_prometheus_conventions_as_its_parser_reads_it() {
     let answer: serde_json::Value = http
         .post(format!("{}/v1/dispatch", served.base))
         .bearer_auth("tok-1")
-        .json(&serde_json::json!({
-            "actionId": "act-1", "tenantId": "t1", "runId": "run-1", "correlationId": "corr-1",
-            "flowRef": "core.local", "payload": {"cmd": "echo hi"}
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&dispatch_body(
+            "core.local",
+            serde_json::json!({"cmd": "echo hi"}),
+        ))
+        .send_json()
+        .await;
     assert_eq!(answer["ok"], true, "{answer}");
     let after = prometheus_parsed(&page(http.clone(), served.base.clone()).await);
     let ok = samples(

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::SendJson;
 use serde_json::Value;
 use st2_emulator::{Emulator, EmulatorOptions, User};
 
@@ -49,12 +50,8 @@ async fn long_running(emu: &Emulator, secs: u64) -> String {
         .header("St2-Api-Key", KEY)
         .json(&serde_json::json!({"action": "examples.output",
             "parameters": {"lines": secs * 10, "interval_ms": 100}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     created["id"].as_str().unwrap().to_string()
 }
 
@@ -148,12 +145,8 @@ async fn every_command_runs_on_st2_variables_alone() {
         .post(format!("{base}/auth/v1/tokens"))
         .basic_auth("ann", Some("pw-1"))
         .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let mut with_token = vars[..4].to_vec();
     with_token.push(("ST2_AUTH_TOKEN", token["token"].as_str().unwrap().into()));
     let (code, out, err) = st2(home.path(), &with_token, &["execution", "list", "-n", "1"]);
