@@ -203,3 +203,34 @@ async fn every_command_runs_on_a_st2_config_file_alone() {
         "{err}"
     );
 }
+
+#[test]
+fn an_auth_token_is_one_way_to_authenticate_and_config_check_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        "st2: {base_url: 'http://127.0.0.1:9101', auth_token: env:PST2_HABITS_TOKEN}\n",
+    )
+    .unwrap();
+    let vars = [("PST2_HABITS_TOKEN", "tok".to_string())];
+    let (code, out, err) = st2(
+        dir.path(),
+        &vars,
+        &["config", "check", file.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("auth token (env PST2_HABITS_TOKEN)"), "{out}");
+    std::fs::write(
+        &file,
+        "st2: {base_url: 'http://127.0.0.1:9101', auth_token: t, api_key: k}\n",
+    )
+    .unwrap();
+    let (code, _, err) = st2(
+        dir.path(),
+        &[],
+        &["config", "check", file.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("st2.auth_token:"), "{err}");
+}
