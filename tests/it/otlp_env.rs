@@ -307,6 +307,38 @@ async fn traces_protocol_grpc_sends_spans_over_grpc_while_metrics_stay_on_http()
         metrics.len() == 1 && metrics[0].path == "/v1/metrics" && metrics[0].items == 1,
         "{metrics:?}"
     );
+
+    // And the other way round: metrics alone over gRPC, with their own headers there too.
+    let settings = resolve(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", http),
+        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", grpc_url(&settings)),
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc".into()),
+        ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-metrics=g".into()),
+    ]);
+    assert_eq!(
+        settings.traces.as_ref().unwrap().protocol,
+        portarium_st2::telemetry::Protocol::HttpProtobuf
+    );
+    send_metrics(&settings).await.unwrap();
+    let over_grpc = grpc_seen.of("metrics");
+    assert!(
+        over_grpc.len() == 1
+            && over_grpc[0].headers.get("x-metrics").map(String::as_str) == Some("g"),
+        "{over_grpc:?}"
+    );
+    assert_eq!(http_seen.of("metrics").len(), 1, "nothing more over HTTP");
+}
+
+/// The gRPC collector `settings` send spans to.
+fn grpc_url(settings: &OtlpSettings) -> String {
+    settings
+        .traces
+        .as_ref()
+        .unwrap()
+        .endpoint
+        .as_str()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
