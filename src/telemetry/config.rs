@@ -366,7 +366,8 @@ impl TelemetryConfig {
 
     /// This config with `OTEL_METRIC_EXPORT_INTERVAL` (read through `env`) as its period
     /// when `interval_ms` is unset; the variable must be a whole number of milliseconds of
-    /// at least 1000 and at least `timeout_ms`.
+    /// at least 1000. A scrape timeout longer than that period is cut to it, as the spec's
+    /// export timeout may not exceed the interval either.
     pub fn with_env_interval(
         &self,
         env: impl Fn(&str) -> Option<String>,
@@ -380,16 +381,14 @@ impl TelemetryConfig {
                 .trim()
                 .parse::<u64>()
                 .ok()
-                .filter(|ms| *ms >= 1_000 && *ms >= self.timeout_ms)
+                .filter(|ms| *ms >= 1_000)
                 .ok_or_else(|| SettingsError::Env {
                     var: VAR,
                     value: v.clone(),
-                    reason: format!(
-                        "must be whole milliseconds, at least 1000 and at least telemetry.timeout_ms ({})",
-                        self.timeout_ms
-                    ),
+                    reason: "must be a whole number of milliseconds, at least 1000".into(),
                 })?;
             out.interval_ms = Some(ms);
+            out.timeout_ms = self.timeout_ms.min(ms);
         }
         Ok(out)
     }
@@ -845,20 +844,19 @@ mod tests {
             Duration::from_secs(15),
             "the spec's default is 60 s; ours 15 s"
         );
-        for bad in ["500", "soon", "4000"] {
-            let limited = TelemetryConfig {
-                timeout_ms: 5_000,
-                ..Default::default()
-            };
-            let err = limited
-                .with_env_interval(env(&[("OTEL_METRIC_EXPORT_INTERVAL", bad)]))
-                .unwrap_err()
-                .to_string();
+        for bad in ["500", "soon", "-1"] {
+            let err = with(bad).unwrap_err().to_string();
             assert!(
                 err.starts_with("OTEL_METRIC_EXPORT_INTERVAL="),
                 "{bad}: {err}"
             );
         }
+        // The default 5 s scrape timeout is cut to a shorter period.
+        let fast = with("1000").unwrap();
+        assert_eq!((fast.interval_ms, fast.timeout_ms), (Some(1_000), 1_000));
+        let mut errors = Vec::new();
+        fast.validate(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
         let explicit = TelemetryConfig {
             interval_ms: Some(2_000),
             ..Default::default()

@@ -561,3 +561,34 @@ async fn serve_starts_with_grpc_traces_to_an_https_collector() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metric_export_interval_variable_paces_the_exports_of_serve() {
+    let seen = Seen::default();
+    let base = start_http(&seen, Tls::Off).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
+        .args(["serve", "--emulator"])
+        .env("PORTARIUM_ST2_LISTEN", "127.0.0.1:0")
+        .env(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            format!("{base}/v1/metrics"),
+        )
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("PORTARIUM_ST2_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // With the default 15 s period a second export could not come within this bound.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while seen.of("metrics").len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let exports = seen.of("metrics");
+    assert!(exports.len() >= 2, "{exports:?}");
+    assert!(seen.of("traces").is_empty(), "no traces endpoint, no spans");
+}
