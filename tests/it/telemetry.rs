@@ -350,6 +350,16 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         (number(&p), attr(&p.attributes, "pack.id").as_deref()),
         (3.0, Some("metered"))
     );
+    // Portarium's pack observability attributes; pii_safe is a boolean over OTLP.
+    assert_eq!(
+        attr(&p.attributes, "pack.version").as_deref(),
+        Some("0.0.0")
+    );
+    assert!(p.attributes.iter().any(|kv| kv.key == "telemetry.pii_safe"
+        && matches!(
+            kv.value.as_ref().and_then(|v| v.value.as_ref()),
+            Some(any_value::Value::BoolValue(true))
+        )));
     let page = http.get(format!("{base}/metrics")).send_text().await;
     assert!(page.contains("portarium_action_failed_total{action_operation=\"metered.fail\",errorKind=\"RemoteError\",pack_id=\"metered\",pack_version=\"0.0.0\",telemetry_pii_safe=\"true\"} 1"), "{page}");
     assert!(
