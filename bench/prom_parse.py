@@ -4,6 +4,7 @@
     bench/prom-parse.sh                                # generate + parse, in the pinned venv
     python bench/prom_parse.py --write expo.txt        # only write the file (for the Rust side)
     python bench/prom_parse.py --file expo.txt         # parse an existing file
+    python bench/prom_parse.py --dump page.txt         # print the families as JSON (tests)
 
 The page is generated exactly as `page()` in benches/telemetry.rs (same bytes for the same
 --series), so both parsers see the same input.
@@ -47,6 +48,29 @@ def exposition(series):
     return "".join(out)
 
 
+def dump(path):
+    """Parses a page as Prometheus itself would read it and prints what it holds as JSON:
+    {family: {"type": ..., "samples": [[name, labels, value], ...]}}. A page the parser
+    refuses exits 1 with its error, so a test can hold the adapter's /metrics to it."""
+    import json
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {}
+    try:
+        for family in text_string_to_metric_families(open(path).read()):
+            if family.name in families:
+                raise ValueError("family %s appears twice" % family.name)
+            families[family.name] = {
+                "type": family.type,
+                "samples": [[s.name, s.labels, s.value] for s in family.samples],
+            }
+    except Exception as e:  # the parser's own errors are ValueError/TypeError
+        print("prometheus_client refused the page: %r" % e, file=sys.stderr)
+        return 1
+    json.dump(families, sys.stdout)
+    return 0
+
+
 def peak_rss_mb():
     # Linux reports ru_maxrss in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -57,7 +81,11 @@ def main():
     p.add_argument("--series", type=int, default=100_000)
     p.add_argument("--write", metavar="FILE", help="write the generated exposition and stop")
     p.add_argument("--file", metavar="FILE", help="parse this file instead of generating one")
+    p.add_argument("--dump", metavar="FILE", help="parse this file and print its families as JSON")
     args = p.parse_args()
+
+    if args.dump:
+        return dump(args.dump)
 
     if args.write:
         with open(args.write, "w") as f:

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::config::{self, Config, LogFormat};
 use crate::server;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use st2_client::St2Client;
 use st2_client::stream::ExecutionWatcher;
-use st2_client::{St2Client, St2Error};
 
 /// Exit code for bad input: a config or argument that cannot be used.
 const EXIT_USAGE: u8 = 2;
@@ -48,10 +48,20 @@ enum Command {
     Serve(ServeArgs),
     /// Run one st2 action and wait for it, like `st2 run`.
     ///
+    /// Without --config, st2client's own settings are used (ST2_* variables, ~/.st2/config),
+    /// as by the st2 CLI.
+    ///
     /// Exit code: 0 when it succeeded, 1 when it failed, timed out, was cancelled or
     /// abandoned, 2 for bad arguments, parameters or config, 3 when it is still running
     /// after --wait-secs, 4 when st2 could not be used.
     Run(RunArgs),
+    /// Inspect, follow, cancel and re-run st2 executions, like `st2 execution`.
+    ///
+    /// Without --config, st2client's own settings are used: ST2_BASE_URL, ST2_API_URL,
+    /// ST2_AUTH_URL, ST2_STREAM_URL, ST2_API_KEY, ST2_AUTH_TOKEN, ST2_CACERT and
+    /// ~/.st2/config (or ST2_CONFIG_FILE).
+    #[command(subcommand)]
+    Execution(execution::ExecutionCommand),
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -73,6 +83,21 @@ enum Command {
     /// Check st2's metrics as the adapter normalizes them.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
+    /// Print a shell completion script for this command line.
+    ///
+    /// Install it where the shell looks, e.g. for bash
+    /// `portarium-st2 completions bash > /etc/bash_completion.d/portarium-st2`, for zsh a file
+    /// `_portarium-st2` in a directory of $fpath, for fish
+    /// `~/.config/fish/completions/portarium-st2.fish`.
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of portarium-st2 and all its commands.
+    ///
+    /// View it with `portarium-st2 manpage | man -l -`, or install it as
+    /// `man1/portarium-st2.1` under a directory of `manpath`.
+    Manpage,
 }
 
 #[derive(Subcommand)]
@@ -104,9 +129,13 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The config file naming the st2 cluster and its credentials.
+    /// The config file naming the st2 cluster and its credentials; without it, st2client's
+    /// ST2_* variables and ~/.st2/config.
     #[arg(short, long, env = config::ENV_CONFIG_FILE)]
     config: Option<PathBuf>,
+    /// Print the execution as JSON on stdout, as `st2 run -j` (progress goes to stderr).
+    #[arg(short, long)]
+    json: bool,
     /// Print the action's output as it arrives.
     #[arg(short, long)]
     follow: bool,
@@ -135,8 +164,10 @@ enum ConfigCommand {
 
 #[cfg(feature = "emulator")]
 pub mod demo;
+mod execution;
 mod governance;
 pub mod run;
+mod st2rc;
 
 /// Parses the command line and runs the command; the exit code says how it ended.
 pub fn main() -> ExitCode {
@@ -159,12 +190,46 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Execution(command) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(execution::execute(command)),
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo => demo(),
         Command::Telemetry(TelemetryCommand::Scrape { once, config, urls }) => {
             match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt.block_on(telemetry_scrape(config, urls, once)),
                 Err(e) => {
                     eprintln!("cannot start the async runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "portarium-st2", &mut out);
+            if shell == clap_complete::Shell::Bash {
+                // clap_complete spells the hyphenated name two ways in its bash script
+                // (clap-rs/clap#6421), so no subcommand's options would ever complete; the
+                // dispatch loop's spelling is the one the case arms must use.
+                let fixed = String::from_utf8_lossy(&out)
+                    .replace("portarium__subcmd__st2", "portarium__st2");
+                out = fixed.into_bytes();
+            }
+            print_bytes(&out)
+        }
+        Command::Manpage => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => {
+                    // Each subcommand's own page follows, so `man -l -` shows every option.
+                    render_subcommand_pages(&Cli::command(), &mut out);
+                    print_bytes(&out)
+                }
+                Err(e) => {
+                    eprintln!("cannot render the man page: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -187,6 +252,31 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes generated text to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(bytes);
+    ExitCode::SUCCESS
+}
+
+/// Appends the sections of every subcommand (recursively) to a man page: name, synopsis,
+/// description and options, each under a `.SH` titled with the full command.
+fn render_subcommand_pages(command: &clap::Command, out: &mut Vec<u8>) {
+    let parent = command.get_bin_name().unwrap_or(command.get_name());
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{parent} {}", sub.get_name());
+        let sub = sub.clone().bin_name(&name);
+        let man = clap_mangen::Man::new(sub.clone());
+        out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        let _ = man.render_synopsis_section(out);
+        let _ = man.render_description_section(out);
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            let _ = man.render_options_section(out);
+        }
+        render_subcommand_pages(&sub, out);
+    }
+}
+
 /// What a valid config resolves to, without any secret value.
 fn summarise(config: &Config) -> String {
     let st2 = &config.st2;
@@ -195,6 +285,10 @@ fn summarise(config: &Config) -> String {
         .expect("a validated config always has its endpoints");
     let auth = match (&st2.api_key, &st2.username) {
         (Some(key), _) => format!("API key ({})", describe_source(key.source())),
+        (None, None) if st2.auth_token.is_some() => format!(
+            "auth token ({})",
+            describe_source(st2.auth_token.as_ref().expect("checked").source())
+        ),
         (None, Some(user)) => format!("user {user}, password from {}", {
             let password = st2.password.as_ref().expect("validated: password set");
             describe_source(password.source())
@@ -375,12 +469,28 @@ fn init_logging(config: &Config, spans: Option<&opentelemetry_sdk::trace::SdkTra
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     // The log level filters log lines only; dispatch spans reach OTLP whatever it is.
     let logs = match config.log.format {
-        LogFormat::Json => fmt::layer().json().boxed(),
-        LogFormat::Text => fmt::layer().boxed(),
+        LogFormat::Json => fmt::layer()
+            .fmt_fields(fmt::format::JsonFields::new())
+            .event_format(crate::telemetry::logs::PortariumJson)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_ansi(crate::telemetry::logs::ansi_on_stdout())
+            .boxed(),
+    };
+    // Without OTLP export the spans still get OpenTelemetry ids (from the caller's
+    // traceparent when it sends one), so JSON lines carry traceId and spanId either way;
+    // a provider with no processor exports nothing.
+    let local;
+    let spans = match spans {
+        Some(p) => p,
+        None => {
+            local = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+            &local
+        }
     };
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
-        .with(spans.map(crate::telemetry::spans::layer))
+        .with(crate::telemetry::spans::layer(spans))
         .init();
 }
 
@@ -441,10 +551,12 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// The config at `path` (or from the environment alone) and an st2 client for it; a problem
-/// with either is said on stderr and ends the command with the usage exit code.
+/// The config at `path`, or without one the st2 CLI's own settings (st2client's `ST2_*`
+/// variables and `~/.st2/config`), `PORTARIUM_ST2_*` applied over either; and an st2 client
+/// for it. A problem with either is said on stderr and ends the command with the usage exit
+/// code.
 fn config_and_client(path: Option<&std::path::Path>) -> Result<(Config, St2Client), ExitCode> {
-    let config = Config::load(path).map_err(|e| {
+    let config = cli_config(path).map_err(|e| {
         eprintln!("configuration: {e}");
         ExitCode::from(EXIT_USAGE)
     })?;
@@ -455,59 +567,68 @@ fn config_and_client(path: Option<&std::path::Path>) -> Result<(Config, St2Clien
     Ok((config, client))
 }
 
-/// `portarium-st2 run`: one action, its output and result on stdout, errors on stderr.
+/// What [`config_and_client`] loads; the error as the operator should read it.
+fn cli_config(path: Option<&std::path::Path>) -> Result<Config, String> {
+    if path.is_some() {
+        return Config::load(path).map_err(|e| e.to_string());
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let section = st2rc::St2rc::load(&env, home.as_deref())
+        .and_then(|rc| rc.st2_section())
+        .map_err(|e| e.to_string())?;
+    match section {
+        Some(section) => {
+            let yaml = serde_norway::to_string(&section).map_err(|e| e.to_string())?;
+            Config::from_yaml(
+                &yaml,
+                "the st2 CLI's settings (ST2_*, ~/.st2/config)",
+                std::env::vars(),
+            )
+            .map_err(|e| format!("{e}
+(read from the st2 CLI's settings: ST2_* variables and ~/.st2/config)"))
+        }
+        None => Config::load(None).map_err(|e| {
+            format!(
+                "{e}; pass --config FILE, or configure st2 as for the st2 CLI (ST2_BASE_URL and ST2_API_KEY, or ~/.st2/config)"
+            )
+        }),
+    }
+}
+
+/// `portarium-st2 run`: one action, its output and result on stdout (progress on stderr
+/// with `-j`), errors on stderr.
 async fn run(args: RunArgs) -> ExitCode {
-    use crate::cli::run::{RunError, run};
     let (config, client) = match config_and_client(args.config.as_deref()) {
         Ok(both) => both,
         Err(code) => return code,
     };
-    use std::io::Write as _;
     let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let progress: &mut (dyn std::io::Write + Send) =
+        if args.json { &mut stderr } else { &mut stdout };
     let wait = Duration::from_secs(args.wait_secs);
     let watcher = ExecutionWatcher::start(client.clone(), config.st2.stream.clone());
-    match run(
+    let done = run::run(
         &client,
         &watcher,
         &args.action,
         &args.params,
         args.follow,
         wait,
-        &mut stdout,
+        progress,
     )
-    .await
-    {
+    .await;
+    match done {
         Ok(execution) => {
-            let status = execution
-                .status
-                .clone()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            let shown = serde_json::json!({"id": execution.id, "status": status, "result": execution.result});
             // A reader that went away (`| head`) is not a failure of the action: the exit
-            // code stays the action's, and println!'s panic on a closed pipe is avoided.
-            let _ = writeln!(
-                stdout,
-                "{}",
-                serde_json::to_string_pretty(&shown).unwrap_or_default()
-            );
-            if status == "succeeded" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            // code stays the action's (print_execution ignores write errors).
+            execution::print_execution(&execution, args.json, &mut std::io::stdout());
+            execution::outcome_code(&execution)
         }
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(match e {
-                RunError::Usage(_)
-                | RunError::Parameters { .. }
-                | RunError::St2(St2Error::NotFound { .. } | St2Error::BadRequest { .. }) => {
-                    EXIT_USAGE
-                }
-                RunError::StillRunning { .. } => 3,
-                RunError::St2(_) | RunError::Gone { .. } | RunError::Following(_) => 4,
-            })
+            ExitCode::from(execution::exit_code(&e))
         }
     }
 }

@@ -100,6 +100,18 @@ pub async fn run(
     request.parameters = parameters;
     let created = st2.executions().create(&request).await?;
     let _ = writeln!(out, "execution {} ({})", created.id, action);
+    follow_to_end(watcher, &created, follow, wait, out).await
+}
+
+/// Waits up to `wait` for `created` to complete through `watcher`, printing its output as it
+/// arrives when `follow`; the completed execution, or why it is not known to be complete.
+pub async fn follow_to_end(
+    watcher: &ExecutionWatcher,
+    created: &Execution,
+    follow: bool,
+    wait: Duration,
+    out: &mut (dyn Write + Send),
+) -> Result<Execution, RunError> {
     let deadline = tokio::time::Instant::now() + wait;
     let done = if follow {
         let print = |chunk: OutputChunk| {
@@ -110,13 +122,13 @@ pub async fn run(
             .until_terminal(deadline, print)
             .await
     } else {
-        watcher.wait_for(&created, deadline).await
+        watcher.wait_for(created, deadline).await
     };
     done.map_err(|e| match e {
         WaitError::Deadline { id, last_status } => RunError::StillRunning {
             id,
             status: last_status
-                .or(created.status)
+                .or_else(|| created.status.clone())
                 .map_or_else(|| "unknown".into(), |s| s.to_string()),
             waited: wait,
         },

@@ -172,7 +172,15 @@ mod tests {
         ] {
             assert!(DISPATCH_ID.admits(ok), "{ok}");
         }
-        for bad in ["", "r 1", "r\n1", "r\u{0}1", "r\u{7f}", "ré", &"r".repeat(257)] {
+        for bad in [
+            "",
+            "r 1",
+            "r\n1",
+            "r\u{0}1",
+            "r\u{7f}",
+            "ré",
+            &"r".repeat(257),
+        ] {
             assert!(!DISPATCH_ID.admits(bad), "{bad:?}");
         }
         let e = DISPATCH_ID.check_as("runId", "a\nb").unwrap_err();

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 use url::Url;
 
 use std::time::Duration;
@@ -235,9 +234,9 @@ pub struct EventClass {
     /// Name of a custom st2 webhook (`/api/v1/webhooks/<name>`), instead of `trigger`.
     #[serde(default)]
     pub webhook: Option<String>,
-    /// JSON schema `data` must satisfy (type, required, properties, enum, items).
+    /// JSON Schema `data` must satisfy (any keyword of its draft; no remote `$ref`).
     #[serde(default)]
-    pub schema: Option<Value>,
+    pub schema: Option<super::schema::EventSchema>,
     /// Largest body for this class, instead of `inbound.max_bytes`.
     #[serde(default)]
     pub max_bytes: Option<usize>,
@@ -347,10 +346,8 @@ impl EventsConfig {
                     "give exactly one of trigger or webhook".into(),
                 ),
             }
-            if let Some(schema) = &c.schema
-                && let Err(e) = super::schema::check_schema(schema)
-            {
-                bad(field("schema"), e);
+            if let Some(e) = c.schema.as_ref().and_then(|s| s.problem()) {
+                bad(field("schema"), e.to_string());
             }
             if (self.http.is_some() || self.nats.is_some())
                 && super::lifecycle::Transition::ALL

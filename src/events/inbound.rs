@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use super::cloudevent::{CloudEvent, CloudEventError};
 use super::config::{EventClass, InboundConfig};
-use super::schema::violations;
 use st2_client::{St2Client, St2Error};
 
 /// Why an inbound event was not passed to st2; each maps to one HTTP status.
@@ -277,7 +276,7 @@ impl Inbound {
             });
         }
         if let Some(schema) = &class.schema {
-            let problems = violations(schema, event.data.as_ref().unwrap_or(&Value::Null));
+            let problems = schema.violations(event.data.as_ref().unwrap_or(&Value::Null));
             if !problems.is_empty() {
                 return Err(InboundError::Schema {
                     event_type: event.event_type,

@@ -1,143 +1,90 @@
-//! The JSON-Schema subset an event class may declare for its `data`: `type`, `required`,
-//! `properties`, `additionalProperties: false`, `enum`, `items`. st2's parameter checker in
-//! `dispatch::validate` follows st2's own rules (draft-3 `required`, string casting), which
-//! is not what a Portarium payload schema means, so this is a separate, plain checker.
+//! The JSON Schema an event class may declare for its `data`, checked by the `jsonschema`
+//! crate: every keyword of the schema's draft (2020-12 unless `$schema` names another), with
+//! `format` asserted. st2's parameter checker in `dispatch::validate` follows st2's own rules
+//! (draft-3 `required`, string casting), which is not what a Portarium payload schema means,
+//! so this is a separate checker.
+//!
+//! Remote and file `$ref`s are not resolved (the crate is built without those features): a
+//! schema must be whole in the config, so checking an event never reaches out of the process.
 
+use std::fmt;
+use std::sync::Arc;
+
+use jsonschema::paths::LocationSegment;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-const KEYWORDS: &[&str] = &[
-    "type",
-    "required",
-    "properties",
-    "additionalProperties",
-    "enum",
-    "items",
-    "description",
-    "title",
-    "$schema",
-];
-const TYPES: &[&str] = &[
-    "object", "array", "string", "number", "integer", "boolean", "null",
-];
-
-/// Refuses a schema using keywords this checker would silently ignore.
-pub fn check_schema(schema: &Value) -> Result<(), String> {
-    let Some(obj) = schema.as_object() else {
-        return Err("a schema must be an object".into());
-    };
-    if let Some(k) = obj.keys().find(|k| !KEYWORDS.contains(&k.as_str())) {
-        return Err(format!(
-            "keyword {k:?} is not supported; use only {}",
-            KEYWORDS.join(", ")
-        ));
-    }
-    if let Some(t) = obj.get("type") {
-        let names: Vec<&Value> = match t {
-            Value::Array(a) => a.iter().collect(),
-            one => vec![one],
-        };
-        if let Some(bad) = names
-            .iter()
-            .find(|n| !n.as_str().is_some_and(|s| TYPES.contains(&s)))
-        {
-            return Err(format!("type {bad} is not one of {}", TYPES.join(", ")));
-        }
-    }
-    if let Some(props) = obj.get("properties") {
-        let Some(props) = props.as_object() else {
-            return Err("properties must be an object".into());
-        };
-        for (name, sub) in props {
-            check_schema(sub).map_err(|e| format!("properties.{name}: {e}"))?;
-        }
-    }
-    if let Some(items) = obj.get("items") {
-        check_schema(items).map_err(|e| format!("items: {e}"))?;
-    }
-    if obj
-        .get("required")
-        .is_some_and(|r| !r.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
-    {
-        return Err("required must be a list of property names".into());
-    }
-    Ok(())
+/// A declared schema, compiled once when the config is read.
+#[derive(Clone)]
+pub struct EventSchema {
+    source: Value,
+    /// The compiled validator, or why the schema cannot be one (reported by config checks).
+    compiled: Arc<Result<jsonschema::Validator, String>>,
 }
 
-/// Every way `value` breaks `schema`, each naming where (`data.a.b`); empty when it fits.
-pub fn violations(schema: &Value, value: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    walk(schema, value, "data", &mut out);
-    out
-}
-
-fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
-    if let Some(t) = schema.get("type") {
-        let allowed: Vec<&str> = match t {
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            one => one.as_str().into_iter().collect(),
-        };
-        if !allowed.iter().any(|t| is_type(t, value)) {
-            out.push(format!(
-                "{at} must be {}, got {}",
-                allowed.join(" or "),
-                kind(value)
-            ));
-            return;
-        }
-    }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array)
-        && !options.contains(value)
-    {
-        out.push(format!(
-            "{at} must be one of {}",
-            Value::Array(options.clone())
-        ));
-    }
-    if let Some(obj) = value.as_object() {
-        for name in schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            if !obj.contains_key(name) {
-                out.push(format!("{at}.{name} is required"));
-            }
-        }
-        let props = schema.get("properties").and_then(Value::as_object);
-        for (name, v) in obj {
-            match props.and_then(|p| p.get(name)) {
-                Some(sub) => walk(sub, v, &format!("{at}.{name}"), out),
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    out.push(format!("{at}.{name} is not allowed"));
+impl EventSchema {
+    /// Compiles `schema`; a schema that is not valid under its meta-schema (or has a `$ref`
+    /// outside itself) is kept with its problem, for [`Self::problem`] to report.
+    pub fn new(schema: Value) -> Self {
+        let compiled = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| {
+                // Against the meta-schema the schema is the instance: its path says where.
+                let at = e.instance_path().to_string();
+                let reason = e.masked_with("the value").to_string();
+                if at.is_empty() {
+                    reason
+                } else {
+                    format!("{reason} (at {at})")
                 }
-                None => {}
-            }
+            });
+        Self {
+            source: schema,
+            compiled: Arc::new(compiled),
         }
     }
-    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
-        for (i, v) in arr.iter().enumerate() {
-            walk(items, v, &format!("{at}[{i}]"), out);
-        }
+
+    /// Why this schema cannot be used, when it cannot.
+    pub fn problem(&self) -> Option<&str> {
+        self.compiled.as_ref().as_ref().err().map(String::as_str)
+    }
+
+    /// Every way `value` breaks the schema, each naming where (`data.a.b`, `data.tags[1]`);
+    /// empty when it fits. Messages never quote the event's values, which may be secret.
+    pub fn violations(&self, value: &Value) -> Vec<String> {
+        let Ok(validator) = self.compiled.as_ref() else {
+            // Config validation refuses such a schema before any event is checked.
+            return vec!["the class's schema is invalid".into()];
+        };
+        validator
+            .iter_errors(value)
+            .map(|e| {
+                let mut at = String::from("data");
+                for segment in e.instance_path() {
+                    match segment {
+                        LocationSegment::Property(p) => {
+                            at.push('.');
+                            at.push_str(&p);
+                        }
+                        LocationSegment::Index(i) => at.push_str(&format!("[{i}]")),
+                    }
+                }
+                format!("{at}: {}", e.masked_with("the value"))
+            })
+            .collect()
     }
 }
 
-fn is_type(t: &str, v: &Value) -> bool {
-    match t {
-        "integer" => v.as_i64().is_some() || v.as_u64().is_some(),
-        other => kind(v) == other,
+impl fmt::Debug for EventSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.source.fmt(f)
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+impl<'de> Deserialize<'de> for EventSchema {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(Self::new)
     }
 }
 
@@ -148,39 +95,110 @@ mod tests {
 
     #[test]
     fn reports_each_violation_with_its_path() {
-        let schema = json!({"type": "object", "required": ["host", "severity"],
+        let schema = EventSchema::new(json!({"type": "object", "required": ["host", "severity"],
             "additionalProperties": false,
             "properties": {"host": {"type": "string"},
                 "severity": {"enum": ["low", "high"]},
-                "tags": {"type": "array", "items": {"type": "string"}}}});
-        check_schema(&schema).expect("supported");
-        assert!(violations(&schema, &json!({"host": "h", "severity": "low"})).is_empty());
-        let v = violations(
-            &schema,
-            &json!({"host": 3, "severity": "mid", "tags": ["a", 1], "x": 1}),
+                "tags": {"type": "array", "items": {"type": "string"}}}}));
+        assert_eq!(schema.problem(), None);
+        assert!(
+            schema
+                .violations(&json!({"host": "h", "severity": "low"}))
+                .is_empty()
         );
-        assert_eq!(
-            v,
-            [
-                "data.host must be string, got number",
-                "data.severity must be one of [\"low\",\"high\"]",
-                "data.tags[1] must be string, got number",
-                "data.x is not allowed",
-            ]
-        );
-        assert_eq!(
-            violations(&schema, &json!({})),
-            ["data.host is required", "data.severity is required"]
+        let v = schema.violations(&json!({"host": 3, "severity": "mid", "tags": ["a", 1], "x": 1}));
+        let text = v.join("\n");
+        for want in [
+            "data.host: ",
+            "data.severity: ",
+            "data.tags[1]: ",
+            "data: Additional properties are not allowed ('x'",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        assert_eq!(v.len(), 4, "{v:?}");
+        let v = schema.violations(&json!({}));
+        assert!(
+            v.iter()
+                .any(|p| p.contains("\"host\" is a required property"))
+                && v.iter().any(|p| p.contains("\"severity\"")),
+            "{v:?}"
         );
     }
 
     #[test]
-    fn refuses_keywords_it_cannot_check() {
-        let err =
-            check_schema(&json!({"properties": {"a": {"pattern": "x"}}})).expect_err("pattern");
-        assert!(
-            err.contains("properties.a") && err.contains("pattern"),
-            "{err}"
-        );
+    fn checks_keywords_beyond_the_old_six() {
+        let schema = EventSchema::new(json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "pattern": "^run-[0-9]+$", "maxLength": 12},
+                "n": {"type": "integer", "minimum": 1, "maximum": 10, "multipleOf": 2},
+                "at": {"type": "string", "format": "date-time"},
+                "mail": {"format": "email"},
+                "kind": {"const": "run"},
+                "tags": {"type": "array", "minItems": 1, "uniqueItems": true},
+                "target": {"oneOf": [{"required": ["host"]}, {"required": ["group"]}]},
+                "ref": {"$ref": "#/$defs/ref"}
+            },
+            "dependentRequired": {"retry": ["limit"]},
+            "if": {"properties": {"kind": {"const": "run"}}, "required": ["kind"]},
+            "then": {"required": ["id"]},
+            "$defs": {"ref": {"type": "string", "minLength": 3}}
+        }));
+        assert_eq!(schema.problem(), None);
+        let good = json!({"id": "run-1", "n": 4, "at": "2026-12-06T01:02:03Z",
+            "mail": "a@example.com", "kind": "run", "tags": ["a"], "target": {"host": "h"},
+            "ref": "abc"});
+        assert_eq!(schema.violations(&good), Vec::<String>::new());
+        let cases = [
+            ("id", json!("job-1"), "data.id: "),
+            ("n", json!(3), "data.n: "),
+            ("n", json!(12), "data.n: "),
+            ("at", json!("yesterday"), "data.at: "),
+            ("mail", json!("nobody"), "data.mail: "),
+            ("tags", json!(["a", "a"]), "data.tags: "),
+            (
+                "target",
+                json!({"host": "h", "group": "g"}),
+                "data.target: ",
+            ),
+            ("ref", json!("ab"), "data.ref: "),
+        ];
+        for (field, value, want) in cases {
+            let mut bad = good.clone();
+            bad[field] = value.clone();
+            let v = schema.violations(&bad);
+            assert!(
+                v.len() == 1 && v[0].starts_with(want),
+                "{field}={value}: {v:?}"
+            );
+        }
+        let mut bad = good.clone();
+        bad.as_object_mut().unwrap().remove("id");
+        bad["retry"] = json!(true);
+        assert_eq!(schema.violations(&bad).len(), 2, "then + dependentRequired");
+    }
+
+    #[test]
+    fn messages_do_not_quote_the_event_values() {
+        let schema = EventSchema::new(json!({"properties": {"pin": {"type": "integer"}}}));
+        let v = schema.violations(&json!({"pin": "hunter2-secret"}));
+        assert_eq!(v.len(), 1);
+        assert!(!v[0].contains("hunter2"), "{v:?}");
+    }
+
+    #[test]
+    fn refuses_schemas_that_are_not_valid() {
+        for (schema, want) in [
+            (json!({"type": "colour"}), "type"),
+            (json!({"properties": {"a": {"minLength": -1}}}), "minLength"),
+            (json!({"$ref": "https://example.com/s.json"}), "example.com"),
+            (json!({"$ref": "file:///etc/passwd"}), "passwd"),
+        ] {
+            let s = EventSchema::new(schema.clone());
+            let err = s.problem().unwrap_or_else(|| panic!("{schema} accepted"));
+            assert!(err.contains(want), "{schema}: {err}");
+        }
     }
 }

@@ -235,7 +235,8 @@ pub(crate) async fn run(
     }
     let observed = req.clone();
     let dispatch = core_layer::dispatch(tenant, req, mode);
-    crate::telemetry::observe_dispatch(&observed, mode, dispatch)
+    let versions = |pack: &str| tenant.dispatcher.pack_version(pack);
+    crate::telemetry::observe_dispatch(&observed, mode, dispatch, versions)
         .await
         .map_err(Failure::from)
 }

@@ -2,6 +2,7 @@
 //! whatever it leaves out.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -30,9 +31,10 @@ pub struct TelemetryConfig {
     /// list, or one comma-separated string (so `PORTARIUM_ST2_TELEMETRY__TARGETS` can set it).
     #[serde(default, deserialize_with = "urls")]
     pub targets: Vec<Url>,
-    /// Time between two scrapes of a target.
-    #[serde(default = "default_interval")]
-    pub interval_ms: u64,
+    /// Time between two scrapes of a target and between two metric exports; unset:
+    /// `OTEL_METRIC_EXPORT_INTERVAL`, else 15000.
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
     /// Whole-request deadline of one scrape.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
@@ -112,13 +114,25 @@ pub enum Compression {
     None,
 }
 
-/// OTLP settings with the environment applied: what the exporters use.
+/// OTLP settings with the environment applied: what the exporters use. A signal whose
+/// endpoint is configured nowhere is not exported (the spec allows one signal alone).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSettings {
-    /// Where metrics go (full URL for HTTP, the server for gRPC).
-    pub metrics_endpoint: Url,
-    /// Where spans go.
-    pub traces_endpoint: Url,
+    /// Where and how metrics go.
+    pub metrics: Option<SignalSettings>,
+    /// Where and how spans go.
+    pub traces: Option<SignalSettings>,
+    /// Attempts per export.
+    pub max_attempts: u32,
+    /// Pauses between attempts.
+    pub backoff: BackoffConfig,
+}
+
+/// One signal's export settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalSettings {
+    /// Full URL for HTTP, the server for gRPC.
+    pub endpoint: Url,
     /// Transport.
     pub protocol: Protocol,
     /// Extra headers.
@@ -127,11 +141,79 @@ pub struct OtlpSettings {
     pub timeout: Duration,
     /// Whether bodies are gzipped.
     pub gzip: bool,
-    /// Attempts per export.
-    pub max_attempts: u32,
-    /// Pauses between attempts.
-    pub backoff: BackoffConfig,
+    /// TLS material beyond the system roots.
+    pub tls: TlsFiles,
 }
+
+/// The PEM files of `OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE`, `..._CLIENT_CERTIFICATE` and
+/// `..._CLIENT_KEY`, read at start.
+#[derive(Clone, Default, PartialEq)]
+pub struct TlsFiles {
+    /// CA certificate(s) trusted for the collector, besides the system roots.
+    pub ca: Option<String>,
+    /// Client certificate chain and private key, for a collector asking for mutual TLS.
+    pub identity: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key never reaches a log line.
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+/// The environment variables of one signal (`None`: the generic ones).
+struct SignalVars {
+    endpoint: &'static str,
+    protocol: &'static str,
+    headers: &'static str,
+    timeout: &'static str,
+    compression: &'static str,
+    certificate: &'static str,
+    client_certificate: &'static str,
+    client_key: &'static str,
+    /// Path appended to the generic endpoint for OTLP/HTTP.
+    path: &'static str,
+}
+
+const GENERIC: SignalVars = SignalVars {
+    endpoint: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    protocol: "OTEL_EXPORTER_OTLP_PROTOCOL",
+    headers: "OTEL_EXPORTER_OTLP_HEADERS",
+    timeout: "OTEL_EXPORTER_OTLP_TIMEOUT",
+    compression: "OTEL_EXPORTER_OTLP_COMPRESSION",
+    certificate: "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    client_certificate: "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    client_key: "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    path: "",
+};
+
+const METRICS: SignalVars = SignalVars {
+    endpoint: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    protocol: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    headers: "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    timeout: "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    compression: "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+    certificate: "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+    client_certificate: "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+    client_key: "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+    path: "v1/metrics",
+};
+
+const TRACES: SignalVars = SignalVars {
+    endpoint: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    headers: "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    timeout: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    compression: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    certificate: "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    client_certificate: "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    client_key: "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    path: "v1/traces",
+};
 
 /// A list of URLs, or one string of comma-separated URLs.
 fn urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
@@ -184,7 +266,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             targets: Vec::new(),
-            interval_ms: default_interval(),
+            interval_ms: None,
             timeout_ms: default_timeout(),
             max_body_bytes: default_max_body(),
             known_refs: Vec::new(),
@@ -230,21 +312,19 @@ impl TelemetryConfig {
                 );
             }
         }
-        if self.interval_ms < 1_000 {
+        let interval_ms = self.interval().as_millis();
+        if interval_ms < 1_000 {
             bad(
                 "interval_ms",
-                format!(
-                    "{} is below 1000; scrape at most once a second",
-                    self.interval_ms
-                ),
+                format!("{interval_ms} is below 1000; scrape at most once a second"),
             );
         }
-        if self.timeout_ms == 0 || self.timeout_ms > self.interval_ms {
+        if self.timeout_ms == 0 || u128::from(self.timeout_ms) > interval_ms {
             bad(
                 "timeout_ms",
                 format!(
-                    "{} must be between 1 and telemetry.interval_ms ({})",
-                    self.timeout_ms, self.interval_ms
+                    "{} must be between 1 and telemetry.interval_ms ({interval_ms})",
+                    self.timeout_ms
                 ),
             );
         }
@@ -279,9 +359,38 @@ impl TelemetryConfig {
         }
     }
 
-    /// Scrape period.
+    /// Scrape and export period.
     pub fn interval(&self) -> Duration {
-        Duration::from_millis(self.interval_ms)
+        Duration::from_millis(self.interval_ms.unwrap_or_else(default_interval))
+    }
+
+    /// This config with `OTEL_METRIC_EXPORT_INTERVAL` (read through `env`) as its period
+    /// when `interval_ms` is unset; the variable must be a whole number of milliseconds of
+    /// at least 1000. A scrape timeout longer than that period is cut to it, as the spec's
+    /// export timeout may not exceed the interval either.
+    pub fn with_env_interval(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        const VAR: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+        let mut out = self.clone();
+        if self.interval_ms.is_none()
+            && let Some(v) = env(VAR).filter(|v| !v.trim().is_empty())
+        {
+            let ms = v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms >= 1_000)
+                .ok_or_else(|| SettingsError::Env {
+                    var: VAR,
+                    value: v.clone(),
+                    reason: "must be a whole number of milliseconds, at least 1000".into(),
+                })?;
+            out.interval_ms = Some(ms);
+            out.timeout_ms = self.timeout_ms.min(ms);
+        }
+        Ok(out)
     }
 
     /// Scrape deadline.
@@ -322,18 +431,32 @@ impl OtlpConfig {
         if var("OTEL_SDK_DISABLED").is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
-        let url = |(name, v): (&'static str, String)| {
-            Url::parse(v.trim()).map_err(|e| SettingsError::Env {
-                var: name,
-                value: v.clone(),
-                reason: format!("not a URL ({e}); write e.g. http://collector:4318"),
-            })
-        };
-        let protocol = match (self.protocol, var("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+        let metrics = self.signal(&var, &METRICS)?;
+        let traces = self.signal(&var, &TRACES)?;
+        if metrics.is_none() && traces.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(OtlpSettings {
+            metrics,
+            traces,
+            max_attempts: self.max_attempts.max(1),
+            backoff: self.backoff.clone(),
+        }))
+    }
+
+    /// One signal's settings: the config's field, else the signal's variable, else the
+    /// generic one, else the spec's default; `None` when no endpoint applies to it.
+    fn signal(
+        &self,
+        var: &dyn Fn(&'static str) -> Option<(&'static str, String)>,
+        s: &SignalVars,
+    ) -> Result<Option<SignalSettings>, SettingsError> {
+        let either = |own: &'static str, generic: &'static str| var(own).or_else(|| var(generic));
+        let protocol = match (self.protocol, either(s.protocol, GENERIC.protocol)) {
             (Some(p), _) => p,
             (None, None) => Protocol::HttpProtobuf,
-            (None, Some((_, v))) if v == "http/protobuf" => Protocol::HttpProtobuf,
-            (None, Some((_, v))) if v == "grpc" => Protocol::Grpc,
+            (None, Some((_, v))) if v.trim() == "http/protobuf" => Protocol::HttpProtobuf,
+            (None, Some((_, v))) if v.trim() == "grpc" => Protocol::Grpc,
             (None, Some((name, v))) => {
                 return Err(SettingsError::Env {
                     var: name,
@@ -342,42 +465,33 @@ impl OtlpConfig {
                 });
             }
         };
-        let base = match &self.endpoint {
+        let url = |(name, v): (&'static str, String)| {
+            Url::parse(v.trim()).map_err(|e| SettingsError::Env {
+                var: name,
+                value: v.clone(),
+                reason: format!("not a URL ({e}); write e.g. http://collector:4318"),
+            })
+        };
+        // A per-signal endpoint is used as is; the generic one gets the signal's path (HTTP).
+        let generic = match &self.endpoint {
             Some(u) => Some(u.clone()),
-            None => var("OTEL_EXPORTER_OTLP_ENDPOINT").map(url).transpose()?,
+            None => var(GENERIC.endpoint).map(url).transpose()?,
         };
-        // A per-signal variable is used as is; the generic one gets the signal's path (HTTP).
-        let signal = |specific: &'static str, path: &str| -> Result<Option<Url>, SettingsError> {
-            if self.endpoint.is_none()
-                && let Some(v) = var(specific)
-            {
-                return url(v).map(Some);
+        let own = match &self.endpoint {
+            Some(_) => None,
+            None => var(s.endpoint).map(url).transpose()?,
+        };
+        let endpoint = match (own, generic) {
+            (Some(u), _) => u,
+            (None, Some(b)) if protocol == Protocol::Grpc => b,
+            (None, Some(b)) => {
+                let mut u = b.clone();
+                u.set_path(&format!("{}/{}", b.path().trim_end_matches('/'), s.path));
+                u
             }
-            Ok(base.as_ref().map(|b| match protocol {
-                Protocol::Grpc => b.clone(),
-                Protocol::HttpProtobuf => {
-                    let mut u = b.clone();
-                    let joined = format!("{}/{path}", b.path().trim_end_matches('/'));
-                    u.set_path(&joined);
-                    u
-                }
-            }))
+            (None, None) => return Ok(None),
         };
-        let metrics = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "v1/metrics")?;
-        let traces = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces")?;
-        let (Some(metrics_endpoint), Some(traces_endpoint)) = (metrics.clone(), traces.clone())
-        else {
-            return match metrics.or(traces) {
-                // Only one signal configured: both go there only if given; the other is off.
-                Some(_) => Err(SettingsError::Env {
-                    var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    value: String::new(),
-                    reason: "set it (or telemetry.otlp.endpoint) when only one per-signal endpoint is given".into(),
-                }),
-                None => Ok(None),
-            };
-        };
-        let mut headers: Vec<(String, String)> = match var("OTEL_EXPORTER_OTLP_HEADERS") {
+        let mut headers: Vec<(String, String)> = match either(s.headers, GENERIC.headers) {
             Some((name, v)) if self.headers.is_empty() => {
                 check_pairs(&v).map_err(|reason| SettingsError::Env {
                     var: name,
@@ -390,7 +504,7 @@ impl OtlpConfig {
             _ => Vec::new(),
         };
         headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let timeout_ms = match (self.timeout_ms, var("OTEL_EXPORTER_OTLP_TIMEOUT")) {
+        let timeout_ms = match (self.timeout_ms, either(s.timeout, GENERIC.timeout)) {
             (Some(t), _) => t,
             (None, Some((name, v))) => v.trim().parse().map_err(|_| SettingsError::Env {
                 var: name,
@@ -399,10 +513,10 @@ impl OtlpConfig {
             })?,
             (None, None) => 10_000,
         };
-        let gzip = match (self.compression, var("OTEL_EXPORTER_OTLP_COMPRESSION")) {
+        let gzip = match (self.compression, either(s.compression, GENERIC.compression)) {
             (Some(c), _) => c == Compression::Gzip,
-            (None, Some((_, v))) if v == "gzip" => true,
-            (None, Some((_, v))) if v == "none" => false,
+            (None, Some((_, v))) if v.trim() == "gzip" => true,
+            (None, Some((_, v))) if v.trim() == "none" => false,
             (None, Some((name, v))) => {
                 return Err(SettingsError::Env {
                     var: name,
@@ -412,15 +526,37 @@ impl OtlpConfig {
             }
             (None, None) => false,
         };
-        Ok(Some(OtlpSettings {
-            metrics_endpoint,
-            traces_endpoint,
+        let pem = |(name, path): (&'static str, String)| {
+            st2_basics::files::read_text(Path::new(path.trim()), st2_basics::files::MAX_TEXT_FILE)
+                .map_err(|e| SettingsError::Env {
+                    var: name,
+                    value: path.clone(),
+                    reason: format!("cannot read the PEM file ({e})"),
+                })
+        };
+        let ca = either(s.certificate, GENERIC.certificate)
+            .map(pem)
+            .transpose()?;
+        let cert = either(s.client_certificate, GENERIC.client_certificate);
+        let key = either(s.client_key, GENERIC.client_key);
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((pem(c)?, pem(k)?)),
+            (None, None) => None,
+            (Some((name, v)), None) | (None, Some((name, v))) => {
+                return Err(SettingsError::Env {
+                    var: name,
+                    value: v,
+                    reason: "set the client certificate and the client key together (OTEL_EXPORTER_OTLP_[SIGNAL_]CLIENT_CERTIFICATE and _CLIENT_KEY)".into(),
+                });
+            }
+        };
+        Ok(Some(SignalSettings {
+            endpoint,
             protocol,
             headers,
             timeout: Duration::from_millis(timeout_ms),
             gzip,
-            max_attempts: self.max_attempts.max(1),
-            backoff: self.backoff.clone(),
+            tls: TlsFiles { ca, identity },
         }))
     }
 }
@@ -491,7 +627,7 @@ mod tests {
         let ok = [base[0], ("OTEL_EXPORTER_OTLP_HEADERS", "a=1, b=x%3Dy")];
         let s = OtlpConfig::default().resolve(env(&ok)).unwrap().unwrap();
         assert_eq!(
-            s.headers,
+            s.metrics.unwrap().headers,
             [("a".into(), "1".into()), ("b".into(), "x=y".into())]
         );
     }
@@ -550,20 +686,18 @@ mod tests {
             ]))
             .unwrap()
             .unwrap();
+        let (m, t) = (s.metrics.unwrap(), s.traces.unwrap());
+        assert_eq!(m.endpoint.as_str(), "http://collector:4318/base/v1/metrics");
+        assert_eq!(t.endpoint.as_str(), "http://traces:4318/custom");
         assert_eq!(
-            s.metrics_endpoint.as_str(),
-            "http://collector:4318/base/v1/metrics"
-        );
-        assert_eq!(s.traces_endpoint.as_str(), "http://traces:4318/custom");
-        assert_eq!(
-            s.headers,
+            m.headers,
             [
                 ("api-key".to_string(), "a b".to_string()),
                 ("x".into(), "1".into())
             ]
         );
         assert_eq!(
-            (s.timeout, s.gzip, s.protocol),
+            (m.timeout, m.gzip, m.protocol),
             (Duration::from_millis(2500), true, Protocol::HttpProtobuf)
         );
         let grpc = OtlpConfig::default()
@@ -572,9 +706,11 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ]))
             .unwrap()
+            .unwrap()
+            .metrics
             .unwrap();
         assert_eq!(
-            (grpc.metrics_endpoint.as_str(), grpc.protocol),
+            (grpc.endpoint.as_str(), grpc.protocol),
             ("http://c:4317/", Protocol::Grpc)
         );
     }
@@ -593,7 +729,10 @@ mod tests {
             ]))
             .unwrap()
             .unwrap();
-        assert_eq!(s.metrics_endpoint.as_str(), "http://mine:4318/v1/metrics");
+        assert_eq!(
+            s.metrics.unwrap().endpoint.as_str(),
+            "http://mine:4318/v1/metrics"
+        );
         let err = OtlpConfig::default()
             .resolve(env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
@@ -604,5 +743,127 @@ mod tests {
             err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn each_signal_takes_its_own_variables_over_the_generic_ones() {
+        let s = OtlpConfig::default()
+            .resolve(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4317"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "g=1"),
+                ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "m=2"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+            ]))
+            .unwrap()
+            .unwrap();
+        let (m, t) = (s.metrics.unwrap(), s.traces.unwrap());
+        assert_eq!(
+            (
+                m.protocol,
+                m.endpoint.as_str(),
+                t.protocol,
+                t.endpoint.as_str()
+            ),
+            (
+                Protocol::HttpProtobuf,
+                "http://c:4318/v1/metrics",
+                Protocol::Grpc,
+                "http://t:4317/"
+            )
+        );
+        assert_eq!(m.headers, [("m".to_string(), "2".to_string())]);
+        assert_eq!(t.headers, [("g".to_string(), "1".to_string())]);
+        assert_eq!(
+            (m.timeout, t.timeout),
+            (Duration::from_millis(3000), Duration::from_millis(700))
+        );
+        assert_eq!((m.gzip, t.gzip), (true, false));
+    }
+
+    #[test]
+    fn one_signal_alone_is_exported_alone() {
+        let s = OtlpConfig::default()
+            .resolve(env(&[(
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://m:4318/x",
+            )]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.metrics.unwrap().endpoint.as_str(), "http://m:4318/x");
+        assert_eq!(s.traces, None);
+        let s = OtlpConfig::default()
+            .resolve(env(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://t:4318/y",
+            )]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.metrics, s.traces.is_some()), (None, true));
+    }
+
+    #[test]
+    fn tls_files_are_read_at_start_and_a_half_pair_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let ca = ca.to_str().unwrap();
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318");
+        let s = OtlpConfig::default()
+            .resolve(env(&[base, ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", ca)]))
+            .unwrap()
+            .unwrap();
+        assert!(s.metrics.unwrap().tls.ca.is_some());
+        assert_eq!(s.traces.unwrap().tls, TlsFiles::default());
+        let err = OtlpConfig::default()
+            .resolve(env(&[base, ("OTEL_EXPORTER_OTLP_CLIENT_KEY", ca)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("OTEL_EXPORTER_OTLP_CLIENT_KEY="), "{err}");
+        let err = OtlpConfig::default()
+            .resolve(env(&[
+                base,
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent.pem"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read the PEM file"), "{err}");
+    }
+
+    #[test]
+    fn the_metric_export_interval_variable_sets_the_period_when_the_config_does_not() {
+        let config = TelemetryConfig::default();
+        let with = |v: &str| config.with_env_interval(env(&[("OTEL_METRIC_EXPORT_INTERVAL", v)]));
+        assert_eq!(with("30000").unwrap().interval(), Duration::from_secs(30));
+        assert_eq!(
+            config.interval(),
+            Duration::from_secs(15),
+            "the spec's default is 60 s; ours 15 s"
+        );
+        for bad in ["500", "soon", "-1"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("OTEL_METRIC_EXPORT_INTERVAL="),
+                "{bad}: {err}"
+            );
+        }
+        // The default 5 s scrape timeout is cut to a shorter period.
+        let fast = with("1000").unwrap();
+        assert_eq!((fast.interval_ms, fast.timeout_ms), (Some(1_000), 1_000));
+        let mut errors = Vec::new();
+        fast.validate(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let explicit = TelemetryConfig {
+            interval_ms: Some(2_000),
+            ..Default::default()
+        };
+        let kept = explicit
+            .with_env_interval(env(&[("OTEL_METRIC_EXPORT_INTERVAL", "30000")]))
+            .unwrap();
+        assert_eq!(kept.interval(), Duration::from_secs(2), "the config wins");
     }
 }

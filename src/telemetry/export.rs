@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 
 use st2_basics::{GiveUp, RetryPolicy};
 
-use super::config::{OtlpSettings, Protocol};
+use super::config::{OtlpSettings, Protocol, SignalSettings, TlsFiles};
 
 /// Why an export did not land.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +55,10 @@ pub enum ExportError {
         /// What it asked for.
         wait: Duration,
     },
-    /// The endpoint cannot be used for gRPC.
-    #[error("telemetry.otlp.endpoint {endpoint} cannot be used for gRPC: {reason}")]
+    /// The endpoint or its TLS files cannot be used.
+    #[error(
+        "the OTLP metrics endpoint {endpoint} cannot be used: {reason}; check telemetry.otlp and OTEL_EXPORTER_OTLP_[METRICS_]*"
+    )]
     Endpoint {
         /// Where.
         endpoint: String,
@@ -84,43 +86,63 @@ struct Failure {
 /// Sends metrics to one collector; cheap to clone.
 #[derive(Clone)]
 pub struct MetricsExporter {
-    settings: OtlpSettings,
+    settings: SignalSettings,
+    max_attempts: u32,
+    backoff: st2_basics::BackoffConfig,
     http: reqwest::Client,
     grpc: Option<MetricsServiceClient<Channel>>,
 }
 
 impl MetricsExporter {
-    /// An exporter for `settings` (gRPC connects lazily, on the first export).
+    /// An exporter for the metrics signal of `settings` (gRPC connects lazily, on the first
+    /// export); an error when `settings` has no metrics endpoint.
     pub fn new(settings: OtlpSettings) -> Result<Self, ExportError> {
-        let endpoint = settings.metrics_endpoint.to_string();
-        let grpc = match settings.protocol {
+        let Some(signal) = settings.metrics else {
+            return Err(ExportError::Endpoint {
+                endpoint: "(none)".into(),
+                reason: "no metrics endpoint is configured".into(),
+            });
+        };
+        let endpoint = signal.endpoint.to_string();
+        let unusable = |reason: String| ExportError::Endpoint {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        let grpc = match signal.protocol {
             Protocol::HttpProtobuf => None,
             Protocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| ExportError::Endpoint {
-                        endpoint: endpoint.clone(),
-                        reason: e.to_string(),
-                    })?
-                    .timeout(settings.timeout)
-                    .connect_timeout(settings.timeout)
-                    .connect_lazy();
+                let mut channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                    .map_err(|e| unusable(e.to_string()))?
+                    .timeout(signal.timeout)
+                    .connect_timeout(signal.timeout);
+                if signal.endpoint.scheme() == "https" {
+                    channel = channel
+                        .tls_config(tonic_tls(&signal.tls))
+                        .map_err(|e| unusable(e.to_string()))?;
+                }
+                let channel = channel.connect_lazy();
                 let mut client = MetricsServiceClient::new(channel);
-                if settings.gzip {
+                if signal.gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
                 Some(client)
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ExportError::Endpoint {
-                endpoint: endpoint.clone(),
-                reason: e.to_string(),
-            })?;
+        let (roots, identity) = reqwest_tls(&signal.tls).map_err(&unusable)?;
+        let mut http = reqwest::Client::builder()
+            .timeout(signal.timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        for root in roots {
+            http = http.add_root_certificate(root);
+        }
+        if let Some(identity) = identity {
+            http = http.identity(identity);
+        }
+        let http = http.build().map_err(|e| unusable(e.to_string()))?;
         Ok(Self {
-            settings,
+            settings: signal,
+            max_attempts: settings.max_attempts,
+            backoff: settings.backoff,
             http,
             grpc,
         })
@@ -128,7 +150,7 @@ impl MetricsExporter {
 
     /// Where the metrics go.
     pub fn endpoint(&self) -> &str {
-        self.settings.metrics_endpoint.as_str()
+        self.settings.endpoint.as_str()
     }
 
     /// Sends `request`, retrying what may pass.
@@ -137,8 +159,8 @@ impl MetricsExporter {
         request: &ExportMetricsServiceRequest,
     ) -> Result<Exported, ExportError> {
         let endpoint = self.endpoint().to_string();
-        let mut retry = RetryPolicy::new(self.settings.backoff.clone())
-            .max_attempts(self.settings.max_attempts)
+        let mut retry = RetryPolicy::new(self.backoff.clone())
+            .max_attempts(self.max_attempts)
             .start();
         loop {
             let outcome = match &self.grpc {
@@ -191,7 +213,7 @@ impl MetricsExporter {
         let mut body = request.encode_to_vec();
         let mut builder = self
             .http
-            .post(self.settings.metrics_endpoint.clone())
+            .post(self.settings.endpoint.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
         if self.settings.gzip {
             body = gzip(&body);
@@ -260,6 +282,41 @@ impl MetricsExporter {
             }
         }
     }
+}
+
+/// The extra CA certificates and the client identity of `tls`, as reqwest takes them (the
+/// async metrics client and the blocking span client alike).
+pub(crate) fn reqwest_tls(
+    tls: &TlsFiles,
+) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>), String> {
+    let roots = match &tls.ca {
+        Some(pem) => reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+            format!("the CA certificate (OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE) is not PEM: {e}")
+        })?,
+        None => Vec::new(),
+    };
+    let identity = match &tls.identity {
+        Some((cert, key)) => Some(
+            reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).map_err(|e| {
+                format!("the client certificate and key (OTEL_EXPORTER_OTLP_[SIGNAL_]CLIENT_*) are not a PEM pair: {e}")
+            })?,
+        ),
+        None => None,
+    };
+    Ok((roots, identity))
+}
+
+/// `tls` for a tonic channel: the system roots, the extra CA and the client identity.
+pub(crate) fn tonic_tls(tls: &TlsFiles) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, Identity};
+    let mut config = tonic::transport::ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = &tls.ca {
+        config = config.ca_certificate(Certificate::from_pem(ca));
+    }
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    config
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {

@@ -2,13 +2,16 @@
 //! statsd exporter), [`parse`] reads the page, [`normalize`] turns it into the OpenTelemetry
 //! metric model with st2's keys as attributes ([`st2`] knows the keys), and [`export`] sends
 //! it over OTLP. [`own`] is the adapter's own telemetry (a span per dispatch, Portarium's
-//! action metrics, `GET /metrics`); [`spans`] exports its spans.
+//! action metrics, `GET /metrics`); [`spans`] exports its spans and [`logs`]
+//! writes log lines as Portarium's own.
 
 pub mod config;
 pub mod export;
+pub mod logs;
 pub mod normalize;
 pub mod own;
 pub mod parse;
+pub mod process;
 pub mod scrape;
 pub mod spans;
 pub mod st2;
@@ -17,7 +20,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::sync::watch;
 use url::Url;
 
-pub use config::{OtlpConfig, OtlpSettings, Protocol, TelemetryConfig};
+pub use config::{OtlpConfig, OtlpSettings, Protocol, SignalSettings, TelemetryConfig, TlsFiles};
 pub use own::{observe_dispatch, watch_streams};
 
 /// Why telemetry could not start.
@@ -46,12 +49,17 @@ impl Telemetry {
     /// endpoint is configured (here or in `OTEL_EXPORTER_OTLP_*`), scraping when targets are.
     /// Call inside the tokio runtime.
     pub fn start(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
-        let settings = config.otlp.resolve(|k| std::env::var(k).ok())?;
-        let provider = match &settings {
-            Some(s) => Some(spans::tracer_provider(s)?),
+        let env = |k: &str| std::env::var(k).ok();
+        let config = &config.with_env_interval(env)?;
+        let settings = config.otlp.resolve(env)?;
+        let provider = match settings.as_ref().and_then(|s| s.traces.as_ref()) {
+            Some(traces) => Some(spans::tracer_provider(traces)?),
             None => None,
         };
-        let exporter = settings.map(export::MetricsExporter::new).transpose()?;
+        let exporter = settings
+            .filter(|s| s.metrics.is_some())
+            .map(export::MetricsExporter::new)
+            .transpose()?;
         let (stop, mut stopped) = watch::channel(false);
         let task = (exporter.is_some() || !config.targets.is_empty()).then(|| {
             let targets = config

@@ -629,7 +629,8 @@ fn attribute(label: &str, value: &str) -> KeyValue {
     }
 }
 
-fn bool_attribute(key: &str, value: bool) -> KeyValue {
+/// A boolean attribute.
+pub(crate) fn bool_attribute(key: &str, value: bool) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
@@ -887,5 +888,36 @@ mod tests {
             p.attributes[0].value.as_ref().unwrap().value,
             Some(any_value::Value::IntValue(201))
         );
+    }
+}
+
+#[cfg(test)]
+mod st2_names {
+    use super::*;
+    use crate::telemetry::parse::parse;
+
+    #[test]
+    fn every_mapped_st2_metric_is_named_under_st2() {
+        // st2's request timer lacks the attributes OTel's stable http.server.request.duration
+        // requires, so it must not take that name.
+        let mut n = Normalizer::new(Limits::default(), None);
+        let out = n.normalize(
+            &parse(
+                "# TYPE st2_http_request_duration_seconds histogram\n\
+                 st2_http_request_duration_seconds_bucket{service=\"api\",le=\"+Inf\"} 2\n\
+                 st2_http_request_duration_seconds_sum{service=\"api\"} 0.5\n\
+                 st2_http_request_duration_seconds_count{service=\"api\"} 2\n",
+            ),
+            1_000_000_000,
+        );
+        let names: Vec<&str> = out.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["st2.http.server.request.duration"]);
+        for def in crate::telemetry::st2::DESCRIPTORS {
+            assert!(
+                def.otel.starts_with("st2."),
+                "{} is not under st2.",
+                def.otel
+            );
+        }
     }
 }

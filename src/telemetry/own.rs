@@ -121,6 +121,12 @@ const DEFS: &[Def] = &[
         unit: "1",
         help: "1 when st2 answered the last readiness probe with our credentials accepted, else 0.",
     },
+    Def {
+        name: "portarium.st2.build_info",
+        kind: Instrument::UpDown,
+        unit: "1",
+        help: "Always 1; the labels name the running build (version, revision).",
+    },
 ];
 
 const M_SUCCEEDED: usize = 0;
@@ -140,6 +146,20 @@ pub(crate) const M_DROPPED: usize = 8;
 pub(crate) const M_EXPORTS: usize = 9;
 const M_REFUSED_CATCHUPS: usize = 10;
 const M_ST2_UP: usize = 11;
+const M_BUILD_INFO: usize = 12;
+
+/// Metrics without labels, and so with one series known from the start: present at 0 before
+/// their first event, as Prometheus conventions ask (a rate over a missing series is empty,
+/// not 0).
+const AT_ZERO_FROM_START: [usize; 3] = [M_IN_FLIGHT, M_RECONNECTS, M_REFUSED_CATCHUPS];
+
+/// `pack.version` when the version is not known (no pack gate, or it refused the pack before
+/// reading it): Portarium's own default for an unknown pack version.
+pub const UNKNOWN_PACK_VERSION: &str = "0.0.0";
+
+/// Attribute Portarium's pack observability spec puts on every pack span and metric: the
+/// adapter's telemetry holds no tenant, principal or correlation id, nor parameter values.
+pub const PII_SAFE: &str = "telemetry.pii_safe";
 
 /// Label sets per metric before new ones fold into the overflow series.
 const MAX_LABEL_SETS: usize = 1_000;
@@ -163,10 +183,7 @@ pub struct Registry {
     cells: Mutex<BTreeMap<(usize, Labels), Cell>>,
 }
 
-static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
-    start_ns: now_ns(),
-    cells: Mutex::new(BTreeMap::new()),
-});
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry::new(now_ns()));
 
 /// The process-wide registry.
 pub fn metrics() -> &'static Registry {
@@ -186,6 +203,32 @@ pub fn now_ns() -> u64 {
 }
 
 impl Registry {
+    /// A registry counting from `start_ns`, with the build info and the unlabelled metrics
+    /// already at their first value.
+    fn new(start_ns: u64) -> Self {
+        let registry = Self {
+            start_ns,
+            cells: Mutex::new(BTreeMap::new()),
+        };
+        for id in AT_ZERO_FROM_START {
+            registry.declare(id, Vec::new());
+        }
+        registry.set(
+            M_BUILD_INFO,
+            vec![
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("revision", env!("PORTARIUM_BUILD_COMMIT").to_string()),
+            ],
+            1.0,
+        );
+        registry
+    }
+
+    /// Makes the series `labels` of metric `id` present (at 0) before its first event.
+    pub(crate) fn declare(&self, id: usize, labels: Labels) {
+        self.update(id, labels, |_| {});
+    }
+
     fn update(&self, id: usize, mut labels: Labels, change: impl FnOnce(&mut Cell)) {
         labels.sort();
         let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
@@ -284,6 +327,7 @@ impl Registry {
                 }
             }
         }
+        out.push_str(&super::process::prometheus_text());
         out
     }
 
@@ -302,7 +346,14 @@ impl Registry {
                     return None;
                 }
                 let attrs = |labels: &Labels| -> Vec<KeyValue> {
-                    labels.iter().map(|(k, v)| string_attribute(k, v)).collect()
+                    labels
+                        .iter()
+                        .map(|(k, v)| match *k {
+                            // A boolean, as Portarium writes it; Prometheus labels are text.
+                            PII_SAFE => super::normalize::bool_attribute(k, v == "true"),
+                            _ => string_attribute(k, v),
+                        })
+                        .collect()
                 };
                 let number = |labels: &Labels, v: f64, start: u64| NumberDataPoint {
                     attributes: attrs(labels),
@@ -489,11 +540,13 @@ impl Drop for InFlight {
 /// Runs one dispatch inside its span, continuing the caller's trace, and records Portarium's
 /// action metrics for the dispatches that wait for an outcome (a dry run or a start has
 /// none). Tenant and correlation ids are not span attributes: `tenant.id` rides along only to
-/// be moved onto the resource by the span exporter.
+/// be moved onto the resource by the span exporter. `pack_version` tells, once the dispatch
+/// ran, the pack's installed version if it is known without an st2 call.
 pub async fn observe_dispatch(
     req: &DispatchRequest,
     mode: Mode,
     run: impl Future<Output = Result<Dispatched, DispatchError>>,
+    pack_version: impl Fn(&str) -> Option<String>,
 ) -> Result<Dispatched, DispatchError> {
     let (pack, operation) = pack_and_operation(req);
     // The request span around the dispatch belongs to the tenant too: without it the root of
@@ -501,24 +554,31 @@ pub async fn observe_dispatch(
     tracing::Span::current().record(super::spans::TENANT_ATTRIBUTE, req.tenant_id.as_str());
     let span = match mode {
         Mode::DryRun => {
-            tracing::info_span!("workflow.action.validate", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, tenant.id = %req.tenant_id)
+            tracing::info_span!("workflow.action.validate", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, pack.version = Empty, telemetry.pii_safe = true, action.outcome = Empty, errorKind = Empty, tenant.id = %req.tenant_id)
         }
         Mode::Start => {
-            tracing::info_span!("workflow.action.start", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, st2.execution.id = Empty, st2.execution.status = Empty, tenant.id = %req.tenant_id)
+            tracing::info_span!("workflow.action.start", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, pack.version = Empty, telemetry.pii_safe = true, action.outcome = Empty, errorKind = Empty, st2.execution.id = Empty, st2.execution.status = Empty, tenant.id = %req.tenant_id)
         }
         Mode::Wait(_) => {
-            tracing::info_span!("workflow.action.execute", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, action.outcome = Empty, errorKind = Empty, st2.execution.id = Empty, st2.execution.status = Empty, tenant.id = %req.tenant_id)
+            tracing::info_span!("workflow.action.execute", otel.kind = "server", otel.status_code = Empty, action.id = %req.action_id, action.operation = %operation, pack.id = %pack, pack.version = Empty, telemetry.pii_safe = true, action.outcome = Empty, errorKind = Empty, st2.execution.id = Empty, st2.execution.status = Empty, tenant.id = %req.tenant_id)
         }
     };
     if let Some(trace) = &req.trace {
         continue_trace(&span, trace);
     }
     let waits = matches!(mode, Mode::Wait(_));
-    let labels: Labels = vec![("action.operation", operation), ("pack.id", pack)];
     let _in_flight = waits.then(InFlight::enter);
     let started = Instant::now();
     let result = run.instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let version = pack_version(&pack).unwrap_or_else(|| UNKNOWN_PACK_VERSION.to_string());
+    span.record("pack.version", version.as_str());
+    let labels: Labels = vec![
+        ("action.operation", operation),
+        ("pack.id", pack),
+        ("pack.version", version),
+        (PII_SAFE, "true".to_string()),
+    ];
     if result.as_ref().err().map(|e| e.kind) != Some(ErrorKind::FlowNotFound) {
         learn_ref(req.flow_ref.trim());
     }
@@ -593,10 +653,7 @@ mod tests {
     use crate::telemetry::parse::{Value, parse};
 
     fn fresh() -> Registry {
-        Registry {
-            start_ns: 1,
-            cells: Mutex::new(BTreeMap::new()),
-        }
+        Registry::new(1)
     }
 
     #[test]

@@ -125,6 +125,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The `server.address` label of this target's own metrics.
+    fn address(&self) -> String {
+        self.url.host_str().unwrap_or_default().to_string()
+    }
+
     /// A target at `url` normalized under `config`'s caps and prefix.
     pub fn new(url: Url, config: &TelemetryConfig) -> Self {
         let limits = Limits {
@@ -162,10 +167,7 @@ impl Target {
         self.normalizer.learn_refs(own::learned_refs());
         let fetched = fetch(client, &self.url, max_bytes).await;
         let now = now_ns();
-        let target = vec![(
-            "server.address",
-            self.url.host_str().unwrap_or_default().to_string(),
-        )];
+        let target = vec![("server.address", self.address())];
         let (page, error) = match fetched {
             Ok(text) => (parse(&text), None),
             Err(e) => (Exposition::default(), Some(e)),
@@ -282,6 +284,23 @@ pub async fn run(
     let client = client(config.timeout());
     let interval = config.interval();
     let failing = BackoffConfig::new(interval, interval * 8);
+    // Every counter whose label values are known now is on /metrics at 0 from the start.
+    for t in &targets {
+        let address = ("server.address", t.address());
+        for outcome in ["ok", "error"] {
+            metrics().declare(
+                M_SCRAPES,
+                vec![address.clone(), ("outcome", outcome.to_string())],
+            );
+        }
+        metrics().declare(M_REJECTED, vec![address.clone()]);
+        metrics().declare(M_DROPPED, vec![address]);
+    }
+    if exporter.is_some() {
+        for outcome in ["ok", "error"] {
+            metrics().declare(M_EXPORTS, vec![("outcome", outcome.to_string())]);
+        }
+    }
     tokio::pin!(shutdown);
     loop {
         let now = tokio::time::Instant::now();
@@ -412,5 +431,27 @@ fn number_text(p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> 
         Some(Value::AsDouble(v)) => v.to_string(),
         Some(Value::AsInt(v)) => v.to_string(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counters_of_configured_targets_are_on_the_page_at_zero_from_the_start() {
+        // A loopback address no other test scrapes, on a port nothing listens on.
+        let url = Url::parse("http://127.0.0.77:9/metrics").unwrap();
+        let config = TelemetryConfig::default();
+        let targets = vec![Target::new(url, &config)];
+        run(config, targets, None, async {}).await;
+        let page = metrics().prometheus_text();
+        for line in [
+            "portarium_st2_scrapes_total{outcome=\"ok\",server_address=\"127.0.0.77\"} 0\n",
+            "portarium_st2_scrapes_total{outcome=\"error\",server_address=\"127.0.0.77\"} 1\n",
+            "portarium_st2_scrape_dropped_series_total{server_address=\"127.0.0.77\"} 0\n",
+        ] {
+            assert!(page.contains(line), "{line} missing from:\n{page}");
+        }
     }
 }

@@ -31,7 +31,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::config::{OtlpSettings, Protocol};
+use super::config::{Protocol, SignalSettings};
 
 /// The span attribute that carries the tenant as far as the exporter, never further.
 pub const TENANT_ATTRIBUTE: &str = "tenant.id";
@@ -207,18 +207,32 @@ pub fn instance_id() -> &'static str {
 }
 
 fn build_exporter(
-    settings: &OtlpSettings,
+    settings: &SignalSettings,
     resource: &Resource,
 ) -> Result<opentelemetry_otlp::SpanExporter, SpanSetupError> {
-    let endpoint = settings.traces_endpoint.to_string();
+    let endpoint = settings.endpoint.to_string();
+    let setup = |reason: String| SpanSetupError {
+        endpoint: endpoint.clone(),
+        reason,
+    };
     let headers: HashMap<String, String> = settings.headers.iter().cloned().collect();
+    let compression = settings
+        .gzip
+        .then_some(opentelemetry_otlp::Compression::Gzip);
     let built = match settings.protocol {
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(settings.timeout)
-            .with_headers(headers)
-            .build(),
+        Protocol::HttpProtobuf => {
+            let client = blocking_client(settings).map_err(&setup)?;
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_endpoint(endpoint.clone())
+                .with_timeout(settings.timeout)
+                .with_headers(headers);
+            if let Some(c) = compression {
+                builder = builder.with_compression(c);
+            }
+            builder.build()
+        }
         Protocol::Grpc => {
             let mut metadata = tonic::metadata::MetadataMap::new();
             for (k, v) in &headers {
@@ -229,12 +243,18 @@ fn build_exporter(
                     metadata.insert(key, value);
                 }
             }
-            opentelemetry_otlp::SpanExporter::builder()
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
                 .with_timeout(settings.timeout)
-                .with_metadata(metadata)
-                .build()
+                .with_metadata(metadata);
+            if settings.endpoint.scheme() == "https" {
+                builder = builder.with_tls_config(super::export::tonic_tls(&settings.tls));
+            }
+            if let Some(c) = compression {
+                builder = builder.with_compression(c);
+            }
+            builder.build()
         }
     };
     let mut exporter = built.map_err(|e| SpanSetupError {
@@ -245,9 +265,29 @@ fn build_exporter(
     Ok(exporter)
 }
 
+/// The SDK's HTTP span export runs on its own thread with a blocking client; this one carries
+/// the timeout and the TLS files. Built on a thread of its own: a blocking client holds a
+/// runtime, which may be neither built nor dropped inside the async one.
+fn blocking_client(settings: &SignalSettings) -> Result<reqwest::blocking::Client, String> {
+    let (roots, identity) = super::export::reqwest_tls(&settings.tls)?;
+    let timeout = settings.timeout;
+    std::thread::spawn(move || {
+        let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        builder.build().map_err(|e| e.to_string())
+    })
+    .join()
+    .map_err(|_| "building the HTTP client panicked".to_string())?
+}
+
 /// A tracer provider exporting to `settings`. Call from inside the tokio runtime (a gRPC
 /// channel needs it); shut it down with `tokio::task::spawn_blocking(move || provider.shutdown())`.
-pub fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, SpanSetupError> {
+pub fn tracer_provider(settings: &SignalSettings) -> Result<SdkTracerProvider, SpanSetupError> {
     let base = adapter_resource();
     let router = TenantRouter {
         exporter: Arc::new(tokio::sync::Mutex::new(build_exporter(settings, &base)?)),

@@ -136,7 +136,10 @@ pub const DESCRIPTORS: &[Descriptor] = &[
     ),
     d(
         "st2_http_request_duration_seconds",
-        "http.server.request.duration",
+        // Not OTel's stable `http.server.request.duration`: st2's timer has none of the
+        // attributes that metric requires (method, scheme, route, status), and its stream
+        // timer measures connection lifetimes, not requests.
+        "st2.http.server.request.duration",
         "s",
         "Request time per st2 service (stream: connection lifetime).",
     ),

@@ -125,7 +125,7 @@ fn run_starts_an_action_follows_its_output_and_exits_by_outcome() {
     let (code, stdout, _) = run(&["--follow", "examples.output", "lines=3", "interval_ms=20"]);
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("line 1\nline 2\nline 3\n"), "{stdout}");
-    assert!(stdout.contains("\"status\": \"succeeded\""), "{stdout}");
+    assert!(stdout.contains("\nstatus: succeeded"), "{stdout}");
 
     let (code, stdout, _) = run(&["examples.fail"]);
     assert_eq!(code, Some(1), "{stdout}");

@@ -218,7 +218,7 @@ async fn refused_events_name_the_problem_and_never_reach_st2() {
         body["error"]
             .as_str()
             .unwrap()
-            .contains("data.approvalId must be string"),
+            .contains("data.approvalId: the value is not of type \"string\""),
         "{body}"
     );
 
@@ -394,7 +394,7 @@ fn events_config_is_checked_naming_the_field_and_takes_env_overrides() {
         "{base}events:\n  lifecycle: {{governed_packs: [itsm]}}\n  inbound:\n    classes:\n\
          \x20     - {{type: com.portarium.run.RunStarted}}\n\
          \x20     - {{type: other.Thing, trigger: a.b}}\n\
-         \x20     - {{type: com.portarium.x.Y, trigger: a.b, schema: {{pattern: x}}}}\n"
+         \x20     - {{type: com.portarium.x.Y, trigger: a.b, schema: {{type: colour}}}}\n"
     );
     let err = Config::from_yaml(&bad, "test", std::iter::empty())
         .unwrap_err()

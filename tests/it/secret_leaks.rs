@@ -305,7 +305,7 @@ async fn no_secret_leaves(secrets_hidden: bool) {
     );
     let logs = served.logs.lock().unwrap().clone();
     assert!(
-        logs.contains("TRACE") || logs.contains("\"level\":\"TRACE\""),
+        logs.contains("TRACE") || logs.contains("\"level\":\"trace\""),
         "trace logs captured"
     );
     let audit_text = std::fs::read_to_string(&audit).unwrap();

@@ -26,7 +26,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use portarium_st2::config::Config;
 use portarium_st2::telemetry::export::{ExportError, MetricsExporter};
 use portarium_st2::telemetry::scrape::Target;
-use portarium_st2::telemetry::{OtlpSettings, Protocol, Telemetry, TelemetryConfig};
+use portarium_st2::telemetry::{
+    OtlpSettings, Protocol, SignalSettings, Telemetry, TelemetryConfig,
+};
 use prost::Message;
 use serde_json::json;
 use st2_emulator::{Emulator, EmulatorOptions};
@@ -348,8 +350,18 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
         (number(&p), attr(&p.attributes, "pack.id").as_deref()),
         (3.0, Some("metered"))
     );
+    // Portarium's pack observability attributes; pii_safe is a boolean over OTLP.
+    assert_eq!(
+        attr(&p.attributes, "pack.version").as_deref(),
+        Some("0.0.0")
+    );
+    assert!(p.attributes.iter().any(|kv| kv.key == "telemetry.pii_safe"
+        && matches!(
+            kv.value.as_ref().and_then(|v| v.value.as_ref()),
+            Some(any_value::Value::BoolValue(true))
+        )));
     let page = http.get(format!("{base}/metrics")).send_text().await;
-    assert!(page.contains("portarium_action_failed_total{action_operation=\"metered.fail\",errorKind=\"RemoteError\",pack_id=\"metered\"} 1"), "{page}");
+    assert!(page.contains("portarium_action_failed_total{action_operation=\"metered.fail\",errorKind=\"RemoteError\",pack_id=\"metered\",pack_version=\"0.0.0\",telemetry_pii_safe=\"true\"} 1"), "{page}");
     assert!(
         page.contains("portarium_action_duration_ms_bucket{"),
         "{page}"
@@ -386,6 +398,24 @@ async fn dispatches_reach_the_collector_as_st2_counters_and_continued_spans() {
                 "{kv:?}"
             );
         }
+        // Portarium's pack observability spec: no pack gate here, so the version is unknown.
+        assert_eq!(
+            attr(&span.attributes, "pack.version").as_deref(),
+            Some("0.0.0")
+        );
+        assert!(
+            span.attributes
+                .iter()
+                .any(|kv| kv.key == "telemetry.pii_safe"
+                    && kv.value.as_ref().and_then(|v| v.value.clone())
+                        == Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(
+                                true
+                            )
+                        )),
+            "{:?}",
+            span.attributes
+        );
         let op = attr(&span.attributes, "action.operation").unwrap();
         let execution = attr(&span.attributes, "st2.execution.id").unwrap();
         assert_eq!(execution.len(), 24, "{execution}");
@@ -538,13 +568,17 @@ async fn scrapes_undo_gzip_and_refuse_oversized_pages() {
 }
 
 fn settings(endpoint: Url, protocol: Protocol) -> OtlpSettings {
-    OtlpSettings {
-        metrics_endpoint: endpoint.clone(),
-        traces_endpoint: endpoint,
+    let signal = SignalSettings {
+        endpoint,
         protocol,
         headers: vec![("x-api-key".into(), "k".into())],
         timeout: Duration::from_secs(2),
         gzip: true,
+        tls: Default::default(),
+    };
+    OtlpSettings {
+        metrics: Some(signal.clone()),
+        traces: Some(signal),
         max_attempts: 3,
         backoff: st2_basics::BackoffConfig::new(Duration::from_millis(10), Duration::from_secs(5)),
     }

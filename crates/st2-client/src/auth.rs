@@ -26,6 +26,8 @@ pub(crate) enum Auth {
     ApiKey(Secret),
     /// `X-Auth-Token` from `POST /auth/v1/tokens`.
     Token(TokenManager),
+    /// `X-Auth-Token` given in the config; never renewed, so a 401 is final.
+    FixedToken(Secret),
 }
 
 /// One credential header to attach to a request.
@@ -55,6 +57,9 @@ impl Auth {
     pub fn from_config(config: &St2Config) -> Result<Self, St2Error> {
         match (&config.api_key, &config.username, &config.password) {
             (Some(key), _, _) => Ok(Self::ApiKey(key.clone())),
+            (None, None, _) if config.auth_token.is_some() => Ok(Self::FixedToken(
+                config.auth_token.clone().expect("checked just above"),
+            )),
             (None, Some(username), Some(password)) => Ok(Self::Token(TokenManager {
                 login: Login {
                     username: username.clone(),
@@ -183,7 +188,8 @@ impl TokenManager {
     }
 }
 
-fn token_credential(token: &Secret) -> Credential {
+/// The token credential.
+pub(crate) fn token_credential(token: &Secret) -> Credential {
     Credential {
         name: TOKEN_HEADER,
         value: token.clone(),

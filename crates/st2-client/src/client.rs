@@ -235,6 +235,7 @@ impl St2Client {
     async fn credential(&self) -> Result<Credential, St2Error> {
         match &self.inner.auth {
             Auth::ApiKey(key) => Ok(auth::api_key_credential(key)),
+            Auth::FixedToken(token) => Ok(auth::token_credential(token)),
             Auth::Token(tokens) => {
                 tokens
                     .credential(async |login: &Login| self.login(login).await)

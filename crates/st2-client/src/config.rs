@@ -29,6 +29,10 @@ pub struct St2Config {
     /// API key sent as `St2-Api-Key` (literal, `env:NAME` or `file:PATH`). Preferred: it never expires.
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// A token st2 already issued (`st2 auth`, st2client's `ST2_AUTH_TOKEN`), sent as
+    /// `X-Auth-Token` as it is: never renewed, so a 401 once it expires is final.
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
     /// User for `POST /auth/v1/tokens`, when no API key is used.
     #[serde(default)]
     pub username: Option<String>,
@@ -138,6 +142,7 @@ impl St2Config {
             auth_url: None,
             stream_url: None,
             api_key: Some(api_key),
+            auth_token: None,
             username: None,
             password: None,
             token_ttl: None,
@@ -171,6 +176,7 @@ impl St2Config {
     ) -> Self {
         Self {
             api_key,
+            auth_token: None,
             username,
             password,
             ..self.clone()
@@ -237,7 +243,14 @@ impl St2Config {
                 }
             }
         }
+        if self.auth_token.is_some() && (self.api_key.is_some() || self.username.is_some()) {
+            bad(
+                "st2.auth_token",
+                "set with st2.api_key or st2.username; choose one way to authenticate".into(),
+            );
+        }
         match (&self.api_key, &self.username, &self.password) {
+            (None, None, _) if self.auth_token.is_some() => {}
             (Some(_), Some(_), _) => bad(
                 "st2.username",
                 "st2.api_key and st2.username are both set; choose one way to authenticate".into(),
@@ -248,7 +261,7 @@ impl St2Config {
             ),
             (None, None, _) => bad(
                 "st2.api_key",
-                "no st2 credentials: set st2.api_key (recommended) or st2.username and st2.password".into(),
+                "no st2 credentials: set st2.api_key (recommended), st2.auth_token, or st2.username and st2.password".into(),
             ),
             (None, Some(user), None) => bad(
                 "st2.password",

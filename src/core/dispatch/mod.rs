@@ -148,6 +148,12 @@ impl Dispatcher {
         Ok(action)
     }
 
+    /// The installed version of `pack` the pack gate last read, if there is a gate and it
+    /// did; no st2 call.
+    pub fn pack_version(&self, pack: &str) -> Option<String> {
+        self.gate.as_ref()?.known_version(pack)
+    }
+
     /// The st2 client this dispatcher uses (with its tenant's credentials).
     pub fn st2(&self) -> &St2Client {
         &self.st2

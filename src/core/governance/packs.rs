@@ -32,55 +32,58 @@ pub const PERMISSIVE_LICENSES: [&str; 9] = [
     "Unlicense",
 ];
 
-/// A version as packs write it: dotted numbers, then an optional pre-release tail
-/// (`3.10dev`, `1.2.0-rc1`), which sorts before the same numbers without one.
+/// A pack version, ordered by SemVer 2.0 precedence: pre-release parts compare numerically
+/// where they are numbers (`rc.2 < rc.10`) and `+build` metadata is ignored.
 #[derive(Debug, Clone)]
-pub struct Version {
-    numbers: Vec<u64>,
-    pre: Option<String>,
-}
+pub struct Version(semver::Version);
 
 impl Version {
-    /// Parses `1`, `1.2`, `1.2.3`, `3.10dev`, `1.0.0-rc.1`; `None` when it has no leading number.
+    /// Parses `1`, `1.2`, `1.2.3`, `3.10dev`, `1.0.0-rc.1`, `1.0.0+build.5`; `None` when it
+    /// is not SemVer once st2's habits are normalized (see [`normalize_version`]).
     pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim().trim_start_matches('v');
-        let end = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (head, tail) = text.split_at(end);
-        let head = head.trim_end_matches('.');
-        if head.is_empty() {
-            return None;
-        }
-        let numbers = head
-            .split('.')
-            .map(|p| p.parse().ok())
-            .collect::<Option<Vec<u64>>>()?;
-        let tail = tail.trim_start_matches(['-', '+', '.']);
-        Some(Self {
-            numbers,
-            pre: (!tail.is_empty()).then(|| tail.to_string()),
-        })
+        semver::Version::parse(&normalize_version(text)?)
+            .ok()
+            .map(Self)
     }
+}
+
+/// st2 and its packs write versions SemVer does not accept: a leading `v`, one or two
+/// numbers (`3.10`), a pre-release glued to the numbers (`3.10dev`, `1.2.0.dev1`). This
+/// pads the numbers to three and puts a `-` before such a tail; `None` without a number.
+fn normalize_version(text: &str) -> Option<String> {
+    let text = text.trim();
+    let text = text.strip_prefix('v').unwrap_or(text);
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (head, tail) = text.split_at(end);
+    let head = head.trim_end_matches('.');
+    let numbers: Vec<&str> = head.split('.').collect();
+    if head.is_empty() || numbers.len() > 3 {
+        return None;
+    }
+    let mut out = numbers.join(".");
+    for _ in numbers.len()..3 {
+        out.push_str(".0");
+    }
+    match tail.chars().next() {
+        None => {}
+        Some('-' | '+') => out.push_str(tail),
+        Some(_) => {
+            out.push('-');
+            out.push_str(tail.trim_start_matches('.'));
+        }
+    }
+    Some(out)
 }
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        let len = self.numbers.len().max(other.numbers.len());
-        let at = |v: &Version, i: usize| v.numbers.get(i).copied().unwrap_or(0);
-        (0..len)
-            .map(|i| at(self, i).cmp(&at(other, i)))
-            .find(|o| o.is_ne())
-            .unwrap_or_else(|| match (&self.pre, &other.pre) {
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Greater,
-                (Some(_), None) => Ordering::Less,
-                (Some(a), Some(b)) => a.cmp(b),
-            })
+        self.0.cmp_precedence(&other.0)
     }
 }
 
-// `1.2` and `1.2.0` are the same version, so equality follows the ordering.
+// `1.2` and `1.2.0+b7` are the same version, so equality follows the ordering.
 impl PartialEq for Version {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other).is_eq()
@@ -96,7 +99,9 @@ impl PartialOrd for Version {
 }
 
 /// An allowed version range: comparators joined by commas, all of which must hold
-/// (`>=1.2, <2`, `=3.10dev`, `1.4.0`, `*`).
+/// (`>=1.2, <2`, `=3.10dev`, `1.4.0`, `*`). A bare version means exactly that version, and a
+/// pre-release is inside a range its precedence falls in (`2.0.0-rc.1` is `<2`), unlike
+/// Cargo's requirements: the policy records what a reviewer saw, not what a build may pick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRange {
     text: String,
@@ -165,7 +170,7 @@ pub struct PackReview {
     pub pack: String,
     /// Installed versions the review covers, e.g. `>=1.2, <2`.
     pub versions: VersionRange,
-    /// The SPDX license identifier the reviewer found.
+    /// The SPDX license expression the reviewer found (`Apache-2.0`, `MIT OR Apache-2.0`).
     pub license: String,
     /// Who reviewed it.
     pub reviewer: String,
@@ -180,7 +185,8 @@ pub struct PackReview {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PacksPolicy {
-    /// SPDX identifiers allowed; unset means [`PERMISSIVE_LICENSES`].
+    /// SPDX licenses allowed (each one id, optionally `WITH` an exception); unset means
+    /// [`PERMISSIVE_LICENSES`].
     #[serde(default)]
     pub allowed_licenses: Option<Vec<String>>,
     /// Every pack whose actions may run.
@@ -294,12 +300,22 @@ impl PacksPolicy {
         }
     }
 
-    /// Whether `license` may run in production under this policy.
+    /// Whether `license` may run in production under this policy: its SPDX expression holds
+    /// with only the allowed licenses (`MIT OR GPL-3.0-only` does, `MIT AND GPL-3.0-only`
+    /// does not). An expression that does not parse is never allowed.
     pub fn license_allowed(&self, license: &str) -> bool {
-        match &self.allowed_licenses {
-            Some(list) => list.iter().any(|l| l == license),
-            None => PERMISSIVE_LICENSES.contains(&license),
-        }
+        let allowed: Vec<spdx::Licensee> = match &self.allowed_licenses {
+            Some(list) => list
+                .iter()
+                .filter_map(|l| spdx::Licensee::parse(l).ok())
+                .collect(),
+            None => PERMISSIVE_LICENSES
+                .iter()
+                .filter_map(|l| spdx::Licensee::parse(l).ok())
+                .collect(),
+        };
+        spdx::Expression::parse(license)
+            .is_ok_and(|e| e.evaluate(|req| allowed.iter().any(|l| l.satisfies(req))))
     }
 
     /// The verdict for `pack` given its installed version (`None`: not installed).
@@ -341,11 +357,12 @@ fn problems(packs: &[(usize, PackReview)], allowed_licenses: Option<&[String]>) 
         } else if !seen.insert(&p.pack) {
             out.push(format!("{}: {} is reviewed twice", at("ref"), p.pack));
         }
-        if !is_spdx_id(&p.license) {
+        if let Err(e) = spdx::Expression::parse(&p.license) {
             out.push(format!(
-                "{}: {:?} is not an SPDX identifier such as Apache-2.0",
+                "{}: {:?} is not an SPDX license expression such as Apache-2.0 or MIT OR Apache-2.0 ({})",
                 at("license"),
-                p.license
+                p.license,
+                e.reason
             ));
         }
         if p.reviewer.trim().is_empty() {
@@ -372,9 +389,10 @@ fn problems(packs: &[(usize, PackReview)], allowed_licenses: Option<&[String]>) 
     }
     if let Some(allowed) = allowed_licenses {
         for (i, l) in allowed.iter().enumerate() {
-            if !is_spdx_id(l) {
+            if let Err(e) = spdx::Licensee::parse(l) {
                 out.push(format!(
-                    "allowedLicenses[{i}]: {l:?} is not an SPDX identifier"
+                    "allowedLicenses[{i}]: {l:?} is not one SPDX license id such as MIT ({})",
+                    e.reason
                 ));
             }
         }
@@ -393,17 +411,6 @@ fn part<T: serde::de::DeserializeOwned>(value: serde_norway::Value, at: &str) ->
         };
         format!("{path}: {}", e.inner())
     })
-}
-
-/// SPDX license ids (and `WITH`/`OR`/`AND` expressions of them) use letters, digits, `.-+`.
-fn is_spdx_id(text: &str) -> bool {
-    !text.is_empty()
-        && text.split(' ').all(|w| {
-            !w.is_empty()
-                && w.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'(' | b')')
-                })
-        })
 }
 
 /// What the policy says about one pack.
@@ -540,6 +547,16 @@ impl PackGate {
         }
     }
 
+    /// The installed version of `pack` as last read from st2, whatever its age; `None` when
+    /// it was never read or is not installed. Costs no st2 call (telemetry's `pack.version`).
+    pub fn known_version(&self, pack: &str) -> Option<String> {
+        self.versions
+            .lock()
+            .expect("cache lock")
+            .get(pack)
+            .and_then(|(_, v)| v.clone())
+    }
+
     async fn installed_version(
         &self,
         st2: &St2Client,
@@ -618,6 +635,77 @@ mod tests {
         assert!(v("3.10dev") > v("3.9.9"));
         assert!(v("v2.0.0-rc1") < v("2.0.0"));
         assert!(Version::parse("dev").is_none());
+    }
+
+    #[test]
+    fn versions_follow_semver_precedence() {
+        // Numeric pre-release parts compare as numbers, not text.
+        assert!(v("1.0.0-rc.10") > v("1.0.0-rc.2"));
+        assert!(v("1.0.0-alpha") < v("1.0.0-alpha.1"));
+        // `+build` is build metadata: the same version, not a pre-release of it.
+        assert!(v("1.0.0+build.5") == v("1.0.0"));
+        assert!(v("1.0.0+build.5") > v("1.0.0-rc.1"));
+        assert!(v("3.10dev+g1234") == v("3.10dev"));
+        // st2's PEP 440-style tails and short forms normalize before SemVer reads them.
+        assert!(v("1.2.0.dev1") < v("1.2.0"));
+        assert!(v("3.10") == v("3.10.0"));
+        assert!(Version::parse("1.2.3.4").is_none());
+        assert!(Version::parse("1.0.0-rc.01").is_none(), "leading zero");
+        assert!(
+            VersionRange::parse(">=1.0.0, <2")
+                .unwrap()
+                .contains(&v("1.0.0+build.5"))
+        );
+        assert!(
+            VersionRange::parse("=1.0.0-rc.10")
+                .unwrap()
+                .contains(&v("1.0.0-rc.10+b2"))
+        );
+        assert!(
+            !VersionRange::parse(">=1.0.0-rc.10")
+                .unwrap()
+                .contains(&v("1.0.0-rc.9"))
+        );
+    }
+
+    #[test]
+    fn licenses_are_spdx_expressions() {
+        let policy = |allowed: &str, license: &str| {
+            PacksPolicy::from_yaml(&format!(
+                "{allowed}packs:\n  - {{ref: p, versions: '*', license: '{license}', reviewer: ann, reviewedAt: 2026-11-01}}\n"
+            ))
+        };
+        let ok = |license: &str| policy("", license).unwrap().verdict("p", Some("1.0"));
+        assert_eq!(ok("MIT OR Apache-2.0"), Verdict::Approved);
+        assert_eq!(
+            ok("GPL-3.0-only OR MIT"),
+            Verdict::Approved,
+            "one allowed choice"
+        );
+        assert_eq!(ok("(MIT AND Zlib) OR GPL-3.0-only"), Verdict::Approved);
+        assert!(matches!(
+            ok("MIT AND GPL-3.0-only"),
+            Verdict::LicenseNotAllowed(_)
+        ));
+        let llvm = policy(
+            "allowedLicenses: ['Apache-2.0 WITH LLVM-exception']\n",
+            "Apache-2.0 WITH LLVM-exception",
+        )
+        .unwrap();
+        assert_eq!(llvm.verdict("p", Some("1")), Verdict::Approved);
+        assert!(
+            !llvm.license_allowed("Apache-2.0"),
+            "the exception is part of it"
+        );
+        let err = policy("allowedLicenses: [MIT OR Zlib, Nope-1]\n", "MIT OR").unwrap_err();
+        assert_names(
+            &err,
+            &[
+                "packs[0].license:",
+                "allowedLicenses[0]:",
+                "allowedLicenses[1]:",
+            ],
+        );
     }
 
     #[test]
