@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::core::governance::Governance;
 use crate::events::inbound::{TriggerTypeError, register_trigger_types};
 use crate::events::lifecycle::from_broadcast;
-use crate::events::{EventsError, Sinks, spawn_lifecycle, start_sinks};
+use crate::events::{EventsError, Reporter, Sinks, reporter, start_sinks};
 use crate::server::{DispatchState, Drain, Readiness, events};
 use st2_client::{St2Client, St2Error};
 
@@ -45,6 +45,7 @@ pub struct App {
     pub drain: Drain,
     sinks: Option<Sinks>,
     sink_workers: Vec<JoinHandle<()>>,
+    reporter: Option<Reporter>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -65,17 +66,14 @@ impl App {
         // report one execution: a single tracker over all of them dedupes per transition.
         let watchers = dispatch.watchers();
         crate::telemetry::watch_streams(&watchers);
-        if !watchers.is_empty() {
+        let reporter = (!watchers.is_empty()).then(|| {
             let snapshots = futures_util::stream::select_all(
                 watchers
                     .iter()
                     .map(|w| Box::pin(from_broadcast(w.updates()))),
             );
-            let tracker = spawn_lifecycle(snapshots, &config.events, sinks.clone());
-            background.push(tokio::spawn(async move {
-                let _ = tracker.await;
-            }));
-        }
+            reporter::spawn(snapshots, &config.events, sinks.clone(), &client)
+        });
         let (events_state, consumer) = events::EventsState::start(&config.events, dispatch.clone());
         background.extend(consumer);
         let drain = readiness.drain().clone();
@@ -92,6 +90,7 @@ impl App {
             drain,
             sinks: Some(sinks),
             sink_workers,
+            reporter,
             background,
         })
     }
@@ -109,21 +108,22 @@ impl App {
         Ok(base)
     }
 
-    /// Stops background work and lets the sinks deliver what they still hold (up to `flush`).
-    pub async fn shutdown(mut self, flush: Duration) {
+    /// Stops background work and lets the sinks deliver what they still hold, for at most
+    /// `grace` and no longer than that takes; then writes the last lifecycle checkpoint and
+    /// releases the lease (see [`Reporter::shutdown`]).
+    pub async fn shutdown(mut self, grace: Duration) {
         for task in &self.background {
             task.abort();
         }
         for w in self.dispatch.watchers() {
             w.shutdown();
         }
+        let meter = self.sinks.as_ref().map(Sinks::meter).unwrap_or_default();
         drop(self.sinks.take());
-        let workers = futures_util::future::join_all(self.sink_workers.drain(..));
-        if tokio::time::timeout(flush, workers).await.is_err() {
-            tracing::warn!(
-                "event sinks did not deliver everything within {} ms; the rest is lost (docs/events.md)",
-                flush.as_millis()
-            );
+        let workers = std::mem::take(&mut self.sink_workers);
+        match self.reporter.take() {
+            Some(r) => r.shutdown(workers, meter, grace).await,
+            None => reporter::drain(workers, meter, tokio::time::Instant::now() + grace).await,
         }
     }
 }

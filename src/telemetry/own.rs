@@ -121,6 +121,24 @@ const DEFS: &[Def] = &[
         unit: "1",
         help: "1 when st2 answered the last readiness probe with our credentials accepted, else 0.",
     },
+    Def {
+        name: "portarium.st2.events.checkpoint_resets",
+        kind: Instrument::Counter,
+        unit: "{start}",
+        help: "Lifecycle reporting that began from now for want of a usable checkpoint, by reason (missing, unreadable).",
+    },
+    Def {
+        name: "portarium.st2.events.reconciled_executions",
+        kind: Instrument::Counter,
+        unit: "{execution}",
+        help: "Executions read from st2 to report what happened while no replica reported.",
+    },
+    Def {
+        name: "portarium.st2.events.lease_held",
+        kind: Instrument::UpDown,
+        unit: "1",
+        help: "1 while this replica holds the lifecycle lease and reports, else 0.",
+    },
 ];
 
 const M_SUCCEEDED: usize = 0;
@@ -140,6 +158,9 @@ pub(crate) const M_DROPPED: usize = 8;
 pub(crate) const M_EXPORTS: usize = 9;
 const M_REFUSED_CATCHUPS: usize = 10;
 const M_ST2_UP: usize = 11;
+const M_CHECKPOINT_RESETS: usize = 12;
+const M_RECONCILED: usize = 13;
+const M_LEASE_HELD: usize = 14;
 
 /// Label sets per metric before new ones fold into the overflow series.
 const MAX_LABEL_SETS: usize = 1_000;
@@ -176,6 +197,25 @@ pub fn metrics() -> &'static Registry {
 /// Records the outcome of a readiness probe of st2.
 pub fn st2_up(up: bool) {
     metrics().set(M_ST2_UP, Vec::new(), if up { 1.0 } else { 0.0 });
+}
+
+/// Counts a start of lifecycle reporting without a usable checkpoint.
+pub fn checkpoint_reset(reason: &'static str) {
+    metrics().add(
+        M_CHECKPOINT_RESETS,
+        vec![("reason", reason.to_string())],
+        1.0,
+    );
+}
+
+/// Counts executions a lifecycle reconciliation read.
+pub fn reconciled(executions: u64) {
+    metrics().add(M_RECONCILED, Vec::new(), executions as f64);
+}
+
+/// Records whether this replica holds the lifecycle lease.
+pub fn lease_held(held: bool) {
+    metrics().set(M_LEASE_HELD, Vec::new(), if held { 1.0 } else { 0.0 });
 }
 
 /// Nanoseconds since the Unix epoch.
