@@ -8,6 +8,7 @@ mod compose;
 mod config_reference;
 mod dispatch;
 mod events;
+mod events_durability;
 mod events_sinks;
 mod fault_injection;
 mod follow;

@@ -79,6 +79,26 @@ impl NatsServer {
         js
     }
 
+    /// The event ids of every message `stream` holds, in order, and its configuration.
+    pub async fn stored(
+        &self,
+        stream: &str,
+    ) -> (Vec<String>, async_nats::jetstream::stream::Config) {
+        let js = async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap());
+        let mut stream = js.get_stream(stream).await.unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let mut ids = Vec::new();
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            if info.state.messages == 0 {
+                break;
+            }
+            let m = stream.get_raw_message(seq).await.unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            ids.push(event["id"].as_str().unwrap().to_string());
+        }
+        (ids, info.config)
+    }
+
     /// Stops it (SIGKILL, like a crash) and waits for the process to end.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,413 @@
+//! Lifecycle events across restarts, replicas and shutdowns, with the built binary as a child
+//! process, the st2 emulator and a real nats-server: nothing lost when the adapter dies,
+//! nothing doubled in JetStream with several replicas, no wait at SIGTERM when nothing is
+//! queued, and a broken checkpoint costs a log line, not the service.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use st2_client::api::executions::ExecutionRequest;
+use st2_client::{ExecutionStatus, St2Client, St2Config};
+use st2_emulator::Emulator;
+
+use crate::support::adapter::AdapterProcess;
+use crate::support::nats::NatsServer;
+use crate::support::{SendJson, free_port, quick_emulator};
+
+const KEY: &str = "durability-key";
+
+/// Event ids as the HTTP receiver got them, duplicates included.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<String>>>);
+
+impl Received {
+    fn ids(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn distinct(&self) -> BTreeSet<String> {
+        self.ids().into_iter().collect()
+    }
+
+    /// Waits (up to `within`) until every id of `want` arrived.
+    async fn wait_for_all(&self, want: &BTreeSet<String>, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.distinct();
+            let missing: Vec<_> = want.difference(&got).collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} transitions never arrived over HTTP, e.g. {:?}",
+                missing.len(),
+                want.len(),
+                &missing[..missing.len().min(5)]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A CloudEvents receiver on 127.0.0.1 standing in for Portarium; answers its URL.
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route(
+            "/events",
+            post(
+                |State(r): State<Received>, body: axum::body::Bytes| async move {
+                    let event: Value = serde_json::from_slice(&body).unwrap();
+                    r.0.lock()
+                        .unwrap()
+                        .push(event["id"].as_str().unwrap().to_string());
+                    axum::http::StatusCode::ACCEPTED
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// Everything one test's adapters share: st2, NATS, the receiver, a config folder.
+struct World {
+    emu: Emulator,
+    nats: NatsServer,
+    sink: String,
+    received: Received,
+    st2: St2Client,
+    dir: tempfile::TempDir,
+    deployment: &'static str,
+}
+
+impl World {
+    async fn new(deployment: &'static str) -> World {
+        let emu = quick_emulator(KEY).await;
+        let mut nats = NatsServer::on_port(free_port());
+        nats.start();
+        let (sink, received) = receiver().await;
+        let config = St2Config::with_api_key(
+            emu.base_url().parse().unwrap(),
+            st2_client::Secret::from_value(KEY),
+        );
+        let st2 = St2Client::from_config(&config).unwrap();
+        World {
+            emu,
+            nats,
+            sink,
+            received,
+            st2,
+            dir: tempfile::tempdir().unwrap(),
+            deployment,
+        }
+    }
+
+    fn stream(&self) -> String {
+        format!("LIFECYCLE_{}", self.deployment.to_uppercase())
+    }
+
+    fn checkpoint_key(&self) -> String {
+        format!("portarium-st2.{}.lifecycle.checkpoint", self.deployment)
+    }
+
+    fn lease_key(&self) -> String {
+        format!("portarium-st2.{}.lifecycle.lease", self.deployment)
+    }
+
+    /// The config of replica `replica`: every `core` execution reported (a governed pack),
+    /// to HTTP and NATS, checkpoint every 200 ms, a 3 s lease.
+    fn config(&self, replica: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{replica}.yaml"));
+        let yaml = format!(
+            "listen: 127.0.0.1:0\n\
+             st2: {{base_url: '{base}', api_key: {KEY}}}\n\
+             tenants:\n  - {{id: t1, api_token: tok}}\n\
+             events:\n\
+             \x20 shutdown_grace: 5s\n\
+             \x20 lifecycle:\n\
+             \x20   governed_packs: [core]\n\
+             \x20   governed_tenant: t1\n\
+             \x20   deployment: {dep}\n\
+             \x20   checkpoint: {{interval: 200ms}}\n\
+             \x20   lease: {{ttl: 3s, replica: {replica}}}\n\
+             \x20 http:\n\
+             \x20   url: {sink}\n\
+             \x20   delivery: {{queue_size: 4096, backoff: {{initial: 20ms, max: 500ms}}}}\n\
+             \x20 nats:\n\
+             \x20   url: {nats}\n\
+             \x20   stream: {stream}\n\
+             \x20   subject_prefix: lifecycle.{dep}\n\
+             \x20   delivery: {{queue_size: 4096, backoff: {{initial: 20ms, max: 500ms}}}}\n",
+            base = self.emu.base_url(),
+            dep = self.deployment,
+            sink = self.sink,
+            nats = self.nats.url(),
+            stream = self.stream(),
+        );
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// Starts `n` `core.local` executions running `sleep <secs>`; answers their ids.
+    async fn run_sleeps(&self, n: usize, secs: f64) -> Vec<String> {
+        let st2 = &self.st2;
+        futures_util::stream::iter(0..n)
+            .map(|_| async move {
+                let mut r = ExecutionRequest::new("core.local");
+                r.parameters = json!({"cmd": format!("sleep {secs}")})
+                    .as_object()
+                    .cloned()
+                    .unwrap();
+                st2.executions().create(&r).await.unwrap().id
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await
+    }
+
+    /// Waits until every one of `ids` ended, and answers their transition ids: each must
+    /// have started and succeeded.
+    async fn finished(&self, ids: &[String], within: Duration) -> BTreeSet<String> {
+        let deadline = Instant::now() + within;
+        let mut want = BTreeSet::new();
+        for id in ids {
+            loop {
+                let e = self.st2.executions().get(id).send().await.unwrap();
+                if e.is_terminal() {
+                    assert_eq!(e.status, Some(ExecutionStatus::Succeeded), "{id}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{id} still {:?}", e.status);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            want.insert(format!("st2:{id}:started"));
+            want.insert(format!("st2:{id}:succeeded"));
+        }
+        want
+    }
+
+    /// Checks that JetStream holds exactly one message per transition of `want`, once the
+    /// stream has stopped growing.
+    async fn exactly_once_in_jetstream(&self, want: &BTreeSet<String>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ids = loop {
+            let (ids, _) = self.nats.stored(&self.stream()).await;
+            let got: BTreeSet<_> = ids.iter().cloned().collect();
+            if want.is_subset(&got) || Instant::now() > deadline {
+                break ids;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Late republications, if any, would land now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (again, config) = self.nats.stored(&self.stream()).await;
+        assert_eq!(ids.len(), again.len(), "the stream kept growing");
+        let mut counts: HashMap<&String, usize> = HashMap::new();
+        for id in &again {
+            *counts.entry(id).or_default() += 1;
+        }
+        let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(doubled.is_empty(), "stored more than once: {doubled:?}");
+        let got: BTreeSet<String> = again.into_iter().collect();
+        assert_eq!(&got, want, "JetStream holds exactly the transitions");
+        // The stream the adapter created carries the default limits.
+        assert_eq!(config.duplicate_window, Duration::from_secs(120));
+        assert_eq!(config.max_age, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.max_bytes, 1 << 30);
+    }
+}
+
+/// (a) The adapter is SIGKILLed while 200 executions run, and 100 of them finish while it
+/// is down: after the restart every transition of all 200 arrives over HTTP, and JetStream
+/// holds each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_adapter_reports_what_finished_while_it_was_down_and_jetstream_holds_each_once() {
+    let w = World::new("ita").await;
+    let config = w.config("a");
+    let mut adapter = AdapterProcess::start(&config).await;
+    adapter
+        .wait_for_line("lifecycle lease changed hands", Duration::from_secs(10))
+        .await;
+    let short = w.run_sleeps(100, 2.5).await;
+    let long = w.run_sleeps(100, 9.0).await;
+    let all: Vec<String> = short.iter().chain(&long).cloned().collect();
+    let started: BTreeSet<String> = all.iter().map(|id| format!("st2:{id}:started")).collect();
+    w.received
+        .wait_for_all(&started, Duration::from_secs(20))
+        .await;
+    // Two checkpoint intervals, so the key names them in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    adapter.kill();
+    let down: BTreeSet<String> = w.received.distinct();
+    let missed = w.finished(&short, Duration::from_secs(30)).await;
+    assert!(
+        missed
+            .iter()
+            .all(|id| id.ends_with(":started") || !down.contains(id)),
+        "the 100 short executions ended while nothing could report them"
+    );
+    let mut adapter = AdapterProcess::start(&config).await;
+    adapter
+        .wait_for_line(
+            "lifecycle reconciled from the checkpoint",
+            Duration::from_secs(20),
+        )
+        .await;
+    let want: BTreeSet<String> = missed
+        .into_iter()
+        .chain(w.finished(&long, Duration::from_secs(40)).await)
+        .collect();
+    assert_eq!(want.len(), 400);
+    w.received
+        .wait_for_all(&want, Duration::from_secs(30))
+        .await;
+    w.exactly_once_in_jetstream(&want).await;
+    let (took, clean) = adapter.terminate().await;
+    assert!(clean, "{took:?}");
+}
+
+/// (b) Two replicas of one deployment, 500 executions: JetStream holds each transition
+/// once; the replica that reports is killed mid-run and the other one takes over with
+/// nothing missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_publish_each_transition_once_and_survive_the_reporter_dying() {
+    let w = World::new("itb").await;
+    let mut a = AdapterProcess::start(&w.config("a")).await;
+    a.wait_for_line("lifecycle lease changed hands", Duration::from_secs(10))
+        .await;
+    let mut b = AdapterProcess::start(&w.config("b")).await;
+    let first = w.run_sleeps(250, 3.0).await;
+    let started: BTreeSet<String> = first.iter().map(|id| format!("st2:{id}:started")).collect();
+    w.received
+        .wait_for_all(&started, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let holder = w.st2.keys().get(&w.lease_key()).await.unwrap().unwrap();
+    assert_eq!(holder.value, "a", "the first replica up took the lease");
+    let ids = w.received.ids();
+    assert_eq!(
+        ids.len(),
+        w.received.distinct().len(),
+        "while one replica holds the lease, only it publishes: no id twice even over HTTP"
+    );
+    // Kill the reporter mid-run: the first 250 are still sleeping.
+    a.kill();
+    let second = w.run_sleeps(250, 1.0).await;
+    b.wait_for_line(
+        "lifecycle reconciled from the checkpoint",
+        Duration::from_secs(20),
+    )
+    .await;
+    let all: Vec<String> = first.into_iter().chain(second).collect();
+    let want = w.finished(&all, Duration::from_secs(60)).await;
+    assert_eq!(want.len(), 1000);
+    w.received
+        .wait_for_all(&want, Duration::from_secs(30))
+        .await;
+    w.exactly_once_in_jetstream(&want).await;
+    let holder = w.st2.keys().get(&w.lease_key()).await.unwrap().unwrap();
+    assert_eq!(holder.value, "b", "the survivor holds the lease");
+    let (_, clean) = b.terminate().await;
+    assert!(clean);
+    assert!(
+        w.st2.keys().get(&w.lease_key()).await.unwrap().is_none(),
+        "a clean stop releases the lease"
+    );
+}
+
+/// (c) SIGTERM with nothing queued ends the process in under a second, without the line
+/// about undelivered events, and leaves a checkpoint behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_nothing_queued_exits_at_once() {
+    let w = World::new("itc").await;
+    let mut adapter = AdapterProcess::start(&w.config("a")).await;
+    adapter
+        .wait_for_line("lifecycle lease changed hands", Duration::from_secs(10))
+        .await;
+    let ids = w.run_sleeps(3, 0.1).await;
+    let want = w.finished(&ids, Duration::from_secs(10)).await;
+    w.received
+        .wait_for_all(&want, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (took, clean) = adapter.terminate().await;
+    assert!(clean);
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    let log = adapter.log().join("\n");
+    assert!(!log.contains("still held"), "{log}");
+    assert!(log.contains("portarium-st2 stopped"), "{log}");
+    let saved = w.st2.keys().get(&w.checkpoint_key()).await.unwrap();
+    let saved = saved.expect("the last checkpoint is written at stop");
+    let cp = portarium_st2::events::checkpoint::Checkpoint::parse(&saved.value, 100).unwrap();
+    assert!(cp.in_flight.is_empty(), "{cp:?}");
+}
+
+/// (d) A checkpoint key holding garbage, or deleted by hand: the adapter says so in one
+/// line and a metric, starts from now, and keeps reporting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_or_deleted_checkpoint_is_logged_and_reporting_starts_from_now() {
+    let w = World::new("itd").await;
+    w.st2
+        .keys()
+        .put(&w.checkpoint_key(), "{not a checkpoint", None)
+        .await
+        .unwrap();
+    for (reason, rerun) in [("unreadable", true), ("missing", false)] {
+        let mut adapter = AdapterProcess::start(&w.config("a")).await;
+        let line = adapter
+            .wait_for_line("no usable lifecycle checkpoint", Duration::from_secs(10))
+            .await;
+        assert!(line.contains(reason), "{line}");
+        let metrics = reqwest::Client::new()
+            .get(format!("{}/metrics", adapter.base))
+            .send_text()
+            .await;
+        assert!(
+            metrics.lines().any(
+                |l| l.starts_with("portarium_st2_events_checkpoint_resets_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+                    && l.ends_with(" 1")
+            ),
+            "{metrics}"
+        );
+        let ids = w.run_sleeps(5, 0.1).await;
+        let want = w.finished(&ids, Duration::from_secs(10)).await;
+        w.received
+            .wait_for_all(&want, Duration::from_secs(10))
+            .await;
+        // The key is replaced by a good checkpoint.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let value = w.st2.keys().get(&w.checkpoint_key()).await.unwrap();
+            let parsed = value.map(|v| {
+                portarium_st2::events::checkpoint::Checkpoint::parse(&v.value, 100).is_ok()
+            });
+            if parsed == Some(true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no good checkpoint written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, clean) = adapter.terminate().await;
+        assert!(clean);
+        let resets = adapter
+            .log()
+            .iter()
+            .filter(|l| l.contains("no usable lifecycle checkpoint"))
+            .count();
+        assert_eq!(resets, 1, "one line per start");
+        if rerun {
+            assert!(w.st2.keys().delete(&w.checkpoint_key()).await.unwrap());
+        }
+    }
+}
