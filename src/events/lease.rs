@@ -56,10 +56,22 @@ impl Tenure {
         }
     }
 
+    /// When reporting must stop unless renewed: two thirds of a TTL after the last renewal.
+    pub fn ends(&self) -> Option<Instant> {
+        self.renewed.map(|r| r + self.ttl.mul_f64(2.0 / 3.0))
+    }
+
     /// Whether this replica may report at `now`.
     pub fn held(&self, now: Instant) -> bool {
-        self.renewed
-            .is_some_and(|r| now < r + self.ttl.mul_f64(2.0 / 3.0))
+        self.ends().is_some_and(|end| now < end)
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -125,12 +137,25 @@ where
 {
     let mut tenure = Tenure::new(ttl);
     loop {
-        let outcome = tokio::select! {
-            o = look() => o,
-            _ = stop.wait_for(|s| *s) => break,
+        // A look that hangs (st2 slow) must not stretch the tenure: reporting stops at its
+        // end even while the look is still waiting for st2.
+        let mut pending = std::pin::pin!(look());
+        let outcome = loop {
+            let end = tenure.ends().filter(|_| *held.borrow());
+            tokio::select! {
+                o = &mut pending => break o,
+                _ = sleep_until_some(end) => {
+                    tracing::info!(held = false, "lifecycle lease changed hands");
+                    held.send_replace(false);
+                }
+                _ = stop.wait_for(|s| *s) => {
+                    held.send_replace(false);
+                    return tenure.held(Instant::now());
+                }
+            }
         };
         let now = Instant::now();
-        let was = tenure.held(now);
+        let was = *held.borrow();
         match outcome {
             Ok(l) => tenure.record(Some(l), now),
             Err(e) => {
@@ -217,6 +242,51 @@ mod tests {
         assert!(tenure.held(t0 + TTL));
         tenure.record(Some(Look::Taken), t0 + TTL + Duration::from_secs(1));
         assert!(!tenure.held(t0 + TTL + Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_hangs_ends_reporting_on_time() {
+        let (held_tx, mut held) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let looks = Arc::new(Mutex::new(0));
+        let counted = looks.clone();
+        let task = tokio::spawn(keep(
+            TTL,
+            move || {
+                let first = {
+                    let mut n = counted.lock().unwrap();
+                    *n += 1;
+                    *n == 1
+                };
+                async move {
+                    if !first {
+                        // st2 stops answering.
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, String>(Look::Held)
+                }
+            },
+            held_tx,
+            stop_rx,
+        ));
+        let t0 = Instant::now();
+        held.wait_for(|h| *h).await.unwrap();
+        held.wait_for(|h| !*h).await.unwrap();
+        assert_eq!(
+            Instant::now() - t0,
+            TTL * 2 / 3,
+            "stopped at the end of the tenure"
+        );
+        assert_eq!(
+            *looks.lock().unwrap(),
+            2,
+            "the second look is still hanging"
+        );
+        stop.send_replace(true);
+        assert!(
+            !task.await.unwrap(),
+            "not held at the end: nothing to release"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -411,3 +411,119 @@ async fn a_garbage_or_deleted_checkpoint_is_logged_and_reporting_starts_from_now
         }
     }
 }
+
+/// The NATS sink for production: a server that demands a password, an NKey or a client
+/// certificate gets the event from a sink configured with it, and none from a sink with the
+/// wrong password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_sink_authenticates_by_password_nkey_and_mutual_tls() {
+    use crate::support::tls_file;
+    use portarium_st2::events::config::NatsSinkConfig;
+    use portarium_st2::events::sink::nats;
+
+    let dir = tempfile::tempdir().unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let nkey_conf = dir.path().join("nkey.conf");
+    std::fs::write(
+        &nkey_conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let seed_file = dir.path().join("seed");
+    std::fs::write(&seed_file, user.seed().unwrap()).unwrap();
+    let path = |name: &str| tls_file(name).display().to_string();
+    let cases: Vec<(&str, Vec<String>, String, bool)> = vec![
+        (
+            "user and password",
+            ["--user", "portarium", "--pass", "s3cret"]
+                .map(String::from)
+                .to_vec(),
+            "user: portarium\npassword: s3cret\n".into(),
+            true,
+        ),
+        (
+            "a wrong password",
+            ["--user", "portarium", "--pass", "s3cret"]
+                .map(String::from)
+                .to_vec(),
+            "user: portarium\npassword: guess\n".into(),
+            false,
+        ),
+        (
+            "an NKey seed from a file",
+            vec!["-c".into(), nkey_conf.display().to_string()],
+            format!("nkey: 'file:{}'\n", seed_file.display()),
+            true,
+        ),
+        (
+            "mutual TLS",
+            vec![
+                "--tlsverify".into(),
+                "--tlscert".into(),
+                path("server.pem"),
+                "--tlskey".into(),
+                path("server.key"),
+                "--tlscacert".into(),
+                path("client-ca.pem"),
+            ],
+            format!(
+                "tls: {{ca_file: '{}', cert_file: '{}', key_file: '{}'}}\n",
+                path("ca.pem"),
+                path("client.pem"),
+                path("client.key")
+            ),
+            true,
+        ),
+    ];
+    for (what, options, auth, delivers) in cases {
+        let mut server = NatsServer::on_port(free_port());
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        server.start_with(&options);
+        let yaml = format!(
+            "url: {}\n{auth}delivery: {{backoff: {{initial: 20ms, max: 200ms}}}}\n",
+            server.url()
+        );
+        let config: NatsSinkConfig = serde_norway::from_str(&yaml).unwrap();
+        let (sink, _worker) = nats::start(&config).await.unwrap();
+        let event: portarium_st2::events::CloudEvent = serde_json::from_value(json!({
+            "specversion": "1.0", "id": "st2:x:started", "source": "s",
+            "type": "com.portarium.run.ActionDispatched", "tenantid": "t", "correlationid": "c"
+        }))
+        .unwrap();
+        sink.send(Arc::new(event)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(if delivers { 10 } else { 2 });
+        while sink.counts().delivered == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sink.counts().delivered == 1, delivers, "{what}");
+    }
+}
+
+/// Settings that cannot work are refused at start, naming the field and what to do.
+#[tokio::test]
+async fn unusable_nats_credentials_are_refused_naming_the_field() {
+    use portarium_st2::events::config::NatsSinkConfig;
+    use portarium_st2::events::sink::nats;
+
+    for (yaml, field) in [
+        (
+            "url: nats://127.0.0.1:1\ncredentials_file: /nonexistent/portarium.creds\n",
+            "events.nats.credentials_file",
+        ),
+        (
+            "url: nats://127.0.0.1:1\nnkey: UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\n",
+            "events.nats.nkey",
+        ),
+        (
+            "url: nats://127.0.0.1:1\ntls: {ca_file: /nonexistent/ca.pem}\n",
+            "events.nats.tls",
+        ),
+    ] {
+        let config: NatsSinkConfig = serde_norway::from_str(yaml).unwrap();
+        let err = nats::start(&config).await.err().expect(yaml).to_string();
+        assert!(err.starts_with(field), "{err}");
+    }
+}

@@ -3,6 +3,10 @@
 //! duplicate within its duplicate window; an event counts as delivered only once JetStream
 //! acknowledged storing it.
 //!
+//! The connection authenticates with a credentials file, an NKey seed or user and password,
+//! over TLS (with a client certificate for mutual TLS) when configured; a stream the sink
+//! creates gets `stream_limits` (max age, max bytes, duplicate window).
+//!
 //! Client: `async-nats` without its `server_2_10`+ features, so stream configs carry nothing
 //! a 2.9 server (Debian's `nats-server`) rejects. It reconnects on its own; this sink re-sends
 //! the event at the head of the queue until an ack arrives.

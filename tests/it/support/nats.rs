@@ -39,6 +39,11 @@ impl NatsServer {
 
     /// Starts it (again, on the same store) and waits until it accepts connections.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// [`NatsServer::start`] with more command-line options (auth, TLS).
+    pub fn start_with(&mut self, options: &[&str]) {
         let child = Command::new(binary())
             .args([
                 "-js",
@@ -49,6 +54,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
