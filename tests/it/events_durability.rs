@@ -523,7 +523,47 @@ async fn unusable_nats_credentials_are_refused_naming_the_field() {
         ),
     ] {
         let config: NatsSinkConfig = serde_norway::from_str(yaml).unwrap();
-        let err = nats::start(&config).await.err().expect(yaml).to_string();
+        let Err(err) = nats::start(&config).await else {
+            panic!("{yaml} was accepted");
+        };
+        let err = err.to_string();
         assert!(err.starts_with(field), "{err}");
+    }
+}
+
+/// The new settings are checked at load, every problem at once with its dotted path.
+#[test]
+fn durability_and_nats_settings_are_checked_naming_each_field() {
+    let yaml = "st2: {base_url: 'http://127.0.0.1:9101', api_key: k}\n\
+        events:\n\
+        \x20 lifecycle:\n\
+        \x20   deployment: 'a.b'\n\
+        \x20   checkpoint: {interval: 0s, reconcile_max_pages: 0, max_in_flight: 0}\n\
+        \x20   lease: {ttl: 2s, replica: 'no spaces please'}\n\
+        \x20 nats:\n\
+        \x20   url: nats://127.0.0.1:4222\n\
+        \x20   nkey: SUAAAA\n\
+        \x20   user: u\n\
+        \x20   tls: {cert_file: /c.pem}\n\
+        \x20   stream_limits: {max_age: 1m, duplicate_window: 2m, max_bytes: 0}\n";
+    let Err(err) = portarium_st2::config::Config::from_yaml(yaml, "test", std::iter::empty())
+    else {
+        panic!("accepted");
+    };
+    let err = err.to_string();
+    for field in [
+        "events.lifecycle.deployment:",
+        "events.lifecycle.checkpoint.interval:",
+        "events.lifecycle.checkpoint.reconcile_max_pages:",
+        "events.lifecycle.checkpoint.max_in_flight:",
+        "events.lifecycle.lease.ttl:",
+        "events.lifecycle.lease.replica:",
+        "events.nats: give one of credentials_file, nkey, or user with password",
+        "events.nats.password:",
+        "events.nats.tls.key_file:",
+        "events.nats.stream_limits.duplicate_window:",
+        "events.nats.stream_limits.max_bytes:",
+    ] {
+        assert!(err.contains(field), "{field} missing from:\n{err}");
     }
 }
