@@ -154,7 +154,8 @@ pub async fn drain(
 }
 
 /// The reporter's task: standby until the lease is held, then a term, until `stop` or the
-/// snapshots end. Answers the last term's ledger for the final checkpoint.
+/// snapshots end. Answers the ledger of the term it was in at the end, for the final
+/// checkpoint; `None` when it ended in standby.
 async fn run<S>(
     snapshots: S,
     ctx: Ctx,
@@ -168,26 +169,25 @@ where
     S: Stream<Item = Arc<Execution>> + Send,
 {
     let mut snapshots = std::pin::pin!(snapshots);
-    let mut last = None;
     loop {
         // Standby: another replica reports these.
         while !*held.borrow_and_update() {
             tokio::select! {
-                s = snapshots.next() => if s.is_none() { return last },
-                r = held.changed() => if r.is_err() { return last },
-                _ = stop.wait_for(|s| *s) => return last,
+                s = snapshots.next() => if s.is_none() { return None },
+                r = held.changed() => if r.is_err() { return None },
+                _ = stop.wait_for(|s| *s) => return None,
             }
         }
-        let Some(term) = Term::start(&ctx, &mut stop).await else {
-            return last;
-        };
-        last = Some(term.ledger.clone());
+        let term = Term::start(&ctx, &mut stop).await?;
+        let ledger = term.ledger.clone();
         if term
             .run(&ctx, &sinks, &mut snapshots, &mut stop, &mut held)
             .await
         {
-            return last;
+            return Some(ledger);
         }
+        // The lease was lost: its new holder writes the checkpoint from now on, so this
+        // term's ledger must not overwrite it at stop.
     }
 }
 

@@ -567,3 +567,70 @@ fn durability_and_nats_settings_are_checked_naming_each_field() {
         assert!(err.contains(field), "{field} missing from:\n{err}");
     }
 }
+
+/// A replica whose lease another one took stops reporting at its next look, and at its stop
+/// leaves the checkpoint (now the other's to write) alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_the_lease_stops_reporting_and_leaves_the_checkpoint_alone() {
+    let w = World::new("ite").await;
+    let mut adapter = AdapterProcess::start(&w.config("a")).await;
+    adapter
+        .wait_for_line("held=true", Duration::from_secs(10))
+        .await;
+    let ids = w.run_sleeps(2, 0.1).await;
+    let want = w.finished(&ids, Duration::from_secs(10)).await;
+    w.received
+        .wait_for_all(&want, Duration::from_secs(10))
+        .await;
+    // Another replica takes over (as if a's renewals had failed for a while).
+    w.st2
+        .keys()
+        .put(&w.lease_key(), "other", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    adapter
+        .wait_for_line("held=false", Duration::from_secs(5))
+        .await;
+    // The new holder writes its own checkpoint.
+    let theirs =
+        r#"{"version":1,"watermark":"2026-12-06T00:00:00Z","in_flight":[],"replica":"other"}"#;
+    w.st2
+        .keys()
+        .put(&w.checkpoint_key(), theirs, None)
+        .await
+        .unwrap();
+    let unreported = w.run_sleeps(3, 0.1).await;
+    w.finished(&unreported, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = w.received.distinct();
+    assert!(
+        unreported
+            .iter()
+            .all(|id| !got.iter().any(|e| e.contains(id.as_str()))),
+        "the replica without the lease reported"
+    );
+    let (_, clean) = adapter.terminate().await;
+    assert!(clean);
+    let after = w
+        .st2
+        .keys()
+        .get(&w.checkpoint_key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after.value, theirs,
+        "the checkpoint is the holder's to write"
+    );
+    assert_eq!(
+        w.st2
+            .keys()
+            .get(&w.lease_key())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        "other",
+        "the lease is not released by a replica that does not hold it"
+    );
+}
