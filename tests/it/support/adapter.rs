@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub struct AdapterProcess {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
     /// `http://ADDR` it listens on.
     pub base: String,
 }
@@ -28,20 +29,22 @@ impl AdapterProcess {
             .spawn()
             .expect("spawn the adapter");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for out in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         let mut adapter = Self {
             child,
             lines,
+            readers,
             base: String::new(),
         };
         let line = adapter
@@ -101,7 +104,12 @@ impl AdapterProcess {
         assert!(signalled.success());
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return (sent.elapsed(), status.success());
+                let took = sent.elapsed();
+                // Its pipes are closed: the readers end once they took its last lines.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                return (took, status.success());
             }
             assert!(
                 sent.elapsed() < Duration::from_secs(30),
