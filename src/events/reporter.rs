@@ -173,8 +173,8 @@ where
         // Standby: another replica reports these.
         while !*held.borrow_and_update() {
             tokio::select! {
-                s = snapshots.next() => if s.is_none() { return None },
-                r = held.changed() => if r.is_err() { return None },
+                s = snapshots.next() => { s?; }
+                r = held.changed() => r.ok()?,
                 _ = stop.wait_for(|s| *s) => return None,
             }
         }
