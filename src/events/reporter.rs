@@ -80,7 +80,14 @@ where
                 async move {
                     let look = lease::look(&client, &key, &me, ttl).await;
                     own::lease_held(matches!(look, Ok(Look::Held)));
-                    look
+                    look.map_err(|e| match e.status() {
+                        // Without the lease nobody reports: say what to grant.
+                        Some(401 | 403) => format!(
+                            "{e}; grant this st2 credential key_value_pair_view, \
+                             key_value_pair_set and key_value_pair_delete on {key} (docs/events.md)"
+                        ),
+                        _ => e.to_string(),
+                    })
                 }
             };
             let task = tokio::spawn(lease::keep(ttl, look, held_tx, stop_rx.clone()));

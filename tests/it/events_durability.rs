@@ -22,9 +22,10 @@ use crate::support::{SendJson, free_port, quick_emulator};
 
 const KEY: &str = "durability-key";
 
-/// Event ids as the HTTP receiver got them, duplicates included.
+/// Event ids as the HTTP receiver got them, duplicates included; while `refusing`, it
+/// answers 503 and keeps nothing.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<String>>>);
+struct Received(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Received {
     fn ids(&self) -> Vec<String> {
@@ -64,6 +65,9 @@ async fn receiver() -> (String, Received) {
             "/events",
             post(
                 |State(r): State<Received>, body: axum::body::Bytes| async move {
+                    if r.1.load(std::sync::atomic::Ordering::SeqCst) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
                     let event: Value = serde_json::from_slice(&body).unwrap();
                     r.0.lock()
                         .unwrap()
@@ -133,7 +137,7 @@ impl World {
              st2: {{base_url: '{base}', api_key: {KEY}}}\n\
              tenants:\n  - {{id: t1, api_token: tok}}\n\
              events:\n\
-             \x20 shutdown_grace: 5s\n\
+             \x20 shutdown_grace: 1s\n\
              \x20 lifecycle:\n\
              \x20   governed_packs: [core]\n\
              \x20   governed_tenant: t1\n\
@@ -350,6 +354,43 @@ async fn sigterm_with_nothing_queued_exits_at_once() {
     let saved = saved.expect("the last checkpoint is written at stop");
     let cp = portarium_st2::events::checkpoint::Checkpoint::parse(&saved.value, 100).unwrap();
     assert!(cp.in_flight.is_empty(), "{cp:?}");
+}
+
+/// Events still queued at SIGTERM (the receiver is down) get `shutdown_grace`, are counted
+/// in one line, and arrive after the next start: the checkpoint still names their executions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_at_stop_are_reported_after_the_next_start() {
+    use std::sync::atomic::Ordering;
+    let w = World::new("itf").await;
+    let config = w.config("a");
+    let mut adapter = AdapterProcess::start(&config).await;
+    adapter
+        .wait_for_line("held=true", Duration::from_secs(10))
+        .await;
+    w.received.1.store(true, Ordering::SeqCst);
+    let ids = w.run_sleeps(3, 0.1).await;
+    let want = w.finished(&ids, Duration::from_secs(10)).await;
+    adapter
+        .wait_for_line("event delivery failed; retrying", Duration::from_secs(10))
+        .await;
+    let (took, clean) = adapter.terminate().await;
+    assert!(clean);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "the grace is 1 s: {took:?}"
+    );
+    let left = adapter
+        .log()
+        .into_iter()
+        .find(|l| l.contains("still held"))
+        .expect("what was left is logged");
+    assert!(left.contains("queued=6"), "{left}");
+    assert!(w.received.ids().is_empty());
+    w.received.1.store(false, Ordering::SeqCst);
+    let _adapter = AdapterProcess::start(&config).await;
+    w.received
+        .wait_for_all(&want, Duration::from_secs(15))
+        .await;
 }
 
 /// (d) A checkpoint key holding garbage, or deleted by hand: the adapter says so in one
