@@ -187,15 +187,27 @@ where
         }
         let term = Term::start(&ctx, &mut stop).await?;
         let ledger = term.ledger.clone();
-        if term
+        match term
             .run(&ctx, &sinks, &mut snapshots, &mut stop, &mut held)
             .await
         {
-            return Some(ledger);
+            Ended::Stopped { writing: true } => return Some(ledger),
+            // Stopped before the reconciliation completed: the ledger lacks what the old
+            // checkpoint named, so that one stays.
+            Ended::Stopped { writing: false } => return None,
+            Ended::LeaseLost => {}
         }
         // The lease was lost: its new holder writes the checkpoint from now on, so this
         // term's ledger must not overwrite it at stop.
     }
+}
+
+/// How a term ended.
+enum Ended {
+    /// Stopped, or out of snapshots; `writing` when its checkpoint was being written.
+    Stopped { writing: bool },
+    /// Another replica holds the lease now.
+    LeaseLost,
 }
 
 /// One stretch of reporting by this replica.
@@ -300,8 +312,7 @@ impl Term {
         }));
     }
 
-    /// Reports until the lease is lost (answers `false`) or until stopped or out of
-    /// snapshots (`true`).
+    /// Reports until the lease is lost, or until stopped or out of snapshots.
     async fn run<S>(
         mut self,
         ctx: &Ctx,
@@ -309,7 +320,7 @@ impl Term {
         snapshots: &mut std::pin::Pin<&mut S>,
         stop: &mut watch::Receiver<bool>,
         held: &mut watch::Receiver<bool>,
-    ) -> bool
+    ) -> Ended
     where
         S: Stream<Item = Arc<Execution>> + Send,
     {
@@ -320,7 +331,7 @@ impl Term {
             Reconciled(Option<Arc<Execution>>),
             Streamed(Option<Arc<Execution>>),
         }
-        let finished = loop {
+        let ended = loop {
             let reconciled = async {
                 match &mut self.reconciling {
                     Some((rx, _)) => rx.recv().await,
@@ -337,8 +348,12 @@ impl Term {
                 s = snapshots.next() => Wake::Streamed(s),
             };
             let snapshot = match wake {
-                Wake::Stop | Wake::Streamed(None) => break true,
-                Wake::Lease if !*held.borrow_and_update() => break false,
+                Wake::Stop | Wake::Streamed(None) => {
+                    break Ended::Stopped {
+                        writing: self.writer.is_some(),
+                    };
+                }
+                Wake::Lease if !*held.borrow_and_update() => break Ended::LeaseLost,
                 Wake::Lease => continue,
                 Wake::Reconciled(None) => {
                     if let Some((_, task)) = self.reconciling.take()
@@ -358,7 +373,7 @@ impl Term {
         if let Some(writer) = self.writer.take() {
             writer.abort();
         }
-        finished
+        ended
     }
 
     /// Tracks one snapshot and queues its new events, each carrying the snapshot's receipt.
