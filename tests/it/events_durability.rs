@@ -454,8 +454,8 @@ async fn a_garbage_or_deleted_checkpoint_is_logged_and_reporting_starts_from_now
 }
 
 /// The NATS sink for production: a server that demands a password, an NKey or a client
-/// certificate gets the event from a sink configured with it, and none from a sink with the
-/// wrong password.
+/// certificate gets the event from a sink configured with it (its URL a `file:` secret
+/// reference), and none from a sink with the wrong password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nats_sink_authenticates_by_password_nkey_and_mutual_tls() {
     use crate::support::tls_file;
@@ -523,9 +523,12 @@ async fn the_nats_sink_authenticates_by_password_nkey_and_mutual_tls() {
         let mut server = NatsServer::on_port(free_port());
         let options: Vec<&str> = options.iter().map(String::as_str).collect();
         server.start_with(&options);
+        // The URL as a secret reference: read from a file at load.
+        let url_file = dir.path().join("url");
+        std::fs::write(&url_file, server.url()).unwrap();
         let yaml = format!(
-            "url: {}\n{auth}delivery: {{backoff: {{initial: 20ms, max: 200ms}}}}\n",
-            server.url()
+            "url: 'file:{}'\n{auth}delivery: {{backoff: {{initial: 20ms, max: 200ms}}}}\n",
+            url_file.display()
         );
         let config: NatsSinkConfig = serde_norway::from_str(&yaml).unwrap();
         let (sink, _worker) = nats::start(&config).await.unwrap();
