@@ -14,7 +14,7 @@ use crate::core::governance::Governance;
 use crate::core::governance::audit::AuditLog;
 use crate::events::inbound::{TriggerTypeError, register_trigger_types};
 use crate::events::lifecycle::{Scrubbing, from_broadcast};
-use crate::events::{EventsError, Sinks, spawn_lifecycle, start_sinks};
+use crate::events::{EventsError, Reporter, Sinks, reporter, start_sinks};
 use crate::server::{DispatchState, Drain, Readiness, events};
 use st2_client::{St2Client, St2Error};
 
@@ -49,6 +49,7 @@ pub struct App {
     sink_workers: Vec<JoinHandle<()>>,
     /// The audit log, whose promised outcomes shutdown waits for.
     audit: Option<Arc<AuditLog>>,
+    reporter: Option<Reporter>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -69,22 +70,20 @@ impl App {
         // report one execution: a single tracker over all of them dedupes per transition.
         let watchers = dispatch.watchers();
         crate::telemetry::watch_streams(&watchers);
-        if !watchers.is_empty() {
+        let reporter = (!watchers.is_empty()).then(|| {
             let snapshots = futures_util::stream::select_all(
                 watchers
                     .iter()
                     .map(|w| Box::pin(from_broadcast(w.updates()))),
             );
-            let tracker = spawn_lifecycle(
+            reporter::spawn(
                 snapshots,
                 &config.events,
                 sinks.clone(),
+                &client,
                 Scrubbing::of(&governance),
-            );
-            background.push(tokio::spawn(async move {
-                let _ = tracker.await;
-            }));
-        }
+            )
+        });
         if let (Some(log), Some(audit)) = (&governance.audit, &config.governance.audit) {
             background.push(tokio::spawn(
                 log.clone().anchor_every(audit.anchor_interval),
@@ -107,6 +106,7 @@ impl App {
             sinks: Some(sinks),
             sink_workers,
             audit: governance.audit.clone(),
+            reporter,
             background,
         })
     }
@@ -124,11 +124,13 @@ impl App {
         Ok(base)
     }
 
-    /// Lets dispatches whose callers left write their outcome records, stops background work
-    /// and lets the sinks deliver what they still hold (each up to `flush`).
-    pub async fn shutdown(mut self, flush: Duration) {
+    /// Lets dispatches whose callers left write their outcome records (for at most `grace`),
+    /// stops background work and lets the sinks deliver what they still hold, for at most
+    /// `grace` and no longer than that takes; then writes the last lifecycle checkpoint and
+    /// releases the lease (see [`Reporter::shutdown`]).
+    pub async fn shutdown(mut self, grace: Duration) {
         if let Some(audit) = &self.audit {
-            let unwritten = audit.settle(flush).await;
+            let unwritten = audit.settle(grace).await;
             if unwritten > 0 {
                 tracing::warn!(
                     unwritten,
@@ -147,13 +149,12 @@ impl App {
         for w in self.dispatch.watchers() {
             w.shutdown();
         }
+        let meter = self.sinks.as_ref().map(Sinks::meter).unwrap_or_default();
         drop(self.sinks.take());
-        let workers = futures_util::future::join_all(self.sink_workers.drain(..));
-        if tokio::time::timeout(flush, workers).await.is_err() {
-            tracing::warn!(
-                "event sinks did not deliver everything within {} ms; the rest is lost (docs/events.md)",
-                flush.as_millis()
-            );
+        let workers = std::mem::take(&mut self.sink_workers);
+        match self.reporter.take() {
+            Some(r) => r.shutdown(workers, meter, grace).await,
+            None => reporter::drain(workers, meter, tokio::time::Instant::now() + grace).await,
         }
     }
 }

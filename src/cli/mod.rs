@@ -449,7 +449,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             listener, router, acceptor, limits, stop,
         ))
         .await;
-    app.shutdown(Duration::from_secs(10)).await;
+    app.shutdown(config.events.shutdown_grace).await;
     if let Err(e) = served {
         tracing::error!("server stopped: {e}");
         return ExitCode::FAILURE;

@@ -2,6 +2,7 @@
 //! Portarium event classes accepted in.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use url::Url;
@@ -12,7 +13,7 @@ use st2_basics::{BackoffConfig, FieldError, RetryPolicy};
 use st2_client::secret::Secret;
 
 /// `events:` — everything about Portarium events; all off unless configured.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     /// Which executions produce lifecycle events and how they are tracked.
@@ -27,6 +28,22 @@ pub struct EventsConfig {
     /// `POST /v1/events`: the declared event classes and their st2 triggers.
     #[serde(default)]
     pub inbound: InboundConfig,
+    /// At shutdown, how long the sinks may take to deliver what is still queued; what is
+    /// left is reported again from st2 at the next start (the checkpoint).
+    #[serde(default = "default_shutdown_grace", with = "st2_basics::duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            lifecycle: LifecycleConfig::default(),
+            http: None,
+            nats: None,
+            inbound: InboundConfig::default(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
 }
 
 /// Fields of earlier versions that moved, relative to `events.`: `(old path, new path and
@@ -77,6 +94,17 @@ pub struct LifecycleConfig {
     /// Most executions remembered at once; completed ones are forgotten first.
     #[serde(default = "default_max_tracked")]
     pub max_tracked: usize,
+    /// Names this adapter deployment in its st2 datastore keys
+    /// (`portarium-st2.<deployment>.lifecycle.checkpoint` and `.lease`); replicas of one
+    /// deployment share it, two deployments on one st2 must differ. 1 to 64 of `A-Za-z0-9_-`.
+    #[serde(default = "default_deployment")]
+    pub deployment: String,
+    /// How far reporting got, kept in st2's datastore across restarts.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// Which replica reports, when several run.
+    #[serde(default)]
+    pub lease: LeaseConfig,
 }
 
 impl Default for LifecycleConfig {
@@ -87,6 +115,84 @@ impl Default for LifecycleConfig {
             governed_tenant: None,
             completed_ttl_ms: default_completed_ttl(),
             max_tracked: default_max_tracked(),
+            deployment: default_deployment(),
+            checkpoint: CheckpointConfig::default(),
+            lease: LeaseConfig::default(),
+        }
+    }
+}
+
+impl LifecycleConfig {
+    /// The datastore key holding the checkpoint.
+    pub fn checkpoint_key(&self) -> String {
+        format!("portarium-st2.{}.lifecycle.checkpoint", self.deployment)
+    }
+
+    /// The datastore key holding the lease.
+    pub fn lease_key(&self) -> String {
+        format!("portarium-st2.{}.lifecycle.lease", self.deployment)
+    }
+}
+
+/// `events.lifecycle.checkpoint`: st2's watermark and the executions in flight, written to
+/// st2's datastore so a restart reports what happened while the adapter was down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Keep and use the checkpoint (when a sink is configured).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Least time between two writes of the key.
+    #[serde(default = "default_checkpoint_interval", with = "st2_basics::duration")]
+    pub interval: Duration,
+    /// A reconciliation lists executions started this long before the watermark, for
+    /// events that were still travelling when the checkpoint was written.
+    #[serde(default = "default_reconcile_margin", with = "st2_basics::duration")]
+    pub reconcile_margin: Duration,
+    /// Pages of 100 executions a reconciliation lists at most; beyond, it logs what it left.
+    #[serde(default = "default_reconcile_pages")]
+    pub reconcile_max_pages: usize,
+    /// Most in-flight executions named in the key; beyond, the watermark moves back to the
+    /// oldest one left out, so the listing covers it instead.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_checkpoint_interval(),
+            reconcile_margin: default_reconcile_margin(),
+            reconcile_max_pages: default_reconcile_pages(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+/// `events.lifecycle.lease`: a datastore key with a TTL naming the one replica that reports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// Report only while holding the lease; off, every replica reports everything.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Lifetime of the lease; its holder renews it every third of this. A replica that
+    /// dies is replaced after at most this long (whole seconds, at least 3).
+    #[serde(default = "default_lease_ttl", with = "st2_basics::duration")]
+    pub ttl: Duration,
+    /// This replica's name in the lease; default `$HOSTNAME` (a pod's name), else random.
+    /// 1 to 128 of `A-Za-z0-9._-`.
+    #[serde(default)]
+    pub replica: Option<String>,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: default_lease_ttl(),
+            replica: None,
         }
     }
 }
@@ -151,8 +257,27 @@ pub struct HttpSinkConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
-    /// Server, e.g. `nats://127.0.0.1:4222`.
-    pub url: String,
+    /// Server, e.g. `nats://127.0.0.1:4222` or `tls://...` (literal, `env:NAME` or
+    /// `file:PATH`, since a URL may carry credentials).
+    pub url: Secret,
+    /// A `.creds` file (JWT and NKey seed) from the NATS account's operator.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// An NKey seed (`SU...`; literal, `env:NAME` or `file:PATH`).
+    #[serde(default)]
+    pub nkey: Option<Secret>,
+    /// User name, with `password`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password of `user`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// TLS to the server: CA and, for mutual TLS, a client certificate and key.
+    #[serde(default)]
+    pub tls: Option<NatsTlsConfig>,
+    /// Limits set on the stream when the adapter creates it.
+    #[serde(default)]
+    pub stream_limits: StreamLimits,
     /// JetStream stream holding the subjects; created when missing.
     #[serde(default = "default_sink_stream")]
     pub stream: String,
@@ -165,6 +290,47 @@ pub struct NatsSinkConfig {
     /// Queue and retry.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+}
+
+/// `events.nats.tls`: PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTlsConfig {
+    /// CA bundle the server's certificate must chain to; the system roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (with `key_file`) for servers that verify clients.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `events.nats.stream_limits`: what a stream the adapter creates keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamLimits {
+    /// Messages older than this are removed.
+    #[serde(default = "default_max_age", with = "st2_basics::duration")]
+    pub max_age: Duration,
+    /// Largest size of the stream; the oldest messages go first.
+    #[serde(default = "default_stream_max_bytes")]
+    pub max_bytes: u64,
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a republished event: the window
+    /// of exactly-once publishing.
+    #[serde(default = "default_duplicate_window", with = "st2_basics::duration")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_age: default_max_age(),
+            max_bytes: default_stream_max_bytes(),
+            duplicate_window: default_duplicate_window(),
+        }
+    }
 }
 
 /// `events.inbound`.
@@ -242,6 +408,75 @@ pub struct EventClass {
     pub max_bytes: Option<usize>,
 }
 
+/// Whether `s` is 1 to `max` ASCII letters, digits or characters of `extra`.
+fn is_name(s: &str, max: usize, extra: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+impl NatsSinkConfig {
+    /// The sink to the server at `url` with every other setting at its default.
+    pub fn to(url: &str) -> Self {
+        Self {
+            url: Secret::from_value(url),
+            credentials_file: None,
+            nkey: None,
+            user: None,
+            password: None,
+            tls: None,
+            stream_limits: StreamLimits::default(),
+            stream: default_sink_stream(),
+            subject_prefix: default_subject_prefix(),
+            ack_timeout_ms: default_ack_timeout(),
+            delivery: DeliveryConfig::default(),
+        }
+    }
+
+    /// Reports the credential and TLS settings that cannot work together.
+    fn validate(&self, bad: &mut impl FnMut(String, String)) {
+        let methods = [
+            self.credentials_file.is_some(),
+            self.nkey.is_some(),
+            self.user.is_some() || self.password.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            bad(
+                "events.nats".into(),
+                "give one of credentials_file, nkey, or user with password".into(),
+            );
+        }
+        if self.user.is_some() != self.password.is_some() {
+            bad(
+                "events.nats.password".into(),
+                "user and password go together; give both or neither".into(),
+            );
+        }
+        if let Some(t) = &self.tls
+            && t.cert_file.is_some() != t.key_file.is_some()
+        {
+            bad(
+                "events.nats.tls.key_file".into(),
+                "cert_file and key_file go together; give both or neither".into(),
+            );
+        }
+        let l = &self.stream_limits;
+        if l.duplicate_window.is_zero() || l.duplicate_window > l.max_age {
+            bad(
+                "events.nats.stream_limits.duplicate_window".into(),
+                "must be more than 0 and at most max_age".into(),
+            );
+        }
+        if l.max_bytes == 0 || l.max_bytes > i64::MAX as u64 {
+            bad(
+                "events.nats.stream_limits.max_bytes".into(),
+                "must be at least 1 byte".into(),
+            );
+        }
+    }
+}
+
 impl EventsConfig {
     /// Adds every problem with this section to `errors`.
     pub fn validate(&self, errors: &mut Vec<FieldError>) {
@@ -278,6 +513,45 @@ impl EventsConfig {
                 "must be at least 1".into(),
             );
         }
+        if !is_name(&l.deployment, 64, "_-") {
+            bad(
+                "events.lifecycle.deployment".into(),
+                format!("{:?} must be 1 to 64 of A-Za-z0-9_-", l.deployment),
+            );
+        }
+        if let Some(r) = &l.lease.replica
+            && !is_name(r, 128, "._-")
+        {
+            bad(
+                "events.lifecycle.lease.replica".into(),
+                format!("{r:?} must be 1 to 128 of A-Za-z0-9._-"),
+            );
+        }
+        if l.lease.ttl < Duration::from_secs(3) {
+            bad(
+                "events.lifecycle.lease.ttl".into(),
+                "must be at least 3s (st2 keeps TTLs in whole seconds; it is renewed every third)"
+                    .into(),
+            );
+        }
+        let c = &l.checkpoint;
+        if c.interval.is_zero() {
+            bad(
+                "events.lifecycle.checkpoint.interval".into(),
+                "must be more than 0 (e.g. 5s)".into(),
+            );
+        }
+        for (field, n) in [
+            ("reconcile_max_pages", c.reconcile_max_pages),
+            ("max_in_flight", c.max_in_flight),
+        ] {
+            if n == 0 {
+                bad(
+                    format!("events.lifecycle.checkpoint.{field}"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
         let deliveries = [
             (
                 "events.http.delivery",
@@ -303,6 +577,7 @@ impl EventsConfig {
             );
         }
         if let Some(n) = &self.nats {
+            n.validate(&mut bad);
             if n.stream.is_empty() || n.stream.contains(['.', '*', '>', ' ']) {
                 bad(
                     "events.nats.stream".into(),
@@ -372,6 +647,39 @@ impl EventsConfig {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_deployment() -> String {
+    "default".into()
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_reconcile_margin() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_reconcile_pages() -> usize {
+    200
+}
+fn default_max_in_flight() -> usize {
+    10_000
+}
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_stream_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
+}
 fn default_source() -> String {
     "portarium.execution-plane.stackstorm".into()
 }

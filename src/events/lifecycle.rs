@@ -265,6 +265,11 @@ impl LifecycleTracker {
         events
     }
 
+    /// Whether `e` is reported at all: one of ours, or of a governed pack.
+    pub fn in_scope(&self, e: &Execution) -> bool {
+        self.ids(e).is_some()
+    }
+
     /// Portarium ids for an execution in scope: ours carry them in `context.portarium`;
     /// a governed pack's execution gets the configured tenant and its own id as correlation.
     fn ids(&self, e: &Execution) -> Option<Ids> {

@@ -2,10 +2,13 @@
 //! receiver and/or NATS JetStream), and Portarium events in as st2 triggers. See
 //! `docs/events.md`.
 
+pub mod checkpoint;
 pub mod cloudevent;
 pub mod config;
 pub mod inbound;
+pub mod lease;
 pub mod lifecycle;
+pub mod reporter;
 pub mod schema;
 pub mod sink;
 pub mod source;
@@ -19,6 +22,7 @@ pub use cloudevent::CloudEvent;
 pub use config::EventsConfig;
 pub use inbound::Inbound;
 pub use lifecycle::{LifecycleTracker, Scrubbing, Transition};
+pub use reporter::Reporter;
 pub use sink::{SinkHandle, Sinks};
 
 use st2_client::Execution;

@@ -127,6 +127,24 @@ const DEFS: &[Def] = &[
         unit: "1",
         help: "Always 1; the labels name the running build (version, revision).",
     },
+    Def {
+        name: "portarium.st2.events.checkpoint_resets",
+        kind: Instrument::Counter,
+        unit: "{start}",
+        help: "Lifecycle reporting that began from now for want of a usable checkpoint, by reason (missing, unreadable).",
+    },
+    Def {
+        name: "portarium.st2.events.reconciled_executions",
+        kind: Instrument::Counter,
+        unit: "{execution}",
+        help: "Executions read from st2 to report what happened while no replica reported.",
+    },
+    Def {
+        name: "portarium.st2.events.lease_held",
+        kind: Instrument::UpDown,
+        unit: "1",
+        help: "1 while this replica holds the lifecycle lease and reports, else 0.",
+    },
 ];
 
 const M_SUCCEEDED: usize = 0;
@@ -147,11 +165,18 @@ pub(crate) const M_EXPORTS: usize = 9;
 const M_REFUSED_CATCHUPS: usize = 10;
 const M_ST2_UP: usize = 11;
 const M_BUILD_INFO: usize = 12;
+const M_CHECKPOINT_RESETS: usize = 13;
+const M_RECONCILED: usize = 14;
+const M_LEASE_HELD: usize = 15;
 
 /// Metrics without labels, and so with one series known from the start: present at 0 before
 /// their first event, as Prometheus conventions ask (a rate over a missing series is empty,
 /// not 0).
-const AT_ZERO_FROM_START: [usize; 3] = [M_IN_FLIGHT, M_RECONNECTS, M_REFUSED_CATCHUPS];
+const AT_ZERO_FROM_START: [usize; 4] =
+    [M_IN_FLIGHT, M_RECONNECTS, M_REFUSED_CATCHUPS, M_RECONCILED];
+
+/// The reasons [`checkpoint_reset`] counts, each present at 0 from the start.
+const CHECKPOINT_RESET_REASONS: [&str; 2] = ["missing", "unreadable"];
 
 /// `pack.version` when the version is not known (no pack gate, or it refused the pack before
 /// reading it): Portarium's own default for an unknown pack version.
@@ -195,6 +220,25 @@ pub fn st2_up(up: bool) {
     metrics().set(M_ST2_UP, Vec::new(), if up { 1.0 } else { 0.0 });
 }
 
+/// Counts a start of lifecycle reporting without a usable checkpoint.
+pub fn checkpoint_reset(reason: &'static str) {
+    metrics().add(
+        M_CHECKPOINT_RESETS,
+        vec![("reason", reason.to_string())],
+        1.0,
+    );
+}
+
+/// Counts executions a lifecycle reconciliation read.
+pub fn reconciled(executions: u64) {
+    metrics().add(M_RECONCILED, Vec::new(), executions as f64);
+}
+
+/// Records whether this replica holds the lifecycle lease.
+pub fn lease_held(held: bool) {
+    metrics().set(M_LEASE_HELD, Vec::new(), if held { 1.0 } else { 0.0 });
+}
+
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -212,6 +256,9 @@ impl Registry {
         };
         for id in AT_ZERO_FROM_START {
             registry.declare(id, Vec::new());
+        }
+        for reason in CHECKPOINT_RESET_REASONS {
+            registry.declare(M_CHECKPOINT_RESETS, vec![("reason", reason.to_string())]);
         }
         registry.set(
             M_BUILD_INFO,

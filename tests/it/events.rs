@@ -414,7 +414,7 @@ fn events_config_is_checked_naming_the_field_and_takes_env_overrides() {
     let config = Config::from_yaml(base, "test", env).unwrap();
     let nats = config.events.nats.expect("nats sink from env");
     assert_eq!(
-        (nats.url.as_str(), nats.stream.as_str()),
+        (nats.url.expose(), nats.stream.as_str()),
         ("nats://127.0.0.1:4222", "PORTARIUM_LIFECYCLE")
     );
 }

@@ -167,7 +167,6 @@ async fn stream_messages(url: &str) -> u64 {
 async fn nats_sink_survives_a_late_start_and_a_crash_and_stores_each_event_once() {
     let mut server = NatsServer::on_port(free_port());
     let config = NatsSinkConfig {
-        url: server.url(),
         stream: "PORTARIUM_EVENTS".into(),
         subject_prefix: "portarium.events".into(),
         ack_timeout_ms: 500,
@@ -177,6 +176,7 @@ async fn nats_sink_survives_a_late_start_and_a_crash_and_stores_each_event_once(
             queue_size: 16,
             ..fast()
         },
+        ..NatsSinkConfig::to(&server.url())
     };
     let (sink, _w) = nats::start(&config).await.unwrap();
     let all = events(16);

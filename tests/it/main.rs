@@ -11,6 +11,7 @@ mod config_reference;
 mod conventions;
 mod dispatch;
 mod events;
+mod events_durability;
 mod events_sinks;
 mod fault_injection;
 mod follow;

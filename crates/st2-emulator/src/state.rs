@@ -56,6 +56,8 @@ pub(crate) struct Store {
     pub trigger_instances: Vec<Value>,
     /// Every trigger type (`TriggerTypeAPI` form): st2's system types, then those created.
     pub trigger_types: Vec<Value>,
+    /// The datastore's key-value pairs, in creation order.
+    pub keys: Vec<crate::api::KvPair>,
 }
 
 impl Store {

@@ -38,9 +38,17 @@ pub enum Attempt {
     Reject(String),
 }
 
+/// Held with an event until its sink is done with it (delivered or given up on), then
+/// dropped: how the checkpoint learns what was delivered.
+pub type Receipt = Arc<dyn std::any::Any + Send + Sync>;
+
+/// An event in a sink's queue.
+type Queued = (Arc<CloudEvent>, Option<Receipt>);
+
 /// Counters of one sink.
 #[derive(Debug, Default)]
 struct Stats {
+    queued: AtomicU64,
     delivered: AtomicU64,
     retries: AtomicU64,
     dropped: AtomicU64,
@@ -50,6 +58,8 @@ struct Stats {
 /// A copy of a sink's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SinkCounts {
+    /// Events waiting in the queue or being delivered.
+    pub queued: u64,
     /// Events the sink accepted.
     pub delivered: u64,
     /// Attempts repeated after a failure.
@@ -69,27 +79,43 @@ pub struct SinkClosed(pub &'static str);
 #[derive(Clone)]
 pub struct SinkHandle {
     name: &'static str,
-    tx: mpsc::Sender<Arc<CloudEvent>>,
+    tx: mpsc::Sender<Queued>,
     stats: Arc<Stats>,
 }
 
 impl SinkHandle {
     /// Queues `event`, waiting for room when the queue is full.
     pub async fn send(&self, event: Arc<CloudEvent>) -> Result<(), SinkClosed> {
-        match self.tx.try_send(event) {
+        self.send_with(event, None).await
+    }
+
+    /// Queues `event` with `receipt`, dropped once this sink is done with the event.
+    pub async fn send_with(
+        &self,
+        event: Arc<CloudEvent>,
+        receipt: Option<Receipt>,
+    ) -> Result<(), SinkClosed> {
+        // Counted before it can be taken, so `queued` never dips below what is in the queue.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = match self.tx.try_send((event, receipt)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(event)) => {
+            Err(mpsc::error::TrySendError::Full(item)) => {
                 self.stats.waited_for_room.fetch_add(1, Ordering::Relaxed);
-                self.tx.send(event).await.map_err(|_| SinkClosed(self.name))
+                self.tx.send(item).await.map_err(|_| SinkClosed(self.name))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SinkClosed(self.name)),
+        };
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         }
+        sent
     }
 
     /// The sink's counters now.
     pub fn counts(&self) -> SinkCounts {
         let s = &self.stats;
         SinkCounts {
+            queued: s.queued.load(Ordering::Relaxed),
             delivered: s.delivered.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
@@ -114,7 +140,7 @@ where
     D: FnMut(Arc<CloudEvent>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Attempt>> + Send,
 {
-    let (tx, mut rx) = mpsc::channel::<Arc<CloudEvent>>(delivery.queue_size);
+    let (tx, mut rx) = mpsc::channel::<Queued>(delivery.queue_size);
     let stats = Arc::new(Stats::default());
     let handle = SinkHandle {
         name,
@@ -123,7 +149,7 @@ where
     };
     let policy = delivery.retry();
     let worker = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
+        while let Some((event, receipt)) = rx.recv().await {
             let mut retry = policy.start();
             loop {
                 match deliver(event.clone()).await {
@@ -154,6 +180,8 @@ where
                     }
                 }
             }
+            drop(receipt);
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
         }
     });
     (handle, worker)
@@ -174,16 +202,41 @@ impl Sinks {
     /// Queues `event` on every sink (waiting for room in each); a stopped sink is logged
     /// and skipped so the others still get it.
     pub async fn send(&self, event: CloudEvent) {
+        self.send_with(event, None).await;
+    }
+
+    /// [`Sinks::send`] with a receipt each sink holds until it is done with the event.
+    pub async fn send_with(&self, event: CloudEvent, receipt: Option<Receipt>) {
         let event = Arc::new(event);
         for sink in &self.sinks {
-            if let Err(e) = sink.send(event.clone()).await {
+            if let Err(e) = sink.send_with(event.clone(), receipt.clone()).await {
                 tracing::error!(id = %event.id, "{e}");
             }
         }
     }
 
+    /// Events queued in every sink, read without holding a sender open (so the sinks can
+    /// still end once the [`Sinks`] are dropped).
+    pub fn meter(&self) -> QueueMeter {
+        QueueMeter(self.sinks.iter().map(|s| s.stats.clone()).collect())
+    }
+
     /// The sinks, for their counters.
     pub fn handles(&self) -> &[SinkHandle] {
         &self.sinks
+    }
+}
+
+/// Reads how many events the sinks still hold.
+#[derive(Clone, Default)]
+pub struct QueueMeter(Vec<Arc<Stats>>);
+
+impl QueueMeter {
+    /// Events queued or being delivered, over every sink.
+    pub fn queued(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|s| s.queued.load(Ordering::Relaxed))
+            .sum()
     }
 }

@@ -3,6 +3,10 @@
 //! duplicate within its duplicate window; an event counts as delivered only once JetStream
 //! acknowledged storing it.
 //!
+//! The connection authenticates with a credentials file, an NKey seed or user and password,
+//! over TLS (with a client certificate for mutual TLS) when configured; a stream the sink
+//! creates gets `stream_limits` (max age, max bytes, duplicate window).
+//!
 //! Client: `async-nats` without its `server_2_10`+ features, so stream configs carry nothing
 //! a 2.9 server (Debian's `nats-server`) rejects. It reconnects on its own; this sink re-sends
 //! the event at the head of the queue until an ack arrives.
@@ -25,24 +29,30 @@ use crate::events::config::NatsSinkConfig;
 /// connecting in the background and events wait in the queue.
 pub async fn start(config: &NatsSinkConfig) -> Result<(SinkHandle, JoinHandle<()>), EventsError> {
     let backoff = config.delivery.backoff.clone();
-    let client = ConnectOptions::new()
+    let options = connect_options(config)
+        .await?
         .retry_on_initial_connect()
         .event_callback(|event| async move {
             tracing::info!(%event, "NATS connection event");
         })
         .reconnect_delay_callback(move |attempts| {
             backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
-        })
-        .connect(config.url.as_str())
+        });
+    let client = options
+        .connect(config.url.expose())
         .await
         .map_err(|e| EventsError::Config {
             field: "events.nats.url".into(),
-            reason: format!("{e}; write it as nats://host:port"),
+            reason: format!("{e}; write it as nats://host:port (or tls://host:port)"),
         })?;
     let js = jetstream::new(client);
+    let limits = &config.stream_limits;
     let stream = Arc::new(jetstream::stream::Config {
         name: config.stream.clone(),
         subjects: vec![format!("{}.>", config.subject_prefix)],
+        max_age: limits.max_age,
+        max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
+        duplicate_window: limits.duplicate_window,
         ..Default::default()
     });
     let ensured = Arc::new(OnceCell::new());
@@ -84,4 +94,63 @@ pub async fn start(config: &NatsSinkConfig) -> Result<(SinkHandle, JoinHandle<()
         }
     };
     Ok(spawn("nats", &config.delivery, deliver))
+}
+
+/// The credentials and TLS settings of `config` as client options.
+async fn connect_options(config: &NatsSinkConfig) -> Result<ConnectOptions, EventsError> {
+    let bad = |field: &str, reason: String| EventsError::Config {
+        field: format!("events.nats.{field}"),
+        reason,
+    };
+    let mut options = match &config.credentials_file {
+        Some(path) => ConnectOptions::with_credentials_file(path.clone())
+            .await
+            .map_err(|e| {
+                bad(
+                    "credentials_file",
+                    format!(
+                        "cannot use {}: {e}; give the .creds file the NATS operator issued",
+                        path.display()
+                    ),
+                )
+            })?,
+        None => ConnectOptions::new(),
+    };
+    if let Some(seed) = &config.nkey {
+        if !seed.expose().starts_with("SU") {
+            return Err(bad(
+                "nkey",
+                "is not a user NKey seed (it starts with SU); give the seed, not the public key"
+                    .into(),
+            ));
+        }
+        options = options.nkey(seed.expose().to_string());
+    }
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_string());
+    }
+    if let Some(tls) = &config.tls {
+        options = options.require_tls(true);
+        for path in [&tls.ca_file, &tls.cert_file, &tls.key_file]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(bad(
+                    "tls",
+                    format!(
+                        "cannot read {}: {e}; check the path and its permissions",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(options)
 }

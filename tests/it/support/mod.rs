@@ -1,5 +1,6 @@
 //! Shared test helpers: a NATS server, the st2 reference data, and the test certificates.
 
+pub mod adapter;
 pub mod deploy;
 pub mod nats;
 pub mod reference;

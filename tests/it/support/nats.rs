@@ -39,6 +39,11 @@ impl NatsServer {
 
     /// Starts it (again, on the same store) and waits until it accepts connections.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// [`NatsServer::start`] with more command-line options (auth, TLS).
+    pub fn start_with(&mut self, options: &[&str]) {
         let child = Command::new(binary())
             .args([
                 "-js",
@@ -49,6 +54,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -77,6 +83,26 @@ impl NatsServer {
         .await
         .unwrap();
         js
+    }
+
+    /// The event ids of every message `stream` holds, in order, and its configuration.
+    pub async fn stored(
+        &self,
+        stream: &str,
+    ) -> (Vec<String>, async_nats::jetstream::stream::Config) {
+        let js = async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap());
+        let mut stream = js.get_stream(stream).await.unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let mut ids = Vec::new();
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            if info.state.messages == 0 {
+                break;
+            }
+            let m = stream.get_raw_message(seq).await.unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            ids.push(event["id"].as_str().unwrap().to_string());
+        }
+        (ids, info.config)
     }
 
     /// Stops it (SIGKILL, like a crash) and waits for the process to end.

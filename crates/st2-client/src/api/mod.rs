@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod executions;
+pub mod keys;
 pub mod packs;
 pub mod traces;
 pub mod triggertypes;

@@ -7,6 +7,7 @@
 mod action;
 mod auth;
 mod execution;
+pub mod keyvalue;
 mod pack;
 mod status;
 mod trace;
@@ -16,6 +17,7 @@ pub use auth::Token;
 pub use execution::{
     Execution, LiveAction, LogEntry, Notify, NotifyTarget, OutputChunk, OutputType,
 };
+pub use keyvalue::KeyValuePair;
 pub use pack::Pack;
 pub use status::ExecutionStatus;
 pub use trace::{Trace, TraceComponent};

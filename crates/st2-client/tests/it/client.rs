@@ -1291,3 +1291,55 @@ async fn tls_is_verified_against_system_roots_plus_the_configured_ca() {
     St2Client::from_config(&cfg).unwrap().ping().await.unwrap();
     assert_eq!(answered.load(Ordering::SeqCst), 1);
 }
+
+/// The datastore round trip: a missing key reads as `None`, a put key reads back with its
+/// value, a TTL shows as `expire_timestamp`, the list filters by prefix, a delete of a key
+/// that is gone says so.
+#[tokio::test]
+async fn datastore_keys_round_trip() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    assert_eq!(c.keys().get("portarium-st2.t.lease").await.unwrap(), None);
+    let put = c
+        .keys()
+        .put(
+            "portarium-st2.t.lease",
+            "replica-a",
+            Some(Duration::from_secs(15)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.value, "replica-a");
+    let expiry = put.expire_timestamp.expect("a TTL gives an expiry");
+    let ahead = expiry - time::OffsetDateTime::now_utc();
+    assert!(
+        ahead.whole_seconds() > 5 && ahead.whole_seconds() <= 15,
+        "{ahead}"
+    );
+    c.keys()
+        .put("portarium-st2.t.checkpoint", "{}", None)
+        .await
+        .unwrap();
+    c.keys().put("other", "x", None).await.unwrap();
+    let read = c.keys().get("portarium-st2.t.checkpoint").await.unwrap();
+    assert_eq!(
+        read.map(|p| (p.value, p.expire_timestamp)),
+        Some(("{}".into(), None))
+    );
+    let listed = c
+        .keys()
+        .list()
+        .prefix("portarium-st2.t.")
+        .all(5)
+        .await
+        .unwrap();
+    let mut names: Vec<_> = listed.items.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["portarium-st2.t.checkpoint", "portarium-st2.t.lease"]
+    );
+    assert!(c.keys().delete("portarium-st2.t.lease").await.unwrap());
+    assert!(!c.keys().delete("portarium-st2.t.lease").await.unwrap());
+    assert_eq!(c.keys().get("portarium-st2.t.lease").await.unwrap(), None);
+}

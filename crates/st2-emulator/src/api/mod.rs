@@ -6,9 +6,11 @@ mod auth;
 mod content;
 mod control;
 mod executions;
+mod keys;
 mod stream;
 mod triggers;
 
+pub(crate) use keys::Pair as KvPair;
 pub(crate) use triggers::system_types as system_trigger_types;
 
 use std::sync::Arc;
@@ -386,6 +388,7 @@ pub(crate) fn st2_router(sh: Arc<Shared>) -> Router {
         .merge(content::routes())
         .merge(stream::routes())
         .merge(triggers::routes())
+        .merge(keys::routes())
         .route("/auth/v1/tokens/validate", post(auth::validate))
         .route_layer(middleware::from_fn_with_state(sh.clone(), require_auth));
     Router::new()

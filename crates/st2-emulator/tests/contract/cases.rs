@@ -99,7 +99,7 @@ use Auth::{ApiKey, Basic, Nothing, Token, UnknownToken};
 const NO_KEYS: &str =
     "API-key management (/api/v1/apikeys) is not emulated: the emulator accepts one configured key";
 const NO_INQUIRIES: &str = "inquiries (core.ask, /api/v1/inquiries) are not emulated yet";
-const NO_DATASTORE: &str = "the key-value datastore (/api/v1/keys) is not emulated yet";
+const KEYS_TEST: &str = "rest::datastore_keys_answer_like_captures";
 const NO_RULES: &str =
     "rules, rule enforcements and trigger types arrive with the rules-engine issue";
 const NOT_YET_TRACE_TAGS: &str = "recorded for st2's trace-tag lookups after this table was written; not \
@@ -541,12 +541,54 @@ pub const CASES: &[Case] = &[
     ),
     skipped("inquiries-list.http", NO_INQUIRIES),
     skipped("inquiry-respond.http", NO_INQUIRIES),
-    skipped("key-delete.http", NO_DATASTORE),
-    skipped("key-get-secret-decrypt.http", NO_DATASTORE),
-    skipped("key-get.http", NO_DATASTORE),
-    skipped("key-put-secret.http", NO_DATASTORE),
-    skipped("key-put.http", NO_DATASTORE),
-    skipped("keys-list.http", NO_DATASTORE),
+    covered(
+        "key-delete.http",
+        req("DELETE", "/api/v1/keys/rusttest", None, Token, 204),
+        KEYS_TEST,
+    ),
+    covered(
+        "key-get-secret-decrypt.http",
+        req(
+            "GET",
+            "/api/v1/keys/rustsecret?decrypt=true",
+            None,
+            Token,
+            200,
+        ),
+        KEYS_TEST,
+    ),
+    covered(
+        "key-get.http",
+        req("GET", "/api/v1/keys/rusttest", None, Token, 200),
+        KEYS_TEST,
+    ),
+    covered(
+        "key-put-secret.http",
+        req(
+            "PUT",
+            "/api/v1/keys/rustsecret",
+            Some(r#"{"name":"rustsecret","value":"s3cr3t","secret":true}"#),
+            Token,
+            200,
+        ),
+        KEYS_TEST,
+    ),
+    covered(
+        "key-put.http",
+        req(
+            "PUT",
+            "/api/v1/keys/rusttest",
+            Some(r#"{"name":"rusttest","value":"v1"}"#),
+            Token,
+            200,
+        ),
+        KEYS_TEST,
+    ),
+    covered(
+        "keys-list.http",
+        req("GET", "/api/v1/keys", None, Token, 200),
+        KEYS_TEST,
+    ),
     covered(
         "packs-list.http",
         req("GET", "/api/v1/packs?limit=2", None, Token, 200),

@@ -1185,3 +1185,57 @@ async fn traces_by_tag_list_the_execution_with_st2_trace_fields() {
     );
     c.finish();
 }
+
+/// The datastore round trip st2 recorded: put, put a secret, read (a secret decrypted on
+/// request), list in creation order (no paging headers), delete; then what the captures do not
+/// show: a missing key is a 404 in st2's words, and a key put with `ttl` carries its
+/// `expire_timestamp` that many seconds ahead.
+#[tokio::test]
+async fn datastore_keys_answer_like_captures() {
+    if reference::missing() {
+        return;
+    }
+    let h = Harness::start_with_step(STEP).await;
+    let mut c = Check::new("datastore keys");
+    let rules = Rules::default();
+    for file in [
+        "key-put.http",
+        "key-put-secret.http",
+        "key-get.http",
+        "key-get-secret-decrypt.http",
+        "keys-list.http",
+        "key-delete.http",
+    ] {
+        replay(&h, &mut c, file, None, Some(&rules)).await;
+    }
+    let gone = h
+        .send("GET", "/api/v1/keys/rusttest", None, Auth::Token)
+        .await;
+    c.that(gone.status == 404, || {
+        format!("deleted key: {}", gone.status)
+    });
+    c.that(
+        gone.json()["faultstring"]
+            == "KeyValuePair with name: rusttest and scope: st2kv.system not found in db.",
+        || format!("deleted key: {}", gone.json()),
+    );
+    let sent = OffsetDateTime::now_utc();
+    let leased = h
+        .send(
+            "PUT",
+            "/api/v1/keys/lease",
+            Some(r#"{"name":"lease","value":"replica-a","ttl":30}"#),
+            Auth::Token,
+        )
+        .await;
+    let form = leased.json();
+    let expiry = json!({"expiry": form["expire_timestamp"]});
+    check_expiry(&mut c, "key with ttl", &expiry, sent, 30);
+    let listed = h
+        .send("GET", "/api/v1/keys?prefix=lea", None, Auth::Token)
+        .await;
+    c.that(listed.json().as_array().map(Vec::len) == Some(1), || {
+        format!("prefix list: {}", listed.json())
+    });
+    c.finish();
+}
