@@ -186,11 +186,7 @@ async fn conclude(
         // A refusal never reached st2 and quotes no payload; only st2's words need the schema.
         if !e.refused
             && !req.payload.is_empty()
-            && let Ok(schema) = tenant
-                .dispatcher
-                .st2()
-                .action_parameters(req.flow_ref.trim())
-                .await
+            && let Ok(schema) = tenant.dispatcher.parameters(req.flow_ref.trim()).await
         {
             policy = policy.with_secret_parameters(&schema);
         }
@@ -333,12 +329,7 @@ pub async fn rerun(tenant: &Tenant, original: &Execution, overrides: JsonObject)
 async fn audit_rerun(tenant: &Tenant, req: &DispatchRequest, of: &str, rerun: &Rerun) {
     let Some(log) = &tenant.audit else { return };
     let mut policy = tenant.redaction.clone();
-    if let Ok(schema) = tenant
-        .dispatcher
-        .st2()
-        .action_parameters(&req.flow_ref)
-        .await
-    {
+    if let Ok(schema) = tenant.dispatcher.parameters(&req.flow_ref).await {
         policy = policy.with_secret_parameters(&schema);
     }
     let overrides = redact_value(&Value::Object(req.payload.clone()), &policy);

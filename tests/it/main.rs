@@ -7,6 +7,7 @@ mod cli;
 mod compose;
 mod config_reference;
 mod dispatch;
+mod dispatch_cost;
 mod events;
 mod events_sinks;
 mod fault_injection;

@@ -5,6 +5,7 @@
 //! one), otherwise create it, then follow it to a completed status within a deadline.
 
 mod follow;
+mod schemas;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -15,9 +16,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::core::config::SchemaCacheConfig;
 use crate::core::governance::packs::PackGate;
 use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
-use st2_client::models::JsonObject;
+use schemas::SchemaCache;
+use st2_client::models::{ActionParameters, JsonObject};
 use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_client::{
     CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, ListExecutions, SortOrder,
@@ -49,6 +52,7 @@ pub struct Dispatcher {
     cancel_on_deadline: bool,
     watcher: ExecutionWatcher,
     gate: Option<Arc<PackGate>>,
+    schemas: Arc<SchemaCache>,
     /// Set once st2 refused the traces API (404/403): from then on keys are looked up with
     /// the context filter, and the warning about it has been logged.
     no_traces: Arc<AtomicBool>,
@@ -105,8 +109,26 @@ impl Dispatcher {
             flights: Flights::default(),
             cancel_on_deadline: false,
             gate: None,
+            schemas: Arc::new(SchemaCache::new(SchemaCacheConfig::default())),
             no_traces: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Keeps action parameter schemas as `cfg` says (by default 30 s, 1,024 actions, 4 MiB).
+    pub fn with_schema_cache(mut self, cfg: SchemaCacheConfig) -> Self {
+        self.schemas = Arc::new(SchemaCache::new(cfg));
+        self
+    }
+
+    /// `action`'s merged parameter schema: the one read less than `dispatch.schema_cache.ttl`
+    /// ago, else st2's.
+    pub async fn parameters(&self, action: &str) -> Result<Arc<ActionParameters>, St2Error> {
+        if let Some(schema) = self.schemas.get(action) {
+            return Ok(schema);
+        }
+        let schema = Arc::new(self.st2.action_parameters(action).await?);
+        self.schemas.put(action, schema.clone());
+        Ok(schema)
     }
 
     /// Cancels an execution whose synchronous wait ran out instead of leaving it running.
@@ -220,15 +242,14 @@ impl Dispatcher {
         }
     }
 
-    /// Reads the action's schema from st2 and checks the payload against it.
+    /// Checks the payload against the action's schema (cached, or read from st2).
     async fn checked_parameters(
         &self,
         req: &DispatchRequest,
         action: &ActionRef,
     ) -> Result<(), DispatchResult> {
         let schema = self
-            .st2
-            .action_parameters(&action.to_string())
+            .parameters(&action.to_string())
             .await
             .map_err(|e| from_st2(&e, action))?;
         let problems = check_parameters(&schema, &req.payload);
@@ -236,17 +257,30 @@ impl Dispatcher {
             return Ok(());
         }
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        let unfit = DispatchResult::err(
-            ErrorKind::RemoteError,
-            format!(
-                "payload does not fit {action}'s parameters: {}",
-                list.join("; ")
-            ),
-        );
-        Err(unfit.with_hint(Hint {
-            unprocessable: true,
-            ..Hint::default()
-        }))
+        Err(unfit(format!(
+            "payload does not fit {action}'s parameters: {}",
+            list.join("; ")
+        )))
+    }
+
+    /// st2 refused the parameters of a create (a 400 other than a missing action), so the
+    /// schema they were checked against may be stale: it is dropped and read again, and the
+    /// answer names what the fresh schema finds wrong, else st2's own words. Either way the
+    /// request must change, and st2 ran nothing: 422.
+    async fn refused_parameters(
+        &self,
+        req: &DispatchRequest,
+        action: &ActionRef,
+        err: &St2Error,
+    ) -> DispatchResult {
+        self.schemas.drop_action(&action.to_string());
+        match self.checked_parameters(req, action).await {
+            Err(refusal) => refusal,
+            Ok(()) => unfit(format!(
+                "st2 refused {action}'s parameters: {}; change the payload to fit the action",
+                err.faultstring().unwrap_or_default()
+            )),
+        }
     }
 
     /// What st2 holds for this key: ids from its trace index, or (without the traces API)
@@ -368,6 +402,11 @@ impl Dispatcher {
                 Ok(created) => return Ok(created),
                 Err(e) => e,
             };
+            if matches!(err, St2Error::BadRequest { .. })
+                && kind_of(&err) != ErrorKind::FlowNotFound
+            {
+                return Err(self.refused_parameters(req, action, &err).await);
+            }
             // A dropped connection, a timeout or a 5xx leaves it unknown whether st2 created
             // the execution; only st2 can tell, so look before trying again.
             // A 429 is st2 declining before doing anything: the caller's retry policy owns it.
@@ -531,6 +570,15 @@ fn failure_text(result: &Value) -> String {
         (Some(only), None) | (None, Some(only)) => only,
         (None, None) => "no error text from st2".into(),
     }
+}
+
+/// A payload the action cannot take: 422 with Portarium's `RemoteError`, since a 502 would
+/// say st2 failed and invite the same request again.
+fn unfit(message: String) -> DispatchResult {
+    DispatchResult::err(ErrorKind::RemoteError, message).with_hint(Hint {
+        unprocessable: true,
+        ..Hint::default()
+    })
 }
 
 /// The one place st2 failures become Portarium error kinds.
