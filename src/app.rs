@@ -63,9 +63,10 @@ impl App {
         let mut background = Vec::new();
         // Every watcher sees every execution its credential may see, so two watchers can
         // report one execution: a single tracker over all of them dedupes per transition.
+        // Without a sink nobody would receive its events, so it does not run.
         let watchers = dispatch.watchers();
         crate::telemetry::watch_streams(&watchers);
-        if !watchers.is_empty() {
+        if !watchers.is_empty() && !sinks.handles().is_empty() {
             let snapshots = futures_util::stream::select_all(
                 watchers
                     .iter()

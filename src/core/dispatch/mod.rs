@@ -53,6 +53,8 @@ pub struct Dispatcher {
     watcher: ExecutionWatcher,
     gate: Option<Arc<PackGate>>,
     schemas: Arc<SchemaCache>,
+    /// One schema read per action at a time.
+    schema_reads: Flights,
     /// Set once st2 refused the traces API (404/403): from then on keys are looked up with
     /// the context filter, and the warning about it has been logged.
     no_traces: Arc<AtomicBool>,
@@ -66,8 +68,9 @@ enum Held {
     Listed(Vec<Execution>),
 }
 
-/// One lock per dispatch key in flight on this replica, so two concurrent requests with the
-/// same key cannot both miss each other's execution and start two.
+/// One lock per key in flight on this replica: per dispatch key, so two concurrent requests
+/// with the same key cannot both miss each other's execution and start two; per action, so
+/// concurrent dispatches wait for one schema read.
 #[derive(Clone, Default)]
 struct Flights(Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>);
 
@@ -110,6 +113,7 @@ impl Dispatcher {
             cancel_on_deadline: false,
             gate: None,
             schemas: Arc::new(SchemaCache::new(SchemaCacheConfig::default())),
+            schema_reads: Flights::default(),
             no_traces: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -123,6 +127,12 @@ impl Dispatcher {
     /// `action`'s merged parameter schema: the one read less than `dispatch.schema_cache.ttl`
     /// ago, else st2's.
     pub async fn parameters(&self, action: &str) -> Result<Arc<ActionParameters>, St2Error> {
+        if let Some(schema) = self.schemas.get(action) {
+            return Ok(schema);
+        }
+        // When an entry expires under load, one dispatch reads it and the others wait for
+        // that read rather than each asking st2.
+        let _reading = self.schema_reads.enter(action).await;
         if let Some(schema) = self.schemas.get(action) {
             return Ok(schema);
         }
