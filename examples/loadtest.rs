@@ -24,7 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use portarium_st2::app::App;
 use portarium_st2::core::dispatch::Dispatcher;
-use portarium_st2::core::portarium::{DispatchRequest, DispatchResult};
+use portarium_st2::core::portarium::DispatchRequest;
 use serde_json::{Value, json};
 use st2_client::St2Client;
 use st2_client::St2Config;
@@ -310,12 +310,7 @@ async fn e2e(args: E2eArgs) {
         let mut run = drive(args.n, c, |i| {
             let d = dispatcher.clone();
             let req = request(&run_id, i);
-            async move {
-                matches!(
-                    d.dispatch(&req, Duration::from_secs(60)).await,
-                    DispatchResult::Ok { .. }
-                )
-            }
+            async move { matches!(d.dispatch(&req, Duration::from_secs(60)).await, Ok(_)) }
         })
         .await;
         let path = if args.poll {

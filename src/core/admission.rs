@@ -27,7 +27,7 @@ pub enum Mode {
 }
 
 /// A dispatch that went through.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dispatched {
     /// Portarium's `output`: `{executionId, status, result}` once completed, the checks for a
     /// dry run, `{executionId, status}` for a start.
@@ -60,38 +60,24 @@ impl DispatchError {
         }
     }
 
+    /// A failure of `kind` met after admission (st2 was or may have been asked).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            refused: false,
+            hint: Hint::default(),
+        }
+    }
+
+    /// This failure with `hint` for its HTTP answer.
+    pub fn with_hint(self, hint: Hint) -> Self {
+        Self { hint, ..self }
+    }
+
     /// st2's failure of a call made after admission, with its `Retry-After` when it sent one.
     pub fn from_st2(err: &St2Error) -> Self {
-        Self::from_result(super::dispatch::failure_of(err, err.to_string()))
-    }
-
-    /// A refusal from an answer already in Portarium's form.
-    pub(crate) fn refusal(result: DispatchResult) -> Self {
-        Self {
-            refused: true,
-            ..Self::from_result(result)
-        }
-    }
-
-    fn from_result(result: DispatchResult) -> Self {
-        match result {
-            DispatchResult::Err {
-                kind,
-                message,
-                hint,
-            } => Self {
-                kind,
-                message,
-                refused: false,
-                hint,
-            },
-            DispatchResult::Ok { .. } => Self {
-                kind: ErrorKind::RemoteError,
-                message: "an answer that is not an error was taken for one".into(),
-                refused: false,
-                hint: Hint::default(),
-            },
-        }
+        super::dispatch::failure_of(err, err.to_string())
     }
 }
 
@@ -137,25 +123,16 @@ async fn run(
     mode: Mode,
 ) -> Result<Dispatched, DispatchError> {
     let dispatcher = &tenant.dispatcher;
-    let result = match mode {
+    match mode {
         Mode::Wait(wait) => dispatcher.dispatch(req, wait).await,
         Mode::DryRun => dispatcher.dry_run(req).await,
-        Mode::Start => {
-            return match dispatcher.submit(req).await {
-                Ok((execution, _)) => Ok(Dispatched {
-                    output: json!({"executionId": execution.id, "status": execution.status}),
-                    execution: Some(execution),
-                }),
-                Err(failure) => Err(DispatchError::from_result(failure)),
-            };
-        }
-    };
-    match result {
-        DispatchResult::Ok { output } => Ok(Dispatched {
-            output,
-            execution: None,
-        }),
-        failure => Err(DispatchError::from_result(failure)),
+        Mode::Start => dispatcher
+            .submit(req)
+            .await
+            .map(|(execution, _)| Dispatched {
+                output: json!({"executionId": execution.id, "status": execution.status}),
+                execution: Some(execution),
+            }),
     }
 }
 

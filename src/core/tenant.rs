@@ -67,11 +67,7 @@ impl Tenant {
                 ),
             ));
         }
-        self.dispatcher
-            .admit(action)
-            .await
-            .map(drop)
-            .map_err(DispatchError::refusal)
+        self.dispatcher.admit(action).await.map(drop)
     }
 
     /// The audit log this tenant's decisions go to, if one is configured.

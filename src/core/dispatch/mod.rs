@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use crate::core::config::SchemaCacheConfig;
 use crate::core::governance::packs::PackGate;
-use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
+use crate::core::portarium::{DispatchRequest, ErrorKind, Hint};
+use crate::core::{DispatchError, Dispatched};
 use schemas::SchemaCache;
 use st2_client::models::{ActionParameters, JsonObject};
 use st2_client::stream::{ExecutionWatcher, StreamConfig};
@@ -168,13 +169,13 @@ impl Dispatcher {
     }
 
     /// The flowRef as an action ref, once the pack gate (if any) lets its pack run.
-    pub async fn admit(&self, flow_ref: &str) -> Result<ActionRef, DispatchResult> {
+    pub async fn admit(&self, flow_ref: &str) -> Result<ActionRef, DispatchError> {
         let action = ActionRef::parse(flow_ref.trim())
-            .map_err(|e| DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()))?;
+            .map_err(|e| DispatchError::refused(ErrorKind::FlowNotFound, e.to_string()))?;
         if let Some(gate) = &self.gate {
             gate.check(&self.st2, &action.pack)
                 .await
-                .map_err(|refusal| refusal.to_result())?;
+                .map_err(|refusal| refusal.to_error())?;
         }
         Ok(action)
     }
@@ -187,27 +188,32 @@ impl Dispatcher {
     /// Dispatches `req` and waits up to `wait` for the execution to complete. When the wait
     /// runs out, the execution keeps running (unless configured to cancel) and the answer is
     /// `Timeout` naming it; the same request again attaches to it instead of starting another.
-    pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
+    pub async fn dispatch(
+        &self,
+        req: &DispatchRequest,
+        wait: Duration,
+    ) -> Result<Dispatched, DispatchError> {
         let deadline = Instant::now() + wait;
         let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
             Ok(Ok(found)) => found,
-            Ok(Err(refusal)) => return refusal,
+            Ok(Err(refusal)) => return Err(refusal),
             Err(_) => {
-                return DispatchResult::err(
+                return Err(DispatchError::new(
                     ErrorKind::Timeout,
                     format!(
                         "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
                         wait.as_millis()
                     ),
-                );
+                ));
             }
         };
         let id = execution.id.clone();
-        let result = self.follow(execution, &action, deadline).await;
-        if self.cancel_on_deadline && result.error_kind() == Some(ErrorKind::Timeout) {
-            return self.cancel_after_deadline(&id, result).await;
+        match self.follow(execution, &action, deadline).await {
+            Err(timed_out) if self.cancel_on_deadline && timed_out.kind == ErrorKind::Timeout => {
+                Err(self.cancel_after_deadline(&id, timed_out).await)
+            }
+            result => result,
         }
-        result
     }
 
     /// Starts `req`'s execution, or finds the one st2 already holds for its key, without
@@ -215,7 +221,7 @@ impl Dispatcher {
     pub async fn submit(
         &self,
         req: &DispatchRequest,
-    ) -> Result<(Execution, ActionRef), DispatchResult> {
+    ) -> Result<(Execution, ActionRef), DispatchError> {
         let action = self.admit(&req.flow_ref).await?;
         let key = dispatch_key(req);
         let _flight = self.flights.enter(&key).await;
@@ -239,17 +245,13 @@ impl Dispatcher {
 
     /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
     /// action, the payload against its schema — and starts nothing.
-    pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
-        let action = match self.admit(&req.flow_ref).await {
-            Ok(a) => a,
-            Err(refused) => return refused,
-        };
-        match self.checked_parameters(req, &action).await {
-            Ok(()) => DispatchResult::Ok {
-                output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
-            },
-            Err(failure) => failure,
-        }
+    pub async fn dry_run(&self, req: &DispatchRequest) -> Result<Dispatched, DispatchError> {
+        let action = self.admit(&req.flow_ref).await?;
+        self.checked_parameters(req, &action).await?;
+        Ok(Dispatched {
+            output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
+            execution: None,
+        })
     }
 
     /// Checks the payload against the action's schema (cached, or read from st2).
@@ -257,7 +259,7 @@ impl Dispatcher {
         &self,
         req: &DispatchRequest,
         action: &ActionRef,
-    ) -> Result<(), DispatchResult> {
+    ) -> Result<(), DispatchError> {
         let schema = self
             .parameters(&action.to_string())
             .await
@@ -282,7 +284,7 @@ impl Dispatcher {
         req: &DispatchRequest,
         action: &ActionRef,
         err: &St2Error,
-    ) -> DispatchResult {
+    ) -> DispatchError {
         self.schemas.drop_action(&action.to_string());
         match self.checked_parameters(req, action).await {
             Err(refusal) => refusal,
@@ -399,7 +401,7 @@ impl Dispatcher {
         req: &DispatchRequest,
         action: &ActionRef,
         key: &str,
-    ) -> Result<Execution, DispatchResult> {
+    ) -> Result<Execution, DispatchError> {
         let mut request = ExecutionRequest::new(action.to_string());
         request.parameters = req.payload.clone();
         request
@@ -474,10 +476,8 @@ impl Dispatcher {
     }
 
     /// Cancels the execution a wait gave up on, and says so in the `Timeout` answer.
-    async fn cancel_after_deadline(&self, id: &str, timed_out: DispatchResult) -> DispatchResult {
-        let DispatchResult::Err { message, .. } = &timed_out else {
-            return timed_out;
-        };
+    async fn cancel_after_deadline(&self, id: &str, timed_out: DispatchError) -> DispatchError {
+        let message = &timed_out.message;
         let note = match self.st2.executions().cancel(id).await {
             Ok(CancelOutcome::Canceled(_)) => format!(
                 "st2 execution {id} did not complete in time and was canceled (dispatch.cancel_on_deadline)"
@@ -486,7 +486,7 @@ impl Dispatcher {
             Ok(CancelOutcome::AlreadyCompleted { .. }) => return timed_out,
             Err(e) => format!("{message}; canceling it failed: {e}"),
         };
-        DispatchResult::err(ErrorKind::Timeout, note)
+        DispatchError::new(ErrorKind::Timeout, note)
     }
 }
 
@@ -521,7 +521,10 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
 }
 
 /// The Portarium result of a completed execution.
-pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
+pub(crate) fn outcome(
+    execution: &Execution,
+    status: &ExecutionStatus,
+) -> Result<Dispatched, DispatchError> {
     // The dispatch span (opened by whoever observes dispatches) names the execution it ended with.
     let span = tracing::Span::current();
     span.record("st2.execution.id", execution.id.as_str());
@@ -531,22 +534,23 @@ pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> Dispat
         .clone()
         .unwrap_or(Value::Object(JsonObject::new()));
     if *status == ExecutionStatus::Succeeded {
-        return DispatchResult::Ok {
+        return Ok(Dispatched {
             output: json!({"executionId": execution.id, "status": status, "result": result}),
-        };
+            execution: None,
+        });
     }
     let kind = match status {
         ExecutionStatus::Timeout => ErrorKind::Timeout,
         _ => ErrorKind::RemoteError,
     };
-    DispatchResult::err(
+    Err(DispatchError::new(
         kind,
         format!(
             "st2 execution {} {status}: {}",
             execution.id,
             failure_text(&result)
         ),
-    )
+    ))
 }
 
 /// Lines of stdout a failure quotes when the action wrote nothing to stderr: the end is
@@ -584,8 +588,8 @@ fn failure_text(result: &Value) -> String {
 
 /// A payload the action cannot take: 422 with Portarium's `RemoteError`, since a 502 would
 /// say st2 failed and invite the same request again.
-fn unfit(message: String) -> DispatchResult {
-    DispatchResult::err(ErrorKind::RemoteError, message).with_hint(Hint {
+fn unfit(message: String) -> DispatchError {
+    DispatchError::new(ErrorKind::RemoteError, message).with_hint(Hint {
         unprocessable: true,
         ..Hint::default()
     })
@@ -606,7 +610,7 @@ pub fn kind_of(err: &St2Error) -> ErrorKind {
 }
 
 /// A dispatch failure for `err` met while handling `action`.
-pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
+pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchError {
     let message = match kind_of(err) {
         ErrorKind::FlowNotFound => format!("st2 has no action {action}: {err}"),
         _ => err.to_string(),
@@ -615,12 +619,12 @@ pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
 }
 
 /// `err` as a failure saying `message`, with st2's `Retry-After` passed on.
-pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchResult {
+pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchError {
     let retry_after = match err {
         St2Error::RateLimited { retry_after, .. } => *retry_after,
         _ => None,
     };
-    DispatchResult::err(kind_of(err), message).with_hint(Hint {
+    DispatchError::new(kind_of(err), message).with_hint(Hint {
         retry_after,
         ..Hint::default()
     })
