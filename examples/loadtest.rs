@@ -187,15 +187,7 @@ impl St2 {
         let log = self._emulator.as_ref()?.request_log();
         let mut tally = Tally::default();
         for r in log.iter().filter(|r| !r.path.starts_with("/stream/")) {
-            let kind = match (r.method.as_str(), r.path.as_str()) {
-                ("POST", "/api/v1/executions") => "create",
-                ("GET", "/api/v1/traces") => "trace lookup",
-                ("GET", p) if p.starts_with("/api/v1/executions/") => "execution read",
-                ("GET", "/api/v1/executions") => "execution list",
-                ("GET", p) if p.starts_with("/api/v1/actions/views/parameters/") => "schema read",
-                _ => "other",
-            };
-            *tally.0.entry(kind).or_default() += 1;
+            *tally.0.entry(r.kind()).or_default() += 1;
         }
         Some(tally)
     }
@@ -310,7 +302,7 @@ async fn e2e(args: E2eArgs) {
         let mut run = drive(args.n, c, |i| {
             let d = dispatcher.clone();
             let req = request(&run_id, i);
-            async move { matches!(d.dispatch(&req, Duration::from_secs(60)).await, Ok(_)) }
+            async move { d.dispatch(&req, Duration::from_secs(60)).await.is_ok() }
         })
         .await;
         let path = if args.poll {

@@ -40,7 +40,7 @@ fn api_requests(s: &Stack, from: usize) -> Vec<RequestRecord> {
 fn schema_reads(s: &Stack) -> usize {
     api_requests(s, 0)
         .iter()
-        .filter(|r| r.path.starts_with("/api/v1/actions/views/parameters/"))
+        .filter(|r| r.kind() == "schema read")
         .count()
 }
 
@@ -49,18 +49,6 @@ async fn dispatch_ok(s: &Stack, key: &str) -> Value {
     let (status, answer) = s.dispatch(Some(TOKEN), &body(key)).await;
     assert_eq!((status, &answer["ok"]), (200, &json!(true)), "{answer}");
     answer
-}
-
-/// What a request is, for the per-dispatch tally.
-fn kind(r: &RequestRecord) -> &'static str {
-    match (r.method.as_str(), r.path.as_str()) {
-        ("POST", "/api/v1/executions") => "create",
-        ("GET", "/api/v1/traces") => "trace lookup",
-        ("GET", p) if p.starts_with("/api/v1/executions/") => "execution read",
-        ("GET", "/api/v1/executions") => "execution list",
-        ("GET", p) if p.starts_with("/api/v1/actions/views/parameters/") => "schema read",
-        _ => "other",
-    }
 }
 
 #[tokio::test]
@@ -75,7 +63,7 @@ async fn a_dispatch_costs_a_create_and_the_indexed_lookups_and_nothing_else() {
         dispatch_ok(&s, &format!("warm-{i}")).await;
         if !api_requests(&s, before)
             .iter()
-            .any(|r| kind(r) == "execution read")
+            .any(|r| r.kind() == "execution read")
         {
             covered = true;
             break;
@@ -97,7 +85,7 @@ async fn a_dispatch_costs_a_create_and_the_indexed_lookups_and_nothing_else() {
     }
     let mut tally = std::collections::BTreeMap::new();
     for r in api_requests(&s, before) {
-        *tally.entry(kind(&r)).or_insert(0usize) += 1;
+        *tally.entry(r.kind()).or_insert(0usize) += 1;
     }
     // Per dispatch: the create, the trace-index lookup before it and the convergence check
     // after it (both indexed), and nothing else: the schema comes from the cache and the
@@ -116,6 +104,14 @@ async fn a_dispatch_costs_a_create_and_the_indexed_lookups_and_nothing_else() {
     );
 }
 
+/// Moves tokio's clock on by `by`, on the paused clock. It is paused only for the jump, between
+/// dispatches, so no request is in flight when time leaps.
+async fn jump(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 #[tokio::test]
 async fn a_schema_is_read_again_once_its_ttl_has_passed() {
     let s = stack("dispatch: {schema_cache: {ttl: 10s}}").await;
@@ -127,10 +123,7 @@ async fn a_schema_is_read_again_once_its_ttl_has_passed() {
         "the second dispatch used the cached schema"
     );
 
-    // The paused clock moves only between dispatches, so no request is in flight when it jumps.
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(9)).await;
-    tokio::time::resume();
+    jump(Duration::from_secs(9)).await;
     dispatch_ok(&s, "ttl-3").await;
     assert_eq!(
         schema_reads(&s),
@@ -138,9 +131,7 @@ async fn a_schema_is_read_again_once_its_ttl_has_passed() {
         "9 s after the read the schema is still used"
     );
 
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(2)).await;
-    tokio::time::resume();
+    jump(Duration::from_secs(2)).await;
     dispatch_ok(&s, "ttl-4").await;
     assert_eq!(
         schema_reads(&s),
