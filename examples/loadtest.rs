@@ -3,7 +3,8 @@
 //!
 //! ```sh
 //! cargo run --release --example loadtest -- e2e --n 1000 --concurrency 1,32
-//! cargo run --release --example loadtest -- overhead --n 2000 --concurrency 1,64
+//! cargo run --release --example loadtest -- overhead --n 2000 --concurrency 64 --stored 0,10000,100000
+//! cargo run --release --example loadtest -- cpu --n 5000 --concurrency 64 --preload 10000
 //! cargo run --release --example loadtest -- memory --inflight 10000
 //! cargo run --release --example loadtest -- stream --executions 5000
 //! ```
@@ -23,7 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use portarium_st2::app::App;
 use portarium_st2::core::dispatch::Dispatcher;
-use portarium_st2::core::portarium::{DispatchRequest, DispatchResult};
+use portarium_st2::core::portarium::DispatchRequest;
 use serde_json::{Value, json};
 use st2_client::St2Client;
 use st2_client::St2Config;
@@ -43,7 +44,9 @@ enum Command {
     /// `core.noop` executions created and followed to completion through the dispatcher.
     E2e(E2eArgs),
     /// `POST /v1/dispatch` on the adapter vs the same work as plain HTTP calls to st2.
-    Overhead(E2eArgs),
+    Overhead(OverheadArgs),
+    /// The adapter process's CPU time and st2 requests per dispatch.
+    Cpu(CpuArgs),
     /// The adapter process's resident memory idle and with executions in flight.
     Memory(MemoryArgs),
     /// st2 stream events parsed and applied to waiting dispatches, per second.
@@ -68,6 +71,38 @@ struct Target {
     /// Emulator step between execution states, for the in-process emulator.
     #[arg(long, default_value_t = 20)]
     step_ms: u64,
+    /// Executions the in-process emulator holds before the run (st2's history).
+    #[arg(long, default_value_t = 0)]
+    preload: usize,
+}
+
+#[derive(Args)]
+struct OverheadArgs {
+    #[command(flatten)]
+    run: E2eArgs,
+    /// Stored executions to measure at, comma-separated: for each, a fresh in-process
+    /// emulator preloaded with that many (instead of `--preload`).
+    #[arg(long, value_delimiter = ',')]
+    stored: Vec<usize>,
+    /// Direct-then-adapter rounds per size and concurrency, alternating so both paths see
+    /// the same machine; the figures are over all rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+}
+
+#[derive(Args)]
+struct CpuArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Dispatches measured (after a warm-up of 256).
+    #[arg(long, default_value_t = 5000)]
+    n: usize,
+    /// Dispatches in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The adapter binary (default: next to this example, in target/release).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -106,6 +141,11 @@ struct St2 {
 
 impl Target {
     async fn open(&self) -> St2 {
+        self.open_with(self.preload).await
+    }
+
+    /// st2, or a fresh in-process emulator holding `preload` executions.
+    async fn open_with(&self, preload: usize) -> St2 {
         match &self.st2_url {
             Some(url) => St2 {
                 url: url.clone(),
@@ -116,6 +156,7 @@ impl Target {
                 let emu = Emulator::start(EmulatorOptions {
                     api_key: self.api_key.clone(),
                     step: Duration::from_millis(self.step_ms),
+                    preload,
                     ..Default::default()
                 })
                 .await
@@ -138,6 +179,39 @@ impl St2 {
         );
         cfg.max_concurrency = max_concurrency.max(1) * 4;
         St2Client::from_config(&cfg).expect("a valid st2 config")
+    }
+
+    /// The st2 API requests the in-process emulator received so far (not the stream's), by
+    /// kind; `None` against an st2 this process does not run.
+    fn requests(&self) -> Option<Tally> {
+        let log = self._emulator.as_ref()?.request_log();
+        let mut tally = Tally::default();
+        for r in log.iter().filter(|r| !r.path.starts_with("/stream/")) {
+            *tally.0.entry(r.kind()).or_default() += 1;
+        }
+        Some(tally)
+    }
+}
+
+/// st2 requests by kind.
+#[derive(Default, Clone)]
+struct Tally(std::collections::BTreeMap<&'static str, usize>);
+
+impl Tally {
+    /// Requests per operation between `self` (before) and `after`, over `ops` operations:
+    /// the total and each kind.
+    fn per_op(&self, after: &Tally, ops: usize) -> String {
+        let ops = ops.max(1) as f64;
+        let mut total = 0;
+        let mut parts = Vec::new();
+        for (kind, n) in &after.0 {
+            let d = n - self.0.get(kind).copied().unwrap_or(0);
+            if d > 0 {
+                total += d;
+                parts.push(format!("{kind} {:.2}", d as f64 / ops));
+            }
+        }
+        format!("{:.2} ({})", total as f64 / ops, parts.join(", "))
     }
 }
 
@@ -163,6 +237,11 @@ struct Run {
 }
 
 impl Run {
+    /// Operations per second of wall time.
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+
     fn line(&mut self, label: &str, concurrency: usize) -> String {
         self.latencies.sort();
         let pct = |p: f64| {
@@ -172,7 +251,7 @@ impl Run {
         format!(
             "| {label} | {concurrency} | {} | {:.0} | {:.2} | {:.2} | {} |",
             self.latencies.len(),
-            self.latencies.len() as f64 / self.wall.as_secs_f64(),
+            self.rate(),
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,
             self.failures
@@ -224,12 +303,7 @@ async fn e2e(args: E2eArgs) {
         let mut run = drive(args.n, c, |i| {
             let d = dispatcher.clone();
             let req = request(&run_id, i);
-            async move {
-                matches!(
-                    d.dispatch(&req, Duration::from_secs(60)).await,
-                    DispatchResult::Ok { .. }
-                )
-            }
+            async move { d.dispatch(&req, Duration::from_secs(60)).await.is_ok() }
         })
         .await;
         let path = if args.poll {
@@ -278,38 +352,222 @@ async fn direct(http: &reqwest::Client, st2: &St2, i: usize) -> bool {
     false
 }
 
-async fn overhead(args: E2eArgs) {
-    let st2 = args.target.open().await;
-    let (base, _server) = adapter_in_process(&st2, !args.poll).await;
+/// One `POST /v1/dispatch` through the adapter at `base`; whether it succeeded.
+async fn via_adapter(http: &reqwest::Client, base: &str, req: DispatchRequest) -> bool {
+    match http
+        .post(format!("{base}/v1/dispatch?waitMs=60000"))
+        .bearer_auth("bench-token")
+        .json(&req_body(&req))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+/// Both paths' runs at one size and concurrency, merged over the rounds.
+struct Side {
+    run: Run,
+    requests: String,
+}
+
+async fn overhead(args: OverheadArgs) {
+    let run = &args.run;
+    let sizes = if args.stored.is_empty() {
+        vec![run.target.preload]
+    } else {
+        args.stored.clone()
+    };
+    assert!(
+        sizes.len() == 1 || run.target.st2_url.is_none(),
+        "--stored needs the in-process emulator (no --st2-url)"
+    );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
-    println!("{HEADER}");
-    for &c in &args.concurrency {
-        let mut run = drive(args.n, c, |i| direct(&http, &st2, i)).await;
-        println!("{}", run.line("direct st2 calls (create + poll)", c));
-        let run_id = format!("ovh-{c}-{}", fastrand::u32(..));
-        let mut run = drive(args.n, c, |i| {
-            let http = http.clone();
-            let url = format!("{base}/v1/dispatch?waitMs=60000");
-            let body = serde_json::to_value(request(&run_id, i)).unwrap();
-            async move {
-                match http
-                    .post(url)
-                    .bearer_auth("bench-token")
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.status().is_success(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
-        println!("{}", run.line("POST /v1/dispatch on the adapter", c));
+    println!(
+        "| stored | path | concurrency | executions | per second | p50 ms | p99 ms | failures | st2 requests per execution |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    // Every size is up at once and the rounds go through the sizes in turn, so a busy
+    // moment of the machine falls on all sizes alike rather than on the one measured then.
+    let mut targets = Vec::new();
+    for &stored in &sizes {
+        let st2 = run.target.open_with(stored).await;
+        let (base, server) = adapter_in_process(&st2, !run.poll).await;
+        // The adapter's first dispatches read the schema and wait for the stream.
+        let warm = format!("warm-{stored}-{}", fastrand::u32(..));
+        drive(64, 8, |i| via_adapter(&http, &base, request(&warm, i))).await;
+        targets.push((stored, st2, base, server));
     }
+    let mut sides: Vec<(usize, usize, Option<Side>, Option<Side>)> = Vec::new();
+    for &c in &run.concurrency {
+        for &stored in &sizes {
+            sides.push((stored, c, None, None));
+        }
+    }
+    for round in 0..args.rounds.max(1) {
+        for (stored, c, direct_side, adapter_side) in &mut sides {
+            let (_, st2, base, _) = targets.iter().find(|t| t.0 == *stored).unwrap();
+            let before = st2.requests();
+            let r = drive(run.n, *c, |i| direct(&http, st2, i)).await;
+            merge(direct_side, r, before, st2.requests());
+            let run_id = format!("ovh-{stored}-{c}-{round}-{}", fastrand::u32(..));
+            let before = st2.requests();
+            let r = drive(run.n, *c, |i| via_adapter(&http, base, request(&run_id, i))).await;
+            merge(adapter_side, r, before, st2.requests());
+        }
+    }
+    let mut adapter_rates = Vec::new();
+    let mut ratios = Vec::new();
+    for (stored, c, direct_side, adapter_side) in sides {
+        let (mut d, mut a) = (direct_side.unwrap(), adapter_side.unwrap());
+        println!(
+            "| {stored} {} {} |",
+            d.run.line("direct st2 calls (create + poll)", c),
+            d.requests
+        );
+        println!(
+            "| {stored} {} {} |",
+            a.run.line("POST /v1/dispatch on the adapter", c),
+            a.requests
+        );
+        let ratio = a.run.rate() / d.run.rate();
+        ratios.push(format!("| {stored} | {c} | {ratio:.2}x |"));
+        adapter_rates.push((stored, c, a.run.rate()));
+    }
+    println!("\n| stored | concurrency | adapter / direct |\n|---|---|---|");
+    for r in &ratios {
+        println!("{r}");
+    }
+    println!(
+        "\n| stored | concurrency | adapter per second | vs the first size |\n|---|---|---|---|"
+    );
+    for &(stored, c, rate) in &adapter_rates {
+        let first = adapter_rates
+            .iter()
+            .find(|(_, c0, _)| *c0 == c)
+            .map_or(rate, |(_, _, r)| *r);
+        println!("| {stored} | {c} | {rate:.0} | {:.2}x |", rate / first);
+    }
+}
+
+/// Adds one round to a side's figures.
+fn merge(side: &mut Option<Side>, run: Run, before: Option<Tally>, after: Option<Tally>) {
+    let ops = run.latencies.len();
+    let requests = match (before, after) {
+        (Some(b), Some(a)) => b.per_op(&a, ops),
+        _ => "n/a (st2 not in this process)".into(),
+    };
+    match side {
+        None => *side = Some(Side { run, requests }),
+        Some(s) => {
+            s.run.latencies.extend(run.latencies);
+            s.run.wall += run.wall;
+            s.run.failures += run.failures;
+            s.requests = requests;
+        }
+    }
+}
+
+/// The adapter as its own process (`portarium-st2 serve`) on a free port, in front of `st2`;
+/// its base URL once it answers.
+async fn spawn_adapter(
+    st2: &St2,
+    binary: Option<PathBuf>,
+    http: &reqwest::Client,
+) -> (std::process::Child, String) {
+    let dir = tempfile_dir();
+    let config_path = dir.join("adapter.yaml");
+    let port = free_port();
+    let yaml = adapter_yaml(st2, true)
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    std::fs::write(&config_path, yaml).unwrap();
+    let binary = binary.unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent()
+            .and_then(|p| p.parent())
+            .unwrap()
+            .join("portarium-st2")
+    });
+    let child = std::process::Command::new(&binary)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (child, base)
+}
+
+/// CPU time (user + system) the process `pid` has used, all its threads included.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) — utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // /proc counts in USER_HZ, which Linux fixes at 100 per second.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+async fn cpu(args: CpuArgs) {
+    let st2 = args.target.open().await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency.max(64))
+        .build()
+        .unwrap();
+    let (mut child, base) = spawn_adapter(&st2, args.adapter.clone(), &http).await;
+    let pid = child.id();
+    let run_id = format!("cpu-{}", fastrand::u32(..));
+    // Warm-up: connections, the schema cache, the stream covering new executions.
+    drive(256, args.concurrency, |i| {
+        via_adapter(&http, &base, request(&format!("{run_id}-warm"), i))
+    })
+    .await;
+    let (cpu_before, requests_before) = (cpu_time(pid), st2.requests());
+    let mut run = drive(args.n, args.concurrency, |i| {
+        via_adapter(&http, &base, request(&run_id, i))
+    })
+    .await;
+    let (cpu_after, requests_after) = (cpu_time(pid), st2.requests());
+    let used = cpu_after - cpu_before;
+    let done = run.latencies.len() - run.failures;
+    println!("{HEADER}");
+    println!(
+        "{}",
+        run.line(
+            "POST /v1/dispatch on the adapter (own process)",
+            args.concurrency
+        )
+    );
+    println!(
+        "\n| stored | dispatches | adapter CPU s | adapter CPU per dispatch | st2 requests per dispatch |\n|---|---|---|---|---|"
+    );
+    let requests = match (requests_before, requests_after) {
+        (Some(b), Some(a)) => b.per_op(&a, args.n),
+        _ => "n/a (st2 not in this process)".into(),
+    };
+    println!(
+        "| {} | {done} | {:.2} | {:.0} µs | {requests} |",
+        args.target.preload,
+        used.as_secs_f64(),
+        used.as_secs_f64() * 1e6 / done.max(1) as f64
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The adapter's router on a loopback port in this process.
@@ -352,36 +610,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 async fn memory(args: MemoryArgs) {
     let st2 = args.target.open().await;
-    let dir = tempfile_dir();
-    let config_path = dir.join("adapter.yaml");
-    let port = free_port();
-    let yaml = adapter_yaml(&st2, true)
-        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
-    std::fs::write(&config_path, yaml).unwrap();
-    let binary = args.adapter.unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent()
-            .and_then(|p| p.parent())
-            .unwrap()
-            .join("portarium-st2")
-    });
-    let mut child = std::process::Command::new(&binary)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.inflight)
         .build()
         .unwrap();
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (mut child, base) = spawn_adapter(&st2, args.adapter.clone(), &http).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(child.id());
     // Each dispatch runs an action that takes a while, so all of them are in flight at once.
@@ -566,6 +799,7 @@ async fn main() {
     match Cli::parse().command {
         Command::E2e(a) => e2e(a).await,
         Command::Overhead(a) => overhead(a).await,
+        Command::Cpu(a) => cpu(a).await,
         Command::Memory(a) => memory(a).await,
         Command::Stream(a) => stream(a).await,
     }

@@ -68,9 +68,10 @@ impl App {
         let mut background = Vec::new();
         // Every watcher sees every execution its credential may see, so two watchers can
         // report one execution: a single tracker over all of them dedupes per transition.
+        // Without a sink nobody would receive its events, so it does not run.
         let watchers = dispatch.watchers();
         crate::telemetry::watch_streams(&watchers);
-        let reporter = (!watchers.is_empty()).then(|| {
+        let reporter = (!watchers.is_empty() && !sinks.handles().is_empty()).then(|| {
             let snapshots = futures_util::stream::select_all(
                 watchers
                     .iter()

@@ -29,7 +29,7 @@ pub enum Mode {
 }
 
 /// A dispatch that went through.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dispatched {
     /// Portarium's `output`: `{executionId, status, result}` once completed, the checks for a
     /// dry run, `{executionId, status}` for a start.
@@ -62,38 +62,24 @@ impl DispatchError {
         }
     }
 
+    /// A failure of `kind` met after admission (st2 was or may have been asked).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            refused: false,
+            hint: Hint::default(),
+        }
+    }
+
+    /// This failure with `hint` for its HTTP answer.
+    pub fn with_hint(self, hint: Hint) -> Self {
+        Self { hint, ..self }
+    }
+
     /// st2's failure of a call made after admission, with its `Retry-After` when it sent one.
     pub fn from_st2(err: &St2Error) -> Self {
-        Self::from_result(super::dispatch::failure_of(err, err.to_string()))
-    }
-
-    /// A refusal from an answer already in Portarium's form.
-    pub(crate) fn refusal(result: DispatchResult) -> Self {
-        Self {
-            refused: true,
-            ..Self::from_result(result)
-        }
-    }
-
-    fn from_result(result: DispatchResult) -> Self {
-        match result {
-            DispatchResult::Err {
-                kind,
-                message,
-                hint,
-            } => Self {
-                kind,
-                message,
-                refused: false,
-                hint,
-            },
-            DispatchResult::Ok { .. } => Self {
-                kind: ErrorKind::RemoteError,
-                message: "an answer that is not an error was taken for one".into(),
-                refused: false,
-                hint: Hint::default(),
-            },
-        }
+        super::dispatch::failure_of(err, err.to_string())
     }
 }
 
@@ -210,31 +196,21 @@ async fn run(
     mode: Mode,
 ) -> (Result<Dispatched, DispatchError>, Option<String>) {
     let dispatcher = &tenant.dispatcher;
-    let (result, execution) = match mode {
+    match mode {
         Mode::Wait(wait) => dispatcher.dispatch_naming(req, wait).await,
         Mode::DryRun => (dispatcher.dry_run(req).await, None),
-        Mode::Start => {
-            return match dispatcher.submit(req).await {
-                Ok((execution, _)) => {
-                    let id = execution.id.clone();
-                    let started = Dispatched {
-                        output: json!({"executionId": execution.id, "status": execution.status}),
-                        execution: Some(execution),
-                    };
-                    (Ok(started), Some(id))
-                }
-                Err(failure) => (Err(DispatchError::from_result(failure)), None),
-            };
-        }
-    };
-    let outcome = match result {
-        DispatchResult::Ok { output } => Ok(Dispatched {
-            output,
-            execution: None,
-        }),
-        failure => Err(DispatchError::from_result(failure)),
-    };
-    (outcome, execution)
+        Mode::Start => match dispatcher.submit(req).await {
+            Ok((execution, _)) => {
+                let id = execution.id.clone();
+                let started = Dispatched {
+                    output: json!({"executionId": execution.id, "status": execution.status}),
+                    execution: Some(execution),
+                };
+                (Ok(started), Some(id))
+            }
+            Err(refusal) => (Err(refusal), None),
+        },
+    }
 }
 
 /// The checks made before st2 is asked to run anything.

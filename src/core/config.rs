@@ -1,5 +1,7 @@
 //! What the core needs to be told: the tenants that may dispatch, and how dispatches wait.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use st2_basics::FieldError;
 use st2_client::Secret;
@@ -53,6 +55,46 @@ pub struct DispatchConfig {
     /// running for a retry to attach to.
     #[serde(default)]
     pub cancel_on_deadline: bool,
+    /// Action parameter schemas kept between dispatches.
+    #[serde(default)]
+    pub schema_cache: SchemaCacheConfig,
+}
+
+/// `dispatch.schema_cache`: how long and how many action parameter schemas are kept, so a
+/// dispatch checks its payload without reading the schema from st2 each time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaCacheConfig {
+    /// How long a schema read from st2 is used; a changed action is seen within it (at once
+    /// when st2 refuses parameters the old schema let through). `0s` reads it every time.
+    #[serde(default = "default_schema_ttl", with = "st2_basics::duration")]
+    pub ttl: Duration,
+    /// Most actions whose schema is kept; the oldest go first.
+    #[serde(default = "default_schema_entries")]
+    pub max_entries: usize,
+    /// Most bytes the kept schemas take (their JSON size plus bookkeeping); the oldest go first.
+    #[serde(default = "default_schema_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for SchemaCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: default_schema_ttl(),
+            max_entries: default_schema_entries(),
+            max_bytes: default_schema_bytes(),
+        }
+    }
+}
+
+fn default_schema_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_schema_entries() -> usize {
+    1_024
+}
+fn default_schema_bytes() -> usize {
+    4 << 20
 }
 
 impl Default for DispatchConfig {
@@ -62,6 +104,7 @@ impl Default for DispatchConfig {
             max_wait_ms: default_max_wait(),
             max_body_bytes: default_max_body(),
             cancel_on_deadline: false,
+            schema_cache: SchemaCacheConfig::default(),
         }
     }
 }
@@ -125,6 +168,31 @@ impl DispatchConfig {
                 reason: format!(
                     "{} must be between 1 and dispatch.max_wait_ms ({})",
                     d.default_wait_ms, d.max_wait_ms
+                ),
+            });
+        }
+        let cache = &d.schema_cache;
+        if cache.ttl > Duration::from_secs(3600) {
+            errors.push(FieldError {
+                field: "dispatch.schema_cache.ttl".into(),
+                reason: format!(
+                    "{} is above 1h; a changed action would be checked against its old schema that long",
+                    st2_basics::duration::format(cache.ttl)
+                ),
+            });
+        }
+        if !(1..=100_000).contains(&cache.max_entries) {
+            errors.push(FieldError {
+                field: "dispatch.schema_cache.max_entries".into(),
+                reason: format!("{} is outside 1..=100000", cache.max_entries),
+            });
+        }
+        if !(4096..=(1 << 30)).contains(&cache.max_bytes) {
+            errors.push(FieldError {
+                field: "dispatch.schema_cache.max_bytes".into(),
+                reason: format!(
+                    "{} is outside 4096..=1073741824; one action's schema is a few KiB",
+                    cache.max_bytes
                 ),
             });
         }

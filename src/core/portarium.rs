@@ -158,26 +158,6 @@ impl DispatchResult {
             hint: Hint::default(),
         }
     }
-
-    /// This failure with `hint` for its HTTP answer.
-    pub fn with_hint(self, hint: Hint) -> Self {
-        match self {
-            Self::Err { kind, message, .. } => Self::Err {
-                kind,
-                message,
-                hint,
-            },
-            ok => ok,
-        }
-    }
-
-    /// The error kind, for failures.
-    pub fn error_kind(&self) -> Option<ErrorKind> {
-        match self {
-            Self::Ok { .. } => None,
-            Self::Err { kind, .. } => Some(*kind),
-        }
-    }
 }
 
 impl Serialize for DispatchResult {

@@ -73,18 +73,15 @@ impl Tenant {
                 ),
             ));
         }
-        self.dispatcher
-            .admit(action)
-            .await
-            .map(drop)
-            .map_err(DispatchError::refusal)
+        self.dispatcher.admit(action).await.map(drop)
     }
 
     /// Books the secret values of `payload` (a request for `action`) under `key` — before st2
     /// is asked to run it, so the lifecycle events of its execution find them — and answers
     /// what makes a value of `action` secret, for [`Tenant::secrets_of`].
     pub async fn book_secrets(&self, action: &str, key: &str, payload: &JsonObject) -> Booked {
-        let schema = self.dispatcher.st2().action_parameters(action).await.ok();
+        // Through the schema cache: the dispatch reads the same schema moments later.
+        let schema = self.dispatcher.parameters(action).await.ok();
         let policy = match &schema {
             Some(schema) => self.redaction.clone().with_secret_parameters(schema),
             None => self.redaction.clone(),

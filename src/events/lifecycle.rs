@@ -185,7 +185,14 @@ pub struct LifecycleTracker {
     executions: HashMap<String, Tracked>,
     stats: TrackerStats,
     scrubbing: Scrubbing,
+    /// When the TTL sweep next runs: it walks every execution remembered, so it runs once
+    /// per [`SWEEP_EVERY`] rather than per snapshot (several per execution).
+    next_sweep: Option<Instant>,
 }
+
+/// How often remembered executions are checked against the TTL; an execution may be
+/// remembered this much longer than `completed_ttl_ms`.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl LifecycleTracker {
     /// A tracker with nothing seen yet.
@@ -195,6 +202,7 @@ impl LifecycleTracker {
             executions: HashMap::new(),
             stats: TrackerStats::default(),
             scrubbing: Scrubbing::default(),
+            next_sweep: None,
         }
     }
 
@@ -313,6 +321,10 @@ impl LifecycleTracker {
     /// Forgets completed executions older than the TTL, and any execution not seen for ten
     /// TTLs (one whose end st2 never reported).
     fn evict(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_EVERY);
         let ttl = Duration::from_millis(self.config.completed_ttl_ms);
         let before = self.executions.len();
         self.executions.retain(|_, t| match t.completed {
@@ -323,14 +335,14 @@ impl LifecycleTracker {
     }
 
     /// Keeps at most `max_tracked` executions, dropping completed ones first, oldest first.
+    /// Once over the cap it drops an eighth of the cap more, so the sort over every execution
+    /// runs once per that many new ones instead of for each.
     fn enforce_cap(&mut self) {
-        let excess = self
-            .executions
-            .len()
-            .saturating_sub(self.config.max_tracked);
-        if excess == 0 {
+        let cap = self.config.max_tracked;
+        if self.executions.len() <= cap {
             return;
         }
+        let excess = self.executions.len() - (cap - cap / 8);
         let mut order: Vec<(bool, Instant, String)> = self
             .executions
             .iter()

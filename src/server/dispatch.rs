@@ -68,7 +68,8 @@ impl DispatchState {
             };
             let dispatcher = Dispatcher::new(client)
                 .with_watcher(watcher)
-                .cancel_on_deadline(settings.cancel_on_deadline);
+                .cancel_on_deadline(settings.cancel_on_deadline)
+                .with_schema_cache(settings.schema_cache.clone());
             tenants.push(Arc::new(Tenant::new(
                 t.id.clone(),
                 t.api_token.clone(),

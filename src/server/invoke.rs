@@ -24,7 +24,7 @@ use super::executions::secrets_of;
 use crate::core::dispatch::{invocation_key, outcome};
 use crate::core::governance::redact::{scrub_field, scrub_value};
 use crate::core::ids::DISPATCH_ID;
-use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use crate::core::portarium::{DispatchRequest, ErrorKind};
 use crate::core::{DispatchError, Dispatched, Mode, Tenant};
 use st2_client::models::JsonObject;
 use st2_client::stream::{ExecutionEvent, Follow};
@@ -237,8 +237,8 @@ fn describe(invocation_id: &str, execution: &Execution, headers: &HeaderMap) -> 
     let status = InvocationStatus::of(&st2_status);
     let (output, error, error_kind) = if st2_status.is_terminal() {
         match outcome(execution, &st2_status) {
-            DispatchResult::Ok { output } => (Some(output), None, None),
-            DispatchResult::Err { kind, message, .. } => (None, Some(message), Some(kind)),
+            Ok(done) => (Some(done.output), None, None),
+            Err(e) => (None, Some(e.message), Some(e.kind)),
         }
     } else {
         (None, None, None)
@@ -361,10 +361,10 @@ impl Progress {
                 let status = execution.status.clone()?;
                 let terminal = status.is_terminal();
                 let diagnostics = terminal.then(|| match outcome(&execution, &status) {
-                    DispatchResult::Ok { .. } => {
+                    Ok(_) => {
                         format!("st2 execution {} succeeded", execution.id)
                     }
-                    DispatchResult::Err { message, .. } => message,
+                    Err(e) => e.message,
                 });
                 let ratio = if terminal { 1.0 } else { 0.0 };
                 self.done = terminal;

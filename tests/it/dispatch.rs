@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use portarium_st2::core::dispatch::Dispatcher;
-use portarium_st2::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use portarium_st2::core::portarium::{DispatchRequest, ErrorKind};
+use portarium_st2::core::{DispatchError, Dispatched};
 use serde_json::{Value, json};
 use st2_client::St2Client;
 use st2_client::St2Config;
@@ -53,9 +54,9 @@ fn creates(emu: &Emulator) -> usize {
         .count()
 }
 
-fn failure(result: &DispatchResult) -> (ErrorKind, &str) {
+fn failure(result: &Result<Dispatched, DispatchError>) -> (ErrorKind, &str) {
     match result {
-        DispatchResult::Err { kind, message, .. } => (*kind, message.as_str()),
+        Err(DispatchError { kind, message, .. }) => (*kind, message.as_str()),
         ok => panic!("expected a failure, got {ok:?}"),
     }
 }
@@ -69,7 +70,7 @@ async fn success_returns_the_execution_result_as_output() {
             WAIT,
         )
         .await;
-    let DispatchResult::Ok { output } = r else {
+    let Ok(Dispatched { output, .. }) = r else {
         panic!("{r:?}")
     };
     assert_eq!(output["status"], "succeeded");
@@ -175,7 +176,7 @@ async fn a_retry_after_the_deadline_attaches_to_the_same_execution() {
     // memory of the first call, so only st2 can tell it the execution exists.
     let restarted = Dispatcher::new(client(&emu, KEY));
     let r = restarted.dispatch(&req, WAIT).await;
-    assert!(matches!(r, DispatchResult::Ok { .. }), "{r:?}");
+    assert!(r.is_ok(), "{r:?}");
     let again = restarted.dispatch(&req, WAIT).await;
     assert_eq!(again, r, "a finished key answers with the same result");
     assert_eq!(
@@ -185,10 +186,7 @@ async fn a_retry_after_the_deadline_attaches_to_the_same_execution() {
     );
 
     let other = request("core.local", json!({"cmd": "sleep 1"}), Some("slow-2"));
-    assert!(matches!(
-        d.dispatch(&other, WAIT).await,
-        DispatchResult::Ok { .. }
-    ));
+    assert!(d.dispatch(&other, WAIT).await.is_ok());
     assert_eq!(creates(&emu), 2, "another key is another execution");
 }
 
@@ -196,12 +194,12 @@ async fn a_retry_after_the_deadline_attaches_to_the_same_execution() {
 async fn without_an_idempotency_key_tenant_run_and_action_identify_the_dispatch() {
     let (emu, d) = setup().await;
     let req = request("core.noop", json!({}), None);
-    d.dispatch(&req, WAIT).await;
-    d.dispatch(&req, WAIT).await;
+    d.dispatch(&req, WAIT).await.unwrap();
+    d.dispatch(&req, WAIT).await.unwrap();
     assert_eq!(creates(&emu), 1);
     let mut next_step = req.clone();
     next_step.action_id = "act-2".into();
-    d.dispatch(&next_step, WAIT).await;
+    d.dispatch(&next_step, WAIT).await.unwrap();
     assert_eq!(creates(&emu), 2);
 }
 
@@ -232,7 +230,7 @@ async fn concurrent_requests_with_one_key_on_one_replica_start_one_execution() {
     let ids: std::collections::HashSet<String> = results
         .iter()
         .map(|r| match r {
-            DispatchResult::Ok { output } => output["executionId"].as_str().unwrap().to_string(),
+            Ok(Dispatched { output, .. }) => output["executionId"].as_str().unwrap().to_string(),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -252,7 +250,7 @@ async fn replicas_that_race_on_one_key_converge_on_the_oldest_execution() {
     let ids: std::collections::HashSet<String> = results
         .iter()
         .map(|r| match r {
-            DispatchResult::Ok { output } => output["executionId"].as_str().unwrap().to_string(),
+            Ok(Dispatched { output, .. }) => output["executionId"].as_str().unwrap().to_string(),
             other => panic!("every racer answers with the winner's result: {other:?}"),
         })
         .collect();
@@ -290,10 +288,7 @@ async fn cancel_on_deadline_cancels_the_execution_it_gave_up_on() {
 
     // A quick action is not touched: the option acts only on a wait that ran out.
     let quick = request("core.noop", json!({}), Some("quick"));
-    assert!(matches!(
-        d.dispatch(&quick, WAIT).await,
-        DispatchResult::Ok { .. }
-    ));
+    assert!(d.dispatch(&quick, WAIT).await.is_ok());
 }
 
 #[tokio::test]
@@ -304,7 +299,7 @@ async fn the_callers_trace_context_rides_in_the_st2_context() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         Some("vendor=x"),
     );
-    let DispatchResult::Ok { output } = d.dispatch(&req, WAIT).await else {
+    let Ok(Dispatched { output, .. }) = d.dispatch(&req, WAIT).await else {
         panic!("dispatch failed")
     };
     let st2 = client(&emu, KEY);
@@ -366,8 +361,8 @@ async fn without_the_traces_api_keys_fall_back_to_a_context_filter_bounded_in_ti
     // An older st2, or RBAC without trace access.
     emu.faults().fail_next_on("GET", "/api/v1/traces", 404, 1);
     let req = request("core.noop", json!({}), Some("no-traces"));
-    d.dispatch(&req, WAIT).await;
-    d.dispatch(&req, WAIT).await;
+    d.dispatch(&req, WAIT).await.unwrap();
+    d.dispatch(&req, WAIT).await.unwrap();
     assert_eq!(creates(&emu), 1);
     let log = emu.request_log();
     assert_eq!(

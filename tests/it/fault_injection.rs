@@ -13,7 +13,8 @@ use futures_util::StreamExt;
 use portarium_st2::app::App;
 use portarium_st2::config::Config;
 use portarium_st2::core::dispatch::{Dispatcher, dispatch_key};
-use portarium_st2::core::portarium::{DispatchRequest, DispatchResult, ErrorKind};
+use portarium_st2::core::portarium::{DispatchRequest, ErrorKind};
+use portarium_st2::core::{DispatchError, Dispatched};
 use portarium_st2::events::lifecycle::from_broadcast;
 use portarium_st2::events::{EventsConfig, spawn_lifecycle, start_sinks};
 use st2_client::St2Client;
@@ -68,12 +69,12 @@ fn flow_of(i: usize) -> &'static str {
     }
 }
 
-fn check_result(i: usize, result: &DispatchResult) {
+fn check_result(i: usize, result: &Result<Dispatched, DispatchError>) {
     match (flow_of(i), result) {
-        ("core.noop", DispatchResult::Ok { output }) => {
+        ("core.noop", Ok(Dispatched { output, .. })) => {
             assert_eq!(output["status"], "succeeded", "dispatch {i}: {output}");
         }
-        ("examples.fail", DispatchResult::Err { kind, message, .. }) => {
+        ("examples.fail", Err(DispatchError { kind, message, .. })) => {
             assert_eq!(*kind, ErrorKind::RemoteError, "dispatch {i}: {message}");
             assert!(
                 message.contains("failed: exit code 1; boom"),
@@ -221,8 +222,8 @@ async fn five_hundred_dispatches_survive_drops_5xx_lost_answers_and_restarts() {
     assert_eq!(ids.len(), got.len(), "no lifecycle event delivered twice");
     for (i, r) in &results {
         let execution = match r {
-            DispatchResult::Ok { output } => output["executionId"].as_str().unwrap().to_string(),
-            DispatchResult::Err { message, .. } => message.split(' ').nth(2).unwrap().to_string(),
+            Ok(Dispatched { output, .. }) => output["executionId"].as_str().unwrap().to_string(),
+            Err(DispatchError { message, .. }) => message.split(' ').nth(2).unwrap().to_string(),
         };
         let types: Vec<&str> = got
             .iter()
@@ -342,7 +343,7 @@ async fn a_slow_st2_cannot_hold_a_dispatch_past_its_deadline() {
         .dispatch(&request(1, "core.noop"), Duration::from_millis(500))
         .await;
     let took = started.elapsed();
-    let DispatchResult::Err { kind, message, .. } = &r else {
+    let Err(DispatchError { kind, message, .. }) = &r else {
         panic!("{r:?}")
     };
     assert_eq!(*kind, ErrorKind::Timeout, "{message}");

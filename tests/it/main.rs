@@ -10,6 +10,7 @@ mod compose;
 mod config_reference;
 mod conventions;
 mod dispatch;
+mod dispatch_cost;
 mod events;
 mod events_durability;
 mod events_sinks;

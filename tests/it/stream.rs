@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use portarium_st2::config::Config;
+use portarium_st2::core::Dispatched;
 use portarium_st2::core::dispatch::Dispatcher;
-use portarium_st2::core::portarium::{DispatchRequest, DispatchResult};
+use portarium_st2::core::portarium::DispatchRequest;
 use serde_json::{Value, json};
 use st2_client::St2Config;
 use st2_client::models::OutputChunk;
@@ -356,7 +357,7 @@ async fn dispatch_five(d: &Dispatcher, offset: usize) {
         }
     });
     for r in futures_util::future::join_all(runs).await {
-        let DispatchResult::Ok { output } = r else {
+        let Ok(Dispatched { output, .. }) = r else {
             panic!("{r:?}")
         };
         assert_eq!(output["status"], "succeeded");

@@ -100,6 +100,22 @@ pub struct RequestRecord {
     pub status: u16,
 }
 
+impl RequestRecord {
+    /// What the request costs st2, for counting a client's requests by kind: `create`,
+    /// `trace lookup` (indexed), `execution read` (by id), `execution list`, `schema read`,
+    /// or `other`.
+    pub fn kind(&self) -> &'static str {
+        match (self.method.as_str(), self.path.as_str()) {
+            ("POST", "/api/v1/executions") => "create",
+            ("GET", "/api/v1/traces") => "trace lookup",
+            ("GET", p) if p.starts_with("/api/v1/executions/") => "execution read",
+            ("GET", "/api/v1/executions") => "execution list",
+            ("GET", p) if p.starts_with("/api/v1/actions/views/parameters/") => "schema read",
+            _ => "other",
+        }
+    }
+}
+
 /// A running emulator.
 pub struct Emulator {
     shared: Arc<Shared>,

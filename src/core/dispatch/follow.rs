@@ -5,7 +5,8 @@ use tokio::time::Instant;
 
 use super::validate::ActionRef;
 use super::{Dispatcher, from_st2, outcome};
-use crate::core::portarium::{DispatchResult, ErrorKind};
+use crate::core::portarium::ErrorKind;
+use crate::core::{DispatchError, Dispatched};
 use st2_client::stream::WaitError;
 use st2_client::{Execution, ExecutionStatus};
 
@@ -18,25 +19,26 @@ impl Dispatcher {
         execution: Execution,
         action: &ActionRef,
         deadline: Instant,
-    ) -> DispatchResult {
+    ) -> Result<Dispatched, DispatchError> {
         match self.watcher.wait_for(&execution, deadline).await {
             Ok(done) => match done.status.clone() {
                 Some(status) => outcome(&done, &status),
-                None => still_running(&done.id, None),
+                None => Err(still_running(&done.id, None)),
             },
-            Err(WaitError::Deadline { id, last_status }) => {
-                still_running(&id, last_status.or(execution.status).as_ref())
-            }
-            Err(WaitError::Gone { id }) => disappeared(&id),
-            Err(WaitError::St2 { source, .. }) => from_st2(&source, action),
+            Err(WaitError::Deadline { id, last_status }) => Err(still_running(
+                &id,
+                last_status.or(execution.status).as_ref(),
+            )),
+            Err(WaitError::Gone { id }) => Err(disappeared(&id)),
+            Err(WaitError::St2 { source, .. }) => Err(from_st2(&source, action)),
         }
     }
 }
 
 /// The answer when the deadline passed first.
-fn still_running(id: &str, status: Option<&ExecutionStatus>) -> DispatchResult {
+fn still_running(id: &str, status: Option<&ExecutionStatus>) -> DispatchError {
     let status = status.map_or("unknown", ExecutionStatus::as_str);
-    DispatchResult::err(
+    DispatchError::new(
         ErrorKind::Timeout,
         format!(
             "st2 execution {id} is still {status}; it keeps running — retry with the same idempotency key to keep waiting for it"
@@ -44,8 +46,8 @@ fn still_running(id: &str, status: Option<&ExecutionStatus>) -> DispatchResult {
     )
 }
 
-fn disappeared(id: &str) -> DispatchResult {
-    DispatchResult::err(
+fn disappeared(id: &str) -> DispatchError {
+    DispatchError::new(
         ErrorKind::RemoteError,
         format!("st2 execution {id} disappeared while it was followed"),
     )

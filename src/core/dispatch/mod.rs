@@ -5,6 +5,7 @@
 //! one), otherwise create it, then follow it to a completed status within a deadline.
 
 mod follow;
+mod schemas;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -16,9 +17,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::core::config::SchemaCacheConfig;
 use crate::core::governance::packs::PackGate;
-use crate::core::portarium::{DispatchRequest, DispatchResult, ErrorKind, Hint};
-use st2_client::models::JsonObject;
+use crate::core::portarium::{DispatchRequest, ErrorKind, Hint};
+use crate::core::{DispatchError, Dispatched};
+use schemas::SchemaCache;
+use st2_client::models::{ActionParameters, JsonObject};
 use st2_client::stream::{ExecutionWatcher, StreamConfig};
 use st2_client::{
     CancelOutcome, Execution, ExecutionRequest, ExecutionStatus, ListExecutions, SortOrder,
@@ -50,6 +54,9 @@ pub struct Dispatcher {
     cancel_on_deadline: bool,
     watcher: ExecutionWatcher,
     gate: Option<Arc<PackGate>>,
+    schemas: Arc<SchemaCache>,
+    /// One schema read per action at a time.
+    schema_reads: Flights,
     /// Set once st2 refused the traces API (404/403): from then on keys are looked up with
     /// the context filter, and the warning about it has been logged.
     no_traces: Arc<AtomicBool>,
@@ -63,8 +70,9 @@ enum Held {
     Listed(Vec<Execution>),
 }
 
-/// One lock per dispatch key in flight on this replica, so two concurrent requests with the
-/// same key cannot both miss each other's execution and start two.
+/// One lock per key in flight on this replica: per dispatch key, so two concurrent requests
+/// with the same key cannot both miss each other's execution and start two; per action, so
+/// concurrent dispatches wait for one schema read.
 #[derive(Clone, Default)]
 struct Flights(Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>);
 
@@ -106,8 +114,33 @@ impl Dispatcher {
             flights: Flights::default(),
             cancel_on_deadline: false,
             gate: None,
+            schemas: Arc::new(SchemaCache::new(SchemaCacheConfig::default())),
+            schema_reads: Flights::default(),
             no_traces: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Keeps action parameter schemas as `cfg` says (by default 30 s, 1,024 actions, 4 MiB).
+    pub fn with_schema_cache(mut self, cfg: SchemaCacheConfig) -> Self {
+        self.schemas = Arc::new(SchemaCache::new(cfg));
+        self
+    }
+
+    /// `action`'s merged parameter schema: the one read less than `dispatch.schema_cache.ttl`
+    /// ago, else st2's.
+    pub async fn parameters(&self, action: &str) -> Result<Arc<ActionParameters>, St2Error> {
+        if let Some(schema) = self.schemas.get(action) {
+            return Ok(schema);
+        }
+        // When an entry expires under load, one dispatch reads it and the others wait for
+        // that read rather than each asking st2.
+        let _reading = self.schema_reads.enter(action).await;
+        if let Some(schema) = self.schemas.get(action) {
+            return Ok(schema);
+        }
+        let schema = Arc::new(self.st2.action_parameters(action).await?);
+        self.schemas.put(action, schema.clone());
+        Ok(schema)
     }
 
     /// Cancels an execution whose synchronous wait ran out instead of leaving it running.
@@ -137,13 +170,13 @@ impl Dispatcher {
     }
 
     /// The flowRef as an action ref, once the pack gate (if any) lets its pack run.
-    pub async fn admit(&self, flow_ref: &str) -> Result<ActionRef, DispatchResult> {
+    pub async fn admit(&self, flow_ref: &str) -> Result<ActionRef, DispatchError> {
         let action = ActionRef::parse(flow_ref.trim())
-            .map_err(|e| DispatchResult::err(ErrorKind::FlowNotFound, e.to_string()))?;
+            .map_err(|e| DispatchError::refused(ErrorKind::FlowNotFound, e.to_string()))?;
         if let Some(gate) = &self.gate {
             gate.check(&self.st2, &action.pack)
                 .await
-                .map_err(|refusal| refusal.to_result())?;
+                .map_err(|refusal| refusal.to_error())?;
         }
         Ok(action)
     }
@@ -162,7 +195,11 @@ impl Dispatcher {
     /// Dispatches `req` and waits up to `wait` for the execution to complete. When the wait
     /// runs out, the execution keeps running (unless configured to cancel) and the answer is
     /// `Timeout` naming it; the same request again attaches to it instead of starting another.
-    pub async fn dispatch(&self, req: &DispatchRequest, wait: Duration) -> DispatchResult {
+    pub async fn dispatch(
+        &self,
+        req: &DispatchRequest,
+        wait: Duration,
+    ) -> Result<Dispatched, DispatchError> {
         self.dispatch_naming(req, wait).await.0
     }
 
@@ -171,29 +208,31 @@ impl Dispatcher {
         &self,
         req: &DispatchRequest,
         wait: Duration,
-    ) -> (DispatchResult, Option<String>) {
+    ) -> (Result<Dispatched, DispatchError>, Option<String>) {
         let deadline = Instant::now() + wait;
         let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
             Ok(Ok(found)) => found,
-            Ok(Err(refusal)) => return (refusal, None),
+            Ok(Err(refusal)) => return (Err(refusal), None),
             Err(_) => {
                 return (
-                    DispatchResult::err(
+                    Err(DispatchError::new(
                         ErrorKind::Timeout,
                         format!(
                             "st2 did not accept the execution within {} ms; retry with the same idempotency key — it attaches to the execution if st2 created it",
                             wait.as_millis()
                         ),
-                    ),
+                    )),
                     None,
                 );
             }
         };
         let id = execution.id.clone();
-        let result = self.follow(execution, &action, deadline).await;
-        if self.cancel_on_deadline && result.error_kind() == Some(ErrorKind::Timeout) {
-            return (self.cancel_after_deadline(&id, result).await, Some(id));
-        }
+        let result = match self.follow(execution, &action, deadline).await {
+            Err(timed_out) if self.cancel_on_deadline && timed_out.kind == ErrorKind::Timeout => {
+                Err(self.cancel_after_deadline(&id, timed_out).await)
+            }
+            result => result,
+        };
         (result, Some(id))
     }
 
@@ -202,7 +241,7 @@ impl Dispatcher {
     pub async fn submit(
         &self,
         req: &DispatchRequest,
-    ) -> Result<(Execution, ActionRef), DispatchResult> {
+    ) -> Result<(Execution, ActionRef), DispatchError> {
         let action = self.admit(&req.flow_ref).await?;
         let key = dispatch_key(req);
         let _flight = self.flights.enter(&key).await;
@@ -226,34 +265,29 @@ impl Dispatcher {
 
     /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
     /// action, the payload against its schema — and starts nothing.
-    pub async fn dry_run(&self, req: &DispatchRequest) -> DispatchResult {
-        let action = match self.admit(&req.flow_ref).await {
-            Ok(a) => a,
-            Err(refused) => return refused,
-        };
+    pub async fn dry_run(&self, req: &DispatchRequest) -> Result<Dispatched, DispatchError> {
+        let action = self.admit(&req.flow_ref).await?;
         // A real run of a disabled action is refused by st2; a dry run must say so too.
         match self.st2.actions().get(&action.to_string()).await {
-            Ok(found) if found.enabled == Some(false) => return disabled(&action),
+            Ok(found) if found.enabled == Some(false) => return Err(disabled(&action)),
             Ok(_) => {}
-            Err(e) => return from_st2(&e, &action),
+            Err(e) => return Err(from_st2(&e, &action)),
         }
-        match self.checked_parameters(req, &action).await {
-            Ok(()) => DispatchResult::Ok {
-                output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
-            },
-            Err(failure) => failure,
-        }
+        self.checked_parameters(req, &action).await?;
+        Ok(Dispatched {
+            output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
+            execution: None,
+        })
     }
 
-    /// Reads the action's schema from st2 and checks the payload against it.
+    /// Checks the payload against the action's schema (cached, or read from st2).
     async fn checked_parameters(
         &self,
         req: &DispatchRequest,
         action: &ActionRef,
-    ) -> Result<(), DispatchResult> {
+    ) -> Result<(), DispatchError> {
         let schema = self
-            .st2
-            .action_parameters(&action.to_string())
+            .parameters(&action.to_string())
             .await
             .map_err(|e| from_st2(&e, action))?;
         let problems = check_parameters(&schema, &req.payload);
@@ -261,17 +295,30 @@ impl Dispatcher {
             return Ok(());
         }
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        let unfit = DispatchResult::err(
-            ErrorKind::RemoteError,
-            format!(
-                "payload does not fit {action}'s parameters: {}",
-                list.join("; ")
-            ),
-        );
-        Err(unfit.with_hint(Hint {
-            unprocessable: true,
-            ..Hint::default()
-        }))
+        Err(unfit(format!(
+            "payload does not fit {action}'s parameters: {}",
+            list.join("; ")
+        )))
+    }
+
+    /// st2 refused the parameters of a create (a 400 other than a missing action), so the
+    /// schema they were checked against may be stale: it is dropped and read again, and the
+    /// answer names what the fresh schema finds wrong, else st2's own words. Either way the
+    /// request must change, and st2 ran nothing: 422.
+    async fn refused_parameters(
+        &self,
+        req: &DispatchRequest,
+        action: &ActionRef,
+        err: &St2Error,
+    ) -> DispatchError {
+        self.schemas.drop_action(&action.to_string());
+        match self.checked_parameters(req, action).await {
+            Err(refusal) => refusal,
+            Ok(()) => unfit(format!(
+                "st2 refused {action}'s parameters: {}; change the payload to fit the action",
+                err.faultstring().unwrap_or_default()
+            )),
+        }
     }
 
     /// What st2 holds for this key: ids from its trace index, or (without the traces API)
@@ -409,7 +456,7 @@ impl Dispatcher {
         req: &DispatchRequest,
         action: &ActionRef,
         key: &str,
-    ) -> Result<Execution, DispatchResult> {
+    ) -> Result<Execution, DispatchError> {
         let mut request = ExecutionRequest::new(action.to_string());
         request.parameters = req.payload.clone();
         request
@@ -422,6 +469,11 @@ impl Dispatcher {
                 Ok(created) => return Ok(created),
                 Err(e) => e,
             };
+            if matches!(err, St2Error::BadRequest { .. })
+                && kind_of(&err) != ErrorKind::FlowNotFound
+            {
+                return Err(self.refused_parameters(req, action, &err).await);
+            }
             // A dropped connection, a timeout or a 5xx leaves it unknown whether st2 created
             // the execution; only st2 can tell, so look before trying again.
             // A 429 is st2 declining before doing anything: the caller's retry policy owns it.
@@ -486,10 +538,8 @@ impl Dispatcher {
     }
 
     /// Cancels the execution a wait gave up on, and says so in the `Timeout` answer.
-    async fn cancel_after_deadline(&self, id: &str, timed_out: DispatchResult) -> DispatchResult {
-        let DispatchResult::Err { message, .. } = &timed_out else {
-            return timed_out;
-        };
+    async fn cancel_after_deadline(&self, id: &str, timed_out: DispatchError) -> DispatchError {
+        let message = &timed_out.message;
         let note = match self.st2.executions().cancel(id).await {
             Ok(CancelOutcome::Canceled(_)) => format!(
                 "st2 execution {id} did not complete in time and was canceled (dispatch.cancel_on_deadline)"
@@ -498,7 +548,7 @@ impl Dispatcher {
             Ok(CancelOutcome::AlreadyCompleted { .. }) => return timed_out,
             Err(e) => format!("{message}; canceling it failed: {e}"),
         };
-        DispatchResult::err(ErrorKind::Timeout, note)
+        DispatchError::new(ErrorKind::Timeout, note)
     }
 }
 
@@ -622,7 +672,10 @@ fn context(req: &DispatchRequest, key: &str) -> Value {
 }
 
 /// The Portarium result of a completed execution.
-pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> DispatchResult {
+pub(crate) fn outcome(
+    execution: &Execution,
+    status: &ExecutionStatus,
+) -> Result<Dispatched, DispatchError> {
     // The dispatch span (opened by whoever observes dispatches) names the execution it ended with.
     let span = tracing::Span::current();
     span.record("st2.execution.id", execution.id.as_str());
@@ -632,22 +685,23 @@ pub(crate) fn outcome(execution: &Execution, status: &ExecutionStatus) -> Dispat
         .clone()
         .unwrap_or(Value::Object(JsonObject::new()));
     if *status == ExecutionStatus::Succeeded {
-        return DispatchResult::Ok {
+        return Ok(Dispatched {
             output: json!({"executionId": execution.id, "status": status, "result": result}),
-        };
+            execution: None,
+        });
     }
     let kind = match status {
         ExecutionStatus::Timeout => ErrorKind::Timeout,
         _ => ErrorKind::RemoteError,
     };
-    DispatchResult::err(
+    Err(DispatchError::new(
         kind,
         format!(
             "st2 execution {} {status}: {}",
             execution.id,
             failure_text(&result)
         ),
-    )
+    ))
 }
 
 /// Lines of stdout a failure quotes when the action wrote nothing to stderr: the end is
@@ -683,6 +737,15 @@ fn failure_text(result: &Value) -> String {
     }
 }
 
+/// A payload the action cannot take: 422 with Portarium's `RemoteError`, since a 502 would
+/// say st2 failed and invite the same request again.
+fn unfit(message: String) -> DispatchError {
+    DispatchError::new(ErrorKind::RemoteError, message).with_hint(Hint {
+        unprocessable: true,
+        ..Hint::default()
+    })
+}
+
 /// The one place st2 failures become Portarium error kinds.
 pub fn kind_of(err: &St2Error) -> ErrorKind {
     match err {
@@ -698,7 +761,7 @@ pub fn kind_of(err: &St2Error) -> ErrorKind {
 }
 
 /// A dispatch failure for `err` met while handling `action`.
-pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
+pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchError {
     let message = match kind_of(err) {
         ErrorKind::FlowNotFound => format!("st2 has no action {action}: {err}"),
         _ => err.to_string(),
@@ -708,8 +771,8 @@ pub fn from_st2(err: &St2Error, action: &ActionRef) -> DispatchResult {
 
 /// The refusal of a disabled action: the request cannot succeed until an operator enables it,
 /// so 422 rather than a 502 that would invite the same request again.
-fn disabled(action: &ActionRef) -> DispatchResult {
-    DispatchResult::err(
+fn disabled(action: &ActionRef) -> DispatchError {
+    DispatchError::new(
         ErrorKind::RemoteError,
         format!(
             "st2 action {action} is disabled; enable it (st2 action enable {action}) or dispatch another action"
@@ -723,13 +786,13 @@ fn disabled(action: &ActionRef) -> DispatchResult {
 
 /// `err` as a failure saying `message`, with st2's `Retry-After` passed on; st2's refusal to
 /// run a disabled action is the caller's to fix (422), like [`disabled`].
-pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchResult {
+pub(crate) fn failure_of(err: &St2Error, message: String) -> DispatchError {
     let retry_after = match err {
         St2Error::RateLimited { retry_after, .. } => *retry_after,
         _ => None,
     };
     let unprocessable = matches!(err, St2Error::BadRequest { faultstring, .. } if faultstring.ends_with("is disabled."));
-    DispatchResult::err(kind_of(err), message).with_hint(Hint {
+    DispatchError::new(kind_of(err), message).with_hint(Hint {
         retry_after,
         unprocessable,
     })

@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::core::portarium::{DispatchResult, ErrorKind};
+use crate::core::DispatchError;
+use crate::core::portarium::ErrorKind;
 use st2_client::{St2Client, St2Error};
 
 /// Licenses allowed in production when the policy names none: permissive SPDX identifiers,
@@ -493,12 +494,12 @@ impl GateRefusal {
     /// The Portarium answer. A policy refusal is `FlowNotFound`: the flowRef names nothing the
     /// governed catalogue offers, and Portarium does not retry it; a failed lookup is
     /// `RemoteError`, which a retry may cure. The contract has no policy-denied kind.
-    pub fn to_result(&self) -> DispatchResult {
+    pub fn to_error(&self) -> DispatchError {
         let kind = match self {
             Self::Policy { .. } => ErrorKind::FlowNotFound,
             Self::Lookup { .. } => ErrorKind::RemoteError,
         };
-        DispatchResult::err(kind, self.to_string())
+        DispatchError::refused(kind, self.to_string())
     }
 }
 

@@ -8,7 +8,11 @@ use time::OffsetDateTime;
 use super::{Action, ExecutionStatus, JsonObject};
 
 /// An action execution; its `id` is the execution id (not the liveaction id).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+///
+/// Read by hand (see the `Deserialize` impl below) rather than derived: with the flattened
+/// `extra`, serde's derive first buffers the whole document into an intermediate tree, and
+/// executions are what the adapter reads most (every stream event, every create).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Execution {
     /// Execution id, the one `/executions/{id}` takes.
     pub id: String,
@@ -97,6 +101,83 @@ impl Execution {
         self.status
             .as_ref()
             .is_some_and(ExecutionStatus::is_terminal)
+    }
+}
+
+/// `Option<OffsetDateTime>` in st2's RFC 3339 form, as one map value.
+struct Rfc3339Opt(Option<OffsetDateTime>);
+
+impl<'de> Deserialize<'de> for Rfc3339Opt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        time::serde::rfc3339::option::deserialize(d).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Execution {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ExecutionVisitor)
+    }
+}
+
+/// Reads an execution field by field in one pass; fields it does not know go to `extra`.
+struct ExecutionVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ExecutionVisitor {
+    type Value = Execution;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an st2 execution object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Execution, A::Error> {
+        let mut id = None;
+        let mut e = Execution {
+            id: String::new(),
+            status: None,
+            action: None,
+            runner: None,
+            liveaction: None,
+            parameters: JsonObject::new(),
+            context: JsonObject::new(),
+            result: None,
+            result_size: None,
+            start_timestamp: None,
+            end_timestamp: None,
+            elapsed_seconds: None,
+            parent: None,
+            children: Vec::new(),
+            log: Vec::new(),
+            web_url: None,
+            delay: None,
+            extra: JsonObject::new(),
+        };
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "id" => id = Some(map.next_value()?),
+                "status" => e.status = map.next_value()?,
+                "action" => e.action = map.next_value()?,
+                "runner" => e.runner = map.next_value()?,
+                "liveaction" => e.liveaction = map.next_value()?,
+                "parameters" => e.parameters = map.next_value()?,
+                "context" => e.context = map.next_value()?,
+                "result" => e.result = map.next_value()?,
+                "result_size" => e.result_size = map.next_value()?,
+                "start_timestamp" => e.start_timestamp = map.next_value::<Rfc3339Opt>()?.0,
+                "end_timestamp" => e.end_timestamp = map.next_value::<Rfc3339Opt>()?.0,
+                "elapsed_seconds" => e.elapsed_seconds = map.next_value()?,
+                "parent" => e.parent = map.next_value()?,
+                "children" => e.children = map.next_value()?,
+                "log" => e.log = map.next_value()?,
+                "web_url" => e.web_url = map.next_value()?,
+                "delay" => e.delay = map.next_value()?,
+                other => {
+                    let value = map.next_value()?;
+                    e.extra.insert(other.to_string(), value);
+                }
+            }
+        }
+        e.id = id.ok_or_else(|| serde::de::Error::missing_field("id"))?;
+        Ok(e)
     }
 }
 

@@ -75,19 +75,33 @@ impl SseParser {
             }
         }
         while let Some(end) = chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
-            self.extend_line(&chunk[..end])?;
+            let (whole, rest) = (&chunk[..end], &chunk[end + 1..]);
             let ending = chunk[end];
-            chunk = &chunk[end + 1..];
+            // A line wholly inside this chunk is read where it is; only one that began in
+            // an earlier chunk is put together in `line` (whose buffer is kept for the next).
+            let event = if self.line.is_empty() {
+                if whole.len() > self.max_event_bytes {
+                    return Err(self.too_large());
+                }
+                self.take_line(whole)?
+            } else {
+                self.extend_line(whole)?;
+                let line = std::mem::take(&mut self.line);
+                let event = self.take_line(&line);
+                self.line = line;
+                self.line.clear();
+                event?
+            };
+            if let Some(event) = event {
+                out.push(event);
+            }
+            chunk = rest;
             if ending == b'\r' {
                 match chunk.first() {
                     Some(b'\n') => chunk = &chunk[1..],
                     Some(_) => {}
                     None => self.after_cr = true,
                 }
-            }
-            let line = std::mem::take(&mut self.line);
-            if let Some(event) = self.take_line(&line)? {
-                out.push(event);
             }
         }
         self.extend_line(chunk)?;
@@ -149,8 +163,11 @@ impl SseParser {
                 }
                 if self.has_data {
                     self.data.push('\n');
+                    self.data.push_str(&value);
+                } else {
+                    // Usually the only data line: taken as one allocation of its size.
+                    self.data = value.into_owned();
                 }
-                self.data.push_str(&value);
                 self.has_data = true;
             }
             // st2 sends neither `id:` nor `retry:` and ignores Last-Event-ID; unknown fields
@@ -209,5 +226,28 @@ mod tests {
         );
         // The parser starts clean afterwards.
         assert_eq!(all(&mut p, b"data: ok\n\n")[0].data, "ok");
+        // A line over the bound inside one chunk is refused the same way.
+        assert_eq!(
+            p.push(b"data: 0123456789abcdefgh\n\n"),
+            Err(ParseError::TooLarge { limit: 16 })
+        );
+        assert_eq!(all(&mut p, b"data: ok\n\n")[0].data, "ok");
+    }
+
+    #[test]
+    fn every_split_of_a_stream_gives_the_same_events() {
+        let stream = b"event: st2.execution__update\ndata: {\"id\": 1}\n\n: ka\r\ndata: a\r\ndata: b\r\n\r\n";
+        let whole = all(&mut SseParser::default(), stream);
+        assert_eq!(whole.len(), 2);
+        assert_eq!(whole[1].data, "a\nb");
+        for i in 0..stream.len() {
+            for j in i..stream.len() {
+                let mut p = SseParser::default();
+                let mut got = all(&mut p, &stream[..i]);
+                got.extend(all(&mut p, &stream[i..j]));
+                got.extend(all(&mut p, &stream[j..]));
+                assert_eq!(got, whole, "split at {i} and {j}");
+            }
+        }
     }
 }
