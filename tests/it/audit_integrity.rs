@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::stack::Stack;
-use portarium_st2::app::App;
-use portarium_st2::config::Config;
+use crate::support::stack::{app_from_yaml, audited};
 
 /// The audit records in `path`, in order.
 fn records(path: &Path) -> Vec<Value> {
@@ -37,17 +35,6 @@ fn dispatch_body(flow: &str, key: &str, payload: Value) -> Value {
         "actionId": key, "tenantId": "t1", "runId": "run-1", "correlationId": "corr-1",
         "flowRef": flow, "payload": payload, "idempotencyKey": key
     })
-}
-
-async fn audited(dir: &tempfile::TempDir) -> Stack {
-    Stack::builder()
-        .tenant("t1", "tok-1")
-        .yaml(&format!(
-            "governance: {{audit: {{path: '{}'}}}}",
-            dir.path().join("audit.jsonl").display()
-        ))
-        .start()
-        .await
 }
 
 #[tokio::test]
@@ -173,12 +160,7 @@ async fn shutdown_waits_for_the_outcome_of_a_dispatch_whose_caller_left() {
         emu.base_url(),
         path.display()
     );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let app = App::build(&config, Duration::ZERO).await.unwrap();
-    let base = app
-        .serve_in_background("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let (app, base) = app_from_yaml(&yaml).await;
     let gave_up = reqwest::Client::new()
         .post(format!("{base}/v1/dispatch?waitMs=10000"))
         .bearer_auth("tok-1")
@@ -411,12 +393,7 @@ async fn serve_anchors_the_head_at_shutdown_in_the_anchor_file() {
         dir.path().join("audit.jsonl").display(),
         anchors.display()
     );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let app = App::build(&config, Duration::ZERO).await.unwrap();
-    let base = app
-        .serve_in_background("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let (app, base) = app_from_yaml(&yaml).await;
     let resp = reqwest::Client::new()
         .post(format!("{base}/v1/dispatch"))
         .bearer_auth("tok-1")

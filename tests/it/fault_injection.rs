@@ -4,14 +4,13 @@
 //! idempotency key, and every lifecycle event must arrive exactly once. Each test is bounded
 //! in time.
 
+use crate::support::stack::app_from_yaml;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::SendJson;
 use futures_util::StreamExt;
-use portarium_st2::app::App;
-use portarium_st2::config::Config;
 use portarium_st2::core::dispatch::{Dispatcher, dispatch_key};
 use portarium_st2::core::portarium::{DispatchRequest, ErrorKind};
 use portarium_st2::core::{DispatchError, Dispatched};
@@ -370,9 +369,7 @@ async fn an_adapter_started_before_st2_sees_it_without_a_restart() {
     let yaml = format!(
         "listen: 127.0.0.1:0\nst2: {{base_url: 'http://{port}', api_key: {KEY}, connect_timeout_ms: 300}}\ntenants:\n  - {{id: tenant-f, api_token: token-f}}\n"
     );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let app = App::build(&config, Duration::ZERO).await.unwrap();
-    let base = app.serve_in_background(config.listen).await.unwrap();
+    let (_app, base) = app_from_yaml(&yaml).await;
     let http = reqwest::Client::new();
     let st2_reachable = || async {
         let resp = http.get(format!("{base}/readyz")).send().await.unwrap();

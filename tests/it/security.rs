@@ -12,10 +12,9 @@ use portarium_st2::config::Config;
 use serde_json::{Value, json};
 
 use crate::support::{SendJson, tls_file};
-use portarium_st2::app::App;
 use st2_emulator::{Emulator, EmulatorOptions};
 
-use crate::support::stack::Stack;
+use crate::support::stack::{Stack, app_from_yaml};
 
 const KEY: &str = "sec-key";
 
@@ -219,9 +218,7 @@ async fn an_untrusted_st2_certificate_fails_dispatch_and_readiness() {
         "listen: 127.0.0.1:0\nst2: {{base_url: '{url}', api_key: k, retry: {{max_retries: 0}}}}\n\
          tenants:\n  - {{id: t1, api_token: right-token}}\n"
     );
-    let config = Config::from_yaml(&yaml, "test", std::iter::empty()).unwrap();
-    let app = App::build(&config, Duration::ZERO).await.unwrap();
-    let base = app.serve_in_background(config.listen).await.unwrap();
+    let (_app, base) = app_from_yaml(&yaml).await;
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{base}/v1/dispatch"))

@@ -5,19 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::support::stack::Stack;
-
-/// A stack with tenant `t1` (token `tok-1`) and an audit log in `dir`.
-async fn audited(dir: &tempfile::TempDir) -> Stack {
-    Stack::builder()
-        .tenant("t1", "tok-1")
-        .yaml(&format!(
-            "governance: {{audit: {{path: '{}'}}}}",
-            dir.path().join("audit.jsonl").display()
-        ))
-        .start()
-        .await
-}
+use super::support::stack::{Stack, audited};
 
 /// The audit records written so far.
 fn audit_records(dir: &tempfile::TempDir) -> Vec<Value> {

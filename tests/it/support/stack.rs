@@ -238,3 +238,27 @@ pub async fn serve_dispatch_routes(config: &Config) -> String {
     let router = portarium_st2::server::router(readiness, dispatch, limits);
     serve(&router, config).await
 }
+
+/// The whole adapter (`App::build`) for the config in `yaml`, served on a loopback port: the
+/// app (to shut down) and its base URL.
+pub async fn app_from_yaml(yaml: &str) -> (App, String) {
+    let config = Config::from_yaml(yaml, "test", std::iter::empty()).unwrap();
+    let app = App::build(&config, Duration::ZERO).await.unwrap();
+    let base = app
+        .serve_in_background("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (app, base)
+}
+
+/// A stack with tenant `t1` (token `tok-1`) and an audit log in `dir` (`audit.jsonl`).
+pub async fn audited(dir: &tempfile::TempDir) -> Stack {
+    Stack::builder()
+        .tenant("t1", "tok-1")
+        .yaml(&format!(
+            "governance: {{audit: {{path: '{}'}}}}",
+            dir.path().join("audit.jsonl").display()
+        ))
+        .start()
+        .await
+}
