@@ -17,6 +17,8 @@ use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+
+use super::origin::Accepted;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -137,6 +139,11 @@ pub async fn serve_connections(
             tracing::info!("below the connection cap again");
         }
         while connections.try_join_next().is_some() {}
+        // The concrete address this connection reached, for `statusUrl` (`super::origin`).
+        let accepted = tcp.local_addr().ok().map(|local| Accepted {
+            local,
+            tls: tls.is_some(),
+        });
         let router = router.clone();
         let stop = stop_rx.clone();
         let tls = tls.clone();
@@ -144,11 +151,11 @@ pub async fn serve_connections(
             let _slot = slot;
             let _ = tcp.set_nodelay(true);
             match tls {
-                None => serve_one(tcp, router, limits, stop).await,
+                None => serve_one(tcp, router, accepted, limits, stop).await,
                 Some(acceptor) => {
                     let handshake = HANDSHAKE_TIMEOUT.min(limits.header_read_timeout);
                     match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve_one(tls, router, limits, stop).await,
+                        Ok(Ok(tls)) => serve_one(tls, router, accepted, limits, stop).await,
                         // A refused client certificate or a failed handshake ends here.
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake refused"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -166,6 +173,7 @@ pub async fn serve_connections(
 async fn serve_one<I>(
     io: I,
     router: Router,
+    accepted: Option<Accepted>,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -176,6 +184,7 @@ async fn serve_one<I>(
     {
         let service = TowerToHyperService::new(Tracked {
             router,
+            accepted,
             activity: activity.clone(),
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -279,6 +288,8 @@ impl Drop for InFlight {
 #[derive(Clone)]
 struct Tracked {
     router: Router,
+    /// Where the connection was accepted, put on each of its requests.
+    accepted: Option<Accepted>,
     activity: Arc<Activity>,
 }
 
@@ -295,8 +306,11 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
         use tower::ServiceExt;
+        if let Some(accepted) = self.accepted {
+            request.extensions_mut().insert(accepted);
+        }
         let in_flight = self.activity.begin();
         let router = self.router.clone();
         Box::pin(async move {

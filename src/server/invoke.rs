@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::Path;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
@@ -21,6 +21,7 @@ use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
 use super::dispatch::run;
 use super::executions::secrets_of;
+use super::origin::PublicBase;
 use crate::core::dispatch::{invocation_key, outcome};
 use crate::core::governance::redact::{scrub_field, scrub_value};
 use crate::core::ids::DISPATCH_ID;
@@ -86,6 +87,7 @@ const STREAM_MAX: Duration = Duration::from_secs(3600);
 /// retry of a finished invocation), the error kind's status when refused.
 pub async fn invoke(
     tenant: AuthedTenant,
+    PublicBase(base): PublicBase,
     headers: HeaderMap,
     body: Result<Json<InvocationRequest>, JsonRejection>,
 ) -> Response {
@@ -103,7 +105,7 @@ pub async fn invoke(
             execution: Some(execution),
             ..
         }) => {
-            let answer = describe(&invocation_id, &execution, &headers);
+            let answer = describe(&invocation_id, &execution, base.as_deref());
             let status = match answer.status {
                 InvocationStatus::Accepted | InvocationStatus::Running => StatusCode::ACCEPTED,
                 _ => StatusCode::OK,
@@ -118,14 +120,14 @@ pub async fn invoke(
 /// Handles `GET /v1/invoke/{invocationId}/status`.
 pub async fn status(
     tenant: AuthedTenant,
-    headers: HeaderMap,
+    PublicBase(base): PublicBase,
     Path(invocation_id): Path<String>,
 ) -> Response {
     match located(&tenant, &invocation_id).await {
         Ok(mut execution) => {
             let secrets = secrets_of(&tenant, &execution).await;
             execution.result = execution.result.map(|r| scrub_value(&r, &secrets));
-            Json(describe(&invocation_id, &execution, &headers)).into_response()
+            Json(describe(&invocation_id, &execution, base.as_deref())).into_response()
         }
         Err(answer) => answer,
     }
@@ -229,7 +231,7 @@ pub struct InvocationAnswer {
     output: Option<Value>,
 }
 
-fn describe(invocation_id: &str, execution: &Execution, headers: &HeaderMap) -> InvocationAnswer {
+fn describe(invocation_id: &str, execution: &Execution, base: Option<&str>) -> InvocationAnswer {
     let st2_status = execution
         .status
         .clone()
@@ -247,7 +249,7 @@ fn describe(invocation_id: &str, execution: &Execution, headers: &HeaderMap) -> 
         schema_version: 1,
         invocation_id: invocation_id.to_string(),
         status,
-        status_url: status_url(headers, invocation_id),
+        status_url: base.map(|base| status_url(base, invocation_id)),
         error,
         error_kind,
         execution_id: Some(execution.id.clone()),
@@ -256,17 +258,11 @@ fn describe(invocation_id: &str, execution: &Execution, headers: &HeaderMap) -> 
     }
 }
 
-/// The absolute status URL Portarium's parser requires, built from the request's own host
-/// (and `X-Forwarded-Proto` behind a TLS-terminating balancer).
-fn status_url(headers: &HeaderMap, invocation_id: &str) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
+/// The absolute status URL Portarium's parser requires, under the adapter's public base URL
+/// (`super::origin`: never the caller's `Host` unless configured to trust it).
+fn status_url(base: &str, invocation_id: &str) -> String {
     let id: String = url::form_urlencoded::byte_serialize(invocation_id.as_bytes()).collect();
-    Some(format!("{scheme}://{host}/v1/invoke/{id}/status"))
+    format!("{base}/v1/invoke/{id}/status")
 }
 
 /// The execution the caller's invocation started, found by the tenant's invocation key

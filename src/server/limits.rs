@@ -42,6 +42,8 @@ pub struct Limits {
     pub request_timeout: Option<Duration>,
     /// Streaming responses open at once.
     pub max_streams: usize,
+    /// Where `statusUrl` points.
+    pub origin: super::origin::OriginPolicy,
 }
 
 impl Limits {
@@ -51,6 +53,7 @@ impl Limits {
             max_body_bytes,
             request_timeout: server.request_timeout,
             max_streams: server.max_streams,
+            origin: super::origin::OriginPolicy::new(server),
         }
     }
 
@@ -109,6 +112,7 @@ impl ListenerConfig {
                 ));
             }
         }
+        super::origin::validate(self.public_base_url.as_ref(), errors);
     }
 }
 

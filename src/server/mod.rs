@@ -11,6 +11,7 @@ pub mod health;
 pub mod invoke;
 pub mod limits;
 pub mod openclaw;
+pub mod origin;
 pub mod output;
 pub mod tls;
 
@@ -121,6 +122,7 @@ pub fn router(readiness: Readiness, dispatch: DispatchState, limits: impl Into<L
         .merge(guarded(openclaw, Contract::OpenClaw))
         .merge(guarded(machine, Contract::Machine))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::Extension(limits.origin.clone()))
         // Counted for the drain at shutdown; health probes are not, so polling cannot hold it.
         .layer(axum::middleware::from_fn_with_state(drain, Drain::track))
         .with_state(dispatch);

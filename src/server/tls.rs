@@ -49,6 +49,14 @@ pub struct ListenerConfig {
     /// How long requests in flight at SIGTERM get to finish before the listener closes.
     #[serde(default = "default_shutdown_grace", with = "st2_basics::duration")]
     pub shutdown_grace: Duration,
+    /// The base URL callers reach the adapter at (`statusUrl`); default: the address each
+    /// connection was accepted on.
+    #[serde(default)]
+    pub public_base_url: Option<url::Url>,
+    /// Build `statusUrl` from the request's `Host` and `X-Forwarded-Proto`: only behind a
+    /// proxy that sets them, since otherwise the caller writes them.
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
 }
 
 /// Inside Kubernetes' default 30 s termination grace, with room for a preStop pause.
@@ -66,6 +74,8 @@ impl Default for ListenerConfig {
             idle_timeout: super::conn::default_idle_timeout(),
             max_connections: super::conn::default_max_connections(),
             shutdown_grace: default_shutdown_grace(),
+            public_base_url: None,
+            trust_forwarded_headers: false,
         }
     }
 }

@@ -520,3 +520,93 @@ fn connection_limits_are_validated_with_the_rest_of_the_config() {
         "{text}"
     );
 }
+
+/// `statusUrl` never comes from the caller's `Host` or `X-Forwarded-Proto` unless the operator
+/// says a proxy sets them: by default it is the address the connection reached; with
+/// `server.public_base_url` it is that URL.
+#[tokio::test]
+async fn status_url_is_the_adapters_own_whatever_host_the_caller_writes() {
+    let invoke = |s: &Stack, id: &str| {
+        let body = json!({
+            "schemaVersion": 1, "invocationId": id, "machineId": "st2",
+            "workspaceId": "t1", "runId": "run-1", "action": "core.noop", "input": {}
+        });
+        s.request(reqwest::Method::POST, "/v1/invoke", TOKEN)
+            .header("host", "evil.example")
+            .header("x-forwarded-proto", "https")
+            .json(&body)
+            .send()
+    };
+    let status_url = |answer: Value| answer["statusUrl"].as_str().unwrap().to_string();
+
+    let s = stack("").await;
+    let answer: Value = invoke(&s, "inv-default")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_url(answer),
+        format!("{}/v1/invoke/inv-default/status", s.base)
+    );
+
+    let s = stack("server: {public_base_url: 'https://st2-adapter.example.com/'}\n").await;
+    let answer: Value = invoke(&s, "inv-public")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_url(answer),
+        "https://st2-adapter.example.com/v1/invoke/inv-public/status"
+    );
+    let answer: Value = s
+        .request(reqwest::Method::GET, "/v1/invoke/inv-public/status", TOKEN)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_url(answer),
+        "https://st2-adapter.example.com/v1/invoke/inv-public/status"
+    );
+
+    let s = stack("server: {trust_forwarded_headers: true}\n").await;
+    let answer: Value = invoke(&s, "inv-proxied")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_url(answer),
+        "https://evil.example/v1/invoke/inv-proxied/status",
+        "behind a trusted proxy, its headers name the public address"
+    );
+}
+
+/// A public base URL that could not be handed to callers is refused at load, naming the field.
+#[test]
+fn a_public_base_url_with_credentials_or_a_query_is_refused() {
+    for (url, says) in [
+        ("ftp://adapter.example", "http:// or https://"),
+        ("https://adapter.example/?a=1", "no query"),
+        ("https://user:pw@adapter.example", "no credentials"),
+    ] {
+        let yaml = format!(
+            "st2: {{base_url: 'http://127.0.0.1:1', api_key: k}}\ntenants:\n  - {{id: t1, api_token: tok}}\nserver: {{public_base_url: '{url}'}}\n"
+        );
+        let err = portarium_st2::config::Config::from_yaml(&yaml, "test", std::iter::empty())
+            .expect_err(url)
+            .to_string();
+        assert!(
+            err.contains("server.public_base_url") && err.contains(says),
+            "{url}: {err}"
+        );
+    }
+}

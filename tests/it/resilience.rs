@@ -35,6 +35,7 @@ fn limits(request_timeout: Duration, max_streams: usize) -> Limits {
         max_body_bytes: 1 << 20,
         request_timeout: Some(request_timeout),
         max_streams,
+        ..Limits::from(1 << 20)
     }
 }
 

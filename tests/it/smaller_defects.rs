@@ -366,6 +366,7 @@ async fn the_deadline_and_the_stream_cap_answer_in_the_routes_shape() {
             max_body_bytes: 1 << 20,
             request_timeout: Some(std::time::Duration::from_millis(200)),
             max_streams: 0,
+            ..Limits::from(1 << 20)
         })
         .start()
         .await;
