@@ -133,8 +133,7 @@ impl Reporter {
         let lifecycle = &self.ctx.config.lifecycle;
         if let (Some(client), Some(ledger)) = (&self.ctx.durable, ledger) {
             let key = lifecycle.checkpoint_key();
-            if let Err(e) = checkpoint::write(client, &key, &ledger, &self.ctx.replica, None).await
-            {
+            if let Err(e) = checkpoint::write(client, &key, &ledger, &self.ctx.replica).await {
                 tracing::warn!(key = %key, error = %e, "could not write the last lifecycle checkpoint; the next start reconciles from the one before");
             }
         }
@@ -301,12 +300,9 @@ impl Term {
         let interval = ctx.config.lifecycle.checkpoint.interval;
         self.writer = Some(tokio::spawn(async move {
             let mut backoff = Backoff::new(BackoffConfig::new(interval, interval * 12));
-            let mut written = None;
             loop {
-                let wait = match checkpoint::write(&client, &key, &ledger, &replica, written).await
-                {
-                    Ok(v) => {
-                        written = Some(v);
+                let wait = match checkpoint::write(&client, &key, &ledger, &replica).await {
+                    Ok(()) => {
                         backoff.healthy();
                         interval
                     }
@@ -355,6 +351,12 @@ impl Term {
                 },
                 s = reconciled => Wake::Reconciled(s),
                 s = snapshots.next() => Wake::Streamed(s),
+            };
+            // At a stop the lease task lets go too: that is the stop, not a lost lease, so
+            // the last checkpoint is still written.
+            let wake = match wake {
+                Wake::Lease if *stop.borrow() => Wake::Stop,
+                other => other,
             };
             let snapshot = match wake {
                 Wake::Stop | Wake::Streamed(None) => {
