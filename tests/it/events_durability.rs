@@ -359,10 +359,24 @@ async fn sigterm_with_nothing_queued_exits_at_once() {
         .wait_for_all(&want, Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = w.emu.request_log().len();
     let (took, clean) = adapter.terminate().await;
     eprintln!("TOOK {took:?}");
     assert!(clean);
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    // The stop does only what is needed: st2 already holds the last checkpoint (written
+    // within an interval of the last change), so only the lease is released.
+    let at_stop: Vec<String> = w.emu.request_log()[before..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let checkpoint = format!("/api/v1/keys/{}", w.checkpoint_key());
+    let lease = format!("DELETE /api/v1/keys/{}", w.lease_key());
+    assert!(
+        !at_stop.iter().any(|r| r.ends_with(&checkpoint)) && at_stop.contains(&lease),
+        "{at_stop:?}"
+    );
     let log = adapter.log().join("\n");
     assert!(!log.contains("still held"), "{log}");
     assert!(log.contains("portarium-st2 stopped"), "{log}");
