@@ -248,7 +248,12 @@ impl Term {
             Duration::from_secs(30),
         ));
         let loaded = loop {
-            match checkpoint::load(client, &key, cp.max_in_flight).await {
+            // A stop does not wait for st2's answer (slow under load): nothing depends on it.
+            let load = tokio::select! {
+                loaded = checkpoint::load(client, &key, cp.max_in_flight) => loaded,
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            match load {
                 Loaded::Unavailable(why) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(key = %key, error = %why, retry_in_ms = wait.as_millis() as u64, "cannot read the lifecycle checkpoint from st2; retrying before reporting");
