@@ -374,7 +374,8 @@ async fn sigterm_with_nothing_queued_exits_at_once() {
     }
     let before = w.emu.request_log().len();
     let (took, clean) = adapter.terminate().await;
-    eprintln!("TOOK {took:?}");
+    // Read by bench/sigterm.sh (docs/benchmarks.md, "Shutdown").
+    eprintln!("SIGTERM with nothing queued took {took:?}");
     assert!(clean);
     let log = adapter.log().join("\n");
     assert!(!log.contains("still held"), "{log}");
