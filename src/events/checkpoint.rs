@@ -240,6 +240,8 @@ struct State {
     floor: Option<OffsetDateTime>,
     /// Bumped on every change, to skip writing an unchanged checkpoint.
     version: u64,
+    /// The change number st2 last acknowledged: the stop skips a write st2 already holds.
+    written: Option<u64>,
 }
 
 /// The executions in flight and the watermark of one reporting term.
@@ -279,6 +281,7 @@ impl Ledger {
                 watermark,
                 floor: None,
                 version: 0,
+                written: None,
             }),
             max_in_flight,
         })
@@ -361,22 +364,22 @@ impl Ledger {
     }
 }
 
-/// Writes `ledger`'s checkpoint to `key` when it changed since `written`; answers the change
-/// number now written.
+/// Writes `ledger`'s checkpoint to `key` unless st2 already holds this very one (written
+/// through this ledger since its last change).
 pub async fn write(
     client: &St2Client,
     key: &str,
     ledger: &Ledger,
     replica: &str,
-    written: Option<u64>,
-) -> Result<u64, St2Error> {
+) -> Result<(), St2Error> {
     let (checkpoint, version) = ledger.checkpoint(replica);
-    if written == Some(version) {
-        return Ok(version);
+    if ledger.lock().written == Some(version) {
+        return Ok(());
     }
     let text = serde_json::to_string(&checkpoint).unwrap_or_default();
     client.keys().put(key, &text, None).await?;
-    Ok(version)
+    ledger.lock().written = Some(version);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -119,9 +119,14 @@ impl Reporter {
     /// dropped) deliver what is queued within `grace`, returning as soon as nothing is;
     /// then writes the last checkpoint and releases the lease.
     pub async fn shutdown(self, workers: Vec<JoinHandle<()>>, meter: QueueMeter, grace: Duration) {
-        let _ = self.stop.send(true);
+        let Self {
+            stop,
+            mut task,
+            lease,
+            ctx,
+        } = self;
+        let _ = stop.send(true);
         let deadline = tokio::time::Instant::now() + grace;
-        let mut task = self.task;
         let ledger = match tokio::time::timeout_at(deadline, &mut task).await {
             Ok(ledger) => ledger.ok().flatten(),
             Err(_) => {
@@ -130,24 +135,35 @@ impl Reporter {
             }
         };
         drain(workers, meter, deadline).await;
-        let lifecycle = &self.ctx.config.lifecycle;
-        if let (Some(client), Some(ledger)) = (&self.ctx.durable, ledger) {
-            let key = lifecycle.checkpoint_key();
-            if let Err(e) = checkpoint::write(client, &key, &ledger, &self.ctx.replica, None).await
-            {
-                tracing::warn!(key = %key, error = %e, "could not write the last lifecycle checkpoint; the next start reconciles from the one before");
-            }
+        // The last writes get a budget of their own: with st2 down or hanging at SIGTERM, the
+        // client's timeout and retries would otherwise hold the stop for tens of seconds.
+        let finals = final_writes(&ctx, lease, ledger);
+        if tokio::time::timeout(grace, finals).await.is_err() {
+            tracing::warn!(
+                "st2 did not take the last lifecycle checkpoint and the lease release within events.shutdown_grace; the next start reconciles from the checkpoint before, and a standby takes the lease when it expires"
+            );
         }
-        if let (Some(client), Some(lease)) = (&self.ctx.durable, self.lease)
-            && lease.await.unwrap_or(false)
-        {
-            let key = lifecycle.lease_key();
-            // Released so that a standby takes over at its next look, not after the TTL.
-            if let Err(e) = client.keys().delete(&key).await {
-                tracing::warn!(key = %key, error = %e, "could not release the lifecycle lease; another replica takes over when it expires");
-            }
-            own::lease_held(false);
+    }
+}
+
+/// Writes the last checkpoint (when there is one to write) and releases the lease.
+async fn final_writes(ctx: &Ctx, lease: Option<JoinHandle<bool>>, ledger: Option<Arc<Ledger>>) {
+    let lifecycle = &ctx.config.lifecycle;
+    if let (Some(client), Some(ledger)) = (&ctx.durable, ledger) {
+        let key = lifecycle.checkpoint_key();
+        if let Err(e) = checkpoint::write(client, &key, &ledger, &ctx.replica).await {
+            tracing::warn!(key = %key, error = %e, "could not write the last lifecycle checkpoint; the next start reconciles from the one before");
         }
+    }
+    if let (Some(client), Some(lease)) = (&ctx.durable, lease)
+        && lease.await.unwrap_or(false)
+    {
+        let key = lifecycle.lease_key();
+        // Released so that a standby takes over at its next look, not after the TTL.
+        if let Err(e) = client.keys().delete(&key).await {
+            tracing::warn!(key = %key, error = %e, "could not release the lifecycle lease; another replica takes over when it expires");
+        }
+        own::lease_held(false);
     }
 }
 
@@ -249,7 +265,12 @@ impl Term {
             Duration::from_secs(30),
         ));
         let loaded = loop {
-            match checkpoint::load(client, &key, cp.max_in_flight).await {
+            // A stop does not wait for st2's answer (slow under load): nothing depends on it.
+            let load = tokio::select! {
+                loaded = checkpoint::load(client, &key, cp.max_in_flight) => loaded,
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            match load {
                 Loaded::Unavailable(why) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(key = %key, error = %why, retry_in_ms = wait.as_millis() as u64, "cannot read the lifecycle checkpoint from st2; retrying before reporting");
@@ -301,12 +322,9 @@ impl Term {
         let interval = ctx.config.lifecycle.checkpoint.interval;
         self.writer = Some(tokio::spawn(async move {
             let mut backoff = Backoff::new(BackoffConfig::new(interval, interval * 12));
-            let mut written = None;
             loop {
-                let wait = match checkpoint::write(&client, &key, &ledger, &replica, written).await
-                {
-                    Ok(v) => {
-                        written = Some(v);
+                let wait = match checkpoint::write(&client, &key, &ledger, &replica).await {
+                    Ok(()) => {
                         backoff.healthy();
                         interval
                     }
@@ -355,6 +373,12 @@ impl Term {
                 },
                 s = reconciled => Wake::Reconciled(s),
                 s = snapshots.next() => Wake::Streamed(s),
+            };
+            // At a stop the lease task lets go too: that is the stop, not a lost lease, so
+            // the last checkpoint is still written.
+            let wake = match wake {
+                Wake::Lease if *stop.borrow() => Wake::Stop,
+                other => other,
             };
             let snapshot = match wake {
                 Wake::Stop | Wake::Streamed(None) => {

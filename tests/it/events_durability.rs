@@ -96,9 +96,14 @@ struct World {
 
 impl World {
     async fn new(deployment: &'static str) -> World {
-        let emu = quick_emulator(KEY).await;
         let mut nats = NatsServer::on_port(free_port());
         nats.start();
+        World::with_nats(deployment, nats).await
+    }
+
+    /// [`World::new`] around a NATS server started by the caller.
+    async fn with_nats(deployment: &'static str, nats: NatsServer) -> World {
+        let emu = quick_emulator(KEY).await;
         let (sink, received) = receiver().await;
         let config = St2Config::with_api_key(
             emu.base_url().parse().unwrap(),
@@ -131,6 +136,15 @@ impl World {
     /// The config of replica `replica`: every `core` execution reported (a governed pack),
     /// to HTTP and NATS, checkpoint every 200 ms, a 3 s lease.
     fn config(&self, replica: &str) -> PathBuf {
+        self.config_with(replica, "")
+    }
+
+    /// [`World::config`] with more `events.nats` settings (one `key: value` a line).
+    fn config_with(&self, replica: &str, nats_settings: &str) -> PathBuf {
+        let nats_settings: String = nats_settings
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect();
         let path = self.dir.path().join(format!("{replica}.yaml"));
         let yaml = format!(
             "listen: 127.0.0.1:0\n\
@@ -151,7 +165,8 @@ impl World {
              \x20   url: {nats}\n\
              \x20   stream: {stream}\n\
              \x20   subject_prefix: lifecycle.{dep}\n\
-             \x20   delivery: {{queue_size: 4096, backoff: {{initial: 20ms, max: 500ms}}}}\n",
+             \x20   delivery: {{queue_size: 4096, backoff: {{initial: 20ms, max: 500ms}}}}\n\
+             {nats_settings}",
             base = self.emu.base_url(),
             dep = self.deployment,
             sink = self.sink,
@@ -343,17 +358,106 @@ async fn sigterm_with_nothing_queued_exits_at_once() {
     w.received
         .wait_for_all(&want, Duration::from_secs(10))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing queued in the NATS sink either (on a loaded machine it can trail HTTP), and
+    // the periodic checkpoint has caught up: it names nothing in flight.
+    w.exactly_once_in_jetstream(&want).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let saved = w.st2.keys().get(&w.checkpoint_key()).await.unwrap();
+        let parsed = saved
+            .and_then(|v| portarium_st2::events::checkpoint::Checkpoint::parse(&v.value, 100).ok());
+        if parsed.is_some_and(|cp| cp.in_flight.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the checkpoint never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = w.emu.request_log().len();
     let (took, clean) = adapter.terminate().await;
+    // Read by bench/sigterm.sh (docs/benchmarks.md, "Shutdown").
+    eprintln!("SIGTERM with nothing queued took {took:?}");
     assert!(clean);
-    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
     let log = adapter.log().join("\n");
     assert!(!log.contains("still held"), "{log}");
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    // The stop does only what is needed: st2 already holds the last checkpoint (written
+    // within an interval of the last change), so only the lease is released.
+    let at_stop: Vec<String> = w.emu.request_log()[before..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let checkpoint = format!("/api/v1/keys/{}", w.checkpoint_key());
+    let lease = format!("DELETE /api/v1/keys/{}", w.lease_key());
+    assert!(
+        !at_stop.iter().any(|r| r.ends_with(&checkpoint)) && at_stop.contains(&lease),
+        "{at_stop:?}"
+    );
     assert!(log.contains("portarium-st2 stopped"), "{log}");
     let saved = w.st2.keys().get(&w.checkpoint_key()).await.unwrap();
     let saved = saved.expect("the last checkpoint is written at stop");
     let cp = portarium_st2::events::checkpoint::Checkpoint::parse(&saved.value, 100).unwrap();
     assert!(cp.in_flight.is_empty(), "{cp:?}");
+}
+
+/// A stop while the reporter is still reading the checkpoint (st2 answering 503, so the read
+/// retries with backoff for seconds) does not wait for that read: the process ends at once
+/// and still releases the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_checkpoint_read_is_retrying_exits_at_once() {
+    let w = World::new("ith").await;
+    let checkpoint = format!("/api/v1/keys/{}", w.checkpoint_key());
+    w.emu.faults().fail_next_on("GET", &checkpoint, 503, 1000);
+    let mut adapter = AdapterProcess::start(&w.config("a")).await;
+    adapter
+        .wait_for_line("held=true", Duration::from_secs(10))
+        .await;
+    // The read is under way, between its retries.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        w.emu
+            .request_log()
+            .iter()
+            .any(|r| r.path == checkpoint && r.status == 503),
+        "the checkpoint read was refused"
+    );
+    let (took, clean) = adapter.terminate().await;
+    assert!(clean);
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    w.emu.faults().clear();
+    assert!(
+        w.st2.keys().get(&w.lease_key()).await.unwrap().is_none(),
+        "the lease is released"
+    );
+}
+
+/// st2 hanging at SIGTERM holds the stop no longer than the drain's grace plus the same again
+/// for the last checkpoint and the lease release, not for the st2 client's timeouts and
+/// retries (tens of seconds); the log says what was not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_st2_hangs_exits_within_the_grace() {
+    let w = World::new("itj").await;
+    let mut adapter = AdapterProcess::start(&w.config("a")).await;
+    adapter
+        .wait_for_line("held=true", Duration::from_secs(10))
+        .await;
+    let ids = w.run_sleeps(2, 0.1).await;
+    let want = w.finished(&ids, Duration::from_secs(10)).await;
+    w.received
+        .wait_for_all(&want, Duration::from_secs(10))
+        .await;
+    // Every st2 request from now on waits a minute for its answer.
+    w.emu.faults().delay(Duration::from_secs(60));
+    let (took, clean) = adapter.terminate().await;
+    w.emu.faults().clear();
+    assert!(clean);
+    // events.shutdown_grace is 1s: at most 1 s of drain and 1 s of last writes, plus exit.
+    assert!(took < Duration::from_secs(4), "SIGTERM took {took:?}");
+    let log = adapter.log().join("\n");
+    assert!(
+        log.contains("did not take the last lifecycle checkpoint and the lease release"),
+        "{log}"
+    );
 }
 
 /// Events still queued at SIGTERM (the receiver is down) get `shutdown_grace`, are counted
@@ -543,6 +647,74 @@ async fn the_nats_sink_authenticates_by_password_nkey_and_mutual_tls() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(sink.counts().delivered == 1, delivers, "{what}");
+    }
+}
+
+/// NATS decentralized auth: a server in operator mode (operator, account and user JWTs minted
+/// and signed here) gets every lifecycle event from an adapter whose sink has the user's
+/// `.creds` file, in the stream the adapter created with its limits. The creds of a user
+/// signed by an account key the server does not trust, or revoked by its account, deliver
+/// nothing: the adapter keeps reporting over HTTP and its log says NATS refused its
+/// credentials and what to check; the server's log names the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_delivers_in_operator_mode_and_refused_creds_deliver_nothing() {
+    use crate::support::nats::OperatorMode;
+    const REFUSED: &str = "NATS refused this adapter's credentials";
+    let mut auth = OperatorMode::default();
+    let good = auth.user_creds("portarium");
+    let forged = auth.creds_signed_by("forged", &nkeys::KeyPair::new_account());
+    let revoked = auth.revoked_user_creds("revoked");
+    let mut nats = NatsServer::on_port(free_port());
+    nats.start_operator_mode(&auth, &good);
+    let w = World::with_nats("itg", nats).await;
+    let creds = |path: &std::path::Path| format!("credentials_file: '{}'", path.display());
+
+    let mut adapter = AdapterProcess::start(&w.config_with("a", &creds(&good))).await;
+    adapter
+        .wait_for_line("held=true", Duration::from_secs(10))
+        .await;
+    let ids = w.run_sleeps(3, 0.1).await;
+    let want = w.finished(&ids, Duration::from_secs(10)).await;
+    w.received
+        .wait_for_all(&want, Duration::from_secs(10))
+        .await;
+    w.exactly_once_in_jetstream(&want).await;
+    let (_, clean) = adapter.terminate().await;
+    assert!(clean);
+    let log = adapter.log().join("\n");
+    assert!(!log.contains(REFUSED), "{log}");
+
+    for (replica, path, server_says) in [
+        ("forged", &forged, "account missing"),
+        ("revoked", &revoked, "user authentication revoked"),
+    ] {
+        let mut adapter = AdapterProcess::start(&w.config_with(replica, &creds(path))).await;
+        let line = adapter
+            .wait_for_line(REFUSED, Duration::from_secs(10))
+            .await;
+        assert!(line.contains("credentials_file"), "{line}");
+        adapter
+            .wait_for_line("held=true", Duration::from_secs(10))
+            .await;
+        let ids = w.run_sleeps(2, 0.1).await;
+        let reported = w.finished(&ids, Duration::from_secs(10)).await;
+        w.received
+            .wait_for_all(&reported, Duration::from_secs(10))
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (stored, _) = w.nats.stored(&w.stream()).await;
+        assert_eq!(
+            stored.len(),
+            want.len(),
+            "{replica}: nothing more in JetStream"
+        );
+        let server_log = w.nats.log();
+        assert!(
+            server_log.to_lowercase().contains(server_says),
+            "{replica}: the server's log names why:\n{server_log}"
+        );
+        let (_, clean) = adapter.terminate().await;
+        assert!(clean);
     }
 }
 

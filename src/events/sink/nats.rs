@@ -32,9 +32,7 @@ pub async fn start(config: &NatsSinkConfig) -> Result<(SinkHandle, JoinHandle<()
     let options = connect_options(config)
         .await?
         .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS connection event");
-        })
+        .event_callback(|event| async move { log_connection_event(&event) })
         .reconnect_delay_callback(move |attempts| {
             backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
         });
@@ -94,6 +92,27 @@ pub async fn start(config: &NatsSinkConfig) -> Result<(SinkHandle, JoinHandle<()
         }
     };
     Ok(spawn("nats", &config.delivery, deliver))
+}
+
+/// Logs what the NATS client reports; a refused login says which settings to check, since
+/// the server tells the client no more than "authorization violation".
+fn log_connection_event(event: &async_nats::Event) {
+    use async_nats::{ClientError, Event};
+    match event {
+        Event::ClientError(ClientError::Other(e)) if e.contains("authorization violation") => {
+            tracing::warn!(
+                %event,
+                "NATS refused this adapter's credentials; lifecycle events wait in the queue. \
+                 Check events.nats: a credentials_file's user JWT must be signed by an account \
+                 the server trusts and be neither expired nor revoked (the server's log names \
+                 which); nkey, user and password must match the server's authorization block"
+            );
+        }
+        Event::ClientError(_) | Event::ServerError(_) => {
+            tracing::warn!(%event, "NATS connection problem; lifecycle events wait in the queue");
+        }
+        _ => tracing::info!(%event, "NATS connection event"),
+    }
 }
 
 /// The credentials and TLS settings of `config` as client options.
