@@ -621,10 +621,15 @@ fn the_adapter_deployment_holds_what_production_relies_on() {
         let config = mounted_config(objects, d);
         let config: Value = serde_norway::from_str(&config).unwrap();
         let grace = seconds(config["server"]["shutdown_grace"].as_str().unwrap());
+        // Audit outcomes, queued events, then the last checkpoint and lease writes: up to
+        // events.shutdown_grace each (10 s when unset).
+        let events_grace = config["events"]["shutdown_grace"]
+            .as_str()
+            .map_or(10, seconds);
         let kill = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(
-            pause + grace < kill,
-            "{dir}: preStop {pause}s + shutdown_grace {grace}s must end before the kill at {kill}s"
+            pause + grace + 3 * events_grace < kill,
+            "{dir}: preStop {pause}s + server.shutdown_grace {grace}s + 3 x events.shutdown_grace {events_grace}s must end before the kill at {kill}s"
         );
 
         // Non-root, read-only, nothing extra: as the image's own user.
