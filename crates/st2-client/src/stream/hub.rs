@@ -753,4 +753,17 @@ mod tests {
         assert!(whole.whole);
         assert_eq!(*whole.snapshot, e);
     }
+
+    #[test]
+    fn a_streamed_execution_is_weighed_by_its_text_which_is_never_shorter_than_ours() {
+        // st2 writes JSON as Python's json.dumps does: ", " and ": " separators, \u escapes.
+        let text = r#"{"id": "e1", "status": "succeeded", "result": {"stdout": "caf\u00e9 \u2713\n"}, "parameters": {}, "context": {"user": "st2admin"}}"#;
+        let e: Execution = serde_json::from_str(text).unwrap();
+        assert!(super::json_size(&e) <= text.len());
+        let (finished, bytes) = Finished::of(Arc::new(e.clone()), Some(text.len()), 16 * 1024);
+        assert!(finished.whole);
+        assert_eq!(bytes, text.len(), "weighed without writing it out again");
+        let (summary, _) = Finished::of(Arc::new(e), Some(20_000), 16 * 1024);
+        assert!(!summary.whole, "the text's length decides");
+    }
 }
