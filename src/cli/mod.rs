@@ -480,17 +480,16 @@ fn init_logging(config: &Config, spans: Option<&opentelemetry_sdk::trace::SdkTra
     // Without OTLP export the spans still get OpenTelemetry ids (from the caller's
     // traceparent when it sends one), so JSON lines carry traceId and spanId either way;
     // a provider with no processor exports nothing.
-    let local;
     let spans = match spans {
-        Some(p) => p,
-        None => {
-            local = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-            &local
-        }
+        Some(p) => crate::telemetry::spans::layer(p).boxed(),
+        None => crate::telemetry::spans::ids_only_layer(
+            &opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
+        )
+        .boxed(),
     };
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
-        .with(crate::telemetry::spans::layer(spans))
+        .with(spans)
         .init();
 }
 

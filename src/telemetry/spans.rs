@@ -308,13 +308,35 @@ pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let own = Targets::new()
-        .with_target("portarium_st2", LevelFilter::INFO)
-        .with_target("st2_client", LevelFilter::INFO);
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("portarium-st2"))
         .with_location(false)
-        .with_filter(own)
+        .with_filter(own_spans())
+}
+
+/// The layer that only gives the adapter's spans their OpenTelemetry ids (for the log lines'
+/// `traceId`/`spanId`) when no span is exported. It skips what only an exported span shows:
+/// busy/idle times and thread attributes (a clock read on every poll of an instrumented
+/// future) and activating the span as the current OpenTelemetry context on each enter, which
+/// nothing here reads (logs take the ids from the span itself).
+pub fn ids_only_layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("portarium-st2"))
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_context_activation(false)
+        .with_filter(own_spans())
+}
+
+/// The adapter's own spans and events at INFO or above.
+fn own_spans() -> Targets {
+    Targets::new()
+        .with_target("portarium_st2", LevelFilter::INFO)
+        .with_target("st2_client", LevelFilter::INFO)
 }
 
 #[cfg(test)]

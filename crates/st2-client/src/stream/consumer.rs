@@ -127,7 +127,7 @@ fn take(hub: &Hub, ev: SseEvent) {
     }
     Counters::bump(&hub.counters.events, 1);
     match serde_json::from_str::<Execution>(&ev.data) {
-        Ok(execution) => hub.streamed(execution),
+        Ok(execution) => hub.streamed(execution, ev.data.len()),
         Err(e) => {
             Counters::bump(&hub.counters.undecodable, 1);
             tracing::warn!(event = %ev.event, error = %e, "st2 stream event is not an execution; skipped");
