@@ -526,65 +526,44 @@ fn connection_limits_are_validated_with_the_rest_of_the_config() {
 /// `server.public_base_url` it is that URL.
 #[tokio::test]
 async fn status_url_is_the_adapters_own_whatever_host_the_caller_writes() {
-    let invoke = |s: &Stack, id: &str| {
+    // The `statusUrl` of a `method` request to `path` that claims another host and scheme.
+    async fn status_url(s: &Stack, method: reqwest::Method, path: &str, body: Value) -> String {
+        let mut req = s
+            .request(method, path, TOKEN)
+            .header("host", "evil.example")
+            .header("x-forwarded-proto", "https");
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let answer: Value = req.send().await.unwrap().json().await.unwrap();
+        answer["statusUrl"].as_str().unwrap().to_string()
+    }
+    async fn invoke(s: &Stack, id: &str) -> String {
         let body = json!({
             "schemaVersion": 1, "invocationId": id, "machineId": "st2",
             "workspaceId": "t1", "runId": "run-1", "action": "core.noop", "input": {}
         });
-        s.request(reqwest::Method::POST, "/v1/invoke", TOKEN)
-            .header("host", "evil.example")
-            .header("x-forwarded-proto", "https")
-            .json(&body)
-            .send()
-    };
-    let status_url = |answer: Value| answer["statusUrl"].as_str().unwrap().to_string();
+        status_url(s, reqwest::Method::POST, "/v1/invoke", body).await
+    }
 
     let s = stack("").await;
-    let answer: Value = invoke(&s, "inv-default")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        status_url(answer),
+        invoke(&s, "inv-default").await,
         format!("{}/v1/invoke/inv-default/status", s.base)
     );
 
     let s = stack("server: {public_base_url: 'https://st2-adapter.example.com/'}\n").await;
-    let answer: Value = invoke(&s, "inv-public")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public = "https://st2-adapter.example.com/v1/invoke/inv-public/status";
+    assert_eq!(invoke(&s, "inv-public").await, public);
+    let path = "/v1/invoke/inv-public/status";
     assert_eq!(
-        status_url(answer),
-        "https://st2-adapter.example.com/v1/invoke/inv-public/status"
-    );
-    let answer: Value = s
-        .request(reqwest::Method::GET, "/v1/invoke/inv-public/status", TOKEN)
-        .header("host", "evil.example")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        status_url(answer),
-        "https://st2-adapter.example.com/v1/invoke/inv-public/status"
+        status_url(&s, reqwest::Method::GET, path, Value::Null).await,
+        public
     );
 
     let s = stack("server: {trust_forwarded_headers: true}\n").await;
-    let answer: Value = invoke(&s, "inv-proxied")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        status_url(answer),
+        invoke(&s, "inv-proxied").await,
         "https://evil.example/v1/invoke/inv-proxied/status",
         "behind a trusted proxy, its headers name the public address"
     );

@@ -177,6 +177,21 @@ impl World {
         path
     }
 
+    /// Replica `a`, holding the lease, once `n` short executions have been run and reported
+    /// over HTTP; answers it and the transitions reported.
+    async fn reporting(&self, n: usize) -> (AdapterProcess, BTreeSet<String>) {
+        let mut adapter = AdapterProcess::start(&self.config("a")).await;
+        adapter
+            .wait_for_line("lifecycle lease changed hands", Duration::from_secs(10))
+            .await;
+        let ids = self.run_sleeps(n, 0.1).await;
+        let want = self.finished(&ids, Duration::from_secs(10)).await;
+        self.received
+            .wait_for_all(&want, Duration::from_secs(10))
+            .await;
+        (adapter, want)
+    }
+
     /// Starts `n` `core.local` executions running `sleep <secs>`; answers their ids.
     async fn run_sleeps(&self, n: usize, secs: f64) -> Vec<String> {
         let st2 = &self.st2;
@@ -349,15 +364,7 @@ async fn two_replicas_publish_each_transition_once_and_survive_the_reporter_dyin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_nothing_queued_exits_at_once() {
     let w = World::new("itc").await;
-    let mut adapter = AdapterProcess::start(&w.config("a")).await;
-    adapter
-        .wait_for_line("lifecycle lease changed hands", Duration::from_secs(10))
-        .await;
-    let ids = w.run_sleeps(3, 0.1).await;
-    let want = w.finished(&ids, Duration::from_secs(10)).await;
-    w.received
-        .wait_for_all(&want, Duration::from_secs(10))
-        .await;
+    let (mut adapter, want) = w.reporting(3).await;
     // Nothing queued in the NATS sink either (on a loaded machine it can trail HTTP), and
     // the periodic checkpoint has caught up: it names nothing in flight.
     w.exactly_once_in_jetstream(&want).await;
@@ -437,15 +444,7 @@ async fn sigterm_while_the_checkpoint_read_is_retrying_exits_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_st2_hangs_exits_within_the_grace() {
     let w = World::new("itj").await;
-    let mut adapter = AdapterProcess::start(&w.config("a")).await;
-    adapter
-        .wait_for_line("held=true", Duration::from_secs(10))
-        .await;
-    let ids = w.run_sleeps(2, 0.1).await;
-    let want = w.finished(&ids, Duration::from_secs(10)).await;
-    w.received
-        .wait_for_all(&want, Duration::from_secs(10))
-        .await;
+    let (mut adapter, _) = w.reporting(2).await;
     // Every st2 request from now on waits a minute for its answer.
     w.emu.faults().delay(Duration::from_secs(60));
     let (took, clean) = adapter.terminate().await;
