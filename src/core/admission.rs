@@ -122,10 +122,12 @@ pub async fn dispatch(
         if mode != Mode::DryRun {
             audit(tenant, &req, None, None, mode, Act::Dispatch).await;
         }
+        // Hashed once: the booking and st2's lookup use the same key.
+        let key = dispatch_key(&req);
         let booked = tenant
-            .book_secrets(req.flow_ref.trim(), &dispatch_key(&req), &req.payload)
+            .book_secrets(req.flow_ref.trim(), &key, &req.payload)
             .await;
-        let (outcome, execution) = run(tenant, &req, mode).await;
+        let (outcome, execution) = run(tenant, &req, &key, mode).await;
         conclude(
             tenant,
             &req,
@@ -193,13 +195,14 @@ async fn audit(
 async fn run(
     tenant: &Tenant,
     req: &DispatchRequest,
+    key: &str,
     mode: Mode,
 ) -> (Result<Dispatched, DispatchError>, Option<String>) {
     let dispatcher = &tenant.dispatcher;
     match mode {
-        Mode::Wait(wait) => dispatcher.dispatch_naming(req, wait).await,
+        Mode::Wait(wait) => dispatcher.dispatch_naming(req, key, wait).await,
         Mode::DryRun => (dispatcher.dry_run(req).await, None),
-        Mode::Start => match dispatcher.submit(req).await {
+        Mode::Start => match dispatcher.submit(req, key).await {
             Ok((execution, _)) => {
                 let id = execution.id.clone();
                 let started = Dispatched {

@@ -200,17 +200,20 @@ impl Dispatcher {
         req: &DispatchRequest,
         wait: Duration,
     ) -> Result<Dispatched, DispatchError> {
-        self.dispatch_naming(req, wait).await.0
+        self.dispatch_naming(req, &dispatch_key(req), wait).await.0
     }
 
-    /// [`Dispatcher::dispatch`], naming the execution the answer is about when there is one.
+    /// [`Dispatcher::dispatch`] under `key` (`req`'s [`dispatch_key`], which the caller has
+    /// already made), naming the execution the answer is about when there is one.
     pub async fn dispatch_naming(
         &self,
         req: &DispatchRequest,
+        key: &str,
         wait: Duration,
     ) -> (Result<Dispatched, DispatchError>, Option<String>) {
         let deadline = Instant::now() + wait;
-        let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
+        let submitted = tokio::time::timeout_at(deadline, self.submit(req, key)).await;
+        let (execution, action) = match submitted {
             Ok(Ok(found)) => found,
             Ok(Err(refusal)) => return (Err(refusal), None),
             Err(_) => {
@@ -236,18 +239,18 @@ impl Dispatcher {
         (result, Some(id))
     }
 
-    /// Starts `req`'s execution, or finds the one st2 already holds for its key, without
-    /// waiting for it to complete.
+    /// Starts `req`'s execution under `key` (its [`dispatch_key`]), or finds the one st2
+    /// already holds for it, without waiting for it to complete.
     pub async fn submit(
         &self,
         req: &DispatchRequest,
+        key: &str,
     ) -> Result<(Execution, ActionRef), DispatchError> {
         let action = self.admit(&req.flow_ref).await?;
-        let key = dispatch_key(req);
-        let _flight = self.flights.enter(&key).await;
+        let _flight = self.flights.enter(key).await;
         // Both are reads, so they go out together: one round trip less per dispatch.
         let (found, checked) = tokio::join!(
-            self.existing(Some(&action), &key, &req.tenant_id),
+            self.existing(Some(&action), key, &req.tenant_id),
             self.checked_parameters(req, &action)
         );
         let execution = match found {
@@ -255,8 +258,8 @@ impl Dispatcher {
             Ok(Some(found)) => found,
             Ok(None) => {
                 checked?;
-                let created = self.start(req, &action, &key).await?;
-                self.converge(created, &action, &key).await
+                let created = self.start(req, &action, key).await?;
+                self.converge(created, &action, key).await
             }
             Err(e) => return Err(from_st2(&e, &action)),
         };
