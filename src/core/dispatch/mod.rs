@@ -264,7 +264,7 @@ impl Dispatcher {
             Ok(None) => {
                 checked?;
                 let created = self.start(req, action, key).await?;
-                self.converge(created, action, key).await
+                self.converge(created, action, key, &req.tenant_id).await
             }
             Err(e) => return Err(from_st2(&e, action)),
         };
@@ -508,10 +508,16 @@ impl Dispatcher {
     }
 
     /// Closes the race between replicas: two that missed each other's execution both created
-    /// one. Each looks again after creating; the oldest execution for the key (by st2's
-    /// `start_timestamp`, then id) wins everywhere, and a replica holding a younger one
-    /// cancels it — normally before st2 has scheduled it — and follows the winner instead.
-    async fn converge(&self, created: Execution, action: &ActionRef, key: &str) -> Execution {
+    /// one. Each looks again after creating; the oldest of `tenant`'s executions for the key
+    /// (by st2's `start_timestamp`, then id) wins everywhere, and a replica holding a younger
+    /// one cancels it — normally before st2 has scheduled it — and follows the winner instead.
+    async fn converge(
+        &self,
+        created: Execution,
+        action: &ActionRef,
+        key: &str,
+        tenant: &str,
+    ) -> Execution {
         // Without the list the created execution is the only one known: keep it.
         let held = match self.held(Some(action), key, CONVERGE_LOOKAHEAD).await {
             // Nobody raced: the trace index names only ours, so there is nothing to read.
@@ -526,14 +532,7 @@ impl Dispatcher {
         let Ok(held) = held else {
             return created;
         };
-        let tenant = created
-            .context
-            .get(CONTEXT_KEY)
-            .and_then(|c| c.get("tenant_id"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let Some(winner) = own_oldest(held, &tenant).filter(|w| w.id != created.id) else {
+        let Some(winner) = own_oldest(held, tenant).filter(|w| w.id != created.id) else {
             return created;
         };
         tracing::warn!(
