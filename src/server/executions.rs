@@ -185,10 +185,7 @@ pub(super) async fn secrets_of(tenant: &Tenant, e: &Execution) -> Vec<String> {
 }
 
 fn failure(status: StatusCode, kind: ErrorKind, message: String) -> Answer {
-    let error = DispatchError {
-        refused: false,
-        ..DispatchError::refused(kind, message)
-    };
+    let error = DispatchError::new(kind, message);
     Contract::Native.refuse(Failure { status, error }, None)
 }
 
