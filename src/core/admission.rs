@@ -10,6 +10,7 @@ use st2_client::models::JsonObject;
 use st2_client::{CancelOutcome, Execution, ExecutionRequest, St2Error};
 use tracing::Instrument;
 
+use super::dispatch::validate::ActionRef;
 use super::dispatch::{CONTEXT_KEY, dispatch_key, kind_of, rerun_key};
 use super::governance::audit::{Act, Decision};
 use super::governance::redact::{MASKED, scrub_text, scrub_value};
@@ -112,9 +113,10 @@ pub async fn dispatch(
     req: DispatchRequest,
     mode: Mode,
 ) -> Result<Dispatched, DispatchError> {
-    if let Err(refusal) = admit(tenant, &req).await {
-        return conclude(tenant, &req, Err(refusal), None, None, mode).await;
-    }
+    let action = match admit(tenant, &req).await {
+        Ok(action) => action,
+        Err(refusal) => return conclude(tenant, &req, Err(refusal), None, None, mode).await,
+    };
     let owned = tenant.clone();
     detached(tenant, async move {
         let tenant = &owned;
@@ -122,10 +124,12 @@ pub async fn dispatch(
         if mode != Mode::DryRun {
             audit(tenant, &req, None, None, mode, Act::Dispatch).await;
         }
+        // Hashed once: the booking and st2's lookup use the same key.
+        let key = dispatch_key(&req);
         let booked = tenant
-            .book_secrets(req.flow_ref.trim(), &dispatch_key(&req), &req.payload)
+            .book_secrets(req.flow_ref.trim(), &key, &req.payload)
             .await;
-        let (outcome, execution) = run(tenant, &req, mode).await;
+        let (outcome, execution) = run(tenant, &req, &action, &key, mode).await;
         conclude(
             tenant,
             &req,
@@ -193,14 +197,16 @@ async fn audit(
 async fn run(
     tenant: &Tenant,
     req: &DispatchRequest,
+    action: &ActionRef,
+    key: &str,
     mode: Mode,
 ) -> (Result<Dispatched, DispatchError>, Option<String>) {
     let dispatcher = &tenant.dispatcher;
     match mode {
-        Mode::Wait(wait) => dispatcher.dispatch_naming(req, wait).await,
-        Mode::DryRun => (dispatcher.dry_run(req).await, None),
-        Mode::Start => match dispatcher.submit(req).await {
-            Ok((execution, _)) => {
+        Mode::Wait(wait) => dispatcher.dispatch_naming(req, action, key, wait).await,
+        Mode::DryRun => (dispatcher.dry_run(req, action).await, None),
+        Mode::Start => match dispatcher.submit(req, action, key).await {
+            Ok(execution) => {
                 let id = execution.id.clone();
                 let started = Dispatched {
                     output: json!({"executionId": execution.id, "status": execution.status}),
@@ -213,8 +219,9 @@ async fn run(
     }
 }
 
-/// The checks made before st2 is asked to run anything.
-async fn admit(tenant: &Tenant, req: &DispatchRequest) -> Result<(), DispatchError> {
+/// The checks made before st2 is asked to run anything, once per dispatch; the action ref
+/// they admitted.
+async fn admit(tenant: &Tenant, req: &DispatchRequest) -> Result<ActionRef, DispatchError> {
     if req.tenant_id != tenant.id {
         return Err(DispatchError::refused(
             ErrorKind::Unauthorized,

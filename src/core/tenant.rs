@@ -9,6 +9,7 @@ use st2_client::models::JsonObject;
 
 use super::DispatchError;
 use super::dispatch::Dispatcher;
+use super::dispatch::validate::ActionRef;
 use super::governance::Governance;
 use super::governance::audit::AuditLog;
 use super::governance::redact::{MASKED, RedactionPolicy, redact_value};
@@ -62,8 +63,9 @@ impl Tenant {
         constant_time_eq(self.token.expose().as_bytes(), presented.as_bytes())
     }
 
-    /// Whether this tenant may start `action`: its `allowed_actions`, then the pack gate.
-    pub async fn may_run(&self, action: &str) -> Result<(), DispatchError> {
+    /// Whether this tenant may start `action`: its `allowed_actions`, then the pack gate; the
+    /// action ref it admitted.
+    pub async fn may_run(&self, action: &str) -> Result<ActionRef, DispatchError> {
         if !self.allowed.permits(action) {
             return Err(DispatchError::refused(
                 ErrorKind::Unauthorized,
@@ -73,7 +75,7 @@ impl Tenant {
                 ),
             ));
         }
-        self.dispatcher.admit(action).await.map(drop)
+        self.dispatcher.admit(action).await
     }
 
     /// Books the secret values of `payload` (a request for `action`) under `key` — before st2

@@ -13,7 +13,7 @@ use st2_client::{CancelOutcome, Execution, St2Error};
 
 use super::answer::{Contract, Failure};
 use super::auth::AuthedTenant;
-use crate::core::dispatch::{CONTEXT_KEY, secrets_key};
+use crate::core::dispatch::{belongs_to, secrets_key};
 use crate::core::governance::redact::scrub_value;
 use crate::core::portarium::ErrorKind;
 use crate::core::{DispatchError, Rerun, Tenant};
@@ -86,15 +86,17 @@ pub(super) async fn owned(tenant: &Tenant, id: &str) -> Result<Execution, Answer
     };
     // st2's re-run keeps no caller context, only `re-run.ref`: a re-run belongs to whoever
     // owns the execution it re-ran. The chain is followed a bounded number of hops.
-    let mut current = execution.clone();
+    // The execution itself is only borrowed: its result may be large.
+    let mut hop: Option<Execution> = None;
     for _ in 0..MAX_RERUN_HOPS {
-        if current.context_at(&format!("{CONTEXT_KEY}.tenant_id")) == Some(&json!(tenant.id)) {
+        let current = hop.as_ref().unwrap_or(&execution);
+        if belongs_to(current, &tenant.id) {
             return Ok(execution);
         }
         let Some(previous) = current.context_at("re-run.ref").and_then(Value::as_str) else {
             break;
         };
-        current = match st2
+        let previous = match st2
             .executions()
             .get(previous)
             .exclude(&["result"])
@@ -105,6 +107,7 @@ pub(super) async fn owned(tenant: &Tenant, id: &str) -> Result<Execution, Answer
             Err(St2Error::NotFound { .. }) => break,
             Err(e) => return Err(st2_failure(&e)),
         };
+        hop = Some(previous);
     }
     Err(not_found())
 }
@@ -182,10 +185,7 @@ pub(super) async fn secrets_of(tenant: &Tenant, e: &Execution) -> Vec<String> {
 }
 
 fn failure(status: StatusCode, kind: ErrorKind, message: String) -> Answer {
-    let error = DispatchError {
-        refused: false,
-        ..DispatchError::refused(kind, message)
-    };
+    let error = DispatchError::new(kind, message);
     Contract::Native.refuse(Failure { status, error }, None)
 }
 

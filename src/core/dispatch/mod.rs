@@ -200,17 +200,25 @@ impl Dispatcher {
         req: &DispatchRequest,
         wait: Duration,
     ) -> Result<Dispatched, DispatchError> {
-        self.dispatch_naming(req, wait).await.0
+        let action = self.admit(&req.flow_ref).await?;
+        self.dispatch_naming(req, &action, &dispatch_key(req), wait)
+            .await
+            .0
     }
 
-    /// [`Dispatcher::dispatch`], naming the execution the answer is about when there is one.
+    /// [`Dispatcher::dispatch`] of `action` (`req`'s flowRef, already through
+    /// [`Dispatcher::admit`]) under `key` (`req`'s [`dispatch_key`], which the caller has
+    /// already made), naming the execution the answer is about when there is one.
     pub async fn dispatch_naming(
         &self,
         req: &DispatchRequest,
+        action: &ActionRef,
+        key: &str,
         wait: Duration,
     ) -> (Result<Dispatched, DispatchError>, Option<String>) {
         let deadline = Instant::now() + wait;
-        let (execution, action) = match tokio::time::timeout_at(deadline, self.submit(req)).await {
+        let submitted = tokio::time::timeout_at(deadline, self.submit(req, action, key)).await;
+        let execution = match submitted {
             Ok(Ok(found)) => found,
             Ok(Err(refusal)) => return (Err(refusal), None),
             Err(_) => {
@@ -227,7 +235,7 @@ impl Dispatcher {
             }
         };
         let id = execution.id.clone();
-        let result = match self.follow(execution, &action, deadline).await {
+        let result = match self.follow(execution, action, deadline).await {
             Err(timed_out) if self.cancel_on_deadline && timed_out.kind == ErrorKind::Timeout => {
                 Err(self.cancel_after_deadline(&id, timed_out).await)
             }
@@ -236,44 +244,47 @@ impl Dispatcher {
         (result, Some(id))
     }
 
-    /// Starts `req`'s execution, or finds the one st2 already holds for its key, without
-    /// waiting for it to complete.
+    /// Starts `req`'s execution of `action` (admitted) under `key` (its [`dispatch_key`]), or
+    /// finds the one st2 already holds for it, without waiting for it to complete.
     pub async fn submit(
         &self,
         req: &DispatchRequest,
-    ) -> Result<(Execution, ActionRef), DispatchError> {
-        let action = self.admit(&req.flow_ref).await?;
-        let key = dispatch_key(req);
-        let _flight = self.flights.enter(&key).await;
+        action: &ActionRef,
+        key: &str,
+    ) -> Result<Execution, DispatchError> {
+        let _flight = self.flights.enter(key).await;
         // Both are reads, so they go out together: one round trip less per dispatch.
         let (found, checked) = tokio::join!(
-            self.existing(Some(&action), &key, &req.tenant_id),
-            self.checked_parameters(req, &action)
+            self.existing(Some(action), key, &req.tenant_id),
+            self.checked_parameters(req, action)
         );
         let execution = match found {
             // A retry attaches to what st2 holds, whatever its payload says now.
             Ok(Some(found)) => found,
             Ok(None) => {
                 checked?;
-                let created = self.start(req, &action, &key).await?;
-                self.converge(created, &action, &key).await
+                let created = self.start(req, action, key).await?;
+                self.converge(created, action, key, &req.tenant_id).await
             }
-            Err(e) => return Err(from_st2(&e, &action)),
+            Err(e) => return Err(from_st2(&e, action)),
         };
-        Ok((execution, action))
+        Ok(execution)
     }
 
-    /// Checks `req` exactly as [`Dispatcher::dispatch`] would — flowRef, that st2 has the
-    /// action, the payload against its schema — and starts nothing.
-    pub async fn dry_run(&self, req: &DispatchRequest) -> Result<Dispatched, DispatchError> {
-        let action = self.admit(&req.flow_ref).await?;
+    /// Checks `req` (for `action`, admitted) exactly as [`Dispatcher::dispatch`] would — that
+    /// st2 has the action, the payload against its schema — and starts nothing.
+    pub async fn dry_run(
+        &self,
+        req: &DispatchRequest,
+        action: &ActionRef,
+    ) -> Result<Dispatched, DispatchError> {
         // A real run of a disabled action is refused by st2; a dry run must say so too.
         match self.st2.actions().get(&action.to_string()).await {
-            Ok(found) if found.enabled == Some(false) => return Err(disabled(&action)),
+            Ok(found) if found.enabled == Some(false) => return Err(disabled(action)),
             Ok(_) => {}
-            Err(e) => return Err(from_st2(&e, &action)),
+            Err(e) => return Err(from_st2(&e, action)),
         }
-        self.checked_parameters(req, &action).await?;
+        self.checked_parameters(req, action).await?;
         Ok(Dispatched {
             output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
             execution: None,
@@ -497,10 +508,16 @@ impl Dispatcher {
     }
 
     /// Closes the race between replicas: two that missed each other's execution both created
-    /// one. Each looks again after creating; the oldest execution for the key (by st2's
-    /// `start_timestamp`, then id) wins everywhere, and a replica holding a younger one
-    /// cancels it — normally before st2 has scheduled it — and follows the winner instead.
-    async fn converge(&self, created: Execution, action: &ActionRef, key: &str) -> Execution {
+    /// one. Each looks again after creating; the oldest of `tenant`'s executions for the key
+    /// (by st2's `start_timestamp`, then id) wins everywhere, and a replica holding a younger
+    /// one cancels it — normally before st2 has scheduled it — and follows the winner instead.
+    async fn converge(
+        &self,
+        created: Execution,
+        action: &ActionRef,
+        key: &str,
+        tenant: &str,
+    ) -> Execution {
         // Without the list the created execution is the only one known: keep it.
         let held = match self.held(Some(action), key, CONVERGE_LOOKAHEAD).await {
             // Nobody raced: the trace index names only ours, so there is nothing to read.
@@ -515,14 +532,7 @@ impl Dispatcher {
         let Ok(held) = held else {
             return created;
         };
-        let tenant = created
-            .context
-            .get(CONTEXT_KEY)
-            .and_then(|c| c.get("tenant_id"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let Some(winner) = own_oldest(held, &tenant).filter(|w| w.id != created.id) else {
+        let Some(winner) = own_oldest(held, tenant).filter(|w| w.id != created.id) else {
             return created;
         };
         tracing::warn!(
