@@ -411,8 +411,9 @@ impl Term {
 
     /// Tracks one snapshot and queues its new events, each carrying the snapshot's receipt.
     async fn report(&mut self, sinks: &Sinks, snapshot: &Execution) {
-        let events = self.tracker.observe(snapshot);
-        let in_scope = self.tracker.in_scope(snapshot);
+        let scoped = self.tracker.observe_scoped(snapshot);
+        let in_scope = scoped.is_some();
+        let events = scoped.unwrap_or_default();
         let receipt = self
             .ledger
             .note(snapshot, in_scope, !events.is_empty())
