@@ -374,10 +374,16 @@ pub async fn write(
     ledger: &Ledger,
     replica: &str,
 ) -> Result<(), St2Error> {
-    let (checkpoint, version) = ledger.checkpoint(replica);
-    if ledger.lock().written == Some(version) {
+    // Asked before the checkpoint is built: the writer looks every interval, mostly at an
+    // unchanged ledger, and building sorts and copies every execution in flight.
+    let unchanged = {
+        let st = ledger.lock();
+        st.written == Some(st.version)
+    };
+    if unchanged {
         return Ok(());
     }
+    let (checkpoint, version) = ledger.checkpoint(replica);
     let text = serde_json::to_string(&checkpoint).unwrap_or_default();
     client.keys().put(key, &text, None).await?;
     ledger.lock().written = Some(version);
