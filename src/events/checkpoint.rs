@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::config::CheckpointConfig;
-use st2_basics::{Backoff, BackoffConfig};
+use st2_basics::{BackoffConfig, RetryPolicy};
 use st2_client::{Execution, St2Client, St2Error};
 
 /// Layout version of the key's JSON.
@@ -124,17 +124,19 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, St2Error>>,
 {
-    let mut backoff = Backoff::new(BackoffConfig::new(
+    let mut retry = RetryPolicy::new(BackoffConfig::new(
         Duration::from_millis(200),
         Duration::from_secs(5),
-    ));
-    let mut attempt = 1;
+    ))
+    .max_attempts(ATTEMPTS)
+    .start();
     loop {
         match call().await {
-            Err(e) if attempt < ATTEMPTS && e.is_transient() => {
-                attempt += 1;
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+            // st2's `Retry-After` is not asked for here: the client's own retries honour it.
+            Err(e) if e.is_transient() => match retry.after_failure(None) {
+                Ok(wait) => tokio::time::sleep(wait).await,
+                Err(_) => return Err(e),
+            },
             other => return other,
         }
     }
@@ -372,10 +374,16 @@ pub async fn write(
     ledger: &Ledger,
     replica: &str,
 ) -> Result<(), St2Error> {
-    let (checkpoint, version) = ledger.checkpoint(replica);
-    if ledger.lock().written == Some(version) {
+    // Asked before the checkpoint is built: the writer looks every interval, mostly at an
+    // unchanged ledger, and building sorts and copies every execution in flight.
+    let unchanged = {
+        let st = ledger.lock();
+        st.written == Some(st.version)
+    };
+    if unchanged {
         return Ok(());
     }
+    let (checkpoint, version) = ledger.checkpoint(replica);
     let text = serde_json::to_string(&checkpoint).unwrap_or_default();
     client.keys().put(key, &text, None).await?;
     ledger.lock().written = Some(version);

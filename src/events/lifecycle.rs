@@ -223,11 +223,18 @@ impl LifecycleTracker {
 
     /// The events `snapshot` adds, in the order they happened; empty when it adds nothing.
     pub fn observe(&mut self, snapshot: &Execution) -> Vec<CloudEvent> {
+        self.observe_scoped(snapshot).unwrap_or_default()
+    }
+
+    /// As [`LifecycleTracker::observe`], but `None` when `snapshot` is not reported at all
+    /// (neither ours nor of a governed pack), so a caller needing both does not work out the
+    /// scope a second time per snapshot.
+    pub fn observe_scoped(&mut self, snapshot: &Execution) -> Option<Vec<CloudEvent>> {
         let now = Instant::now();
         self.evict(now);
         let Some(ids) = self.ids(snapshot) else {
             self.stats.ignored += 1;
-            return Vec::new();
+            return None;
         };
         let history = history(snapshot);
         let tracked = self
@@ -270,12 +277,7 @@ impl LifecycleTracker {
         }
         self.stats.emitted += events.len() as u64;
         self.enforce_cap();
-        events
-    }
-
-    /// Whether `e` is reported at all: one of ours, or of a governed pack.
-    pub fn in_scope(&self, e: &Execution) -> bool {
-        self.ids(e).is_some()
+        Some(events)
     }
 
     /// Portarium ids for an execution in scope: ours carry them in `context.portarium`;

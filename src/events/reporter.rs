@@ -23,7 +23,7 @@ use super::lease::{self, Look};
 use super::lifecycle::{LifecycleTracker, Scrubbing};
 use super::sink::{QueueMeter, Receipt, Sinks};
 use crate::telemetry::own;
-use st2_basics::{Backoff, BackoffConfig};
+use st2_basics::{Backoff, BackoffConfig, RetryPolicy};
 use st2_client::{Execution, St2Client};
 
 /// Snapshots read by a reconciliation waiting to be tracked.
@@ -411,8 +411,9 @@ impl Term {
 
     /// Tracks one snapshot and queues its new events, each carrying the snapshot's receipt.
     async fn report(&mut self, sinks: &Sinks, snapshot: &Execution) {
-        let events = self.tracker.observe(snapshot);
-        let in_scope = self.tracker.in_scope(snapshot);
+        let scoped = self.tracker.observe_scoped(snapshot);
+        let in_scope = scoped.is_some();
+        let events = scoped.unwrap_or_default();
         let receipt = self
             .ledger
             .note(snapshot, in_scope, !events.is_empty())
@@ -432,11 +433,13 @@ async fn reconcile(
     into: mpsc::Sender<Arc<Execution>>,
 ) -> bool {
     let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::new(BackoffConfig::new(
+    let mut retry = RetryPolicy::new(BackoffConfig::new(
         Duration::from_millis(500),
         Duration::from_secs(30),
-    ));
-    for attempt in 1..=RECONCILE_ATTEMPTS {
+    ))
+    .max_attempts(RECONCILE_ATTEMPTS)
+    .start();
+    loop {
         match checkpoint::reconcile(&client, &found, &config, &into).await {
             Ok(done) => {
                 own::reconciled(done.listed + done.reread);
@@ -456,7 +459,11 @@ async fn reconcile(
                 return true;
             }
             Err(e) => {
-                let wait = backoff.next_delay();
+                let attempt = retry.attempts();
+                let Ok(wait) = retry.after_failure(None) else {
+                    tracing::warn!(attempt, error = %e, "lifecycle reconciliation failed");
+                    break;
+                };
                 tracing::warn!(attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "lifecycle reconciliation failed; starting it over");
                 tokio::time::sleep(wait).await;
             }
