@@ -230,7 +230,7 @@ async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_i
         ),
     )
     .unwrap();
-    let served = super::security::serve(&config);
+    let served = super::security::serve(&config).await;
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/v1/dispatch", served.base))
         .bearer_auth("tok-1")
@@ -242,7 +242,7 @@ async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_i
         .await
         .unwrap();
     assert_eq!(answer["ok"], false, "{answer}");
-    let logs = served.logs.lock().unwrap().clone();
+    let logs = served.log().join("\n");
     let line: Value = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

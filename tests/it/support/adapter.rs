@@ -19,11 +19,17 @@ pub struct AdapterProcess {
 impl AdapterProcess {
     /// Starts `serve --config <config>` and waits (up to 30 s) for its listening line.
     pub async fn start(config: &Path) -> Self {
+        Self::start_logging(config, "info").await
+    }
+
+    /// The same with `RUST_LOG` at `level`, for tests that read what is logged below info.
+    pub async fn start_logging(config: &Path, level: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .env("NO_COLOR", "1")
+            .env_remove("PORTARIUM_ST2_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -51,7 +57,9 @@ impl AdapterProcess {
             .wait_for_line("listening on http://", Duration::from_secs(30))
             .await;
         let addr = line.split("listening on http://").nth(1).unwrap();
-        adapter.base = format!("http://{}", addr.split_whitespace().next().unwrap());
+        // A JSON log line ends the message with a quote, a text one with a space.
+        let addr = addr.split(|c: char| c.is_whitespace() || c == '"').next();
+        adapter.base = format!("http://{}", addr.unwrap());
         adapter
     }
 
