@@ -115,7 +115,7 @@ fn manpage_renders_every_command_and_option() {
 }
 
 /// A config serving `emulator` for tenant t1 (token `tok-1`) with `log` as its log section.
-fn serve_config(dir: &std::path::Path, emulator: &str, log: &str) -> std::path::PathBuf {
+pub(crate) fn serve_config(dir: &std::path::Path, emulator: &str, log: &str) -> std::path::PathBuf {
     let config = dir.join("c.yaml");
     std::fs::write(
         &config,

@@ -219,17 +219,7 @@ async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_i
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:0\nlog: {{format: json}}\nst2: {{base_url: '{}', api_key: {}}}\n\
-             tenants:\n  - {{id: t1, api_token: tok-1}}\n",
-            emu.base_url(),
-            super::support::stack::KEY
-        ),
-    )
-    .unwrap();
+    let config = super::conventions::serve_config(dir.path(), &emu.base_url(), "{format: json}");
     let served = super::security::serve(&config).await;
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/v1/dispatch", served.base))
