@@ -169,6 +169,17 @@ mod governance;
 pub mod run;
 mod st2rc;
 
+/// Runs an async command on a new runtime; failing to start one is a failure to run it.
+fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(command),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line and runs the command; the exit code says how it ended.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -176,36 +187,12 @@ pub fn main() -> ExitCode {
         Command::Manifest(c) => governance::manifest(c),
         Command::Packs(c) => governance::packs(c),
         Command::Audit(c) => governance::audit(c),
-        Command::Serve(args) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(serve(args)),
-            Err(e) => {
-                eprintln!("cannot start the async runtime: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run(args) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(run(args)),
-            Err(e) => {
-                eprintln!("cannot start the async runtime: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Execution(command) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(execution::execute(command)),
-            Err(e) => {
-                eprintln!("cannot start the async runtime: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Serve(args) => block_on(serve(args)),
+        Command::Run(args) => block_on(run(args)),
+        Command::Execution(command) => block_on(execution::execute(command)),
         Command::Demo => demo(),
         Command::Telemetry(TelemetryCommand::Scrape { once, config, urls }) => {
-            match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt.block_on(telemetry_scrape(config, urls, once)),
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(telemetry_scrape(config, urls, once))
         }
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -346,22 +333,16 @@ async fn start_emulator() -> Result<(Config, Emulator), String> {
 
 #[cfg(feature = "emulator")]
 fn demo() -> ExitCode {
-    match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(async {
-            match demo::run(&mut std::io::stdout()).await {
-                Ok(0) => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("demo: {e}");
-                    ExitCode::FAILURE
-                }
+    block_on(async {
+        match demo::run(&mut std::io::stdout()).await {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("demo: {e}");
+                ExitCode::FAILURE
             }
-        }),
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            ExitCode::FAILURE
         }
-    }
+    })
 }
 
 #[cfg(not(feature = "emulator"))]

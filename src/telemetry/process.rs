@@ -100,10 +100,7 @@ mod linux {
         let virtual_bytes = field(23)?;
         let rss_pages = field(24)?;
         let threads = field(20)?;
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
+        let boot = boot_time()?;
         let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
         let max_fds = std::fs::read_to_string("/proc/self/limits")
             .ok()
@@ -117,6 +114,20 @@ mod linux {
             max_fds,
             threads,
         })
+    }
+
+    /// The host's boot time (`btime` in `/proc/stat`), read at the first scrape that finds it:
+    /// it never changes, and `/proc/stat` grows with the host's CPUs and interrupt lines.
+    fn boot_time() -> Option<u64> {
+        static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        if let Some(boot) = BOOT.get() {
+            return Some(*boot);
+        }
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
+        Some(*BOOT.get_or_init(|| boot))
     }
 
     /// The soft limit on open files from `/proc/self/limits`; `None` when unlimited.

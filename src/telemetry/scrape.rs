@@ -256,18 +256,22 @@ fn int_attribute(key: &str, value: i64) -> opentelemetry_proto::tonic::common::v
     }
 }
 
-/// The adapter's own metrics under its own resource.
-pub fn adapter_metrics() -> ResourceMetrics {
-    let resource = super::spans::adapter_resource();
-    let attributes = resource
+/// The adapter's own resource (see [`super::spans::adapter_resource`]) in OTLP form.
+fn adapter_resource() -> Resource {
+    let attributes = super::spans::adapter_resource()
         .iter()
         .map(|(k, v)| string_attribute(k.as_str(), &v.to_string()))
         .collect();
+    Resource {
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// The adapter's own metrics under `resource`, its own resource.
+pub fn adapter_metrics(resource: &Resource) -> ResourceMetrics {
     ResourceMetrics {
-        resource: Some(Resource {
-            attributes,
-            ..Default::default()
-        }),
+        resource: Some(resource.clone()),
         scope_metrics: vec![scope_metrics(own::metrics().otlp_metrics())],
         schema_url: String::new(),
     }
@@ -284,6 +288,8 @@ pub async fn run(
     let client = client(config.timeout());
     let interval = config.interval();
     let failing = BackoffConfig::new(interval, interval * 8);
+    // Built once: the environment it reads does not change while the process runs.
+    let own_resource = adapter_resource();
     // Every counter whose label values are known now is on /metrics at 0 from the start.
     for t in &targets {
         let address = ("server.address", t.address());
@@ -319,7 +325,7 @@ pub async fn run(
             batch.push(resource_metrics);
         }
         if let Some(exporter) = &exporter {
-            batch.push(adapter_metrics());
+            batch.push(adapter_metrics(&own_resource));
             let request = ExportMetricsServiceRequest {
                 resource_metrics: batch,
             };

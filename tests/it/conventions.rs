@@ -115,7 +115,7 @@ fn manpage_renders_every_command_and_option() {
 }
 
 /// A config serving `emulator` for tenant t1 (token `tok-1`) with `log` as its log section.
-fn serve_config(dir: &std::path::Path, emulator: &str, log: &str) -> std::path::PathBuf {
+pub(crate) fn serve_config(dir: &std::path::Path, emulator: &str, log: &str) -> std::path::PathBuf {
     let config = dir.join("c.yaml");
     std::fs::write(
         &config,
@@ -151,7 +151,7 @@ async fn json_logs_carry_the_callers_trace_id_with_portariums_field_names() {
     let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let served =
-        crate::security::serve(&serve_config(dir.path(), &emu.base_url(), "{format: json}"));
+        crate::security::serve(&serve_config(dir.path(), &emu.base_url(), "{format: json}")).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/v1/dispatch", served.base))
@@ -161,7 +161,7 @@ async fn json_logs_carry_the_callers_trace_id_with_portariums_field_names() {
         .send_json()
         .await;
     assert_eq!(answer["ok"], false, "{answer}");
-    let logs = served.logs.lock().unwrap().clone();
+    let logs = served.log().join("\n");
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -279,7 +279,7 @@ async fn metrics_page_follows_prometheus_conventions_as_its_parser_reads_it() {
         "{{format: json}}\ngovernance: {{packs_policy: '{}'}}",
         policy.display()
     );
-    let served = crate::security::serve(&serve_config(dir.path(), &emu.base_url(), &log));
+    let served = crate::security::serve(&serve_config(dir.path(), &emu.base_url(), &log)).await;
     let http = reqwest::Client::new();
     let page = |http: reqwest::Client, base: String| async move {
         http.get(format!("{base}/metrics")).send_text().await

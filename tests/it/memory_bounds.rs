@@ -61,7 +61,8 @@ async fn large_results_and_many_event_ids_stay_under_the_memory_ceiling() {
         dir.path(),
         &emu.base_url(),
         "events:\n  inbound:\n    classes:\n      - {type: com.portarium.run.RunStarted, trigger: portarium.event}\n",
-    );
+    )
+    .await;
     let http = reqwest::Client::new();
     let base = served.base.clone();
     let dispatch = |n: usize| {
@@ -98,7 +99,7 @@ async fn large_results_and_many_event_ids_stay_under_the_memory_ceiling() {
         dispatch(1_000 + n).await;
         assert_eq!(send_event(format!("warm-{n}")).await, 202);
     }
-    let pid = served.child.id();
+    let pid = served.pid();
     let before = rss_mb(pid);
 
     futures_util::stream::iter(0..100)

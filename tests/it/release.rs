@@ -1,30 +1,17 @@
 //! Running in production (issue 15): readiness that means "can serve", the drain at SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::adapter::AdapterProcess;
 use crate::support::{SendJson, quick_emulator, tls_file};
 
 pub(crate) const TOKEN: &str = "release-token";
 
-/// `portarium-st2 serve` as a process, killed when dropped if still running.
-pub(crate) struct Served {
-    pub(crate) child: Child,
-    pub(crate) base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `serve` on a config with `st2_url`, one tenant and `extra` YAML; waits until it listens.
-pub(crate) fn serve(dir: &std::path::Path, st2_url: &str, extra: &str) -> Served {
+pub(crate) async fn serve(dir: &std::path::Path, st2_url: &str, extra: &str) -> AdapterProcess {
     let config = dir.join("adapter.yaml");
     std::fs::write(
         &config,
@@ -35,28 +22,7 @@ pub(crate) fn serve(dir: &std::path::Path, st2_url: &str, extra: &str) -> Served
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("PORTARIUM_ST2_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("serve logged its address").unwrap();
-        if let Some(at) = line.find("listening on ") {
-            break line[at + 13..]
-                .chars()
-                .take_while(|c| !c.is_whitespace() && *c != '"')
-                .collect::<String>();
-        }
-    };
-    // Keep draining the logs so the process never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, base }
+    AdapterProcess::start(&config).await
 }
 
 fn dispatch_body(payload: Value) -> Value {
@@ -71,7 +37,7 @@ async fn with_st2_down_the_adapter_stays_ready_and_reports_st2_apart() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on.
     let port = format!("127.0.0.1:{}", crate::support::free_port());
-    let served = serve(dir.path(), &format!("http://{port}"), "");
+    let served = serve(dir.path(), &format!("http://{port}"), "").await;
     let http = reqwest::Client::new();
     let ready = http
         .get(format!("{}/readyz", served.base))
@@ -108,7 +74,7 @@ async fn with_st2_down_the_adapter_stays_ready_and_reports_st2_apart() {
 
 /// Holds a 2 s dispatch in flight, sends SIGTERM, and checks /readyz turns 503 while the
 /// dispatch still completes and the process exits well within its 10 s grace.
-async fn drains_in_flight_work(served: &mut Served, http: &reqwest::Client) {
+async fn drains_in_flight_work(served: &mut AdapterProcess, http: &reqwest::Client) {
     let base = served.base.clone();
     let slow = tokio::spawn({
         let http = http.clone();
@@ -123,12 +89,7 @@ async fn drains_in_flight_work(served: &mut Served, http: &reqwest::Client) {
     });
     // The dispatch is in flight once st2 has started it.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let signalled = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let signalled = served.sigterm();
 
     let mut draining = None;
     for _ in 0..50 {
@@ -155,7 +116,7 @@ async fn drains_in_flight_work(served: &mut Served, http: &reqwest::Client) {
     assert_eq!(answer["ok"], true, "{answer}");
 
     loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
+        if let Some(status) = served.exited() {
             assert!(status.success(), "a drain is a clean exit: {status}");
             break;
         }
@@ -175,7 +136,8 @@ async fn sigterm_flips_readiness_then_drains_plain_http() {
         dir.path(),
         &emu.base_url(),
         "server: {shutdown_grace: 10s}\n",
-    );
+    )
+    .await;
     assert!(served.base.starts_with("http://"));
     drains_in_flight_work(&mut served, &reqwest::Client::new()).await;
 }
@@ -189,7 +151,7 @@ async fn sigterm_flips_readiness_then_drains_tls() {
         tls_file("server.pem").display(),
         tls_file("server.key").display()
     );
-    let mut served = serve(dir.path(), &emu.base_url(), &tls);
+    let mut served = serve(dir.path(), &emu.base_url(), &tls).await;
     assert!(served.base.starts_with("https://"));
     drains_in_flight_work(&mut served, &crate::security::https_client(None)).await;
 }
@@ -202,7 +164,8 @@ async fn the_grace_period_bounds_the_drain() {
         dir.path(),
         &emu.base_url(),
         "server: {shutdown_grace: 1s}\n",
-    );
+    )
+    .await;
     let slow = tokio::spawn(
         reqwest::Client::new()
             .post(format!("{}/v1/dispatch", served.base))
@@ -211,13 +174,9 @@ async fn the_grace_period_bounds_the_drain() {
             .send(),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let signalled = Instant::now();
     let mut served = served;
-    Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    while served.child.try_wait().unwrap().is_none() {
+    let signalled = served.sigterm();
+    while served.exited().is_none() {
         assert!(
             signalled.elapsed() < Duration::from_secs(5),
             "a 1 s grace ends the process soon after"

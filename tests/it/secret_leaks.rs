@@ -106,7 +106,7 @@ async fn no_secret_leaves(secrets_hidden: bool) {
         ),
     )
     .unwrap();
-    let served = serve(&config);
+    let served = serve(&config).await;
     let base = served.base.clone();
     let http = reqwest::Client::new();
     let post = |path: &str| http.post(format!("{base}{path}")).bearer_auth(TOKEN);
@@ -303,7 +303,7 @@ async fn no_secret_leaves(secrets_hidden: bool) {
         delivered.contains("[REDACTED]"),
         "events carry results: {delivered}"
     );
-    let logs = served.logs.lock().unwrap().clone();
+    let logs = served.log().join("\n");
     assert!(
         logs.contains("TRACE") || logs.contains("\"level\":\"trace\""),
         "trace logs captured"

@@ -2,11 +2,8 @@
 //! kept out of everything the process writes, and st2's certificate verified without a
 //! silent downgrade.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use portarium_st2::config::Config;
 use serde_json::{Value, json};
@@ -14,6 +11,7 @@ use serde_json::{Value, json};
 use crate::support::{SendJson, tls_file};
 use st2_emulator::{Emulator, EmulatorOptions};
 
+use crate::support::adapter::AdapterProcess;
 use crate::support::stack::{Stack, app_from_yaml};
 
 const KEY: &str = "sec-key";
@@ -244,56 +242,9 @@ async fn an_untrusted_st2_certificate_fails_dispatch_and_readiness() {
     );
 }
 
-/// `portarium-st2 serve` as a child process; its logs (written to stdout) are collected.
-/// `portarium-st2 serve` running as a process, its stdout (the logs) collected.
-pub(crate) struct Served {
-    child: Child,
-    pub(crate) base: String,
-    pub(crate) logs: Arc<std::sync::Mutex<String>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `serve` with `config` at trace level and waits until it listens.
-pub(crate) fn serve(config: &std::path::Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "trace")
-        .env_remove("PORTARIUM_ST2_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(std::sync::Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = logs.clone();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    std::thread::spawn(move || {
-        while let Some(Ok(line)) = lines.next() {
-            if let Some(at) = line.find("listening on http://") {
-                let addr: String = line[at + 20..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"')
-                    .collect();
-                let _ = tx.send(addr);
-            }
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("serve did not start: {}", logs.lock().unwrap()));
-    Served {
-        child,
-        base: format!("http://{addr}"),
-        logs,
-    }
+/// `portarium-st2 serve` on `config` at trace level, so the leak checks see every log line.
+pub(crate) async fn serve(config: &std::path::Path) -> AdapterProcess {
+    AdapterProcess::start_logging(config, "trace").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +278,7 @@ async fn a_secret_parameter_never_appears_in_logs_errors_or_the_audit_log() {
         ),
     )
     .unwrap();
-    let served = serve(&config);
+    let served = serve(&config).await;
     let http = reqwest::Client::new();
     let mut answers = String::new();
     // The schema marks `password` and `pin` secret; `ssn` is a configured key; `api_token`
@@ -362,7 +313,7 @@ async fn a_secret_parameter_never_appears_in_logs_errors_or_the_audit_log() {
         answers.contains("failed: exit code 1; login ann pin [REDACTED] ssn [REDACTED] refused"),
         "st2's stderr is quoted with the secret replaced: {answers}"
     );
-    let logs = served.logs.lock().unwrap().clone();
+    let logs = served.log().join("\n");
     assert!(
         logs.contains("st2 answered"),
         "debug logs were captured: {logs}"

@@ -219,18 +219,8 @@ async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_i
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:0\nlog: {{format: json}}\nst2: {{base_url: '{}', api_key: {}}}\n\
-             tenants:\n  - {{id: t1, api_token: tok-1}}\n",
-            emu.base_url(),
-            super::support::stack::KEY
-        ),
-    )
-    .unwrap();
-    let served = super::security::serve(&config);
+    let config = super::conventions::serve_config(dir.path(), &emu.base_url(), "{format: json}");
+    let served = super::security::serve(&config).await;
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/v1/dispatch", served.base))
         .bearer_auth("tok-1")
@@ -242,7 +232,7 @@ async fn a_failed_dispatch_is_logged_at_info_with_its_error_kind_and_execution_i
         .await
         .unwrap();
     assert_eq!(answer["ok"], false, "{answer}");
-    let logs = served.logs.lock().unwrap().clone();
+    let logs = served.log().join("\n");
     let line: Value = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

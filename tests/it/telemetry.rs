@@ -658,13 +658,11 @@ async fn export_retries_only_what_may_pass_and_honours_retry_after() {
     receiver.script.lock().unwrap().clear();
 
     // Nothing listening: a transport error, retried, then given up.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = Url::parse(&format!(
-        "http://{}/v1/metrics",
-        closed.local_addr().unwrap()
+        "http://127.0.0.1:{}/v1/metrics",
+        crate::support::free_port()
     ))
     .unwrap();
-    drop(closed);
     let err = MetricsExporter::new(settings(dead, Protocol::HttpProtobuf))
         .unwrap()
         .export(&request)

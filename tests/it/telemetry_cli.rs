@@ -79,9 +79,7 @@ fn scrape_names_what_is_missing_or_unreachable() {
         .unwrap();
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("name an endpoint"));
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/metrics", closed.local_addr().unwrap());
-    drop(closed);
+    let url = format!("http://127.0.0.1:{}/metrics", crate::support::free_port());
     let dead = Command::new(BIN)
         .args(["telemetry", "scrape", "--once", &url])
         .env_remove("PORTARIUM_ST2_CONFIG")

@@ -12,18 +12,24 @@ pub struct AdapterProcess {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
-    /// `http://ADDR` it listens on.
+    /// `http://ADDR` (or `https://ADDR` with TLS) it listens on.
     pub base: String,
 }
 
 impl AdapterProcess {
     /// Starts `serve --config <config>` and waits (up to 30 s) for its listening line.
     pub async fn start(config: &Path) -> Self {
+        Self::start_logging(config, "info").await
+    }
+
+    /// The same with `RUST_LOG` at `level`, for tests that read what is logged below info.
+    pub async fn start_logging(config: &Path, level: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portarium-st2"))
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .env("NO_COLOR", "1")
+            .env_remove("PORTARIUM_ST2_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -48,10 +54,12 @@ impl AdapterProcess {
             base: String::new(),
         };
         let line = adapter
-            .wait_for_line("listening on http://", Duration::from_secs(30))
+            .wait_for_line("listening on ", Duration::from_secs(30))
             .await;
-        let addr = line.split("listening on http://").nth(1).unwrap();
-        adapter.base = format!("http://{}", addr.split_whitespace().next().unwrap());
+        let url = line.split("listening on ").nth(1).unwrap();
+        // A JSON log line ends the message with a quote, a text one with a space.
+        let url = url.split(|c: char| c.is_whitespace() || c == '"').next();
+        adapter.base = url.unwrap().to_string();
         adapter
     }
 
@@ -96,15 +104,9 @@ impl AdapterProcess {
     /// Sends SIGTERM and waits (up to 30 s) for the exit; answers how long it took and
     /// whether the exit was clean.
     pub async fn terminate(&mut self) -> (Duration, bool) {
-        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits pid_t");
-        // The signal goes out by syscall, so the time measured is the adapter's, not that of
-        // spawning `kill` on a loaded machine.
-        let sent = Instant::now();
-        // SAFETY: kill(2) with our own child's pid and a valid signal touches no memory.
-        let signalled = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(signalled, 0, "{}", std::io::Error::last_os_error());
+        let sent = self.sigterm();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.exited() {
                 let took = sent.elapsed();
                 // Its pipes are closed: the readers end once they took its last lines.
                 for r in self.readers.drain(..) {
@@ -118,6 +120,25 @@ impl AdapterProcess {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+impl AdapterProcess {
+    /// Sends SIGTERM without waiting, for tests that watch the drain; answers when it was sent.
+    pub fn sigterm(&self) -> Instant {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits pid_t");
+        // The signal goes out by syscall, so the time measured is the adapter's, not that of
+        // spawning `kill` on a loaded machine.
+        let sent = Instant::now();
+        // SAFETY: kill(2) with our own child's pid and a valid signal touches no memory.
+        let signalled = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(signalled, 0, "{}", std::io::Error::last_os_error());
+        sent
+    }
+
+    /// Its exit status once it has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 }
 
