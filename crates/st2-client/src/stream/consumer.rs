@@ -162,7 +162,8 @@ async fn reconcile(hub: &Hub, since: Option<OffsetDateTime>) -> Result<(), St2Er
 }
 
 /// Executions started after `from`. A time st2 refuses (400) is never sent again unchanged:
-/// the list is asked once more from the whole second before it, and when st2 refuses that too
+/// the list is asked once more from the whole second before it (a second earlier when `from`
+/// already is a whole second, as times taken from st2's `Date` are), and when st2 refuses that too
 /// the list is left out (`None`), so the connection goes on and the next catch-up starts from
 /// its newer open time instead of looping on the same refusal.
 async fn started_since(
@@ -182,7 +183,7 @@ async fn started_since(
         other => return other.map(Some),
     };
     Counters::bump(&hub.counters.refused_catchups, 1);
-    let anchor = from - time::Duration::nanoseconds(i64::from(from.nanosecond()));
+    let anchor = whole_second_before(from);
     tracing::warn!(
         from = %st2_time(from),
         anchor = %st2_time(anchor),
@@ -200,6 +201,14 @@ async fn started_since(
             Ok(None)
         }
         other => other.map(Some),
+    }
+}
+
+/// The latest whole second strictly before `t`.
+fn whole_second_before(t: OffsetDateTime) -> OffsetDateTime {
+    match t.nanosecond() {
+        0 => t - time::Duration::SECOND,
+        n => t - time::Duration::nanoseconds(i64::from(n)),
     }
 }
 
@@ -243,5 +252,13 @@ mod tests {
         let t = http_date("Wed, 25 Nov 2026 02:43:16 GMT").unwrap();
         assert_eq!(t.unix_timestamp(), 1_795_574_596);
         assert!(http_date("yesterday").is_none());
+    }
+
+    #[test]
+    fn the_anchor_after_a_refusal_always_differs_from_the_refused_time() {
+        let whole = http_date("Wed, 25 Nov 2026 02:43:16 GMT").unwrap();
+        assert_eq!(whole_second_before(whole), whole - time::Duration::SECOND);
+        let fraction = whole + time::Duration::milliseconds(810);
+        assert_eq!(whole_second_before(fraction), whole);
     }
 }
