@@ -44,6 +44,35 @@ async fn replay_alone(files: &[&str]) {
     c.finish();
 }
 
+/// Tests that each replay their captures against a fresh emulator, alone, with default rules:
+/// the errors st2 answers (401, 404, 400) need nothing set up first.
+macro_rules! answers_like_capture {
+    ($($name:ident: [$($file:literal),+];)+) => {$(
+        #[tokio::test]
+        async fn $name() {
+            if reference::missing() {
+                return;
+            }
+            replay_alone(&[$($file),+]).await;
+        }
+    )+};
+}
+
+answers_like_capture! {
+    token_request_with_bad_password_answers_401_like_capture: ["auth-token-bad-password.http"];
+    token_validation_without_credentials_answers_401_like_capture: ["auth-token-validate-via-auth.http"];
+    token_validation_on_api_prefix_answers_404_like_capture: ["auth-token-validate.http"];
+    api_root_without_credentials_answers_401_like_capture: ["api-root.http", "api-v1-root.http"];
+    api_call_without_credentials_answers_401_like_capture: ["api-no-token.http"];
+    api_call_with_unknown_token_answers_401_like_capture: ["api-bad-token.http"];
+    action_get_missing_ref_answers_404_like_capture: ["action-get-missing.http"];
+    execution_get_with_malformed_id_answers_404_like_capture: ["execution-get-badid.http"];
+    execution_get_with_unknown_id_answers_404_like_capture: ["execution-get-missing.http"];
+    execution_post_of_unknown_action_answers_400_like_capture: ["execution-post-missing-action.http"];
+    execution_post_without_required_parameter_answers_400_like_capture: ["execution-post-missing-required-param.http"];
+    execution_post_with_uncastable_parameter_answers_400_like_capture: ["execution-post-bad-param-type.http"];
+}
+
 fn id_of(c: &Check, reply: &Reply) -> String {
     match reply.json()["id"].as_str() {
         Some(id) => id.to_string(),
@@ -154,54 +183,6 @@ async fn token_request_with_ttl_matches_capture() {
 }
 
 #[tokio::test]
-async fn token_request_with_bad_password_answers_401_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["auth-token-bad-password.http"]).await;
-}
-
-#[tokio::test]
-async fn token_validation_without_credentials_answers_401_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["auth-token-validate-via-auth.http"]).await;
-}
-
-#[tokio::test]
-async fn token_validation_on_api_prefix_answers_404_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["auth-token-validate.http"]).await;
-}
-
-#[tokio::test]
-async fn api_root_without_credentials_answers_401_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["api-root.http", "api-v1-root.http"]).await;
-}
-
-#[tokio::test]
-async fn api_call_without_credentials_answers_401_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["api-no-token.http"]).await;
-}
-
-#[tokio::test]
-async fn api_call_with_unknown_token_answers_401_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["api-bad-token.http"]).await;
-}
-
-#[tokio::test]
 async fn action_get_core_local_matches_capture() {
     if reference::missing() {
         return;
@@ -222,14 +203,6 @@ async fn action_get_core_local_matches_capture() {
         || format!("the auth-token cookie must carry the token used: `{cookie}`"),
     );
     c.finish();
-}
-
-#[tokio::test]
-async fn action_get_missing_ref_answers_404_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["action-get-missing.http"]).await;
 }
 
 #[tokio::test]
@@ -999,38 +972,6 @@ async fn pause_and_resume_of_running_workflow_match_captures() {
     c.finish();
 }
 
-#[tokio::test]
-async fn execution_get_with_malformed_id_answers_404_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["execution-get-badid.http"]).await;
-}
-
-#[tokio::test]
-async fn execution_get_with_unknown_id_answers_404_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["execution-get-missing.http"]).await;
-}
-
-#[tokio::test]
-async fn execution_post_of_unknown_action_answers_400_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["execution-post-missing-action.http"]).await;
-}
-
-#[tokio::test]
-async fn execution_post_without_required_parameter_answers_400_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["execution-post-missing-required-param.http"]).await;
-}
-
 /// st2 takes no fraction or 3 to 6 digits (st2common/util/isotime.py): one and seven digits
 /// are refused with its 400, three are listed (the execution made now started after the
 /// recorded time).
@@ -1091,14 +1032,6 @@ async fn trigger_types_and_webhooks_answer_like_captures() {
         replay(&h, &mut c, file, None, Some(rules)).await;
     }
     c.finish();
-}
-
-#[tokio::test]
-async fn execution_post_with_uncastable_parameter_answers_400_like_capture() {
-    if reference::missing() {
-        return;
-    }
-    replay_alone(&["execution-post-bad-param-type.http"]).await;
 }
 
 #[tokio::test]
