@@ -217,24 +217,10 @@ async fn fault_switches_in_process() {
             json!({"faultstring": "Service Unavailable"})
         );
     }
-    assert_eq!(
-        h.req(Method::GET, "/api/v1/actions")
-            .send()
-            .await
-            .expect("request")
-            .status(),
-        200
-    );
+    assert_eq!(h.status(Method::GET, "/api/v1/actions").await, 200);
 
     faults.fail_next_on("POST", "/api/v1/executions", 429, 1);
-    assert_eq!(
-        h.req(Method::GET, "/api/v1/executions")
-            .send()
-            .await
-            .expect("request")
-            .status(),
-        200
-    );
+    assert_eq!(h.status(Method::GET, "/api/v1/executions").await, 200);
     let r = h
         .req(Method::POST, "/api/v1/executions")
         .json(&json!({"action": "core.noop"}))
@@ -245,23 +231,9 @@ async fn fault_switches_in_process() {
     assert_eq!(r.headers()["retry-after"], "1");
 
     faults.fail_ratio(500, 1.0);
-    assert_eq!(
-        h.req(Method::GET, "/api/v1")
-            .send()
-            .await
-            .expect("request")
-            .status(),
-        500
-    );
+    assert_eq!(h.status(Method::GET, "/api/v1").await, 500);
     faults.clear();
-    assert_eq!(
-        h.req(Method::GET, "/api/v1")
-            .send()
-            .await
-            .expect("request")
-            .status(),
-        200
-    );
+    assert_eq!(h.status(Method::GET, "/api/v1").await, 200);
 
     faults.drop_next(1);
     assert!(
@@ -281,14 +253,7 @@ async fn fault_switches_in_process() {
 
     faults.delay(Duration::from_millis(150));
     let started = Instant::now();
-    assert_eq!(
-        h.req(Method::GET, "/api/v1")
-            .send()
-            .await
-            .expect("request")
-            .status(),
-        200
-    );
+    assert_eq!(h.status(Method::GET, "/api/v1").await, 200);
     assert!(started.elapsed() >= Duration::from_millis(150));
     faults.clear();
     h.emu.shutdown().await;
@@ -312,22 +277,8 @@ async fn control_routes_restart_and_request_log() {
         .await
         .expect("request");
     assert_eq!(r.status(), 204);
-    assert_eq!(
-        h.req(Method::GET, "/api/v1")
-            .send()
-            .await
-            .expect("request")
-            .status(),
-        502
-    );
-    assert_eq!(
-        h.req(Method::GET, "/api/v1")
-            .send()
-            .await
-            .expect("request")
-            .status(),
-        200
-    );
+    assert_eq!(h.status(Method::GET, "/api/v1").await, 502);
+    assert_eq!(h.status(Method::GET, "/api/v1").await, 200);
 
     let r = h
         .http

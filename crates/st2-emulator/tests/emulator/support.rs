@@ -43,6 +43,12 @@ impl Harness {
             .header("St2-Api-Key", KEY)
     }
 
+    /// The status of an authenticated request without a body.
+    pub async fn status(&self, method: Method, path: &str) -> u16 {
+        let r = self.req(method, path).send().await.expect("request");
+        r.status().as_u16()
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let r = self.req(Method::GET, path).send().await.expect("request");
         let status = r.status().as_u16();
