@@ -73,6 +73,14 @@ answers_like_capture! {
     execution_post_with_uncastable_parameter_answers_400_like_capture: ["execution-post-bad-param-type.http"];
 }
 
+/// Replay the create behind `file`, check the answer like st2's execution and by the
+/// invariants of every execution, and return its id.
+async fn created(h: &Harness, c: &mut Check, file: &str) -> String {
+    let post = replay(h, c, file, None, Some(&same_execution("$"))).await;
+    execution_invariants(c, "POST", &post.json());
+    id_of(c, &post)
+}
+
 fn id_of(c: &Check, reply: &Reply) -> String {
     match reply.json()["id"].as_str() {
         Some(id) => id.to_string(),
@@ -372,16 +380,7 @@ async fn core_local_execution_matches_captures() {
     }
     let h = Harness::start_with_step(STEP).await;
     let mut c = Check::new("core.local `echo hi`");
-    let post = replay(
-        &h,
-        &mut c,
-        "execution-post-core-local.http",
-        None,
-        Some(&same_execution("$")),
-    )
-    .await;
-    let id = id_of(&c, &post);
-    execution_invariants(&mut c, "POST", &post.json());
+    let id = created(&h, &mut c, "execution-post-core-local.http").await;
     h.wait_for(&id, "succeeded").await;
     let rules = same_execution("$").fixed("$.result");
     let get = replay(
@@ -454,15 +453,7 @@ async fn core_noop_execution_matches_captures() {
     }
     let h = Harness::start_with_step(STEP).await;
     let mut c = Check::new("core.noop");
-    let post = replay(
-        &h,
-        &mut c,
-        "execution-post-core-noop.json",
-        None,
-        Some(&same_execution("$")),
-    )
-    .await;
-    let id = id_of(&c, &post);
+    let id = created(&h, &mut c, "execution-post-core-noop.json").await;
     h.wait_for(&id, "succeeded").await;
     let rules = same_execution("$").fixed("$.result");
     replay(
@@ -662,15 +653,7 @@ async fn orquesta_sequential_execution_matches_captures() {
     }
     let h = Harness::start_with_step(STEP).await;
     let mut c = Check::new("examples.orquesta-sequential");
-    let post = replay(
-        &h,
-        &mut c,
-        "execution-post-orquesta-sequential.json",
-        None,
-        Some(&same_execution("$")),
-    )
-    .await;
-    let id = id_of(&c, &post);
+    let id = created(&h, &mut c, "execution-post-orquesta-sequential.json").await;
     h.wait_for(&id, "succeeded").await;
     let rules = same_execution("$").fixed("$.result");
     let get = replay(
