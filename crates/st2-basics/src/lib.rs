@@ -1,11 +1,13 @@
 //! What every layer of portarium-st2 shares, and nothing else: a config problem named by its
 //! dotted field path ([`FieldError`]), st2's `Retry-After` reading ([`retry_after`]), durations
 //! written as `250ms` or `10s` ([`duration`]), the one backoff schedule ([`backoff`]) and the
-//! one retry decision built on it ([`retry`]).
+//! one retry decision built on it ([`retry`]), and the one bounded map every cache holds its
+//! entries in ([`bounded`]).
 //!
 //! It depends on no other crate of the workspace, so `st2-client` can stand on it alone.
 
 pub mod backoff;
+pub mod bounded;
 pub mod duration;
 mod field;
 pub mod files;
@@ -13,6 +15,7 @@ mod http_headers;
 pub mod retry;
 
 pub use backoff::{Backoff, BackoffConfig};
+pub use bounded::{BoundedMap, Bounds};
 pub use field::FieldError;
 pub use http_headers::retry_after;
 pub use retry::{GiveUp, Retry, RetryPolicy};
