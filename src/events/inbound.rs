@@ -206,9 +206,8 @@ pub struct Received {
 
 impl Received {
     /// `body` read as a CloudEvent in structured JSON mode (not yet validated).
-    pub fn parse(body: &[u8]) -> Result<Self, InboundError> {
-        let event =
-            serde_json::from_slice(body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+    pub fn parse(body: &[u8]) -> Result<Self, Malformed> {
+        let event = serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
         Ok(Self {
             event,
             size: body.len(),
@@ -218,6 +217,17 @@ impl Received {
     /// The event's `tenantid`, as sent.
     pub fn tenantid(&self) -> &str {
         &self.event.tenantid
+    }
+}
+
+/// Why a body is no CloudEvent in structured JSON mode; `?` makes it
+/// [`InboundError::Malformed`].
+#[derive(Debug)]
+pub struct Malformed(String);
+
+impl From<Malformed> for InboundError {
+    fn from(Malformed(why): Malformed) -> Self {
+        InboundError::Malformed(why)
     }
 }
 
