@@ -6,7 +6,8 @@
 //! `show_secrets`. Where st2 does show them, they are read from st2 (see
 //! [`crate::core::Tenant::secrets_of`]) and the key's entry is marked confirmed; where it does
 //! not, the book is what is left: every secret value of every request this process saw under
-//! the key. The book is bounded in bytes; the oldest keys are forgotten first.
+//! the key. The book is bounded in bytes; the keys booked to longest ago
+//! are forgotten first ([`st2_basics::bounded`]'s order).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
