@@ -450,10 +450,7 @@ fn init_logging(config: &Config, spans: Option<&opentelemetry_sdk::trace::SdkTra
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     // The log level filters log lines only; dispatch spans reach OTLP whatever it is.
     let logs = match config.log.format {
-        LogFormat::Json => fmt::layer()
-            .fmt_fields(fmt::format::JsonFields::new())
-            .event_format(crate::telemetry::logs::PortariumJson)
-            .boxed(),
+        LogFormat::Json => crate::telemetry::logs::json_layer(std::io::stdout).boxed(),
         LogFormat::Text => fmt::layer()
             .with_ansi(crate::telemetry::logs::ansi_on_stdout())
             .boxed(),

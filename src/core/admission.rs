@@ -129,7 +129,7 @@ pub async fn dispatch(
         let booked = tenant
             .book_secrets(req.flow_ref.trim(), &key, &req.payload)
             .await;
-        let (outcome, execution) = run(tenant, &req, &action, &key, mode).await;
+        let (outcome, execution) = run(tenant, &req, &action, &key, &booked, mode).await;
         conclude(
             tenant,
             &req,
@@ -199,9 +199,17 @@ async fn run(
     req: &DispatchRequest,
     action: &ActionRef,
     key: &str,
+    booked: &Booked,
     mode: Mode,
 ) -> (Result<Dispatched, DispatchError>, Option<String>) {
-    let dispatcher = &tenant.dispatcher;
+    // The booking has just read the action's schema: one read per dispatch, even when the
+    // schema cache keeps nothing.
+    let dispatcher = &match booked.schema() {
+        Some(schema) => tenant
+            .dispatcher
+            .having_read(&action.to_string(), schema.clone()),
+        None => tenant.dispatcher.clone(),
+    };
     match mode {
         Mode::Wait(wait) => dispatcher.dispatch_naming(req, action, key, wait).await,
         Mode::DryRun => (dispatcher.dry_run(req, action).await, None),

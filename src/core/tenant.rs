@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use st2_client::Secret;
-use st2_client::models::JsonObject;
+use st2_client::models::{ActionParameters, JsonObject};
 
 use super::DispatchError;
 use super::dispatch::Dispatcher;
@@ -92,8 +92,11 @@ impl Tenant {
             .remember(key, &policy.secret_values(payload), false);
         Booked {
             key: key.to_string(),
-            schema_secret: schema.is_some_and(|s| s.parameters.values().any(|p| p.secret)),
+            schema_secret: schema
+                .as_ref()
+                .is_some_and(|s| s.parameters.values().any(|p| p.secret)),
             policy,
+            schema,
         }
     }
 
@@ -144,9 +147,17 @@ pub struct Booked {
     /// st2's schema marks a parameter of the action secret.
     schema_secret: bool,
     policy: RedactionPolicy,
+    /// The action's schema as the booking read it, for the dispatch to check its payload
+    /// against instead of reading it again.
+    schema: Option<Arc<ActionParameters>>,
 }
 
 impl Booked {
+    /// The action's schema the booking read, if st2 gave it.
+    pub fn schema(&self) -> Option<&Arc<ActionParameters>> {
+        self.schema.as_ref()
+    }
+
     /// `value` with the values of the action's secret keys replaced, for audit records.
     pub fn redact(&self, value: &Value) -> Value {
         redact_value(value, &self.policy)

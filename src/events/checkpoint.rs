@@ -32,7 +32,7 @@ const VERSION: u32 = 1;
 const PAGE: u32 = 100;
 /// Executions re-read at once.
 const PARALLEL: usize = 8;
-/// Attempts at one st2 call before a reconciliation gives up on it.
+/// Attempts at one st2 call of a reconciliation before it gives up.
 const ATTEMPTS: u32 = 6;
 /// Longest accepted execution id (st2's are 24 hex digits).
 const MAX_ID: usize = 64;
@@ -89,7 +89,7 @@ pub enum Loaded {
     Missing,
     /// A key that is no checkpoint; why.
     Unreadable(String),
-    /// st2 could not be asked (it is retried); why.
+    /// st2 could not be asked (it is retried, see [`read_retry`]); why.
     Unavailable(String),
 }
 
@@ -105,10 +105,21 @@ impl Loaded {
     }
 }
 
-/// Reads the checkpoint key, retrying st2 failures a few times with backoff.
+/// The one retry of the checkpoint read at start: each pass is one call, which the st2 client
+/// already repeats after a blip (`st2.retry`, honouring st2's `Retry-After`); between passes
+/// this policy pauses, doubling up to 30 s. It sets no budget: giving up would start reporting
+/// from now and lose the transitions the checkpoint covers, so the read is bounded by the
+/// reporter's stop instead, which does not wait for it.
+pub fn read_retry() -> RetryPolicy {
+    RetryPolicy::new(BackoffConfig::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    ))
+}
+
+/// Reads the checkpoint key in one call (the st2 client's own retries included).
 pub async fn load(client: &St2Client, key: &str, max_in_flight: usize) -> Loaded {
-    let read = with_retries(|| async { client.keys().get(key).await }).await;
-    match read {
+    match client.keys().get(key).await {
         Ok(None) => Loaded::Missing,
         Ok(Some(pair)) => match Checkpoint::parse(&pair.value, max_in_flight) {
             Ok(c) => Loaded::Found(c),

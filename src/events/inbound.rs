@@ -195,6 +195,42 @@ impl Seen {
     }
 }
 
+/// An inbound body, parsed once for every check that follows (the NATS source reads its
+/// `tenantid` to pick the tenant before [`Inbound::accept`] checks the rest).
+#[derive(Debug)]
+pub struct Received {
+    event: CloudEvent,
+    /// Bytes of the body as sent, for the class's size limit.
+    size: usize,
+}
+
+impl Received {
+    /// `body` read as a CloudEvent in structured JSON mode (not yet validated).
+    pub fn parse(body: &[u8]) -> Result<Self, Malformed> {
+        let event = serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
+        Ok(Self {
+            event,
+            size: body.len(),
+        })
+    }
+
+    /// The event's `tenantid`, as sent.
+    pub fn tenantid(&self) -> &str {
+        &self.event.tenantid
+    }
+}
+
+/// Why a body is no CloudEvent in structured JSON mode; `?` makes it
+/// [`InboundError::Malformed`].
+#[derive(Debug)]
+pub struct Malformed(String);
+
+impl From<Malformed> for InboundError {
+    fn from(Malformed(why): Malformed) -> Self {
+        InboundError::Malformed(why)
+    }
+}
+
 /// The declared classes and the dedupe memory, shared by every request.
 #[derive(Clone)]
 pub struct Inbound {
@@ -236,16 +272,15 @@ impl Inbound {
             .unwrap_or(self.config.max_bytes)
     }
 
-    /// Checks `body` from `tenant` and, unless it is a redelivery, fires its st2 trigger.
+    /// Checks `received` from `tenant` and, unless it is a redelivery, fires its st2 trigger.
     /// Nothing reaches st2 unless every check passes.
     pub async fn accept(
         &self,
         tenant: &str,
-        body: &[u8],
+        received: Received,
         st2: &St2Client,
     ) -> Result<(CloudEvent, Outcome), InboundError> {
-        let event: CloudEvent =
-            serde_json::from_slice(body).map_err(|e| InboundError::Malformed(e.to_string()))?;
+        let Received { event, size } = received;
         event.validate()?;
         if event.source == *self.own_source {
             return Err(InboundError::OwnEvent {
@@ -268,9 +303,9 @@ impl Inbound {
             });
         };
         let limit = class.max_bytes.unwrap_or(self.config.max_bytes);
-        if body.len() > limit {
+        if size > limit {
             return Err(InboundError::TooLarge {
-                size: body.len(),
+                size,
                 limit,
                 event_type: event.event_type,
             });

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::LeaseConfig;
+use st2_basics::sleep_until_some;
 use st2_client::St2Client;
 
 /// What one look at the lease found.
@@ -64,14 +65,6 @@ impl Tenure {
     /// Whether this replica may report at `now`.
     pub fn held(&self, now: Instant) -> bool {
         self.ends().is_some_and(|end| now < end)
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

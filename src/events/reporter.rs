@@ -260,10 +260,7 @@ impl Term {
             });
         };
         let key = lifecycle.checkpoint_key();
-        let mut backoff = Backoff::new(BackoffConfig::new(
-            Duration::from_millis(500),
-            Duration::from_secs(30),
-        ));
+        let mut retry = checkpoint::read_retry().start();
         let loaded = loop {
             // A stop does not wait for st2's answer (slow under load): nothing depends on it.
             let load = tokio::select! {
@@ -272,8 +269,12 @@ impl Term {
             };
             match load {
                 Loaded::Unavailable(why) => {
-                    let wait = backoff.next_delay();
-                    tracing::warn!(key = %key, error = %why, retry_in_ms = wait.as_millis() as u64, "cannot read the lifecycle checkpoint from st2; retrying before reporting");
+                    let failed = retry.attempts();
+                    // No budget, so nothing stops the retry but the stop below.
+                    let wait = retry
+                        .after_failure(None)
+                        .unwrap_or_else(|_| retry.max_wait());
+                    tracing::warn!(key = %key, error = %why, attempt = failed, retry_in_ms = wait.as_millis() as u64, "cannot read the lifecycle checkpoint from st2; retrying before reporting");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = stop.wait_for(|s| *s) => return None,

@@ -15,7 +15,7 @@ use super::auth::{AuthedTenant, Guard, require_bearer};
 use std::sync::Arc;
 
 use crate::events::Inbound;
-use crate::events::inbound::{InboundError, Outcome};
+use crate::events::inbound::{InboundError, Outcome, Received};
 use crate::events::source::TenantClients;
 
 /// What the route needs: tenants (tokens and st2 clients) and the declared classes.
@@ -98,11 +98,14 @@ async fn receive(
             );
         }
     };
-    match state
-        .inbound
-        .accept(&tenant.id, &body, tenant.dispatcher.st2())
-        .await
-    {
+    let accepted = async {
+        let received = Received::parse(&body)?;
+        state
+            .inbound
+            .accept(&tenant.id, received, tenant.dispatcher.st2())
+            .await
+    };
+    match accepted.await {
         Ok((event, Outcome::Fired { target })) => answer(
             StatusCode::ACCEPTED,
             json!({"id": event.id, "type": event.event_type, "status": "fired", "target": target}),

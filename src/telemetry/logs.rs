@@ -4,6 +4,9 @@
 //! query (`| json | traceId="..."`) finds a dispatch's lines in both services. The fields of
 //! the enclosing spans and of the event sit at the top level, as Portarium's child loggers put
 //! `workspaceId`; `target` names the module and `span` the innermost span.
+//!
+//! A span's fields are kept as JSON values in its extensions from its creation (and updated
+//! when recorded), so a line copies them rather than parsing text for every span of every line.
 
 use std::fmt;
 use std::io::IsTerminal as _;
@@ -12,9 +15,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::trace::TraceContextExt as _;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 /// The `name` of every line: the logger, as Portarium names its own (`control-plane`).
@@ -34,10 +41,62 @@ pub fn ansi_on_stdout() -> bool {
     )
 }
 
-/// The JSON line format; pair it with `fmt_fields(JsonFields::new())`, whose span fields
-/// it reads back.
+/// The JSON log layer: newline-delimited JSON lines, as the module documentation says, to
+/// `writer` (stdout in the service).
+pub fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    SpanFields.and_then(
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(NoSpanText)
+            .event_format(PortariumJson)
+            .with_writer(writer),
+    )
+}
+
+/// The JSON line format; it reads the span fields [`SpanFields`] keeps, so it is built by
+/// [`json_layer`] with it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PortariumJson;
+
+/// Keeps every span's fields as JSON values in its extensions, from its creation and on
+/// every `record`.
+#[derive(Debug, Default, Clone, Copy)]
+struct SpanFields;
+
+/// The fields [`SpanFields`] keeps for one span.
+struct SpanValues(Map<String, Value>);
+
+impl<S> Layer<S> for SpanFields
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut values = Map::new();
+        attrs.record(&mut Fields::of_span(&mut values));
+        span.extensions_mut().insert(SpanValues(values));
+    }
+
+    fn on_record(&self, id: &Id, record: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(SpanValues(values)) = span.extensions_mut().get_mut::<SpanValues>() {
+            record.record(&mut Fields::of_span(values));
+        }
+    }
+}
+
+/// The fmt layer's own text of span fields: none, since [`SpanFields`] keeps them as values.
+#[derive(Debug, Default, Clone, Copy)]
+struct NoSpanText;
+
+impl<'w> FormatFields<'w> for NoSpanText {
+    fn format_fields<R: RecordFields>(&self, _: Writer<'w>, _: R) -> fmt::Result {
+        Ok(())
+    }
+}
 
 impl<S, N> FormatEvent<S, N> for PortariumJson
 where
@@ -54,15 +113,11 @@ where
         let spans: Vec<_> = ctx.event_scope().map(|s| s.collect()).unwrap_or_default();
         // Outermost first, so an inner span's field wins over an outer one of the same name.
         for span in spans.iter().rev() {
-            let extensions = span.extensions();
-            if let Some(Ok(Value::Object(fields))) = extensions
-                .get::<FormattedFields<N>>()
-                .map(|f| serde_json::from_str::<Value>(f))
-            {
-                line.extend(fields);
+            if let Some(SpanValues(fields)) = span.extensions().get::<SpanValues>() {
+                line.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
-        event.record(&mut EventFields(&mut line));
+        event.record(&mut Fields::of_event(&mut line));
         if let Some(span) = spans.first() {
             line.insert("span".into(), span.name().into());
         }
@@ -100,22 +155,35 @@ where
     }
 }
 
-/// An event's fields as JSON values; its message becomes `msg`.
-struct EventFields<'a>(&'a mut Map<String, Value>);
+/// Fields as JSON values: an event's (its message becomes `msg`) or a span's (named as
+/// tracing-subscriber's JSON fields named them: as written, less a raw identifier's `r#`).
+struct Fields<'a> {
+    into: &'a mut Map<String, Value>,
+    span: bool,
+}
 
-impl EventFields<'_> {
+impl<'a> Fields<'a> {
+    fn of_event(into: &'a mut Map<String, Value>) -> Self {
+        Self { into, span: false }
+    }
+
+    fn of_span(into: &'a mut Map<String, Value>) -> Self {
+        Self { into, span: true }
+    }
+
     fn put(&mut self, field: &Field, value: Value) {
         let name = match field.name() {
-            "message" => "msg",
+            "message" if !self.span => "msg",
             // tracing-log's bookkeeping of where a `log` record came from.
             n if n.starts_with("log.") => return,
+            n if self.span => n.strip_prefix("r#").unwrap_or(n),
             n => n,
         };
-        self.0.insert(name.to_string(), value);
+        self.into.insert(name.to_string(), value);
     }
 }
 
-impl Visit for EventFields<'_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.put(field, value.into());
     }
@@ -143,7 +211,79 @@ impl Visit for EventFields<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::ansi_wanted;
+    use super::*;
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::prelude::*;
+
+    /// Lines written, shared with the test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn span_fields_sit_at_the_top_level_the_innermost_and_the_latest_winning() {
+        let out = Lines::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(json_layer(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!(
+                "request",
+                workspaceId = "ws-1",
+                runId = tracing::field::Empty,
+                r#type = ?"dispatch"
+            );
+            let _outer = outer.enter();
+            outer.record("runId", "run-1");
+            let inner = tracing::info_span!("st2", workspaceId = "ws-2", attempt = 1u64);
+            let _inner = inner.enter();
+            inner.record("attempt", 2u64);
+            tracing::info!(attempt = 3u64, "called st2");
+            drop(_inner);
+            tracing::warn!("back out");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let (called, back) = (&lines[0], &lines[1]);
+        assert_eq!(called["msg"], "called st2");
+        assert_eq!(called["span"], "st2");
+        assert_eq!(
+            called["workspaceId"], "ws-2",
+            "the inner span wins: {called}"
+        );
+        assert_eq!(
+            called["runId"], "run-1",
+            "recorded after creation: {called}"
+        );
+        assert_eq!(
+            called["type"], "\"dispatch\"",
+            "a raw name loses its r#: {called}"
+        );
+        assert_eq!(called["attempt"], 3, "the event's own field wins: {called}");
+        assert_eq!(
+            (&called["level"], &called["name"]),
+            (&json!("info"), &json!(LOGGER_NAME))
+        );
+        assert_eq!(back["workspaceId"], "ws-1", "{back}");
+        assert_eq!(
+            (&back["span"], back.get("attempt")),
+            (&json!("request"), None)
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

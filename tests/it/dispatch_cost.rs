@@ -168,3 +168,16 @@ async fn st2_refusing_the_parameters_drops_the_cached_schema() {
     dispatch_ok(&s, "refused-3").await;
     assert_eq!(schema_reads(&s), 2, "the fresh schema is cached");
 }
+
+#[tokio::test]
+async fn with_no_schema_cache_each_dispatch_reads_the_schema_once() {
+    let s = stack("dispatch: {schema_cache: {ttl: 0s}}").await;
+    for i in 1..=3 {
+        dispatch_ok(&s, &format!("uncached-{i}")).await;
+        assert_eq!(
+            schema_reads(&s),
+            i,
+            "the secret booking and the payload check share one read per dispatch"
+        );
+    }
+}

@@ -496,6 +496,53 @@ async fn events_queued_at_stop_are_reported_after_the_next_start() {
         .await;
 }
 
+/// st2 refusing the checkpoint read is retried at one depth only: each read is one call that
+/// the st2 client repeats (4 attempts with the default `st2.retry`), then one warning and the
+/// reporter's own pause (0.5 s, then 1 s, with jitter), not a third loop of attempts between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_checkpoint_read_is_retried_by_one_policy() {
+    let w = World::new("itr").await;
+    let checkpoint = format!("/api/v1/keys/{}", w.checkpoint_key());
+    // Two reads' worth of refusals: the third read gets the answer (no key).
+    w.emu.faults().fail_next_on("GET", &checkpoint, 503, 8);
+    let mut adapter = AdapterProcess::start(&w.config("a")).await;
+    adapter
+        .wait_for_line("no usable lifecycle checkpoint", Duration::from_secs(15))
+        .await;
+    let gets = w
+        .emu
+        .request_log()
+        .iter()
+        .filter(|r| r.path == checkpoint && r.method == "GET")
+        .count();
+    assert_eq!(gets, 9, "8 refused, then answered");
+    let warnings: Vec<String> = adapter
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("cannot read the lifecycle checkpoint from st2"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "one warning per refused read: {warnings:#?}"
+    );
+    for (line, (attempt, full)) in warnings.iter().zip([(1, 500), (2, 1_000)]) {
+        assert!(line.contains(&format!("attempt={attempt}")), "{line}");
+        let wait: u64 = line
+            .split("retry_in_ms=")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no retry_in_ms in {line}"));
+        assert!(
+            (full / 2..=full).contains(&wait),
+            "{wait} ms for {full}: {line}"
+        );
+    }
+    let (_, clean) = adapter.terminate().await;
+    assert!(clean);
+}
+
 /// (d) A checkpoint key holding garbage, or deleted by hand: the adapter says so in one
 /// line and a metric, starts from now, and keeps reporting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,9 @@ pub struct Dispatcher {
     schemas: Arc<SchemaCache>,
     /// One schema read per action at a time.
     schema_reads: Flights,
+    /// The schema (with its action) this dispatch's secret booking already read, so the
+    /// payload check does not read it again when the cache keeps nothing (`ttl: 0s`).
+    read: Option<(String, Arc<ActionParameters>)>,
     /// Set once st2 refused the traces API (404/403): from then on keys are looked up with
     /// the context filter, and the warning about it has been logged.
     no_traces: Arc<AtomicBool>,
@@ -116,6 +119,7 @@ impl Dispatcher {
             gate: None,
             schemas: Arc::new(SchemaCache::new(SchemaCacheConfig::default())),
             schema_reads: Flights::default(),
+            read: None,
             no_traces: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -129,6 +133,11 @@ impl Dispatcher {
     /// `action`'s merged parameter schema: the one read less than `dispatch.schema_cache.ttl`
     /// ago, else st2's.
     pub async fn parameters(&self, action: &str) -> Result<Arc<ActionParameters>, St2Error> {
+        if let Some((read, schema)) = &self.read
+            && read == action
+        {
+            return Ok(schema.clone());
+        }
         if let Some(schema) = self.schemas.get(action) {
             return Ok(schema);
         }
@@ -141,6 +150,15 @@ impl Dispatcher {
         let schema = Arc::new(self.st2.action_parameters(action).await?);
         self.schemas.put(action, schema.clone());
         Ok(schema)
+    }
+
+    /// This dispatcher for one dispatch that has just read `action`'s `schema`: its payload is
+    /// checked against that schema, not a second read.
+    pub fn having_read(&self, action: &str, schema: Arc<ActionParameters>) -> Self {
+        Self {
+            read: Some((action.to_string(), schema)),
+            ..self.clone()
+        }
     }
 
     /// Cancels an execution whose synchronous wait ran out instead of leaving it running.
@@ -323,7 +341,11 @@ impl Dispatcher {
         err: &St2Error,
     ) -> DispatchError {
         self.schemas.drop_action(&action.to_string());
-        match self.checked_parameters(req, action).await {
+        let fresh = Self {
+            read: None,
+            ..self.clone()
+        };
+        match fresh.checked_parameters(req, action).await {
             Err(refusal) => refusal,
             Ok(()) => unfit(format!(
                 "st2 refused {action}'s parameters: {}; change the payload to fit the action",

@@ -3,123 +3,63 @@
 //! and an action's entry is dropped as soon as st2 refuses parameters the cached schema let
 //! through. Bounded in entries and in bytes; the oldest entries go first.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::time::Instant;
-
 use crate::core::config::SchemaCacheConfig;
+use st2_basics::{BoundedMap, Bounds};
 use st2_client::models::ActionParameters;
-
-/// What one entry costs beyond its schema's JSON: the key twice (map and order) and the
-/// bookkeeping around them.
-const ENTRY_OVERHEAD: usize = 128;
-
-struct Entry {
-    schema: Arc<ActionParameters>,
-    fetched: Instant,
-    /// Which put made it, to tell its order record from those of entries it replaced.
-    seq: u64,
-    bytes: usize,
-}
-
-#[derive(Default)]
-struct Inner {
-    entries: HashMap<String, Entry>,
-    /// Keys oldest first; a key may appear again after it was replaced (stale ones are
-    /// skipped when met).
-    order: VecDeque<(String, u64)>,
-    bytes: usize,
-    next_seq: u64,
-}
 
 /// The parameter schemas of one st2 credential's actions (RBAC may show each credential
 /// different actions, so every dispatcher holds its own).
 pub struct SchemaCache {
-    cfg: SchemaCacheConfig,
-    inner: Mutex<Inner>,
+    keeps: bool,
+    inner: Mutex<BoundedMap<String, Arc<ActionParameters>>>,
 }
 
 impl SchemaCache {
     /// An empty cache bounded by `cfg`; a zero TTL keeps nothing.
     pub fn new(cfg: SchemaCacheConfig) -> Self {
         Self {
-            cfg,
-            inner: Mutex::new(Inner::default()),
+            keeps: !cfg.ttl.is_zero(),
+            inner: Mutex::new(BoundedMap::new(Bounds {
+                max_entries: cfg.max_entries,
+                max_bytes: cfg.max_bytes,
+                ttl: Some(cfg.ttl),
+            })),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoundedMap<String, Arc<ActionParameters>>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The schema of `action` if it was read less than the TTL ago.
     pub fn get(&self, action: &str) -> Option<Arc<ActionParameters>> {
-        let inner = self.lock();
-        let entry = inner.entries.get(action)?;
-        (entry.fetched.elapsed() < self.cfg.ttl).then(|| entry.schema.clone())
+        self.lock().get(action).cloned()
     }
 
     /// Keeps `schema` (just read from st2) for `action`, evicting the oldest entries until
     /// both bounds hold. A schema larger than the whole byte bound is not kept.
     pub fn put(&self, action: &str, schema: Arc<ActionParameters>) {
-        if self.cfg.ttl.is_zero() {
+        if !self.keeps {
             return;
         }
+        // Weighed by its JSON, as st2 sent it, and the key's two copies (map and order).
         let json = serde_json::to_vec(&*schema).map_or(usize::MAX / 2, |v| v.len());
-        let bytes = json + 2 * action.len() + ENTRY_OVERHEAD;
-        if bytes > self.cfg.max_bytes {
-            return;
-        }
-        let fetched = Instant::now();
-        let mut inner = self.lock();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        if let Some(old) = inner.entries.remove(action) {
-            inner.bytes -= old.bytes;
-        }
-        inner.bytes += bytes;
-        inner.entries.insert(
-            action.to_string(),
-            Entry {
-                schema,
-                fetched,
-                seq,
-                bytes,
-            },
-        );
-        inner.order.push_back((action.to_string(), seq));
-        while inner.entries.len() > self.cfg.max_entries || inner.bytes > self.cfg.max_bytes {
-            let Some((key, seq)) = inner.order.pop_front() else {
-                break;
-            };
-            // Only the order record of the entry as it stands evicts it.
-            if inner.entries.get(&key).is_some_and(|e| e.seq == seq)
-                && let Some(gone) = inner.entries.remove(&key)
-            {
-                inner.bytes -= gone.bytes;
-            }
-        }
-        // Replaced and dropped entries leave records behind; keep the list near the map's size.
-        if inner.order.len() > 2 * inner.entries.len() + 16 {
-            let Inner { entries, order, .. } = &mut *inner;
-            order.retain(|(k, seq)| entries.get(k).is_some_and(|e| e.seq == *seq));
-        }
+        self.lock()
+            .insert(action.to_string(), schema, json + 2 * action.len());
     }
 
     /// Forgets `action`'s schema: st2 refused parameters it let through, so it is stale.
     pub fn drop_action(&self, action: &str) {
-        let mut inner = self.lock();
-        if let Some(gone) = inner.entries.remove(action) {
-            inner.bytes -= gone.bytes;
-        }
+        self.lock().remove(action);
     }
 
     /// Entries and bytes held now.
     #[cfg(test)]
     fn size(&self) -> (usize, usize) {
         let inner = self.lock();
-        (inner.entries.len(), inner.bytes)
+        (inner.len(), inner.bytes())
     }
 }
 

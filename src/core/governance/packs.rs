@@ -6,14 +6,13 @@
 //! per cache period.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::time::Instant;
+use st2_basics::{BoundedMap, Bounds};
 
 use crate::core::DispatchError;
 use crate::core::portarium::ErrorKind;
@@ -508,17 +507,26 @@ impl GateRefusal {
 #[derive(Debug)]
 pub struct PackGate {
     policy: PacksPolicy,
-    ttl: Duration,
-    versions: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    /// Installed versions by pack (`None`: not installed). Only packs the policy reviews are
+    /// looked up, so the bounds are far above what a policy names.
+    versions: Mutex<BoundedMap<String, Option<String>>>,
 }
+
+/// Most packs whose installed version is kept.
+const VERSIONS_MAX_ENTRIES: usize = 4_096;
+/// Most bytes the kept versions take.
+const VERSIONS_MAX_BYTES: usize = 1 << 20;
 
 impl PackGate {
     /// A gate for `policy`, reading a pack's installed version at most once per `ttl`.
     pub fn new(policy: PacksPolicy, ttl: Duration) -> Self {
         Self {
             policy,
-            ttl,
-            versions: Mutex::new(HashMap::new()),
+            versions: Mutex::new(BoundedMap::new(Bounds {
+                max_entries: VERSIONS_MAX_ENTRIES,
+                max_bytes: VERSIONS_MAX_BYTES,
+                ttl: Some(ttl),
+            })),
         }
     }
 
@@ -554,8 +562,9 @@ impl PackGate {
         self.versions
             .lock()
             .expect("cache lock")
-            .get(pack)
-            .and_then(|(_, v)| v.clone())
+            .peek(pack)
+            .cloned()
+            .flatten()
     }
 
     async fn installed_version(
@@ -563,9 +572,7 @@ impl PackGate {
         st2: &St2Client,
         pack: &str,
     ) -> Result<Option<String>, St2Error> {
-        if let Some((at, v)) = self.versions.lock().expect("cache lock").get(pack)
-            && at.elapsed() < self.ttl
-        {
+        if let Some(v) = self.versions.lock().expect("cache lock").get(pack) {
             return Ok(v.clone());
         }
         let version = match st2.packs().get(pack).await {
@@ -573,10 +580,12 @@ impl PackGate {
             Err(St2Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
+        // The pack ref's two copies (map and order) and the version.
+        let weight = 2 * pack.len() + version.as_ref().map_or(0, String::len);
         self.versions
             .lock()
             .expect("cache lock")
-            .insert(pack.to_string(), (Instant::now(), version.clone()));
+            .insert(pack.to_string(), version.clone(), weight);
         Ok(version)
     }
 }

@@ -6,33 +6,24 @@
 //! `show_secrets`. Where st2 does show them, they are read from st2 (see
 //! [`crate::core::Tenant::secrets_of`]) and the key's entry is marked confirmed; where it does
 //! not, the book is what is left: every secret value of every request this process saw under
-//! the key. The book is bounded in bytes; the oldest keys are forgotten first.
+//! the key. The book is bounded in bytes; the keys booked to longest ago
+//! are forgotten first ([`st2_basics::bounded`]'s order).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use st2_basics::{BoundedMap, Bounds};
+
 /// Bytes the book holds by default: some thousands of dispatches' secrets.
 pub const DEFAULT_BOOK_BYTES: usize = 4 << 20;
-/// What an entry costs beyond its key and values (map slot, vector headers).
-const ENTRY_OVERHEAD: usize = 96;
 
 /// Secret values per dispatch key, bounded in bytes.
 #[derive(Debug)]
 pub struct SecretBook {
-    inner: Mutex<Book>,
+    inner: Mutex<BoundedMap<String, Entry>>,
     /// Set once st2 answered `show_secrets` with masked values (RBAC on, no admin): asking
     /// again would only cost a request per answer.
     st2_hides: AtomicBool,
-}
-
-#[derive(Debug, Default)]
-struct Book {
-    entries: HashMap<String, Entry>,
-    /// Keys, oldest first, for forgetting.
-    order: VecDeque<String>,
-    bytes: usize,
-    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -43,8 +34,9 @@ struct Entry {
 }
 
 impl Entry {
-    fn cost(&self, key: &str) -> usize {
-        ENTRY_OVERHEAD + key.len() + self.values.iter().map(String::len).sum::<usize>()
+    /// Its weight in the book: the key's two copies (map and order) and the values.
+    fn weight(&self, key: &str) -> usize {
+        2 * key.len() + self.values.iter().map(String::len).sum::<usize>()
     }
 }
 
@@ -58,55 +50,45 @@ impl SecretBook {
     /// A book holding at most `max_bytes` of keys and values.
     pub fn new(max_bytes: usize) -> Self {
         Self {
-            inner: Mutex::new(Book {
+            // The byte bound is the one that matters: an entry costs at least its overhead,
+            // so the entry bound follows from it.
+            inner: Mutex::new(BoundedMap::new(Bounds {
+                max_entries: usize::MAX,
                 max_bytes,
-                ..Book::default()
-            }),
+                ttl: None,
+            })),
             st2_hides: AtomicBool::new(false),
         }
     }
 
     /// Adds `values` to what is known of `key`; `confirmed` when they are the execution's own,
-    /// as st2 showed them.
+    /// as st2 showed them. The key becomes the newest of the book.
     pub fn remember(&self, key: &str, values: &[String], confirmed: bool) {
         if values.is_empty() && !confirmed {
             return;
         }
         let mut book = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let book = &mut *book;
-        let before = book.entries.get(key).map_or(0, |e| e.cost(key));
-        let entry = book.entries.entry(key.to_string()).or_insert_with(|| {
-            book.order.push_back(key.to_string());
-            Entry::default()
-        });
+        let mut entry = book.remove(key).unwrap_or_default();
         for v in values {
             if !entry.values.contains(v) {
                 entry.values.push(v.clone());
             }
         }
         entry.confirmed |= confirmed;
-        book.bytes = book.bytes - before + entry.cost(key);
-        while book.bytes > book.max_bytes {
-            let Some(oldest) = book.order.pop_front() else {
-                break;
-            };
-            if let Some(gone) = book.entries.remove(&oldest) {
-                book.bytes -= gone.cost(&oldest);
-            }
-        }
+        let weight = entry.weight(key);
+        book.insert(key.to_string(), entry, weight);
     }
 
     /// The values known for `key`, and whether they are confirmed by st2.
     pub fn recall(&self, key: &str) -> (Vec<String>, bool) {
         let book = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        book.entries
-            .get(key)
+        book.get(key)
             .map_or((Vec::new(), false), |e| (e.values.clone(), e.confirmed))
     }
 
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).bytes()
     }
 
     /// Whether st2 was seen hiding secrets from this adapter's credentials.
@@ -128,6 +110,7 @@ impl SecretBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use st2_basics::bounded::ENTRY_OVERHEAD;
 
     fn values(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -6,7 +6,7 @@ use st2_basics::Backoff;
 use super::TenantClients;
 use crate::events::Inbound;
 use crate::events::config::InboundNatsConfig;
-use crate::events::inbound::{InboundError, Outcome};
+use crate::events::inbound::{InboundError, Outcome, Received};
 
 /// Takes Portarium's events from JetStream (`events.inbound.nats`) through a durable pull
 /// consumer and runs each through the same checks as `POST /v1/events`, the tenant being the
@@ -90,17 +90,15 @@ async fn handle(
     tenants: &TenantClients,
     payload: &[u8],
 ) -> Result<(), InboundError> {
-    let tenant_id = serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| v["tenantid"].as_str().map(str::to_string))
-        .ok_or_else(|| InboundError::Malformed("no tenantid".into()))?;
+    let received = Received::parse(payload)?;
+    let tenant_id = received.tenantid().to_string();
     let Some(st2) = tenants(&tenant_id) else {
         return Err(InboundError::WrongTenant {
             event: tenant_id,
             caller: "any configured tenant".into(),
         });
     };
-    match inbound.accept(&tenant_id, payload, &st2).await {
+    match inbound.accept(&tenant_id, received, &st2).await {
         Ok((event, Outcome::Fired { target })) => {
             tracing::info!(id = %event.id, %target, "Portarium event fired an st2 trigger");
             Ok(())

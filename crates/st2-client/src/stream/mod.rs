@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use st2_basics::{BackoffConfig, FieldError, duration};
-use tokio::time::Instant;
+// The submodules' timer branch that may be off.
+use st2_basics::sleep_until_some as sleep_until;
 
 /// `st2.stream`: following executions through st2's event stream.
 #[derive(Debug, Clone, Deserialize)]
@@ -152,13 +153,5 @@ impl StreamConfig {
                 ),
             );
         }
-    }
-}
-
-/// Sleeps until `at`, or forever when there is no `at` (a `select!` branch that is off).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
