@@ -476,7 +476,7 @@ impl Dispatcher {
         request.trace_tag = Some(key.to_string());
         let mut pause = CREATE_RETRY_FIRST;
         for attempt in 1..=CREATE_ATTEMPTS {
-            let err = match self.st2.executions().create(&request).await {
+            let err = match self.st2.executions().create_brief(&request).await {
                 Ok(created) => return Ok(created),
                 Err(e) => e,
             };

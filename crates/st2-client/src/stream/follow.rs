@@ -3,7 +3,7 @@
 //! stream, merged into one sequence in execution order.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,11 +21,71 @@ pub const MAX_FOLLOW: Duration = Duration::from_secs(24 * 3600);
 /// the terminal status is reported anyway (st2 has then sent no `EOF` through reopenings).
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
 
+/// One snapshot of an execution as the watcher holds it: whole, or, for an intermediate
+/// stream event, only its head (id, status, times, log) with the text it came as, decoded
+/// whole the first time somebody needs it. Waits need only the head of every snapshot before
+/// the terminal one, and building st2's whole document was most of the stream's cost.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    head: Arc<Execution>,
+    /// The JSON text of a head-only snapshot.
+    text: Option<String>,
+    whole: OnceLock<Arc<Execution>>,
+}
+
+impl Snapshot {
+    /// A snapshot read whole.
+    pub fn whole(execution: Arc<Execution>) -> Self {
+        Self {
+            head: execution,
+            text: None,
+            whole: OnceLock::new(),
+        }
+    }
+
+    /// A snapshot of which only `head` was read from `text`.
+    pub fn head_of(head: Execution, text: String) -> Self {
+        Self {
+            head: Arc::new(head),
+            text: Some(text),
+            whole: OnceLock::new(),
+        }
+    }
+
+    /// Id, status, times and log; the rest may be empty (see [`Snapshot::execution`]).
+    pub fn head(&self) -> &Arc<Execution> {
+        &self.head
+    }
+
+    /// Whether the snapshot shows a terminal status.
+    pub fn is_terminal(&self) -> bool {
+        self.head.is_terminal()
+    }
+
+    /// The whole execution, decoded from its text at the first call. A text whose head read
+    /// but whose whole does not (a field of the wrong type) gives the head, logged: the
+    /// status it showed still counts.
+    pub fn execution(&self) -> Arc<Execution> {
+        let Some(text) = &self.text else {
+            return self.head.clone();
+        };
+        self.whole
+            .get_or_init(|| match serde_json::from_str(text) {
+                Ok(e) => Arc::new(e),
+                Err(error) => {
+                    tracing::warn!(execution = %self.head.id, %error, "an st2 stream event holds a valid status but not a valid execution; only its id, status and times are known");
+                    self.head.clone()
+                }
+            })
+            .clone()
+    }
+}
+
 /// What the followers of one execution have seen, newest only.
 #[derive(Debug, Clone)]
 pub(super) enum Seen {
     Nothing,
-    Snapshot(Arc<Execution>),
+    Snapshot(Arc<Snapshot>),
     Gone,
     Failed(Arc<St2Error>),
 }
@@ -178,6 +238,7 @@ impl Start {
         });
         Following {
             registration,
+            whole: self.output,
             output,
             shown: None,
             terminal: None,
@@ -190,6 +251,9 @@ impl Start {
 /// A follow under way.
 struct Following {
     registration: Registration,
+    /// Whether intermediate statuses are handed out whole (a follow) or only their head is
+    /// (a wait, which reads nothing but the status until the terminal snapshot, always whole).
+    whole: bool,
     output: Option<OutputStream>,
     /// The last status reported.
     shown: Option<ExecutionStatus>,
@@ -236,11 +300,16 @@ impl Following {
                 Woke::Seen(Seen::Gone) => return self.last(ExecutionEvent::Gone),
                 Woke::Seen(Seen::Failed(e)) => return self.last(ExecutionEvent::Failed(e)),
                 Woke::Seen(Seen::Snapshot(e)) if e.is_terminal() => {
-                    self.terminal = Some((e, Instant::now() + OUTPUT_DRAIN));
+                    self.terminal = Some((e.execution(), Instant::now() + OUTPUT_DRAIN));
                 }
                 Woke::Seen(Seen::Snapshot(e)) => {
-                    if let Some(status) = e.status.clone().filter(|s| self.is_news(s)) {
+                    if let Some(status) = e.head().status.clone().filter(|s| self.is_news(s)) {
                         self.shown = Some(status);
+                        let e = if self.whole {
+                            e.execution()
+                        } else {
+                            e.head().clone()
+                        };
                         return Some(ExecutionEvent::Status(e));
                     }
                 }

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
 use super::StreamConfig;
-use super::follow::{Follow, Seen};
+use super::follow::{Follow, Seen, Snapshot};
 use crate::{Execution, ExecutionStatus, St2Client, St2Error};
 
 /// How many snapshots `updates()` buffers per receiver before a slow one starts losing the
@@ -257,7 +257,7 @@ struct State {
     following: HashMap<String, Entry>,
     finished: Bounded<Finished>,
     /// The latest snapshot of every execution seen non-terminal.
-    in_flight: Bounded<Arc<Execution>>,
+    in_flight: Bounded<Arc<Snapshot>>,
     /// Executions the poll loop reads at once, whatever the stream's state: new follows
     /// that the stream cannot be known to cover.
     urgent: HashSet<String>,
@@ -316,24 +316,27 @@ impl Hub {
 
     /// Takes in one snapshot from any source: fans it out, remembers it, wakes its followers.
     pub fn observe(&self, execution: Execution) {
-        self.take_in(execution, None);
+        self.take_in(Snapshot::whole(Arc::new(execution)), None);
     }
 
     /// [`Hub::observe`], with the length of the JSON text the execution was read from standing
     /// in for its size: serialising every stream event again only to count its bytes was a
     /// tenth of the stream's CPU. The two differ only by whitespace and escapes (st2 writes
     /// `", "` separators and `\u` escapes, so its text is the longer), so the caches stay
-    /// bounded in bytes.
-    fn take_in(&self, execution: Execution, text_len: Option<usize>) {
-        let execution = Arc::new(execution);
-        // Nobody listening is normal; the snapshot still feeds follows.
-        let _ = self.updates.send(execution.clone());
+    /// bounded in bytes. A head-only snapshot holds that text, so it weighs the same.
+    fn take_in(&self, snapshot: Snapshot, text_len: Option<usize>) {
+        let snapshot = Arc::new(snapshot);
+        // Nobody listening is normal (no event sink); the snapshot still feeds follows. Only
+        // a listener makes a head-only snapshot worth decoding whole.
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(snapshot.execution());
+        }
         let mut st = self.lock();
-        let id = execution.id.as_str();
-        if execution.is_terminal() {
+        let id = snapshot.head().id.as_str();
+        if snapshot.is_terminal() {
             st.in_flight.remove(id);
             let (finished, bytes) = Finished::of(
-                execution.clone(),
+                snapshot.execution(),
                 text_len,
                 self.cfg.cached_execution_max_bytes,
             );
@@ -342,14 +345,14 @@ impl Hub {
             // A late non-terminal snapshot never replaces a terminal one: terminal is final.
             return;
         } else {
-            let bytes = text_len.unwrap_or_else(|| json_size(&*execution));
-            st.in_flight.insert(id, execution.clone(), bytes);
+            let bytes = text_len.unwrap_or_else(|| json_size(&**snapshot.head()));
+            st.in_flight.insert(id, snapshot.clone(), bytes);
         }
         if let Some(entry) = st.following.get(id) {
             entry.seen.send_if_modified(|seen| {
                 let news = !seen.is_final();
                 if news {
-                    *seen = Seen::Snapshot(execution);
+                    *seen = Seen::Snapshot(snapshot);
                 }
                 news
             });
@@ -360,12 +363,12 @@ impl Hub {
     /// time is known. Only the stream advances this; a read while it is down says nothing
     /// about the executions not read.
     /// `text_len`: the length of the event's JSON text.
-    pub fn streamed(&self, execution: Execution, text_len: usize) {
-        if let Some(t) = latest_time(&execution) {
+    pub fn streamed(&self, snapshot: Snapshot, text_len: usize) {
+        if let Some(t) = latest_time(snapshot.head()) {
             let mut st = self.lock();
             st.known_through = Some(st.known_through.map_or(t, |k| k.max(t)));
         }
-        self.take_in(execution, Some(text_len));
+        self.take_in(snapshot, Some(text_len));
     }
 
     /// st2 answered 404 for `id`.
@@ -484,9 +487,9 @@ impl Hub {
             .finished
             .get(id)
             .filter(|f| f.whole)
-            .map(|f| f.snapshot.clone())
+            .map(|f| Arc::new(Snapshot::whole(f.snapshot.clone())))
             .or_else(|| st.in_flight.get(id).cloned())
-            .or_else(|| known.map(|e| Arc::new(e.clone())));
+            .or_else(|| known.map(|e| Arc::new(Snapshot::whole(Arc::new(e.clone())))));
         let covered = self.covered(&st, id, known);
         let entry = st.following.entry(id.to_string()).or_insert_with(|| Entry {
             seen: watch::channel(Seen::Nothing).0,
