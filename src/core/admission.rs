@@ -3,6 +3,7 @@
 //! writes the decision and its outcome to the audit log. Every route calls it; each maps the
 //! `Result` to its own wire contract.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -108,16 +109,17 @@ impl From<Result<Dispatched, DispatchError>> for DispatchResult {
 /// Runs `req` for `tenant` as `mode` asks: the body's tenant must be the caller's, the tenant
 /// may run the action, the pack gate lets its pack run; then st2 runs it. No answer carries a
 /// value the redaction policy holds secret, and the decision and its outcome are audited.
+/// `tenant` and `req` are shared with the task that runs it (see [`detached`]), not copied.
 pub async fn dispatch(
-    tenant: &Tenant,
-    req: DispatchRequest,
+    tenant: &Arc<Tenant>,
+    req: Arc<DispatchRequest>,
     mode: Mode,
 ) -> Result<Dispatched, DispatchError> {
     let action = match admit(tenant, &req).await {
         Ok(action) => action,
         Err(refusal) => return conclude(tenant, &req, Err(refusal), None, None, mode).await,
     };
-    let owned = tenant.clone();
+    let owned = Arc::clone(tenant);
     detached(tenant, async move {
         let tenant = &owned;
         // A dry run starts nothing, so it has no outcome to promise.

@@ -146,11 +146,16 @@ impl Stream for Follow {
 impl Follow {
     /// Follows `id`, seeded with `known` (just read or created), with or without output.
     /// Nothing happens until it is first polled.
-    pub(super) fn new(hub: Arc<Hub>, id: &str, known: Option<&Execution>, output: bool) -> Self {
+    pub(super) fn new(
+        hub: Arc<Hub>,
+        id: &str,
+        known: Option<Arc<Execution>>,
+        output: bool,
+    ) -> Self {
         let start = Start {
             hub,
             id: id.to_string(),
-            known: known.cloned(),
+            known,
             output,
         };
         let events =
@@ -181,15 +186,26 @@ impl Follow {
     /// Consumes the events up to the terminal status, handing each output chunk to
     /// `on_output`; `WaitError` when the deadline, `Gone` or a lasting failure comes first.
     pub async fn until_terminal(
+        self,
+        deadline: Instant,
+        on_output: impl FnMut(OutputChunk),
+    ) -> Result<Execution, WaitError> {
+        self.until_terminal_shared(deadline, on_output)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Follow::until_terminal`], the execution shared with the watcher's cache, not copied.
+    pub(super) async fn until_terminal_shared(
         mut self,
         deadline: Instant,
         mut on_output: impl FnMut(OutputChunk),
-    ) -> Result<Execution, WaitError> {
+    ) -> Result<Arc<Execution>, WaitError> {
         let mut last_status: Option<ExecutionStatus> = None;
         loop {
             let event = tokio::time::timeout_at(deadline, self.next()).await;
             match event {
-                Ok(Some(ExecutionEvent::Status(e))) if e.is_terminal() => return Ok((*e).clone()),
+                Ok(Some(ExecutionEvent::Status(e))) if e.is_terminal() => return Ok(e),
                 Ok(Some(ExecutionEvent::Status(e))) => {
                     last_status = e.status.clone().or(last_status);
                 }
@@ -225,7 +241,7 @@ enum Step {
 struct Start {
     hub: Arc<Hub>,
     id: String,
-    known: Option<Execution>,
+    known: Option<Arc<Execution>>,
     output: bool,
 }
 

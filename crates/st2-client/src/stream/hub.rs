@@ -472,7 +472,7 @@ impl Hub {
     /// Adds a follower of `id`, seeded with the newest snapshot known (the watcher's own, or
     /// `known`). Unless the stream is certain to carry its changes, the poll loop reads it
     /// at once: registered first, then read, so no change falls between the two.
-    pub fn register(self: &Arc<Self>, id: &str, known: Option<&Execution>) -> Registration {
+    pub fn register(self: &Arc<Self>, id: &str, known: Option<&Arc<Execution>>) -> Registration {
         self.poller.get_or_init(|| {
             tokio::spawn(super::poll::run(
                 Arc::downgrade(self),
@@ -489,8 +489,8 @@ impl Hub {
             .filter(|f| f.whole)
             .map(|f| Arc::new(Snapshot::whole(f.snapshot.clone())))
             .or_else(|| st.in_flight.get(id).cloned())
-            .or_else(|| known.map(|e| Arc::new(Snapshot::whole(Arc::new(e.clone())))));
-        let covered = self.covered(&st, id, known);
+            .or_else(|| known.map(|e| Arc::new(Snapshot::whole(e.clone()))));
+        let covered = self.covered(&st, id, known.map(|e| &**e));
         let entry = st.following.entry(id.to_string()).or_insert_with(|| Entry {
             seen: watch::channel(Seen::Nothing).0,
             followers: 0,
@@ -672,8 +672,24 @@ impl ExecutionWatcher {
         if execution.is_terminal() {
             return Ok(execution.clone());
         }
-        Follow::new(self.hub.clone(), &execution.id, Some(execution), false)
-            .until_terminal(deadline, |_| {})
+        self.wait_shared(Arc::new(execution.clone()), deadline)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// [`ExecutionWatcher::wait_for`] without copying: `execution` seeds the follow as it
+    /// is, and the terminal execution is the one the watcher holds.
+    pub async fn wait_shared(
+        &self,
+        execution: Arc<Execution>,
+        deadline: Instant,
+    ) -> Result<Arc<Execution>, WaitError> {
+        if execution.is_terminal() {
+            return Ok(execution);
+        }
+        let id = execution.id.clone();
+        Follow::new(self.hub.clone(), &id, Some(execution), false)
+            .until_terminal_shared(deadline, |_| {})
             .await
     }
 

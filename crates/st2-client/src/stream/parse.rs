@@ -74,7 +74,7 @@ impl SseParser {
                 chunk = &chunk[1..];
             }
         }
-        while let Some(end) = chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) {
             let (whole, rest) = (&chunk[..end], &chunk[end + 1..]);
             let ending = chunk[end];
             // A line wholly inside this chunk is read where it is; only one that began in
