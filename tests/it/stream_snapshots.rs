@@ -109,3 +109,48 @@ async fn a_wait_ends_with_the_whole_terminal_execution_as_st2_holds_it() {
     assert_eq!(done.end_timestamp, read.end_timestamp);
     assert_eq!(done.log, read.log);
 }
+
+#[tokio::test]
+async fn a_head_wait_ends_with_st2s_outcome_and_the_finished_execution_stays_whole_for_others() {
+    let (emu, st2, w) = streaming().await;
+    let created = start(&st2).await;
+    let done = w
+        .wait_head(
+            std::sync::Arc::new(created.clone()),
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let read = st2.executions().get(&created.id).send().await.unwrap();
+    assert_eq!(done.id, read.id);
+    assert_eq!(done.status, read.status);
+    assert_eq!(done.result, read.result);
+    assert_eq!(done.end_timestamp, read.end_timestamp);
+    // Later waits and follows are served from the watcher's memory, whole, without reading
+    // the execution (the output stream's own status check asks st2 for id and status only).
+    let reads = || {
+        emu.request_log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&created.id))
+            .filter(|r| !r.query.as_deref().unwrap_or("").contains("include"))
+            .count()
+    };
+    let before = reads();
+    let again = w
+        .wait_for(&created, Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_whole(&again, "waited again");
+    assert_eq!(again.result, read.result);
+    let events: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(5),
+        w.follow(&created.id).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    match events.last() {
+        Some(ExecutionEvent::Status(e)) => assert_whole(e, "followed again"),
+        other => panic!("a follow of a finished execution ends with it: {other:?}"),
+    }
+    assert_eq!(reads(), before, "answered from the watcher's memory");
+}

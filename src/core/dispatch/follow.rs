@@ -23,11 +23,7 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<Dispatched, DispatchError> {
         let created_status = execution.status.clone();
-        match self
-            .watcher
-            .wait_shared(Arc::new(execution), deadline)
-            .await
-        {
+        match self.watcher.wait_head(Arc::new(execution), deadline).await {
             Ok(done) => match done.status.clone() {
                 Some(status) => outcome(&done, &status),
                 None => Err(still_running(&done.id, None)),

@@ -120,11 +120,11 @@ impl<'de> Deserialize<'de> for Execution {
 }
 
 /// Only the head of an execution: `id`, `status`, `start_timestamp`, `end_timestamp`,
-/// `elapsed_seconds` and `log`; every other field is checked as JSON and skipped without
-/// being built, and is empty in the [`Execution`] it holds.
+/// `elapsed_seconds`, `log`, `result` and `result_size`; every other field is checked as
+/// JSON and skipped without being built, and is empty in the [`Execution`] it holds.
 ///
-/// For snapshots read only to follow a status (st2's intermediate stream events), where
-/// building the whole document is most of the cost.
+/// For snapshots read only to follow a status to its outcome (st2's stream events), where
+/// building the whole document (its `action` and `runner` above all) is most of the cost.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExecutionHead(pub Execution);
 
@@ -154,7 +154,7 @@ enum Depth {
     Whole,
     /// Without `action` and `runner`.
     Created,
-    /// Only what following a status needs.
+    /// Only what following a status to its outcome needs.
     Head,
 }
 
@@ -166,7 +166,13 @@ impl Depth {
             Self::Created => !matches!(key, "action" | "runner"),
             Self::Head => matches!(
                 key,
-                "id" | "status" | "start_timestamp" | "end_timestamp" | "elapsed_seconds" | "log"
+                "id" | "status"
+                    | "start_timestamp"
+                    | "end_timestamp"
+                    | "elapsed_seconds"
+                    | "log"
+                    | "result"
+                    | "result_size"
             ),
         }
     }

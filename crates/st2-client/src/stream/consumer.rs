@@ -137,14 +137,9 @@ fn take(hub: &Hub, ev: SseEvent) {
     }
 }
 
-/// An event's execution: whole when terminal, else only its head, the rest kept as text
-/// until somebody needs it.
+/// An event's execution: its head, the rest kept as text until somebody needs it whole.
 fn decode(text: String) -> serde_json::Result<Snapshot> {
     let ExecutionHead(head) = serde_json::from_str(&text)?;
-    if head.is_terminal() {
-        let whole: Execution = serde_json::from_str(&text)?;
-        return Ok(Snapshot::whole(Arc::new(whole)));
-    }
     Ok(Snapshot::head_of(head, text))
 }
 

@@ -21,10 +21,11 @@ pub const MAX_FOLLOW: Duration = Duration::from_secs(24 * 3600);
 /// the terminal status is reported anyway (st2 has then sent no `EOF` through reopenings).
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
 
-/// One snapshot of an execution as the watcher holds it: whole, or, for an intermediate
-/// stream event, only its head (id, status, times, log) with the text it came as, decoded
-/// whole the first time somebody needs it. Waits need only the head of every snapshot before
-/// the terminal one, and building st2's whole document was most of the stream's cost.
+/// One snapshot of an execution as the watcher holds it: whole (read over REST), or, for a
+/// stream event, only its head (id, status, times, log, result) with the text it came as,
+/// decoded whole the first time somebody needs it. A dispatch's wait needs only heads, and
+/// building st2's whole document (its action and runner type above all) was most of the
+/// stream's cost.
 #[derive(Debug)]
 pub(super) struct Snapshot {
     head: Arc<Execution>,
@@ -52,9 +53,16 @@ impl Snapshot {
         }
     }
 
-    /// Id, status, times and log; the rest may be empty (see [`Snapshot::execution`]).
+    /// Id, status, times, log and result; the rest may be empty (see
+    /// [`Snapshot::execution`]).
     pub fn head(&self) -> &Arc<Execution> {
         &self.head
+    }
+
+    /// The whole execution when it is already decoded, else its head: what a caller that
+    /// needs no more than the head gets without a decode.
+    fn head_or_whole(&self) -> Arc<Execution> {
+        self.whole.get().unwrap_or(&self.head).clone()
     }
 
     /// Whether the snapshot shows a terminal status.
@@ -79,6 +87,18 @@ impl Snapshot {
             })
             .clone()
     }
+}
+
+/// How much of each status snapshot a follow hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Statuses {
+    /// Every one whole: a follow's caller sees them all.
+    Whole,
+    /// Only the terminal one whole: a wait reads nothing but the status of those before it.
+    TerminalWhole,
+    /// Heads only (id, status, times, log, result), whole when already decoded: a wait
+    /// whose caller needs no more.
+    Heads,
 }
 
 /// What the followers of one execution have seen, newest only.
@@ -151,12 +171,14 @@ impl Follow {
         id: &str,
         known: Option<Arc<Execution>>,
         output: bool,
+        statuses: Statuses,
     ) -> Self {
         let start = Start {
             hub,
             id: id.to_string(),
             known,
             output,
+            statuses,
         };
         let events =
             futures_util::stream::unfold(Step::Start(Box::new(start)), |step| async move {
@@ -243,6 +265,7 @@ struct Start {
     id: String,
     known: Option<Arc<Execution>>,
     output: bool,
+    statuses: Statuses,
 }
 
 impl Start {
@@ -254,7 +277,7 @@ impl Start {
         });
         Following {
             registration,
-            whole: self.output,
+            statuses: self.statuses,
             output,
             shown: None,
             terminal: None,
@@ -267,9 +290,7 @@ impl Start {
 /// A follow under way.
 struct Following {
     registration: Registration,
-    /// Whether intermediate statuses are handed out whole (a follow) or only their head is
-    /// (a wait, which reads nothing but the status until the terminal snapshot, always whole).
-    whole: bool,
+    statuses: Statuses,
     output: Option<OutputStream>,
     /// The last status reported.
     shown: Option<ExecutionStatus>,
@@ -316,15 +337,18 @@ impl Following {
                 Woke::Seen(Seen::Gone) => return self.last(ExecutionEvent::Gone),
                 Woke::Seen(Seen::Failed(e)) => return self.last(ExecutionEvent::Failed(e)),
                 Woke::Seen(Seen::Snapshot(e)) if e.is_terminal() => {
-                    self.terminal = Some((e.execution(), Instant::now() + OUTPUT_DRAIN));
+                    let e = match self.statuses {
+                        Statuses::Heads => e.head_or_whole(),
+                        Statuses::Whole | Statuses::TerminalWhole => e.execution(),
+                    };
+                    self.terminal = Some((e, Instant::now() + OUTPUT_DRAIN));
                 }
                 Woke::Seen(Seen::Snapshot(e)) => {
                     if let Some(status) = e.head().status.clone().filter(|s| self.is_news(s)) {
                         self.shown = Some(status);
-                        let e = if self.whole {
-                            e.execution()
-                        } else {
-                            e.head().clone()
+                        let e = match self.statuses {
+                            Statuses::Whole => e.execution(),
+                            Statuses::TerminalWhole | Statuses::Heads => e.head_or_whole(),
                         };
                         return Some(ExecutionEvent::Status(e));
                     }

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
 use super::StreamConfig;
-use super::follow::{Follow, Seen, Snapshot};
+use super::follow::{Follow, Seen, Snapshot, Statuses};
 use crate::{Execution, ExecutionStatus, St2Client, St2Error};
 
 /// How many snapshots `updates()` buffers per receiver before a slow one starts losing the
@@ -190,39 +190,41 @@ impl<V> Bounded<V> {
     }
 }
 
-/// A finished execution as remembered: whole when small, else only its id and status (the
-/// whole is read from st2 again when a follow needs it).
+/// A finished execution as remembered: whole when small (a stream event's still as its text,
+/// decoded when somebody needs it whole), else only its id, status and times (the whole is
+/// read from st2 again when a follow needs it).
 struct Finished {
-    snapshot: Arc<Execution>,
+    snapshot: Arc<Snapshot>,
     whole: bool,
 }
 
 impl Finished {
-    /// `execution` whole if its JSON is at most `max_whole` bytes, else its summary; with the
+    /// `snapshot` whole if its JSON is at most `max_whole` bytes, else its summary; with the
     /// bytes it takes.
     /// `size`: the execution's size as JSON when known (the text it was read from).
-    fn of(execution: Arc<Execution>, size: Option<usize>, max_whole: usize) -> (Self, usize) {
-        let size = size.unwrap_or_else(|| json_size(&*execution));
+    fn of(snapshot: Arc<Snapshot>, size: Option<usize>, max_whole: usize) -> (Self, usize) {
+        let size = size.unwrap_or_else(|| json_size(&**snapshot.head()));
         if size <= max_whole {
             return (
                 Self {
-                    snapshot: execution,
+                    snapshot,
                     whole: true,
                 },
                 size,
             );
         }
+        let head = snapshot.head();
         let summary = Execution {
-            id: execution.id.clone(),
-            status: execution.status.clone(),
-            start_timestamp: execution.start_timestamp,
-            end_timestamp: execution.end_timestamp,
+            id: head.id.clone(),
+            status: head.status.clone(),
+            start_timestamp: head.start_timestamp,
+            end_timestamp: head.end_timestamp,
             ..Execution::default()
         };
         let size = json_size(&summary);
         (
             Self {
-                snapshot: Arc::new(summary),
+                snapshot: Arc::new(Snapshot::whole(Arc::new(summary))),
                 whole: false,
             },
             size,
@@ -336,7 +338,7 @@ impl Hub {
         if snapshot.is_terminal() {
             st.in_flight.remove(id);
             let (finished, bytes) = Finished::of(
-                snapshot.execution(),
+                snapshot.clone(),
                 text_len,
                 self.cfg.cached_execution_max_bytes,
             );
@@ -487,7 +489,7 @@ impl Hub {
             .finished
             .get(id)
             .filter(|f| f.whole)
-            .map(|f| Arc::new(Snapshot::whole(f.snapshot.clone())))
+            .map(|f| f.snapshot.clone())
             .or_else(|| st.in_flight.get(id).cloned())
             .or_else(|| known.map(|e| Arc::new(Snapshot::whole(e.clone()))));
         let covered = self.covered(&st, id, known.map(|e| &**e));
@@ -651,13 +653,13 @@ impl ExecutionWatcher {
     /// Execution `id` as events in execution order: its statuses, its output, then its
     /// terminal status or `Gone`; see [`Follow`] for the order and the bounds.
     pub fn follow(&self, id: &str) -> Follow {
-        Follow::new(self.hub.clone(), id, None, true)
+        Follow::new(self.hub.clone(), id, None, true, Statuses::Whole)
     }
 
     /// Resolves with the execution as soon as a terminal status is seen for `id` — from the
     /// stream, a reconciliation, or the poll loop — or fails at `deadline`.
     pub async fn wait_terminal(&self, id: &str, deadline: Instant) -> Result<Execution, WaitError> {
-        Follow::new(self.hub.clone(), id, None, false)
+        Follow::new(self.hub.clone(), id, None, false, Statuses::TerminalWhole)
             .until_terminal(deadline, |_| {})
             .await
     }
@@ -672,14 +674,23 @@ impl ExecutionWatcher {
         if execution.is_terminal() {
             return Ok(execution.clone());
         }
-        self.wait_shared(Arc::new(execution.clone()), deadline)
-            .await
-            .map(Arc::unwrap_or_clone)
+        let known = Arc::new(execution.clone());
+        Follow::new(
+            self.hub.clone(),
+            &execution.id,
+            Some(known),
+            false,
+            Statuses::TerminalWhole,
+        )
+        .until_terminal(deadline, |_| {})
+        .await
     }
 
-    /// [`ExecutionWatcher::wait_for`] without copying: `execution` seeds the follow as it
-    /// is, and the terminal execution is the one the watcher holds.
-    pub async fn wait_shared(
+    /// [`ExecutionWatcher::wait_for`] for a caller that needs only the terminal execution's
+    /// id, status, times, log and result, without copies: `execution` seeds the follow as it
+    /// is, and the answer is the watcher's own snapshot — whole when it was read over REST or
+    /// already decoded, else what st2's event carried of those fields (the rest empty).
+    pub async fn wait_head(
         &self,
         execution: Arc<Execution>,
         deadline: Instant,
@@ -688,9 +699,15 @@ impl ExecutionWatcher {
             return Ok(execution);
         }
         let id = execution.id.clone();
-        Follow::new(self.hub.clone(), &id, Some(execution), false)
-            .until_terminal_shared(deadline, |_| {})
-            .await
+        Follow::new(
+            self.hub.clone(),
+            &id,
+            Some(execution),
+            false,
+            Statuses::Heads,
+        )
+        .until_terminal_shared(deadline, |_| {})
+        .await
     }
 
     /// Every execution snapshot observed (stream events, reconciliation reads, reads by
@@ -726,7 +743,8 @@ impl ExecutionWatcher {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bounded, Execution, Finished};
+    use super::{Bounded, Execution, Finished, Snapshot};
+    use crate::models::ExecutionHead;
     use std::sync::Arc;
 
     #[test]
@@ -762,15 +780,16 @@ mod tests {
             result: Some(serde_json::json!({"stdout": "x".repeat(500_000)})),
             ..Execution::default()
         };
-        let (summary, bytes) = Finished::of(Arc::new(e.clone()), None, 16 * 1024);
+        let whole = |e: &Execution| Arc::new(Snapshot::whole(Arc::new(e.clone())));
+        let (summary, bytes) = Finished::of(whole(&e), None, 16 * 1024);
         assert!(!summary.whole);
         assert!(bytes < 200, "{bytes} bytes");
-        assert_eq!(summary.snapshot.status, e.status);
-        assert!(summary.snapshot.result.is_none());
+        assert_eq!(summary.snapshot.head().status, e.status);
+        assert!(summary.snapshot.execution().result.is_none());
         e.result = Some(serde_json::json!({"stdout": "small"}));
-        let (whole, _) = Finished::of(Arc::new(e.clone()), None, 16 * 1024);
-        assert!(whole.whole);
-        assert_eq!(*whole.snapshot, e);
+        let (kept, _) = Finished::of(whole(&e), None, 16 * 1024);
+        assert!(kept.whole);
+        assert_eq!(*kept.snapshot.execution(), e);
     }
 
     #[test]
@@ -779,10 +798,13 @@ mod tests {
         let text = r#"{"id": "e1", "status": "succeeded", "result": {"stdout": "caf\u00e9 \u2713\n"}, "parameters": {}, "context": {"user": "st2admin"}}"#;
         let e: Execution = serde_json::from_str(text).unwrap();
         assert!(super::json_size(&e) <= text.len());
-        let (finished, bytes) = Finished::of(Arc::new(e.clone()), Some(text.len()), 16 * 1024);
+        let ExecutionHead(head) = serde_json::from_str(text).unwrap();
+        let streamed = Arc::new(Snapshot::head_of(head, text.to_string()));
+        let (finished, bytes) = Finished::of(streamed.clone(), Some(text.len()), 16 * 1024);
         assert!(finished.whole);
         assert_eq!(bytes, text.len(), "weighed without writing it out again");
-        let (summary, _) = Finished::of(Arc::new(e), Some(20_000), 16 * 1024);
+        assert_eq!(*finished.snapshot.execution(), e, "decoded whole on demand");
+        let (summary, _) = Finished::of(streamed, Some(20_000), 16 * 1024);
         assert!(!summary.whole, "the text's length decides");
     }
 }

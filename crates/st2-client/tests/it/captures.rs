@@ -633,7 +633,7 @@ fn recorded_execution_texts() -> Vec<(String, String)> {
 }
 
 #[test]
-fn an_execution_read_by_its_head_carries_the_same_id_status_and_times_as_read_whole() {
+fn an_execution_read_by_its_head_carries_the_same_id_status_times_and_result_as_read_whole() {
     if missing() {
         return;
     }
@@ -650,6 +650,8 @@ fn an_execution_read_by_its_head_carries_the_same_id_status_and_times_as_read_wh
             end_timestamp: whole.end_timestamp,
             elapsed_seconds: whole.elapsed_seconds,
             log: whole.log.clone(),
+            result: whole.result.clone(),
+            result_size: whole.result_size,
             ..Execution::default()
         };
         assert_eq!(head, expected, "{origin}");
