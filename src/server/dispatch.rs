@@ -235,7 +235,9 @@ pub(crate) async fn run(
         req.trace = trace_context(headers);
     }
     let req = Arc::new(req);
-    let dispatch = core_layer::dispatch(tenant, req.clone(), mode);
+    // Boxed: the dispatch's future is kilobytes, and every layer it passed through unboxed
+    // (this function, the telemetry wrapper, the handler) copied it once more.
+    let dispatch = Box::pin(core_layer::dispatch(tenant, req.clone(), mode));
     let versions = |pack: &str| tenant.dispatcher.pack_version(pack);
     crate::telemetry::observe_dispatch(&req, mode, dispatch, versions)
         .await

@@ -217,7 +217,10 @@ impl Dispatcher {
         wait: Duration,
     ) -> (Result<Dispatched, DispatchError>, Option<String>) {
         let deadline = Instant::now() + wait;
-        let submitted = tokio::time::timeout_at(deadline, self.submit(req, action, key)).await;
+        // Boxed: the lookups and the create are most of this future's size, which would
+        // otherwise be copied along with it through every caller.
+        let submit = Box::pin(self.submit(req, action, key));
+        let submitted = tokio::time::timeout_at(deadline, submit).await;
         let execution = match submitted {
             Ok(Ok(found)) => found,
             Ok(Err(refusal)) => return (Err(refusal), None),
