@@ -159,7 +159,7 @@ pub async fn dispatch(
     let outcome = match body {
         Ok(Json(req)) => {
             run(
-                &tenant,
+                &tenant.0,
                 req,
                 &headers,
                 Mode::Wait(Duration::from_millis(wait)),
@@ -210,7 +210,7 @@ pub async fn activepieces_run(
         None => {
             req.flow_ref = without_machine(&req.flow_ref).to_string();
             let wait = Duration::from_millis(state.settings.max_wait_ms);
-            run(&tenant, req, &headers, Mode::Wait(wait)).await
+            run(&tenant.0, req, &headers, Mode::Wait(wait)).await
         }
     };
     Contract::Activepieces.answer(outcome)
@@ -220,7 +220,7 @@ pub async fn activepieces_run(
 /// completed from the headers every route honours: `Idempotency-Key` stands in for a missing
 /// key, `traceparent`/`tracestate` for a trace context the body did not carry.
 pub(crate) async fn run(
-    tenant: &Tenant,
+    tenant: &Arc<Tenant>,
     mut req: DispatchRequest,
     headers: &HeaderMap,
     mode: Mode,
@@ -234,10 +234,12 @@ pub(crate) async fn run(
     if req.trace.is_none() {
         req.trace = trace_context(headers);
     }
-    let observed = req.clone();
-    let dispatch = core_layer::dispatch(tenant, req, mode);
+    let req = Arc::new(req);
+    // Boxed: the dispatch's future is kilobytes, and every layer it passed through unboxed
+    // (this function, the telemetry wrapper, the handler) copied it once more.
+    let dispatch = Box::pin(core_layer::dispatch(tenant, req.clone(), mode));
     let versions = |pack: &str| tenant.dispatcher.pack_version(pack);
-    crate::telemetry::observe_dispatch(&observed, mode, dispatch, versions)
+    crate::telemetry::observe_dispatch(&req, mode, dispatch, versions)
         .await
         .map_err(Failure::from)
 }

@@ -100,7 +100,7 @@ pub async fn invoke(
         Ok(req) => req,
         Err(failure) => return Contract::Machine.refuse(failure, Some(&invocation_id)),
     };
-    match run(&tenant, req, &headers, Mode::Start).await {
+    match run(&tenant.0, req, &headers, Mode::Start).await {
         Ok(Dispatched {
             execution: Some(execution),
             ..

@@ -87,5 +87,5 @@ pub async fn invoke(
             .and_then(|tp| TraceContext::parse(tp, body.metadata.tracestate.as_deref())),
         invocation_id: None,
     };
-    Contract::OpenClaw.answer(run(&tenant, req, &headers, mode).await)
+    Contract::OpenClaw.answer(run(&tenant.0, req, &headers, mode).await)
 }

@@ -34,6 +34,7 @@ mod spans;
 mod st2_cli_habits;
 mod st2_defects;
 mod stream;
+mod stream_snapshots;
 mod telemetry;
 mod telemetry_cli;
 mod telemetry_mapping;

@@ -144,8 +144,13 @@ impl Answer {
     }
 }
 
-/// Decodes `body` as `T`; errors carry the JSON path of the bad value.
+/// Decodes `body` as `T`; errors carry the JSON path of the bad value. The path is tracked
+/// only on a second read after a failure: tracking it costs an allocation per key, on every
+/// answer st2 gives, for the rare one that does not decode.
 pub(crate) fn decode<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T, St2Error> {
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| St2Error::Decode {
         call: call.clone(),

@@ -1,6 +1,8 @@
 //! Following one st2 execution until it completes or the caller's deadline passes, through
 //! the dispatcher's watcher (st2's event stream, or its poll loop).
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
 use super::validate::ActionRef;
@@ -20,15 +22,15 @@ impl Dispatcher {
         action: &ActionRef,
         deadline: Instant,
     ) -> Result<Dispatched, DispatchError> {
-        match self.watcher.wait_for(&execution, deadline).await {
+        let created_status = execution.status.clone();
+        match self.watcher.wait_head(Arc::new(execution), deadline).await {
             Ok(done) => match done.status.clone() {
                 Some(status) => outcome(&done, &status),
                 None => Err(still_running(&done.id, None)),
             },
-            Err(WaitError::Deadline { id, last_status }) => Err(still_running(
-                &id,
-                last_status.or(execution.status).as_ref(),
-            )),
+            Err(WaitError::Deadline { id, last_status }) => {
+                Err(still_running(&id, last_status.or(created_status).as_ref()))
+            }
             Err(WaitError::Gone { id }) => Err(disappeared(&id)),
             Err(WaitError::St2 { source, .. }) => Err(from_st2(&source, action)),
         }

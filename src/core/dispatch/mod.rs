@@ -235,7 +235,10 @@ impl Dispatcher {
         wait: Duration,
     ) -> (Result<Dispatched, DispatchError>, Option<String>) {
         let deadline = Instant::now() + wait;
-        let submitted = tokio::time::timeout_at(deadline, self.submit(req, action, key)).await;
+        // Boxed: the lookups and the create are most of this future's size, which would
+        // otherwise be copied along with it through every caller.
+        let submit = Box::pin(self.submit(req, action, key));
+        let submitted = tokio::time::timeout_at(deadline, submit).await;
         let execution = match submitted {
             Ok(Ok(found)) => found,
             Ok(Err(refusal)) => return (Err(refusal), None),
@@ -498,7 +501,7 @@ impl Dispatcher {
         request.trace_tag = Some(key.to_string());
         let mut pause = CREATE_RETRY_FIRST;
         for attempt in 1..=CREATE_ATTEMPTS {
-            let err = match self.st2.executions().create(&request).await {
+            let err = match self.st2.executions().create_brief(&request).await {
                 Ok(created) => return Ok(created),
                 Err(e) => e,
             };

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use super::List;
 use crate::client::{ApiRequest, St2Client};
 use crate::error::St2Error;
-use crate::models::{Execution, ExecutionStatus, Fault, JsonObject, Notify, OutputType, st2_time};
+use crate::models::{
+    CreatedExecution, Execution, ExecutionStatus, Fault, JsonObject, Notify, OutputType, st2_time,
+};
 
 /// What `DELETE /executions/{id}` did.
 #[derive(Debug, Clone)]
@@ -132,6 +134,14 @@ impl<'a> Executions<'a> {
     pub async fn create(&self, request: &ExecutionRequest) -> Result<Execution, St2Error> {
         let req = ApiRequest::new(Method::POST, ["executions"]).json(request.body());
         self.client.send(req).await?.json()
+    }
+
+    /// [`Executions::create`], with the answer read without the `action` and `runner`
+    /// documents st2 embeds in it (see [`CreatedExecution`]), for callers that need neither.
+    pub async fn create_brief(&self, request: &ExecutionRequest) -> Result<Execution, St2Error> {
+        let req = ApiRequest::new(Method::POST, ["executions"]).json(request.body());
+        let created: CreatedExecution = self.client.send(req).await?.json()?;
+        Ok(created.0)
     }
 
     /// Starts a `GET /executions/{id}`; `id` may be `last`.

@@ -115,12 +115,72 @@ impl<'de> Deserialize<'de> for Rfc3339Opt {
 
 impl<'de> Deserialize<'de> for Execution {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ExecutionVisitor)
+        d.deserialize_map(ExecutionVisitor(Depth::Whole))
     }
 }
 
-/// Reads an execution field by field in one pass; fields it does not know go to `extra`.
-struct ExecutionVisitor;
+/// Only the head of an execution: `id`, `status`, `start_timestamp`, `end_timestamp`,
+/// `elapsed_seconds`, `log`, `result` and `result_size`; every other field is checked as
+/// JSON and skipped without being built, and is empty in the [`Execution`] it holds.
+///
+/// For snapshots read only to follow a status to its outcome (st2's stream events), where
+/// building the whole document (its `action` and `runner` above all) is most of the cost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutionHead(pub Execution);
+
+impl<'de> Deserialize<'de> for ExecutionHead {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ExecutionVisitor(Depth::Head)).map(Self)
+    }
+}
+
+/// An execution as st2 answers a create, without the `action` and `runner` documents it
+/// embeds (the action's metadata and its runner type with every runner parameter): those are
+/// `None`, the rest is whole. The action ref stays in `liveaction.action`
+/// ([`Execution::action_ref`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreatedExecution(pub Execution);
+
+impl<'de> Deserialize<'de> for CreatedExecution {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ExecutionVisitor(Depth::Created))
+            .map(Self)
+    }
+}
+
+/// How much of an execution a read builds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Whole,
+    /// Without `action` and `runner`.
+    Created,
+    /// Only what following a status to its outcome needs.
+    Head,
+}
+
+impl Depth {
+    /// Whether a field is built at this depth (unknown fields count as `extra`).
+    fn builds(self, key: &str) -> bool {
+        match self {
+            Self::Whole => true,
+            Self::Created => !matches!(key, "action" | "runner"),
+            Self::Head => matches!(
+                key,
+                "id" | "status"
+                    | "start_timestamp"
+                    | "end_timestamp"
+                    | "elapsed_seconds"
+                    | "log"
+                    | "result"
+                    | "result_size"
+            ),
+        }
+    }
+}
+
+/// Reads an execution field by field in one pass; fields it does not know go to `extra`,
+/// fields its depth leaves out are skipped.
+struct ExecutionVisitor(Depth);
 
 impl<'de> serde::de::Visitor<'de> for ExecutionVisitor {
     type Value = Execution;
@@ -152,6 +212,10 @@ impl<'de> serde::de::Visitor<'de> for ExecutionVisitor {
             extra: JsonObject::new(),
         };
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !self.0.builds(&key) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
             match key.as_ref() {
                 "id" => id = Some(map.next_value()?),
                 "status" => e.status = map.next_value()?,

@@ -15,7 +15,8 @@ mod trace;
 pub use action::{Action, ActionParameters, ParameterSpec};
 pub use auth::Token;
 pub use execution::{
-    Execution, LiveAction, LogEntry, Notify, NotifyTarget, OutputChunk, OutputType,
+    CreatedExecution, Execution, ExecutionHead, LiveAction, LogEntry, Notify, NotifyTarget,
+    OutputChunk, OutputType,
 };
 pub use keyvalue::KeyValuePair;
 pub use pack::Pack;

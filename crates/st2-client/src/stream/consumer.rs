@@ -12,10 +12,11 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::watch;
 
+use super::follow::Snapshot;
 use super::hub::{ConnectionState, Counters, Hub};
 use super::parse::{SseEvent, SseParser};
 use crate::client::ApiRequest;
-use crate::models::st2_time;
+use crate::models::{ExecutionHead, st2_time};
 use crate::{Execution, Page, St2Error};
 
 /// The events asked for. Execution events are the source of truth (st2-api.md §7.2):
@@ -126,13 +127,20 @@ fn take(hub: &Hub, ev: SseEvent) {
         return;
     }
     Counters::bump(&hub.counters.events, 1);
-    match serde_json::from_str::<Execution>(&ev.data) {
-        Ok(execution) => hub.streamed(execution, ev.data.len()),
+    let len = ev.data.len();
+    match decode(ev.data) {
+        Ok(snapshot) => hub.streamed(snapshot, len),
         Err(e) => {
             Counters::bump(&hub.counters.undecodable, 1);
             tracing::warn!(event = %ev.event, error = %e, "st2 stream event is not an execution; skipped");
         }
     }
+}
+
+/// An event's execution: its head, the rest kept as text until somebody needs it whole.
+fn decode(text: String) -> serde_json::Result<Snapshot> {
+    let ExecutionHead(head) = serde_json::from_str(&text)?;
+    Ok(Snapshot::head_of(head, text))
 }
 
 /// Catches up on what the stream could not deliver: executions started since `since` (st2's

@@ -3,7 +3,7 @@
 //! stream, merged into one sequence in execution order.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,11 +21,91 @@ pub const MAX_FOLLOW: Duration = Duration::from_secs(24 * 3600);
 /// the terminal status is reported anyway (st2 has then sent no `EOF` through reopenings).
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
 
+/// One snapshot of an execution as the watcher holds it: whole (read over REST), or, for a
+/// stream event, only its head (id, status, times, log, result) with the text it came as,
+/// decoded whole the first time somebody needs it. A dispatch's wait needs only heads, and
+/// building st2's whole document (its action and runner type above all) was most of the
+/// stream's cost.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    head: Arc<Execution>,
+    /// The JSON text of a head-only snapshot.
+    text: Option<String>,
+    whole: OnceLock<Arc<Execution>>,
+}
+
+impl Snapshot {
+    /// A snapshot read whole.
+    pub fn whole(execution: Arc<Execution>) -> Self {
+        Self {
+            head: execution,
+            text: None,
+            whole: OnceLock::new(),
+        }
+    }
+
+    /// A snapshot of which only `head` was read from `text`.
+    pub fn head_of(head: Execution, text: String) -> Self {
+        Self {
+            head: Arc::new(head),
+            text: Some(text),
+            whole: OnceLock::new(),
+        }
+    }
+
+    /// Id, status, times, log and result; the rest may be empty (see
+    /// [`Snapshot::execution`]).
+    pub fn head(&self) -> &Arc<Execution> {
+        &self.head
+    }
+
+    /// The whole execution when it is already decoded, else its head: what a caller that
+    /// needs no more than the head gets without a decode.
+    fn head_or_whole(&self) -> Arc<Execution> {
+        self.whole.get().unwrap_or(&self.head).clone()
+    }
+
+    /// Whether the snapshot shows a terminal status.
+    pub fn is_terminal(&self) -> bool {
+        self.head.is_terminal()
+    }
+
+    /// The whole execution, decoded from its text at the first call. A text whose head read
+    /// but whose whole does not (a field of the wrong type) gives the head, logged: the
+    /// status it showed still counts.
+    pub fn execution(&self) -> Arc<Execution> {
+        let Some(text) = &self.text else {
+            return self.head.clone();
+        };
+        self.whole
+            .get_or_init(|| match serde_json::from_str(text) {
+                Ok(e) => Arc::new(e),
+                Err(error) => {
+                    tracing::warn!(execution = %self.head.id, %error, "an st2 stream event holds a valid status but not a valid execution; only its id, status and times are known");
+                    self.head.clone()
+                }
+            })
+            .clone()
+    }
+}
+
+/// How much of each status snapshot a follow hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Statuses {
+    /// Every one whole: a follow's caller sees them all.
+    Whole,
+    /// Only the terminal one whole: a wait reads nothing but the status of those before it.
+    TerminalWhole,
+    /// Heads only (id, status, times, log, result), whole when already decoded: a wait
+    /// whose caller needs no more.
+    Heads,
+}
+
 /// What the followers of one execution have seen, newest only.
 #[derive(Debug, Clone)]
 pub(super) enum Seen {
     Nothing,
-    Snapshot(Arc<Execution>),
+    Snapshot(Arc<Snapshot>),
     Gone,
     Failed(Arc<St2Error>),
 }
@@ -86,12 +166,19 @@ impl Stream for Follow {
 impl Follow {
     /// Follows `id`, seeded with `known` (just read or created), with or without output.
     /// Nothing happens until it is first polled.
-    pub(super) fn new(hub: Arc<Hub>, id: &str, known: Option<&Execution>, output: bool) -> Self {
+    pub(super) fn new(
+        hub: Arc<Hub>,
+        id: &str,
+        known: Option<Arc<Execution>>,
+        output: bool,
+        statuses: Statuses,
+    ) -> Self {
         let start = Start {
             hub,
             id: id.to_string(),
-            known: known.cloned(),
+            known,
             output,
+            statuses,
         };
         let events =
             futures_util::stream::unfold(Step::Start(Box::new(start)), |step| async move {
@@ -121,15 +208,26 @@ impl Follow {
     /// Consumes the events up to the terminal status, handing each output chunk to
     /// `on_output`; `WaitError` when the deadline, `Gone` or a lasting failure comes first.
     pub async fn until_terminal(
+        self,
+        deadline: Instant,
+        on_output: impl FnMut(OutputChunk),
+    ) -> Result<Execution, WaitError> {
+        self.until_terminal_shared(deadline, on_output)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Follow::until_terminal`], the execution shared with the watcher's cache, not copied.
+    pub(super) async fn until_terminal_shared(
         mut self,
         deadline: Instant,
         mut on_output: impl FnMut(OutputChunk),
-    ) -> Result<Execution, WaitError> {
+    ) -> Result<Arc<Execution>, WaitError> {
         let mut last_status: Option<ExecutionStatus> = None;
         loop {
             let event = tokio::time::timeout_at(deadline, self.next()).await;
             match event {
-                Ok(Some(ExecutionEvent::Status(e))) if e.is_terminal() => return Ok((*e).clone()),
+                Ok(Some(ExecutionEvent::Status(e))) if e.is_terminal() => return Ok(e),
                 Ok(Some(ExecutionEvent::Status(e))) => {
                     last_status = e.status.clone().or(last_status);
                 }
@@ -165,8 +263,9 @@ enum Step {
 struct Start {
     hub: Arc<Hub>,
     id: String,
-    known: Option<Execution>,
+    known: Option<Arc<Execution>>,
     output: bool,
+    statuses: Statuses,
 }
 
 impl Start {
@@ -178,6 +277,7 @@ impl Start {
         });
         Following {
             registration,
+            statuses: self.statuses,
             output,
             shown: None,
             terminal: None,
@@ -190,6 +290,7 @@ impl Start {
 /// A follow under way.
 struct Following {
     registration: Registration,
+    statuses: Statuses,
     output: Option<OutputStream>,
     /// The last status reported.
     shown: Option<ExecutionStatus>,
@@ -236,11 +337,19 @@ impl Following {
                 Woke::Seen(Seen::Gone) => return self.last(ExecutionEvent::Gone),
                 Woke::Seen(Seen::Failed(e)) => return self.last(ExecutionEvent::Failed(e)),
                 Woke::Seen(Seen::Snapshot(e)) if e.is_terminal() => {
+                    let e = match self.statuses {
+                        Statuses::Heads => e.head_or_whole(),
+                        Statuses::Whole | Statuses::TerminalWhole => e.execution(),
+                    };
                     self.terminal = Some((e, Instant::now() + OUTPUT_DRAIN));
                 }
                 Woke::Seen(Seen::Snapshot(e)) => {
-                    if let Some(status) = e.status.clone().filter(|s| self.is_news(s)) {
+                    if let Some(status) = e.head().status.clone().filter(|s| self.is_news(s)) {
                         self.shown = Some(status);
+                        let e = match self.statuses {
+                            Statuses::Whole => e.execution(),
+                            Statuses::TerminalWhole | Statuses::Heads => e.head_or_whole(),
+                        };
                         return Some(ExecutionEvent::Status(e));
                     }
                 }

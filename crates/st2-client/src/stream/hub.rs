@@ -11,7 +11,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
 use super::StreamConfig;
-use super::follow::{Follow, Seen};
+use super::follow::{Follow, Seen, Snapshot, Statuses};
 use crate::{Execution, ExecutionStatus, St2Client, St2Error};
 
 /// How many snapshots `updates()` buffers per receiver before a slow one starts losing the
@@ -190,39 +190,41 @@ impl<V> Bounded<V> {
     }
 }
 
-/// A finished execution as remembered: whole when small, else only its id and status (the
-/// whole is read from st2 again when a follow needs it).
+/// A finished execution as remembered: whole when small (a stream event's still as its text,
+/// decoded when somebody needs it whole), else only its id, status and times (the whole is
+/// read from st2 again when a follow needs it).
 struct Finished {
-    snapshot: Arc<Execution>,
+    snapshot: Arc<Snapshot>,
     whole: bool,
 }
 
 impl Finished {
-    /// `execution` whole if its JSON is at most `max_whole` bytes, else its summary; with the
+    /// `snapshot` whole if its JSON is at most `max_whole` bytes, else its summary; with the
     /// bytes it takes.
     /// `size`: the execution's size as JSON when known (the text it was read from).
-    fn of(execution: Arc<Execution>, size: Option<usize>, max_whole: usize) -> (Self, usize) {
-        let size = size.unwrap_or_else(|| json_size(&*execution));
+    fn of(snapshot: Arc<Snapshot>, size: Option<usize>, max_whole: usize) -> (Self, usize) {
+        let size = size.unwrap_or_else(|| json_size(&**snapshot.head()));
         if size <= max_whole {
             return (
                 Self {
-                    snapshot: execution,
+                    snapshot,
                     whole: true,
                 },
                 size,
             );
         }
+        let head = snapshot.head();
         let summary = Execution {
-            id: execution.id.clone(),
-            status: execution.status.clone(),
-            start_timestamp: execution.start_timestamp,
-            end_timestamp: execution.end_timestamp,
+            id: head.id.clone(),
+            status: head.status.clone(),
+            start_timestamp: head.start_timestamp,
+            end_timestamp: head.end_timestamp,
             ..Execution::default()
         };
         let size = json_size(&summary);
         (
             Self {
-                snapshot: Arc::new(summary),
+                snapshot: Arc::new(Snapshot::whole(Arc::new(summary))),
                 whole: false,
             },
             size,
@@ -257,7 +259,7 @@ struct State {
     following: HashMap<String, Entry>,
     finished: Bounded<Finished>,
     /// The latest snapshot of every execution seen non-terminal.
-    in_flight: Bounded<Arc<Execution>>,
+    in_flight: Bounded<Arc<Snapshot>>,
     /// Executions the poll loop reads at once, whatever the stream's state: new follows
     /// that the stream cannot be known to cover.
     urgent: HashSet<String>,
@@ -316,24 +318,27 @@ impl Hub {
 
     /// Takes in one snapshot from any source: fans it out, remembers it, wakes its followers.
     pub fn observe(&self, execution: Execution) {
-        self.take_in(execution, None);
+        self.take_in(Snapshot::whole(Arc::new(execution)), None);
     }
 
     /// [`Hub::observe`], with the length of the JSON text the execution was read from standing
     /// in for its size: serialising every stream event again only to count its bytes was a
     /// tenth of the stream's CPU. The two differ only by whitespace and escapes (st2 writes
     /// `", "` separators and `\u` escapes, so its text is the longer), so the caches stay
-    /// bounded in bytes.
-    fn take_in(&self, execution: Execution, text_len: Option<usize>) {
-        let execution = Arc::new(execution);
-        // Nobody listening is normal; the snapshot still feeds follows.
-        let _ = self.updates.send(execution.clone());
+    /// bounded in bytes. A head-only snapshot holds that text, so it weighs the same.
+    fn take_in(&self, snapshot: Snapshot, text_len: Option<usize>) {
+        let snapshot = Arc::new(snapshot);
+        // Nobody listening is normal (no event sink); the snapshot still feeds follows. Only
+        // a listener makes a head-only snapshot worth decoding whole.
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(snapshot.execution());
+        }
         let mut st = self.lock();
-        let id = execution.id.as_str();
-        if execution.is_terminal() {
+        let id = snapshot.head().id.as_str();
+        if snapshot.is_terminal() {
             st.in_flight.remove(id);
             let (finished, bytes) = Finished::of(
-                execution.clone(),
+                snapshot.clone(),
                 text_len,
                 self.cfg.cached_execution_max_bytes,
             );
@@ -342,14 +347,14 @@ impl Hub {
             // A late non-terminal snapshot never replaces a terminal one: terminal is final.
             return;
         } else {
-            let bytes = text_len.unwrap_or_else(|| json_size(&*execution));
-            st.in_flight.insert(id, execution.clone(), bytes);
+            let bytes = text_len.unwrap_or_else(|| json_size(&**snapshot.head()));
+            st.in_flight.insert(id, snapshot.clone(), bytes);
         }
         if let Some(entry) = st.following.get(id) {
             entry.seen.send_if_modified(|seen| {
                 let news = !seen.is_final();
                 if news {
-                    *seen = Seen::Snapshot(execution);
+                    *seen = Seen::Snapshot(snapshot);
                 }
                 news
             });
@@ -360,12 +365,12 @@ impl Hub {
     /// time is known. Only the stream advances this; a read while it is down says nothing
     /// about the executions not read.
     /// `text_len`: the length of the event's JSON text.
-    pub fn streamed(&self, execution: Execution, text_len: usize) {
-        if let Some(t) = latest_time(&execution) {
+    pub fn streamed(&self, snapshot: Snapshot, text_len: usize) {
+        if let Some(t) = latest_time(snapshot.head()) {
             let mut st = self.lock();
             st.known_through = Some(st.known_through.map_or(t, |k| k.max(t)));
         }
-        self.take_in(execution, Some(text_len));
+        self.take_in(snapshot, Some(text_len));
     }
 
     /// st2 answered 404 for `id`.
@@ -469,7 +474,7 @@ impl Hub {
     /// Adds a follower of `id`, seeded with the newest snapshot known (the watcher's own, or
     /// `known`). Unless the stream is certain to carry its changes, the poll loop reads it
     /// at once: registered first, then read, so no change falls between the two.
-    pub fn register(self: &Arc<Self>, id: &str, known: Option<&Execution>) -> Registration {
+    pub fn register(self: &Arc<Self>, id: &str, known: Option<&Arc<Execution>>) -> Registration {
         self.poller.get_or_init(|| {
             tokio::spawn(super::poll::run(
                 Arc::downgrade(self),
@@ -486,8 +491,8 @@ impl Hub {
             .filter(|f| f.whole)
             .map(|f| f.snapshot.clone())
             .or_else(|| st.in_flight.get(id).cloned())
-            .or_else(|| known.map(|e| Arc::new(e.clone())));
-        let covered = self.covered(&st, id, known);
+            .or_else(|| known.map(|e| Arc::new(Snapshot::whole(e.clone()))));
+        let covered = self.covered(&st, id, known.map(|e| &**e));
         let entry = st.following.entry(id.to_string()).or_insert_with(|| Entry {
             seen: watch::channel(Seen::Nothing).0,
             followers: 0,
@@ -648,13 +653,13 @@ impl ExecutionWatcher {
     /// Execution `id` as events in execution order: its statuses, its output, then its
     /// terminal status or `Gone`; see [`Follow`] for the order and the bounds.
     pub fn follow(&self, id: &str) -> Follow {
-        Follow::new(self.hub.clone(), id, None, true)
+        Follow::new(self.hub.clone(), id, None, true, Statuses::Whole)
     }
 
     /// Resolves with the execution as soon as a terminal status is seen for `id` — from the
     /// stream, a reconciliation, or the poll loop — or fails at `deadline`.
     pub async fn wait_terminal(&self, id: &str, deadline: Instant) -> Result<Execution, WaitError> {
-        Follow::new(self.hub.clone(), id, None, false)
+        Follow::new(self.hub.clone(), id, None, false, Statuses::TerminalWhole)
             .until_terminal(deadline, |_| {})
             .await
     }
@@ -669,9 +674,40 @@ impl ExecutionWatcher {
         if execution.is_terminal() {
             return Ok(execution.clone());
         }
-        Follow::new(self.hub.clone(), &execution.id, Some(execution), false)
-            .until_terminal(deadline, |_| {})
-            .await
+        let known = Arc::new(execution.clone());
+        Follow::new(
+            self.hub.clone(),
+            &execution.id,
+            Some(known),
+            false,
+            Statuses::TerminalWhole,
+        )
+        .until_terminal(deadline, |_| {})
+        .await
+    }
+
+    /// [`ExecutionWatcher::wait_for`] for a caller that needs only the terminal execution's
+    /// id, status, times, log and result, without copies: `execution` seeds the follow as it
+    /// is, and the answer is the watcher's own snapshot — whole when it was read over REST or
+    /// already decoded, else what st2's event carried of those fields (the rest empty).
+    pub async fn wait_head(
+        &self,
+        execution: Arc<Execution>,
+        deadline: Instant,
+    ) -> Result<Arc<Execution>, WaitError> {
+        if execution.is_terminal() {
+            return Ok(execution);
+        }
+        let id = execution.id.clone();
+        Follow::new(
+            self.hub.clone(),
+            &id,
+            Some(execution),
+            false,
+            Statuses::Heads,
+        )
+        .until_terminal_shared(deadline, |_| {})
+        .await
     }
 
     /// Every execution snapshot observed (stream events, reconciliation reads, reads by
@@ -707,7 +743,8 @@ impl ExecutionWatcher {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bounded, Execution, Finished};
+    use super::{Bounded, Execution, Finished, Snapshot};
+    use crate::models::ExecutionHead;
     use std::sync::Arc;
 
     #[test]
@@ -743,15 +780,16 @@ mod tests {
             result: Some(serde_json::json!({"stdout": "x".repeat(500_000)})),
             ..Execution::default()
         };
-        let (summary, bytes) = Finished::of(Arc::new(e.clone()), None, 16 * 1024);
+        let whole = |e: &Execution| Arc::new(Snapshot::whole(Arc::new(e.clone())));
+        let (summary, bytes) = Finished::of(whole(&e), None, 16 * 1024);
         assert!(!summary.whole);
         assert!(bytes < 200, "{bytes} bytes");
-        assert_eq!(summary.snapshot.status, e.status);
-        assert!(summary.snapshot.result.is_none());
+        assert_eq!(summary.snapshot.head().status, e.status);
+        assert!(summary.snapshot.execution().result.is_none());
         e.result = Some(serde_json::json!({"stdout": "small"}));
-        let (whole, _) = Finished::of(Arc::new(e.clone()), None, 16 * 1024);
-        assert!(whole.whole);
-        assert_eq!(*whole.snapshot, e);
+        let (kept, _) = Finished::of(whole(&e), None, 16 * 1024);
+        assert!(kept.whole);
+        assert_eq!(*kept.snapshot.execution(), e);
     }
 
     #[test]
@@ -760,10 +798,13 @@ mod tests {
         let text = r#"{"id": "e1", "status": "succeeded", "result": {"stdout": "caf\u00e9 \u2713\n"}, "parameters": {}, "context": {"user": "st2admin"}}"#;
         let e: Execution = serde_json::from_str(text).unwrap();
         assert!(super::json_size(&e) <= text.len());
-        let (finished, bytes) = Finished::of(Arc::new(e.clone()), Some(text.len()), 16 * 1024);
+        let ExecutionHead(head) = serde_json::from_str(text).unwrap();
+        let streamed = Arc::new(Snapshot::head_of(head, text.to_string()));
+        let (finished, bytes) = Finished::of(streamed.clone(), Some(text.len()), 16 * 1024);
         assert!(finished.whole);
         assert_eq!(bytes, text.len(), "weighed without writing it out again");
-        let (summary, _) = Finished::of(Arc::new(e), Some(20_000), 16 * 1024);
+        assert_eq!(*finished.snapshot.execution(), e, "decoded whole on demand");
+        let (summary, _) = Finished::of(streamed, Some(20_000), 16 * 1024);
         assert!(!summary.whole, "the text's length decides");
     }
 }

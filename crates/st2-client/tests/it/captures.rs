@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use st2_client::models::{
-    Action, ActionParameters, Execution, ExecutionStatus, Fault, KeyValuePair, LiveAction,
-    OutputChunk, Pack, Token, Trace, TraceComponent,
+    Action, ActionParameters, CreatedExecution, Execution, ExecutionHead, ExecutionStatus, Fault,
+    KeyValuePair, LiveAction, OutputChunk, Pack, Token, Trace, TraceComponent,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -599,4 +599,94 @@ fn every_st2_status_round_trips_and_the_sets_are_st2s() {
     assert_eq!(future, ExecutionStatus::Unknown("teleported".into()));
     assert!(!future.is_terminal() && !future.is_cancelable());
     assert_eq!(serde_json::to_value(&future).unwrap(), "teleported");
+}
+
+/// Every execution document recorded from st2: stream events, `GET` and `POST` answers.
+fn recorded_execution_texts() -> Vec<(String, String)> {
+    let dir = reference_dir().join("captures");
+    let mut texts = Vec::new();
+    for name in file_names(&dir) {
+        if name.ends_with(".sse") {
+            let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+            for frame in text.split("\n\n") {
+                let event = frame.lines().find_map(|l| l.strip_prefix("event: "));
+                let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(event), Some(data)) = (event, data)
+                    && event.starts_with("st2.execution__")
+                {
+                    texts.push((format!("{name} {event}"), data.to_string()));
+                }
+            }
+        } else if name.starts_with("execution-") && name.ends_with(".json") {
+            texts.push((
+                name.clone(),
+                std::fs::read_to_string(dir.join(&name)).unwrap(),
+            ));
+        } else if name.starts_with("execution-post-") && name.ends_with(".http") {
+            let c = capture(&name);
+            if c.status == 201 {
+                texts.push((name, c.body));
+            }
+        }
+    }
+    texts
+}
+
+#[test]
+fn an_execution_read_by_its_head_carries_the_same_id_status_times_and_result_as_read_whole() {
+    if missing() {
+        return;
+    }
+    let texts = recorded_execution_texts();
+    assert!(texts.len() >= 10, "{} recorded executions", texts.len());
+    for (origin, text) in &texts {
+        let whole: Execution = serde_json::from_str(text).unwrap();
+        let ExecutionHead(head) = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{origin}: head does not decode: {e}"));
+        let expected = Execution {
+            id: whole.id.clone(),
+            status: whole.status.clone(),
+            start_timestamp: whole.start_timestamp,
+            end_timestamp: whole.end_timestamp,
+            elapsed_seconds: whole.elapsed_seconds,
+            log: whole.log.clone(),
+            result: whole.result.clone(),
+            result_size: whole.result_size,
+            ..Execution::default()
+        };
+        assert_eq!(head, expected, "{origin}");
+        assert!(
+            head.status.is_some(),
+            "{origin}: every recorded one has a status"
+        );
+        assert_eq!(head.is_terminal(), whole.is_terminal(), "{origin}");
+    }
+}
+
+#[test]
+fn a_created_execution_read_brief_is_the_whole_one_without_action_and_runner() {
+    if missing() {
+        return;
+    }
+    let mut checked = 0;
+    for (origin, text) in recorded_execution_texts() {
+        let whole: Execution = serde_json::from_str(&text).unwrap();
+        let CreatedExecution(brief) = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            brief.action_ref(),
+            whole.action_ref(),
+            "{origin}: the ref stays"
+        );
+        let expected = Execution {
+            action: None,
+            runner: None,
+            ..whole.clone()
+        };
+        assert_eq!(brief, expected, "{origin}");
+        checked += usize::from(whole.action.is_some() && whole.runner.is_some());
+    }
+    assert!(
+        checked > 0,
+        "some recorded executions embed action and runner"
+    );
 }
