@@ -210,18 +210,18 @@ async fn run(
     booked: &Booked,
     mode: Mode,
 ) -> (Result<Dispatched, DispatchError>, Option<String>) {
+    let dispatcher = &tenant.dispatcher;
     // The booking has just read the action's schema: one read per dispatch, even when the
     // schema cache keeps nothing.
-    let dispatcher = &match booked.schema() {
-        Some(schema) => tenant
-            .dispatcher
-            .having_read(&action.to_string(), schema.clone()),
-        None => tenant.dispatcher.clone(),
-    };
+    let schema = booked.schema();
     match mode {
-        Mode::Wait(wait) => dispatcher.dispatch_naming(req, action, key, wait).await,
-        Mode::DryRun => (dispatcher.dry_run(req, action).await, None),
-        Mode::Start => match dispatcher.submit(req, action, key).await {
+        Mode::Wait(wait) => {
+            dispatcher
+                .dispatch_naming(req, action, key, wait, schema)
+                .await
+        }
+        Mode::DryRun => (dispatcher.dry_run(req, action, schema).await, None),
+        Mode::Start => match dispatcher.submit(req, action, key, schema).await {
             Ok(execution) => {
                 let id = execution.id.clone();
                 let started = Dispatched {

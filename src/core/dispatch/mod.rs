@@ -57,9 +57,6 @@ pub struct Dispatcher {
     schemas: Arc<SchemaCache>,
     /// One schema read per action at a time.
     schema_reads: Flights,
-    /// The schema (with its action) this dispatch's secret booking already read, so the
-    /// payload check does not read it again when the cache keeps nothing (`ttl: 0s`).
-    read: Option<(String, Arc<ActionParameters>)>,
     /// Set once st2 refused the traces API (404/403): from then on keys are looked up with
     /// the context filter, and the warning about it has been logged.
     no_traces: Arc<AtomicBool>,
@@ -119,7 +116,6 @@ impl Dispatcher {
             gate: None,
             schemas: Arc::new(SchemaCache::new(SchemaCacheConfig::default())),
             schema_reads: Flights::default(),
-            read: None,
             no_traces: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -133,11 +129,6 @@ impl Dispatcher {
     /// `action`'s merged parameter schema: the one read less than `dispatch.schema_cache.ttl`
     /// ago, else st2's.
     pub async fn parameters(&self, action: &str) -> Result<Arc<ActionParameters>, St2Error> {
-        if let Some((read, schema)) = &self.read
-            && read == action
-        {
-            return Ok(schema.clone());
-        }
         if let Some(schema) = self.schemas.get(action) {
             return Ok(schema);
         }
@@ -150,15 +141,6 @@ impl Dispatcher {
         let schema = Arc::new(self.st2.action_parameters(action).await?);
         self.schemas.put(action, schema.clone());
         Ok(schema)
-    }
-
-    /// This dispatcher for one dispatch that has just read `action`'s `schema`: its payload is
-    /// checked against that schema, not a second read.
-    pub fn having_read(&self, action: &str, schema: Arc<ActionParameters>) -> Self {
-        Self {
-            read: Some((action.to_string(), schema)),
-            ..self.clone()
-        }
     }
 
     /// Cancels an execution whose synchronous wait ran out instead of leaving it running.
@@ -219,25 +201,28 @@ impl Dispatcher {
         wait: Duration,
     ) -> Result<Dispatched, DispatchError> {
         let action = self.admit(&req.flow_ref).await?;
-        self.dispatch_naming(req, &action, &dispatch_key(req), wait)
+        self.dispatch_naming(req, &action, &dispatch_key(req), wait, None)
             .await
             .0
     }
 
     /// [`Dispatcher::dispatch`] of `action` (`req`'s flowRef, already through
     /// [`Dispatcher::admit`]) under `key` (`req`'s [`dispatch_key`], which the caller has
-    /// already made), naming the execution the answer is about when there is one.
+    /// already made), naming the execution the answer is about when there is one. `schema`:
+    /// `action`'s parameter schema when the caller has just read it (see
+    /// [`Dispatcher::submit`]).
     pub async fn dispatch_naming(
         &self,
         req: &DispatchRequest,
         action: &ActionRef,
         key: &str,
         wait: Duration,
+        schema: Option<&Arc<ActionParameters>>,
     ) -> (Result<Dispatched, DispatchError>, Option<String>) {
         let deadline = Instant::now() + wait;
         // Boxed: the lookups and the create are most of this future's size, which would
         // otherwise be copied along with it through every caller.
-        let submit = Box::pin(self.submit(req, action, key));
+        let submit = Box::pin(self.submit(req, action, key, schema));
         let submitted = tokio::time::timeout_at(deadline, submit).await;
         let execution = match submitted {
             Ok(Ok(found)) => found,
@@ -266,18 +251,21 @@ impl Dispatcher {
     }
 
     /// Starts `req`'s execution of `action` (admitted) under `key` (its [`dispatch_key`]), or
-    /// finds the one st2 already holds for it, without waiting for it to complete.
+    /// finds the one st2 already holds for it, without waiting for it to complete. `schema`:
+    /// `action`'s parameter schema when the caller has just read it, so the payload is checked
+    /// against it rather than a second read (which the cache would not spare with `ttl: 0s`).
     pub async fn submit(
         &self,
         req: &DispatchRequest,
         action: &ActionRef,
         key: &str,
+        schema: Option<&Arc<ActionParameters>>,
     ) -> Result<Execution, DispatchError> {
         let _flight = self.flights.enter(key).await;
         // Both are reads, so they go out together: one round trip less per dispatch.
         let (found, checked) = tokio::join!(
             self.existing(Some(action), key, &req.tenant_id),
-            self.checked_parameters(req, action)
+            self.checked_parameters(req, action, schema)
         );
         let execution = match found {
             // A retry attaches to what st2 holds, whatever its payload says now.
@@ -293,11 +281,13 @@ impl Dispatcher {
     }
 
     /// Checks `req` (for `action`, admitted) exactly as [`Dispatcher::dispatch`] would — that
-    /// st2 has the action, the payload against its schema — and starts nothing.
+    /// st2 has the action, the payload against its schema — and starts nothing. `schema` as
+    /// for [`Dispatcher::submit`].
     pub async fn dry_run(
         &self,
         req: &DispatchRequest,
         action: &ActionRef,
+        schema: Option<&Arc<ActionParameters>>,
     ) -> Result<Dispatched, DispatchError> {
         // A real run of a disabled action is refused by st2; a dry run must say so too.
         match self.st2.actions().get(&action.to_string()).await {
@@ -305,23 +295,28 @@ impl Dispatcher {
             Ok(_) => {}
             Err(e) => return Err(from_st2(&e, action)),
         }
-        self.checked_parameters(req, action).await?;
+        self.checked_parameters(req, action, schema).await?;
         Ok(Dispatched {
             output: json!({"dryRun": true, "actionRef": action.to_string(), "valid": true}),
             execution: None,
         })
     }
 
-    /// Checks the payload against the action's schema (cached, or read from st2).
+    /// Checks the payload against the action's schema: `known`, else the cached one, else
+    /// st2's.
     async fn checked_parameters(
         &self,
         req: &DispatchRequest,
         action: &ActionRef,
+        known: Option<&Arc<ActionParameters>>,
     ) -> Result<(), DispatchError> {
-        let schema = self
-            .parameters(&action.to_string())
-            .await
-            .map_err(|e| from_st2(&e, action))?;
+        let schema = match known {
+            Some(schema) => schema.clone(),
+            None => self
+                .parameters(&action.to_string())
+                .await
+                .map_err(|e| from_st2(&e, action))?,
+        };
         let problems = check_parameters(&schema, &req.payload);
         if problems.is_empty() {
             return Ok(());
@@ -344,11 +339,7 @@ impl Dispatcher {
         err: &St2Error,
     ) -> DispatchError {
         self.schemas.drop_action(&action.to_string());
-        let fresh = Self {
-            read: None,
-            ..self.clone()
-        };
-        match fresh.checked_parameters(req, action).await {
+        match self.checked_parameters(req, action, None).await {
             Err(refusal) => refusal,
             Ok(()) => unfit(format!(
                 "st2 refused {action}'s parameters: {}; change the payload to fit the action",
