@@ -147,7 +147,7 @@ async fn the_connection_cap_holds_new_connections_back_and_says_so() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = crate::support::scoped_subscriber(subscriber);
     let s = stack("server: {max_streams: 1, max_connections: 3, header_read_timeout: 2s}\n").await;
     let mut idle = Vec::new();
     for _ in 0..3 {

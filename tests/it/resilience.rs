@@ -150,7 +150,7 @@ async fn the_request_span_continues_the_callers_traceparent() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(captured.clone())
         .build();
-    let _guard = tracing::subscriber::set_default(
+    let _guard = crate::support::scoped_subscriber(
         tracing_subscriber::registry().with(portarium_st2::telemetry::spans::layer(&provider)),
     );
     let s = stack(Limits::from(65_536)).await;

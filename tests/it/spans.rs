@@ -50,7 +50,7 @@ async fn exported_spans_are_the_adapters_own_and_each_carries_its_dispatchs_tena
     let subscriber = tracing_subscriber::registry().with(portarium_st2::telemetry::spans::layer(
         telemetry.provider().unwrap(),
     ));
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _default = crate::support::scoped_subscriber(subscriber);
 
     let stack = Stack::builder()
         .tenant("acme", "acme-token")

@@ -98,3 +98,18 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
+
+/// Makes `subscriber` this thread's default for as long as the guards live.
+///
+/// tracing-core caches whether a callsite is wanted when it is first hit. While exactly one
+/// dispatcher is registered it asks only the hitting thread's own default, so a callsite
+/// first hit by another test's thread (which has no subscriber) is cached as unwanted, and
+/// this thread's subscriber never sees it: spans and lines went missing at random when other
+/// tests ran beside. A second, silent dispatcher kept alive with the guard makes tracing ask
+/// every registered dispatcher, this one included.
+pub fn scoped_subscriber(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> (tracing::Dispatch, tracing::subscriber::DefaultGuard) {
+    let silent = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    (silent, tracing::subscriber::set_default(subscriber))
+}
