@@ -132,16 +132,24 @@ impl<'a> Executions<'a> {
     /// Runs an action; st2 answers 201 with the new execution in `requested`. Never retried
     /// automatically: a retry could start a second execution.
     pub async fn create(&self, request: &ExecutionRequest) -> Result<Execution, St2Error> {
-        let req = ApiRequest::new(Method::POST, ["executions"]).json(request.body());
-        self.client.send(req).await?.json()
+        self.post(request).await
     }
 
     /// [`Executions::create`], with the answer read without the `action` and `runner`
     /// documents st2 embeds in it (see [`CreatedExecution`]), for callers that need neither.
     pub async fn create_brief(&self, request: &ExecutionRequest) -> Result<Execution, St2Error> {
+        self.post(request)
+            .await
+            .map(|CreatedExecution(created)| created)
+    }
+
+    /// The one `POST /executions`, its answer read as `T`.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &ExecutionRequest,
+    ) -> Result<T, St2Error> {
         let req = ApiRequest::new(Method::POST, ["executions"]).json(request.body());
-        let created: CreatedExecution = self.client.send(req).await?.json()?;
-        Ok(created.0)
+        self.client.send(req).await?.json()
     }
 
     /// Starts a `GET /executions/{id}`; `id` may be `last`.

@@ -318,7 +318,7 @@ impl Following {
                     _ => std::future::pending().await,
                 }
             };
-            let drain = super::sleep_until(drain_until);
+            let drain = st2_basics::sleep_until_some(drain_until);
             let seen = &mut self.registration.seen;
             // Statuses first: one that arrived with a chunk was st2's earlier change.
             let step = tokio::select! {

@@ -24,8 +24,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use st2_basics::{BackoffConfig, FieldError, duration};
-// The submodules' timer branch that may be off.
-use st2_basics::sleep_until_some as sleep_until;
 
 /// `st2.stream`: following executions through st2's event stream.
 #[derive(Debug, Clone, Deserialize)]

@@ -135,7 +135,7 @@ async fn read(
     let mut position: u64 = 0;
     let mut grace_until: Option<Instant> = (*ended).then(|| Instant::now() + EOF_GRACE);
     loop {
-        let grace = super::sleep_until(grace_until);
+        let grace = st2_basics::sleep_until_some(grace_until);
         let chunk = tokio::select! {
             chunk = response.chunk() => chunk,
             _ = end_seen.as_mut(), if !*ended => {

@@ -30,7 +30,7 @@ pub(super) async fn run(
                 None => return,
             },
         };
-        let round = super::sleep_until(next_round);
+        let round = st2_basics::sleep_until_some(next_round);
         let all = tokio::select! {
             _ = wake.notified() => false,
             _ = round => true,
